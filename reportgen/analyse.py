@@ -1,0 +1,247 @@
+"""Analyses: embeddings + projections -> findings (plain frozen dataclasses of NumPy arrays).
+
+One neighbour graph per layer serves every kNN-based analysis (neighbours, hard samples,
+kNN accuracy, outliers).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .reduce import PcaResult, Projection
+
+STAT_NAMES = ("brightness", "contrast", "saturation", "colour balance (R-B)")
+SHORTCUT_R = 0.5  # |r| at or above which a component is flagged as tracking an image statistic
+
+
+@dataclass(frozen=True)
+class NeighbourGraph:
+    """k nearest neighbours of every sample (self excluded), ascending distance."""
+
+    indices: np.ndarray  # (N, K) int
+    distances: np.ndarray  # (N, K) float
+    metric: str
+
+
+@dataclass(frozen=True)
+class ComponentEnds:
+    component: int  # 0-based
+    low: np.ndarray  # sample rows, lowest score first
+    high: np.ndarray  # sample rows, highest score first
+    low_makeup: tuple[tuple[str, int], ...]
+    high_makeup: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class HardSample:
+    row: int
+    label: int
+    majority: int
+    agreement: float  # share of the k neighbours with the sample's own label
+
+
+@dataclass(frozen=True)
+class AxisFinding:
+    class_a: str
+    class_b: str
+    t: np.ndarray  # (N,) position along centroid(a) -> centroid(b): 0 at a, 1 at b
+    strip: np.ndarray  # rows, ordered along the axis
+    separation: float  # fraction of a and b samples on their own side of 0.5
+
+
+def sanitize(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """Replace non-finite values by 0; return the array and how many rows had them."""
+    arr = np.asarray(x, dtype=np.float32)
+    bad_rows = ~np.isfinite(arr).all(axis=1)
+    n = int(bad_rows.sum())
+    if n:
+        arr = np.where(np.isfinite(arr), arr, 0).astype(np.float32)
+    return arr, n
+
+
+def neighbour_graph(x: np.ndarray, k: int, *, metric: str = "cosine") -> NeighbourGraph:
+    """Exact kNN (scikit-learn); cosine via unit-normalised rows (distance = 1 - cos)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    n = len(x)
+    k = int(min(k, n - 1))
+    data = np.asarray(x, dtype=np.float32)
+    if metric == "cosine":
+        norms = np.linalg.norm(data, axis=1, keepdims=True)
+        data = data / np.where(norms > 0, norms, 1)
+    nn = NearestNeighbors(n_neighbors=k + 1, metric="euclidean", algorithm="auto").fit(data)
+    dist, idx = nn.kneighbors(data)
+    # drop self: usually column 0, but duplicates can put another sample first
+    rows = np.arange(n)[:, None]
+    is_self = idx == rows
+    has_self = is_self.any(axis=1)
+    drop = np.where(has_self, np.argmax(is_self, axis=1), k)
+    keep = np.ones_like(idx, dtype=bool)
+    keep[np.arange(n), drop] = False
+    idx = idx[keep].reshape(n, k)
+    dist = dist[keep].reshape(n, k)
+    if metric == "cosine":
+        dist = dist**2 / 2.0
+    return NeighbourGraph(indices=idx, distances=dist.astype(np.float64), metric=metric)
+
+
+def knn_predict(graph: NeighbourGraph, labels: np.ndarray, k: int) -> np.ndarray:
+    """Majority label of each sample's k neighbours; ties go to the class of the nearest tied neighbour."""
+    nb = labels[graph.indices[:, :k]]
+    n_classes = int(labels.max()) + 1
+    counts = np.zeros((len(labels), n_classes), np.int64)
+    np.add.at(counts, (np.repeat(np.arange(len(labels)), nb.shape[1]), nb.ravel()), 1)
+    best = counts.max(axis=1, keepdims=True)
+    tied = counts == best
+    pred = np.empty(len(labels), np.int64)
+    for i in range(len(labels)):
+        for lab in nb[i]:
+            if tied[i, lab]:
+                pred[i] = lab
+                break
+    return pred
+
+
+def knn_accuracy(graph: NeighbourGraph, labels: np.ndarray, k: int) -> float:
+    """Leave-one-out kNN accuracy: each sample classified by its k neighbours (itself excluded)."""
+    return float((knn_predict(graph, labels, k) == labels).mean())
+
+
+def hard_samples(graph: NeighbourGraph, labels: np.ndarray, k: int, count: int) -> list[HardSample]:
+    nb = labels[graph.indices[:, :k]]
+    agree = (nb == labels[:, None]).mean(axis=1)
+    pred = knn_predict(graph, labels, k)
+    order = np.lexsort((graph.distances[:, 0], agree))  # lowest agreement first
+    out = [HardSample(int(r), int(labels[r]), int(pred[r]), float(agree[r])) for r in order if agree[r] < 0.5]
+    return out[:count]
+
+
+def outliers(graph: NeighbourGraph, k: int, count: int) -> np.ndarray:
+    """Rows with the largest distance to their k-th neighbour."""
+    kth = graph.distances[:, min(k, graph.distances.shape[1]) - 1]
+    return np.argsort(-kth, kind="stable")[:count]
+
+
+def component_ends(pca: PcaResult, labels: np.ndarray, class_names, *, components: int, size: int) -> list[ComponentEnds]:
+    out = []
+    for c in range(min(components, pca.k)):
+        s = pca.scores[:, c]
+        order = np.argsort(s, kind="stable")
+        low, high = order[:size], order[::-1][:size]
+
+        def makeup(rows):
+            counts = np.bincount(labels[rows], minlength=len(class_names))
+            top = np.argsort(-counts, kind="stable")
+            return tuple((class_names[i], int(counts[i])) for i in top if counts[i])
+
+        out.append(ComponentEnds(c, low, high, makeup(low), makeup(high)))
+    return out
+
+
+def eta_squared(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Correlation ratio per column: between-class sum of squares / total sum of squares."""
+    scores = np.asarray(scores, np.float64)
+    total = ((scores - scores.mean(0)) ** 2).sum(0)
+    between = np.zeros(scores.shape[1])
+    grand = scores.mean(0)
+    for c in np.unique(labels):
+        m = labels == c
+        between += m.sum() * (scores[m].mean(0) - grand) ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, between / np.where(total > 0, total, 1), 0.0)
+
+
+def class_means(scores: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """(C, k) class mean of each component score, in units of the component's std (NaN: no samples)."""
+    sd = scores.std(0)
+    sd = np.where(sd > 0, sd, 1)
+    out = np.full((n_classes, scores.shape[1]), np.nan)
+    for c in range(n_classes):
+        m = labels == c
+        if m.any():
+            out[c] = (scores[m].mean(0) - scores.mean(0)) / sd
+    return out
+
+
+def image_statistics(thumbnails: np.ndarray, *, chunk: int = 8192) -> np.ndarray:
+    """(N, 4): brightness, contrast (grey std), saturation (HSV S), colour balance (mean R - mean B)."""
+    n = len(thumbnails)
+    out = np.zeros((n, 4))
+    for s in range(0, n, chunk):
+        t = np.asarray(thumbnails[s : s + chunk], np.float32) / 255.0
+        grey = t @ np.asarray([0.299, 0.587, 0.114], np.float32)
+        mx, mn = t.max(-1), t.min(-1)
+        sat = np.where(mx > 0, (mx - mn) / np.where(mx > 0, mx, 1), 0)
+        out[s : s + chunk, 0] = grey.mean((1, 2))
+        out[s : s + chunk, 1] = grey.std((1, 2))
+        out[s : s + chunk, 2] = sat.mean((1, 2))
+        out[s : s + chunk, 3] = t[..., 0].mean((1, 2)) - t[..., 2].mean((1, 2))
+    return out
+
+
+def correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson r between every column of a (N, p) and of b (N, q) -> (p, q); 0 where a column is constant."""
+    a = np.asarray(a, np.float64) - np.mean(a, 0)
+    b = np.asarray(b, np.float64) - np.mean(b, 0)
+    na, nb = np.sqrt((a**2).sum(0)), np.sqrt((b**2).sum(0))
+    denom = np.outer(na, nb)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(denom > 0, (a.T @ b) / np.where(denom > 0, denom, 1), 0.0)
+    return np.clip(r, -1, 1)
+
+
+def neighbour_queries(graph: NeighbourGraph, labels: np.ndarray, x: np.ndarray, hard: list[HardSample], *, n_classes: int, extra: int = 3) -> list[int]:
+    """One typical sample per class (nearest its class centroid), then the hardest samples."""
+    rows: list[int] = []
+    for c in range(n_classes):
+        m = np.flatnonzero(labels == c)
+        if len(m) == 0:
+            continue
+        centroid = np.asarray(x[m], np.float64).mean(0)
+        d = ((np.asarray(x[m], np.float64) - centroid) ** 2).sum(1)
+        rows.append(int(m[np.argmin(d)]))
+    for h in hard[:extra]:
+        if h.row not in rows:
+            rows.append(h.row)
+    return rows
+
+
+def centroid_axis(x: np.ndarray, labels: np.ndarray, class_names, a: str, b: str, *, strip: int = 16) -> AxisFinding:
+    ia, ib = class_names.index(a), class_names.index(b)
+    xa = np.asarray(x, np.float64)
+    ca, cb = xa[labels == ia].mean(0), xa[labels == ib].mean(0)
+    v = cb - ca
+    vv = float(v @ v)
+    t = (xa - ca) @ v / vv if vv > 0 else np.zeros(len(xa))
+    pair = np.flatnonzero((labels == ia) | (labels == ib))
+    order = pair[np.argsort(t[pair], kind="stable")]
+    picks = order[np.unique(np.linspace(0, len(order) - 1, min(strip, len(order))).round().astype(int))]
+    own = np.concatenate([t[labels == ia] < 0.5, t[labels == ib] >= 0.5])
+    return AxisFinding(a, b, t, picks, float(own.mean()) if len(own) else 0.0)
+
+
+def trustworthiness(x: np.ndarray, y: np.ndarray, *, k: int = 10, cap: int = 3000, seed: int = 0, metric: str = "euclidean") -> tuple[float, int]:
+    """scikit-learn's trustworthiness on at most ``cap`` samples (it needs all pairwise ranks)."""
+    from sklearn.manifold import trustworthiness as tw
+
+    n = len(x)
+    rows = np.arange(n) if n <= cap else np.sort(np.random.default_rng(seed).choice(n, cap, replace=False))
+    k = int(min(k, max(1, len(rows) // 2 - 1)))
+    value = tw(np.asarray(x[rows], np.float64), np.asarray(y[rows], np.float64), n_neighbors=k, metric=metric)
+    return float(value), len(rows)
+
+
+def continuity(x: np.ndarray, y: np.ndarray, *, k: int = 10, cap: int = 3000, seed: int = 0, metric: str = "euclidean") -> tuple[float, int]:
+    """Continuity = trustworthiness with the two spaces swapped (are original neighbours kept?)."""
+    from sklearn.manifold import trustworthiness as tw
+
+    n = len(x)
+    rows = np.arange(n) if n <= cap else np.sort(np.random.default_rng(seed).choice(n, cap, replace=False))
+    k = int(min(k, max(1, len(rows) // 2 - 1)))
+    if metric == "cosine":
+        xr = np.asarray(x[rows], np.float64)
+        xr = xr / np.clip(np.linalg.norm(xr, axis=1, keepdims=True), 1e-12, None)
+    else:
+        xr = np.asarray(x[rows], np.float64)
+    return float(tw(np.asarray(y[rows], np.float64), xr, n_neighbors=k)), len(rows)

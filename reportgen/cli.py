@@ -1,0 +1,202 @@
+"""Command line: argv -> exit status. Parsing and error printing only; work lives in the stages.
+
+Exit codes: 0 success, 1 runtime error (data, model, output), 2 usage or invalid spec,
+3 a quality check failed (report still written), 130 interrupted (Ctrl-C).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import TextIO
+
+from . import __version__
+from .errors import ExitStatus, ReportgenError, SpecError, UsageError
+
+DEMO_SPEC = Path(__file__).parent / "examples" / "demo.yaml"
+
+EPILOG = """exit codes: 0 ok · 1 runtime error (data, model, output) · 2 usage or invalid spec ·
+3 a quality check failed · 130 interrupted"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, like every other usage error
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=0, help="log stage timings (-vv: debug)")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info messages")
+    common.add_argument("--traceback", action="store_true", help="show the full traceback on errors")
+
+    p = _Parser(prog="reportgen", description="Turn a trained image model and a dataset into a self-contained HTML report of what its layers see.",
+                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common])
+    p.add_argument("--version", action="version", version=f"reportgen {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, parents=[common], epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    b = add("build", "Build the report a spec describes (report.html, summary.json, figures/).")
+    b.add_argument("spec", type=Path, help="YAML spec file")
+    b.add_argument("--out", type=Path, help="output folder (overrides output.dir)")
+    b.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a spec field, e.g. --set dataset.limit=500 (repeatable)")
+    b.add_argument("--no-cache", action="store_true", help="recompute embeddings even when cached")
+    b.add_argument("--cache-dir", type=Path, help="embedding cache folder (default: spec cache_dir or ~/.cache/reportgen)")
+    b.add_argument("--max-samples", type=int, help="refuse to use more than N samples (a guard for CI)")
+
+    v = add("validate", "Check a spec and list every error with its YAML path and line.")
+    v.add_argument("spec", type=Path)
+    v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    add("schema", "Print the JSON Schema of the spec format.")
+
+    l = add("layers", "List a model's modules: index, name, type, output shape, parameters.")
+    l.add_argument("model", help="a timm model name, or a spec file (its first model, or --model)")
+    l.add_argument("--input-size", type=int, help="input side in pixels for the dry forward pass")
+    l.add_argument("--model", dest="model_name", help="which model of the spec")
+    l.add_argument("--weights", help="packaged weights (e.g. efficientnet_lite0)")
+
+    d = add("demo", "Build the bundled demo (EfficientNet-Lite0 packaged weights on scikit-learn digits).")
+    d.add_argument("--out", type=Path, default=Path("reportgen-demo"), help="output folder (default: ./reportgen-demo)")
+    d.add_argument("--cache-dir", type=Path)
+
+    c = add("cache", "Manage the embedding cache.")
+    c.add_argument("action", choices=["clear", "path"])
+    c.add_argument("--cache-dir", type=Path)
+    return p
+
+
+def _setup_logging(args, stderr: TextIO) -> None:
+    level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING)
+    root = logging.getLogger("reportgen")
+    root.handlers[:] = []
+    h = logging.StreamHandler(stderr)
+    h.setFormatter(logging.Formatter("reportgen: %(message)s"))
+    root.addHandler(h)
+    root.setLevel(level)
+    root.propagate = False
+
+
+def _cmd_build(args, out: TextIO) -> int:
+    from .pipeline import build
+    from .spec import load_spec
+
+    spec = load_spec(args.spec, overrides=args.overrides)
+    if args.max_samples is not None and args.max_samples <= 0:
+        raise UsageError("--max-samples must be > 0")
+    text = args.spec.read_text(encoding="utf-8")
+    result = build(spec, spec_text=text, use_cache=not args.no_cache, cache_dir=args.cache_dir, max_samples=args.max_samples,
+                   progress=not args.quiet, output_dir=args.out)
+    if not args.quiet:
+        print(f"report: {result.output_dir / 'report.html'} ({result.html_bytes / 1e6:.1f} MB)", file=out)
+    return ExitStatus.OK
+
+
+def _cmd_demo(args, out: TextIO) -> int:
+    from .pipeline import build
+    from .spec import load_spec
+
+    spec = load_spec(DEMO_SPEC)
+    result = build(spec, spec_text=DEMO_SPEC.read_text(encoding="utf-8"), cache_dir=args.cache_dir, progress=not args.quiet, output_dir=args.out)
+    print(f"demo report: {(result.output_dir / 'report.html').resolve()}", file=out)
+    return ExitStatus.OK
+
+
+def _cmd_layers(args, out: TextIO) -> int:
+    from .extract import list_layers
+    from .models import load_model
+    from .spec import ModelSpec, load_spec
+
+    target = args.model
+    if target.endswith((".yaml", ".yml")) or Path(target).is_file():
+        spec = load_spec(target)
+        models = {m.name: m for m in spec.models}
+        name = args.model_name or spec.models[0].name
+        if name not in models:
+            raise UsageError(f"--model {name!r} is not in {target} (models: {', '.join(models)})")
+        mspec = models[name]
+    else:
+        mspec = ModelSpec(name="model", timm=target, weights=args.weights, layers=[0])
+    loaded = load_model(mspec)
+    rows = list_layers(loaded, input_size=args.input_size)
+    w = max(len(r.name) for r in rows)
+    tw = max(len(r.type) for r in rows)
+    print(f"{'idx':>4}  {'name':<{w}}  {'type':<{tw}}  {'output shape':<22} {'params':>10}", file=out)
+    for r in rows:
+        print(f"{r.index:>4}  {r.name:<{w}}  {r.type:<{tw}}  {r.output_shape:<22} {r.params:>10,}", file=out)
+    return ExitStatus.OK
+
+
+def _cmd_cache(args, out: TextIO) -> int:
+    from .store import EmbeddingStore
+
+    store = EmbeddingStore(args.cache_dir)
+    if args.action == "path":
+        print(store.root, file=out)
+    else:
+        n = store.clear()
+        print(f"removed {n} cache entr{'y' if n == 1 else 'ies'} from {store.dir}", file=out)
+    return ExitStatus.OK
+
+
+COMMANDS = {"build": _cmd_build, "demo": _cmd_demo, "layers": _cmd_layers, "cache": _cmd_cache}
+
+
+def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    """Entry point: returns the exit status (``ExitStatus``); never raises for user errors."""
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    argv = list(sys.argv[1:] if argv is None else argv)
+    show_tb = "--traceback" in argv
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    try:
+        parser = _parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help / --version
+            return int(exc.code or 0)
+        _setup_logging(args, err)
+        if args.command is None:
+            parser.print_help(out)
+            return ExitStatus.USAGE
+        if args.command == "schema":
+            from .spec import json_schema
+
+            print(json.dumps(json_schema(), indent=2), file=out)
+            return ExitStatus.OK
+        if args.command == "validate":
+            from .spec import load_spec
+
+            try:
+                spec = load_spec(args.spec, overrides=args.overrides)
+            except SpecError as exc:
+                for line in exc.errors:
+                    print(f"reportgen: error: {line}", file=err)
+                return ExitStatus.USAGE
+            print(f"{args.spec}: valid ({len(spec.models)} model(s), {sum(len(m.layers) for m in spec.models)} layer(s), reducers: {', '.join(r.method for r in spec.reducers)})", file=out)
+            return ExitStatus.OK
+        return int(COMMANDS[args.command](args, out))
+    except ReportgenError as exc:
+        if show_tb:
+            traceback.print_exc(file=err)
+        print(f"reportgen: error: {exc.message}", file=err)
+        return int(exc.exit_status)
+    except KeyboardInterrupt:
+        print("reportgen: interrupted; nothing was written", file=err)
+        return int(ExitStatus.INTERRUPTED)
+    except MemoryError:
+        print("reportgen: error: out of memory; lower dataset.limit or batch_size", file=err)
+        return int(ExitStatus.ERROR)
+    except Exception as exc:  # a bug: say so in one line, full story with --traceback
+        if show_tb:
+            traceback.print_exc(file=err)
+        else:
+            print(f"reportgen: internal error: {type(exc).__name__}: {exc} (rerun with --traceback and report it)", file=err)
+        return int(ExitStatus.ERROR)
+

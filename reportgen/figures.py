@@ -1,0 +1,239 @@
+"""Figures: findings -> image bytes. Explicit ``Figure`` objects (no pyplot state), Agg backend.
+
+Mosaics are composed directly in NumPy from the build's one thumbnail array and encoded
+once (JPEG for photographic mosaics, PNG for plots).
+"""
+from __future__ import annotations
+
+import base64
+import colorsys
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+
+# ----------------------------------------------------------------------------- palette
+
+
+def palette(n: int) -> np.ndarray:
+    """(n, 3) uint8 class colours: tab10 / tab20 for few classes, golden-ratio hues beyond."""
+    from matplotlib import colormaps
+
+    if n <= 10:
+        cols = colormaps["tab10"].colors[:n]
+    elif n <= 20:
+        cols = colormaps["tab20"].colors[:n]
+    else:
+        cols = []
+        for i in range(n):
+            h = (i * 0.618033988749895) % 1.0
+            l = (0.38, 0.52, 0.66)[i % 3]
+            s = (0.85, 0.65)[(i // 3) % 2]
+            cols.append(colorsys.hls_to_rgb(h, l, s))
+    return (np.asarray(cols)[:, :3] * 255).round().astype(np.uint8)
+
+
+def hex_colour(rgb) -> str:
+    return "#%02x%02x%02x" % tuple(int(v) for v in rgb)
+
+
+# ----------------------------------------------------------------------------- encoding
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels)).save(buf, format="PNG", optimize=False, compress_level=6)
+    return buf.getvalue()
+
+
+def encode_jpeg(pixels: np.ndarray, quality: int = 85) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels)).save(buf, format="JPEG", quality=quality, optimize=True, subsampling=0 if quality >= 90 else 2)
+    return buf.getvalue()
+
+
+def encode_small(pixels: np.ndarray, quality: int = 85) -> tuple[bytes, str]:
+    """PNG or JPEG, whichever is smaller (small flat images favour PNG)."""
+    png = encode_png(pixels)
+    jpg = encode_jpeg(pixels, quality)
+    return (png, "image/png") if len(png) <= len(jpg) * 1.15 else (jpg, "image/jpeg")
+
+
+def data_uri(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def _figure(w: float, h: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(w, h), dpi=100, layout="constrained")
+
+
+def figure_png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    fig.clear()
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def scree_plot(ratio: np.ndarray, *, total_components: int | None = None) -> bytes:
+    fig = _figure(5.2, 2.8)
+    ax = fig.add_subplot()
+    k = len(ratio)
+    xs = np.arange(1, k + 1)
+    ax.bar(xs, ratio * 100, color="#4c72b0", label="per component")
+    ax.plot(xs, np.cumsum(ratio) * 100, color="#dd8452", marker="o", ms=3, label="cumulative")
+    ax.set_xlabel("principal component")
+    ax.set_ylabel("% of variance")
+    ax.set_ylim(0, 100)
+    ax.set_xticks(xs)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="center right", fontsize=8, frameon=False)
+    return figure_png(fig)
+
+
+def scatter_plot(coords: np.ndarray, labels: np.ndarray, class_names, colours: np.ndarray, *, title: str = "", seed: int = 0) -> bytes:
+    """One colour per class, drawn in a seeded random order (no class always on top)."""
+    n_classes = len(class_names)
+    fig = _figure(6.4, 5.0 if n_classes <= 20 else 5.6)
+    ax = fig.add_subplot()
+    order = np.random.default_rng(seed).permutation(len(coords))
+    size = float(np.clip(2000 / max(len(coords), 1) ** 0.8, 1.5, 40))
+    ax.scatter(coords[order, 0], coords[order, 1], c=colours[labels[order]] / 255.0, s=size, linewidths=0, alpha=0.85, rasterized=True)
+    counts = np.bincount(labels, minlength=n_classes)
+    if n_classes <= 20:
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], ls="", marker="o", color=colours[i] / 255.0, label=f"{class_names[i][:28]} ({counts[i]})") for i in range(n_classes) if counts[i]]
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7.5, frameon=False, title="class (n)", title_fontsize=8)
+    else:  # colours run out: label classes at their centroids instead of a legend
+        for c in range(n_classes):
+            m = labels == c
+            if m.any():
+                cx, cy = np.median(coords[m], axis=0)
+                ax.text(cx, cy, class_names[c][:16], fontsize=6, ha="center", va="center", bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.6})
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+    return figure_png(fig)
+
+
+def heatmap(values: np.ndarray, row_names, col_names, *, cmap: str = "RdBu_r", vlim: float | None = None, label: str = "", fmt: str | None = None) -> bytes:
+    rows, cols = values.shape
+    fig = _figure(min(1.4 + 0.45 * cols, 9), min(1.2 + 0.26 * rows, 14))
+    ax = fig.add_subplot()
+    v = np.nan_to_num(values, nan=0.0)
+    lim = vlim if vlim is not None else float(np.nanmax(np.abs(v))) or 1.0
+    im = ax.imshow(v, cmap=cmap, vmin=-lim, vmax=lim, aspect="auto")
+    ax.set_xticks(range(cols), [str(c) for c in col_names], fontsize=7)
+    step = max(1, rows // 60)
+    ax.set_yticks(range(0, rows, step), [str(r)[:22] for r in list(row_names)[::step]], fontsize=7)
+    if fmt and rows * cols <= 400:
+        for i in range(rows):
+            for j in range(cols):
+                ax.text(j, i, format(v[i, j], fmt), ha="center", va="center", fontsize=6, color="white" if abs(v[i, j]) > 0.6 * lim else "black")
+    cb = fig.colorbar(im, ax=ax, shrink=0.8)
+    cb.set_label(label, fontsize=7)
+    cb.ax.tick_params(labelsize=7)
+    return figure_png(fig)
+
+
+def axis_histogram(t: np.ndarray, labels: np.ndarray, ia: int, ib: int, names, colours) -> bytes:
+    fig = _figure(5.2, 2.4)
+    ax = fig.add_subplot()
+    lo, hi = np.percentile(t[(labels == ia) | (labels == ib)], [0.5, 99.5]) if len(t) else (0, 1)
+    bins = np.linspace(min(lo, -0.25), max(hi, 1.25), 40)
+    for c in (ia, ib):
+        ax.hist(t[labels == c], bins=bins, alpha=0.6, color=colours[c] / 255.0, label=names[c][:30])
+    ax.axvline(0, color="k", lw=0.6, ls=":")
+    ax.axvline(1, color="k", lw=0.6, ls=":")
+    ax.set_xlabel(f"position: 0 = centroid of {names[ia][:20]}, 1 = centroid of {names[ib][:20]}", fontsize=8)
+    ax.set_ylabel("samples")
+    ax.legend(fontsize=8, frameon=False)
+    return figure_png(fig)
+
+
+# ----------------------------------------------------------------------------- mosaics
+
+
+@dataclass(frozen=True)
+class Mosaic:
+    pixels: np.ndarray  # (H, W, 3) uint8
+    rows: np.ndarray  # sample rows shown, in draw order
+    positions: np.ndarray  # (len(rows), 2) top-left (x, y) of each bordered tile
+    tile: int  # tile side including the border
+    subsampled_from: int
+
+
+def _bordered(thumbs: np.ndarray, colours: np.ndarray, border: int) -> np.ndarray:
+    n, t = thumbs.shape[0], thumbs.shape[1]
+    out = np.empty((n, t + 2 * border, t + 2 * border, 3), np.uint8)
+    out[:] = colours[:, None, None, :]
+    out[:, border : border + t, border : border + t] = thumbs
+    return out
+
+
+def image_mosaic(coords: np.ndarray, thumbnails: np.ndarray, labels: np.ndarray, colours: np.ndarray, *, cap: int, seed: int, border: int = 2, canvas: int | None = None) -> Mosaic:
+    """Thumbnails at their 2-D positions, bordered in the class colour.
+
+    Overlap is handled deliberately: at most ``cap`` samples (a seeded random subset), drawn in
+    a seeded random order so no class is systematically on top; the canvas grows with the
+    number shown (about 1.7 tiles of width per sqrt(sample)).
+    """
+    n = len(coords)
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(n, cap, replace=False)) if n > cap else np.arange(n)
+    rows = rows[rng.permutation(len(rows))]
+    t = thumbnails.shape[1]
+    tile = t + 2 * border
+    side = canvas or int(np.clip(np.sqrt(len(rows)) * tile * 1.7, 480, 3200))
+    xy = coords[rows].astype(np.float64)
+    lo, hi = xy.min(0), xy.max(0)
+    span = np.where(hi - lo > 0, hi - lo, 1)
+    pos = ((xy - lo) / span * (side - tile)).round().astype(int)
+    pos[:, 1] = (side - tile) - pos[:, 1]  # y up, as in the scatter plot
+    img = np.full((side, side, 3), 255, np.uint8)
+    tiles = _bordered(np.asarray(thumbnails[np.sort(rows)])[np.argsort(np.argsort(rows))], colours[labels[rows]], border)
+    for (x, y), tile_px in zip(pos, tiles):
+        img[y : y + tile, x : x + tile] = tile_px
+    return Mosaic(img, rows, pos, tile, n)
+
+
+def grid_mosaic(coords: np.ndarray, thumbnails: np.ndarray, labels: np.ndarray, colours: np.ndarray, *, cap: int, seed: int, border: int = 2) -> Mosaic:
+    """The map snapped to a regular grid by linear assignment: every chosen sample shown once, no overlap."""
+    from scipy.optimize import linear_sum_assignment
+
+    n = len(coords)
+    g = int(np.floor(np.sqrt(min(n, cap))))
+    m = g * g
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(n, m, replace=False)) if n > m else np.arange(n)
+    xy = coords[rows].astype(np.float64)
+    lo, hi = xy.min(0), xy.max(0)
+    xy = (xy - lo) / np.where(hi - lo > 0, hi - lo, 1)
+    gx, gy = np.meshgrid((np.arange(g) + 0.5) / g, (np.arange(g) + 0.5) / g)
+    cells = np.stack([gx.ravel(), 1 - gy.ravel()], 1)  # row 0 at the top = high y
+    cost = ((xy[:, None, :] - cells[None, :, :]) ** 2).sum(-1)
+    r, c = linear_sum_assignment(cost)
+    t = thumbnails.shape[1]
+    tile = t + 2 * border
+    img = np.full((g * tile, g * tile, 3), 255, np.uint8)
+    tiles = _bordered(np.asarray(thumbnails)[rows[r]], colours[labels[rows[r]]], border)
+    pos = np.stack([(c % g) * tile, (c // g) * tile], 1)
+    for (x, y), tp in zip(pos, tiles):
+        img[y : y + tile, x : x + tile] = tp
+    return Mosaic(img, rows[r], pos, tile, n)
+
+
+def thumbnail_uri(thumb: np.ndarray, quality: int = 85) -> str:
+    data, mime = encode_small(np.asarray(thumb), quality)
+    return data_uri(data, mime)

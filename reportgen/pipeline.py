@@ -1,0 +1,373 @@
+"""Pipeline: ``build(spec)`` -> ``BuildResult``; the one place that knows the order of stages.
+
+spec -> data -> models -> extract (cached) -> reduce -> analyse -> figures -> render -> write.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import platform
+import resource
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import __version__
+from .analyse import (
+    STAT_NAMES,
+    centroid_axis,
+    class_means,
+    component_ends,
+    continuity,
+    correlations,
+    eta_squared,
+    hard_samples,
+    image_statistics,
+    knn_accuracy,
+    neighbour_graph,
+    neighbour_queries,
+    outliers,
+    sanitize,
+    trustworthiness,
+)
+from .data import Dataset, Selection, load_dataset, select_samples
+from .errors import DataError, OutputError, ReportgenError, SpecError
+from .extract import Shard, extract_shard, resolve_layers
+from .models import LoadedModel, load_model
+from .reduce import PcaResult, Projection, fit_pca, pca_projection, run_tsne, run_umap
+from .spec import ReportSpec
+from .store import EmbeddingStore, StoredEmbeddings, content_key, slug
+
+log = logging.getLogger(__name__)
+
+SHARD_SIZE = 8192
+REPORT_MARKER = "reportgen-report"
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclass
+class LayerResult:
+    model: str
+    layer: str
+    reshape: str
+    dim: int
+    pca: PcaResult
+    projections: dict[str, Projection]
+    graph: Any
+    knn_accuracy: float
+    knn_k: int
+    hard: list
+    outliers: np.ndarray
+    ends: list
+    eta2: np.ndarray
+    class_means: np.ndarray
+    stat_corr: np.ndarray  # (4, k)
+    queries: list[int]
+    axes: list
+    trust: dict[str, dict]
+    nonfinite_rows: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def slug(self) -> str:
+        return f"{slug(self.model)}--{slug(self.layer)}"
+
+
+@dataclass
+class ModelRun:
+    model: LoadedModel
+    stored: StoredEmbeddings
+    forward_calls: int
+    from_cache: bool
+    layers: list[LayerResult] = field(default_factory=list)
+
+
+@dataclass
+class BuildResult:
+    spec: ReportSpec
+    spec_text: str
+    dataset: Dataset
+    selection: Selection
+    runs: list[ModelRun]
+    timings: dict[str, float]
+    peak_rss_mb: dict[str, float]
+    labels: np.ndarray  # labels of the rows used (same for every model)
+    ids: tuple[str, ...]
+    thumbnails: np.ndarray
+    image_stats: np.ndarray
+    bad: tuple[tuple[str, str], ...]
+    notes: list[str]
+    output_dir: Path | None = None
+    html_bytes: int = 0
+    section_bytes: dict[str, int] = field(default_factory=dict)
+    reductions: list[str] = field(default_factory=list)
+
+    @property
+    def forward_calls(self) -> int:
+        return sum(r.forward_calls for r in self.runs)
+
+
+class _Stages:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self.rss: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            dt = time.perf_counter() - t0
+            self.timings[name] = self.timings.get(name, 0.0) + dt
+            self.rss[name] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+            log.info("stage %-28s %7.2f s  peak RSS %6.0f MB", name, dt, self.rss[name])
+
+
+def library_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version(), "reportgen": __version__}
+    for pkg in ("numpy", "torch", "timm", "scikit-learn", "openTSNE", "umap-learn", "matplotlib", "Pillow", "Jinja2", "pydantic"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+# ----------------------------------------------------------------------------- extraction
+
+
+def _embed(spec: ReportSpec, mspec, loaded: LoadedModel, ds: Dataset, sel: Selection, store: EmbeddingStore, *, use_cache: bool, progress: bool) -> tuple[StoredEmbeddings, int, bool]:
+    layers = resolve_layers(loaded.module, mspec.layers)
+    key = content_key({
+        "v": 1,
+        "arch": loaded.arch, "weights": loaded.weights_sha256, "preprocess": loaded.preprocess.as_dict(),
+        "layers": [(l.name, l.reshape) for l in layers], "max_features": mspec.max_features,
+        "dataset": ds.fingerprint, "selection": hashlib.sha256(sel.indices.tobytes()).hexdigest(),
+        "thumb": spec.report.thumbnail_px, "on_bad_image": spec.dataset.on_bad_image,
+    })
+    if use_cache:
+        hit = store.load(key)
+        if hit is not None:
+            log.info("model %s: embeddings from cache %s", loaded.name, hit.path)
+            return hit, 0, True
+    writer = store.writer(key, len(sel.indices), spec.report.thumbnail_px)
+    calls = 0
+    try:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(sel.indices), desc=f"extract {loaded.name}", unit="img", disable=None if progress else True, leave=False, file=sys.stderr)
+        try:
+            for start in range(0, len(sel.indices), SHARD_SIZE):
+                part = sel.indices[start : start + SHARD_SIZE]
+                shard: Shard = extract_shard(
+                    loaded, ds, part, layers, batch_size=mspec.batch_size, thumbnail_px=spec.report.thumbnail_px,
+                    on_bad_image=spec.dataset.on_bad_image, max_features=mspec.max_features, num_workers=mspec.num_workers,
+                    progress=bar.update,
+                )
+                calls += shard.forward_calls
+                writer.append(shard, ds.labels[shard.indices])
+        finally:
+            bar.close()
+        if writer.count == 0:
+            raise DataError(f"dataset: none of the {len(sel.indices)} selected images could be read (first: {writer.bad[0][1] if writer.bad else '?'})")
+        ids = [ds.ids[int(i)] for i in writer.indices[: writer.count]]
+        bad = [(ds.ids[i], r) for i, r in writer.bad]
+        manifest = {
+            "model": {"name": loaded.name, "arch": loaded.arch, "source": loaded.source, "weights_sha256": loaded.weights_sha256},
+            "dataset": {"name": ds.name, "kind": ds.kind, "fingerprint": ds.fingerprint, "class_names": list(ds.class_names)},
+            "preprocess": loaded.preprocess.as_dict(), "thumbnail_px": spec.report.thumbnail_px,
+        }
+        writer.commit(ids, bad, manifest)
+    except BaseException:
+        writer.abort()
+        raise
+    stored = store.load(key, verify=False)
+    if stored is None:
+        raise ReportgenError(f"cache: entry {key} vanished right after it was written; is another process clearing {store.dir}?")
+    return stored, calls, False
+
+
+# ----------------------------------------------------------------------------- analysis
+
+
+def _analyse_layer(spec: ReportSpec, model_name: str, layer: str, reshape: str, emb: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...], stats: np.ndarray, stages: _Stages) -> LayerResult:
+    opts = spec.report
+    x, nonfinite = sanitize(emb)
+    notes = []
+    if nonfinite:
+        notes.append(f"{nonfinite} sample(s) had NaN or Inf values in this layer; they were set to 0 for the analyses (check the model).")
+    n = len(x)
+    with stages.stage("reduce: pca"):
+        pca_spec = spec.pca
+        k_needed = max(pca_spec.n_components, opts.gallery_components, 2)
+        tsne_spec = next((r for r in spec.reducers if r.method == "tsne"), None)
+        if tsne_spec is not None and tsne_spec.pca_components:
+            k_needed = max(k_needed, tsne_spec.pca_components)
+        pca_full = fit_pca(x, k_needed)
+    if pca_full.total_variance <= 0:
+        notes.append("All samples have identical embeddings in this layer (zero variance): PCA components and maps carry no information.")
+    k_show = min(pca_spec.n_components, pca_full.k)
+    projections: dict[str, Projection] = {}
+    for r in spec.reducers:
+        with stages.stage(f"reduce: {r.method}"):
+            if r.method == "pca":
+                projections["pca"] = pca_projection(pca_full)
+            elif r.method == "tsne":
+                inp = pca_full.scores[:, : r.pca_components] if r.pca_components and r.pca_components < x.shape[1] else x
+                projections["tsne"] = run_tsne(inp, r, seed=spec.seed)
+            elif r.method == "umap":
+                projections["umap"] = run_umap(x, r, seed=spec.seed)
+    with stages.stage("analyse"):
+        kq = max(opts.knn_k, opts.neighbours)
+        graph = neighbour_graph(x, kq, metric=opts.metric)
+        k_eff = min(opts.knn_k, graph.indices.shape[1])
+        acc = knn_accuracy(graph, labels, k_eff)
+        hard = hard_samples(graph, labels, k_eff, opts.hard_samples)
+        outl = outliers(graph, k_eff, min(opts.hard_samples, n))
+        scores = pca_full.scores[:, :k_show]
+        ends = component_ends(pca_full, labels, class_names, components=min(opts.gallery_components, k_show), size=min(opts.gallery_size, max(1, n // 2)))
+        eta = eta_squared(scores, labels)
+        means = class_means(scores, labels, len(class_names))
+        corr = correlations(stats, scores)
+        queries = neighbour_queries(graph, labels, x, hard, n_classes=len(class_names))
+        axes = []
+        for a, b in opts.axes:
+            missing = [c for c in (a, b) if c not in class_names]
+            if missing:
+                raise SpecError(f"report.axes: class {missing[0]!r} is not in the dataset (classes: {', '.join(class_names[:10])}{' ...' if len(class_names) > 10 else ''})")
+            axes.append(centroid_axis(x, labels, list(class_names), a, b))
+        trust = {}
+        for name, proj in projections.items():
+            t, used = trustworthiness(x, proj.coords, k=min(10, max(1, n // 2 - 1)), cap=opts.trustworthiness_cap, seed=spec.seed, metric=opts.metric)
+            c, _ = continuity(x, proj.coords, k=min(10, max(1, n // 2 - 1)), cap=opts.trustworthiness_cap, seed=spec.seed, metric=opts.metric)
+            trust[name] = {"trustworthiness": t, "continuity": c, "samples": used}
+    pca_show = PcaResult(pca_full.mean, pca_full.components[:k_show], pca_full.scores[:, :k_show], pca_full.explained_variance[:k_show], pca_full.explained_variance_ratio[:k_show], pca_full.eigenvalues, pca_full.total_variance)
+    return LayerResult(
+        model=model_name, layer=layer, reshape=reshape, dim=int(x.shape[1]), pca=pca_show, projections=projections, graph=graph,
+        knn_accuracy=acc, knn_k=k_eff, hard=hard, outliers=outl, ends=ends, eta2=eta, class_means=means, stat_corr=corr,
+        queries=queries, axes=axes, trust=trust, nonfinite_rows=nonfinite, notes=notes,
+    )
+
+
+# ----------------------------------------------------------------------------- build
+
+
+def build(
+    spec: ReportSpec,
+    *,
+    spec_text: str = "",
+    use_cache: bool = True,
+    cache_dir: Path | None = None,
+    modules: dict[str, Any] | None = None,
+    max_samples: int | None = None,
+    progress: bool = True,
+    write: bool = True,
+    output_dir: Path | None = None,
+) -> BuildResult:
+    """Run every stage; write ``report.html``, ``summary.json`` and ``figures/`` atomically."""
+    stages = _Stages()
+    modules = modules or {}
+    out_dir = Path(output_dir or spec.output.dir)
+    if write:
+        check_output_dir(out_dir)
+    with stages.stage("data: load"):
+        ds = load_dataset(spec.dataset)
+        sel = select_samples(ds, limit=spec.dataset.limit, method=spec.dataset.sample, seed=spec.seed, max_samples=max_samples)
+    store = EmbeddingStore(cache_dir or spec.cache_dir)
+    runs: list[ModelRun] = []
+    for mspec in spec.models:
+        with stages.stage(f"model: load {mspec.name}"):
+            loaded = load_model(mspec, seed=spec.seed, module=modules.get(mspec.name))
+        with stages.stage(f"extract: {mspec.name}"):
+            stored, calls, hit = _embed(spec, mspec, loaded, ds, sel, store, use_cache=use_cache, progress=progress)
+        runs.append(ModelRun(loaded, stored, calls, hit))
+    # every model must describe the same rows (a sample unreadable for one is unreadable for all)
+    base = runs[0].stored
+    for r in runs[1:]:
+        if r.stored.ids != base.ids:
+            raise ReportgenError("models saw different samples; this should not happen, please report it")
+    labels = np.asarray(base.labels)
+    present = np.unique(labels)
+    if len(labels) < 2 or len(present) < 2:
+        raise DataError(f"dataset: only {len(labels)} readable sample(s) in {len(present)} class(es) remain after skipping bad images; a report needs two classes")
+    with stages.stage("analyse: image statistics"):
+        stats = image_statistics(base.thumbnails)
+    for run in runs:
+        for layer, emb in run.stored.layers.items():
+            run.layers.append(_analyse_layer(spec, run.model.name, layer, run.stored.reshapes.get(layer) or "?", emb, labels, ds.class_names, stats, stages))
+    notes = []
+    if base.bad:
+        notes.append(f"{len(base.bad)} image(s) could not be read and were skipped (listed under Data).")
+    result = BuildResult(
+        spec=spec, spec_text=spec_text, dataset=ds, selection=sel, runs=runs, timings=stages.timings, peak_rss_mb=stages.rss,
+        labels=labels, ids=base.ids, thumbnails=base.thumbnails, image_stats=stats, bad=base.bad, notes=notes,
+    )
+    if write:
+        from .render import write_report
+
+        with stages.stage("render + write"):
+            write_report(result, out_dir)
+        result.output_dir = out_dir
+    return result
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def check_output_dir(out: Path) -> None:
+    """Fail early (before any work) if the output folder cannot be written or is not ours."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"output.dir: {out} exists and is a file; choose a folder")
+    if out.exists() and any(out.iterdir()) and not (out / ".reportgen").exists():
+        raise OutputError(f"output.dir: {out} exists, is not empty and is not a reportgen report; choose a new or empty folder (it is replaced whole on each build)")
+    parent = out.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        probe = parent / f".{out.name}.probe-{uuid.uuid4().hex[:8]}"
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as exc:
+        raise OutputError(f"output.dir: cannot write in {parent} ({exc.strerror}); choose a writable folder") from None
+
+
+@contextlib.contextmanager
+def atomic_dir(out: Path):
+    """Yield a temporary folder beside ``out``; on success it replaces ``out`` whole, else it is removed."""
+    out = Path(out)
+    parent = out.resolve().parent
+    tmp = parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        (tmp / ".reportgen").write_text(REPORT_MARKER + "\n", encoding="utf-8")
+        old = None
+        if out.exists():
+            old = parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

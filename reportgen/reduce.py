@@ -1,0 +1,169 @@
+"""Reducers: embeddings -> ``PcaResult`` / 2-D ``Projection`` (PCA, openTSNE, umap-learn).
+
+Automatic changes to the user's parameters (a perplexity too large for the data) are
+recorded in ``Projection.notes`` and shown in the report, never made silently.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import ReportgenError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PcaResult:
+    """Mean-centred PCA. ``scores`` (N, k); ``eigenvalues`` the whole spectrum (descending)."""
+
+    mean: np.ndarray  # (d,)
+    components: np.ndarray  # (k, d), unit rows
+    scores: np.ndarray  # (N, k)
+    explained_variance: np.ndarray  # (k,)
+    explained_variance_ratio: np.ndarray  # (k,)
+    eigenvalues: np.ndarray  # full spectrum, descending
+    total_variance: float
+
+    @property
+    def k(self) -> int:
+        return len(self.explained_variance)
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return (np.asarray(x, np.float64) - self.mean) @ self.components.T
+
+    def components_for(self, share: float) -> int:
+        if self.total_variance <= 0:
+            return 0
+        cum = np.cumsum(self.eigenvalues) / self.total_variance
+        return int(min(len(cum), np.searchsorted(cum, share - 1e-12) + 1))
+
+    @property
+    def participation_ratio(self) -> float:
+        ev = np.clip(self.eigenvalues, 0, None)
+        s2 = float((ev**2).sum())
+        return float(ev.sum() ** 2 / s2) if s2 > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Projection:
+    method: str
+    coords: np.ndarray  # (N, 2) float32
+    params: dict
+    notes: tuple[str, ...] = ()
+    seconds: float = 0.0
+
+
+def fit_pca(x: np.ndarray, n_components: int, *, chunk: int = 16384) -> PcaResult:
+    """PCA by eigendecomposition of the covariance (d <= n) or Gram matrix (d > n), in float64.
+
+    Streams over row chunks so a memory-mapped (N, d) array is never copied whole.
+    Signs are fixed so the largest-magnitude loading of each component is positive.
+    """
+    n, d = x.shape
+    if n < 2:
+        raise ReportgenError("PCA needs at least 2 samples")
+    mean = np.zeros(d)
+    for s in range(0, n, chunk):
+        mean += np.asarray(x[s : s + chunk], np.float64).sum(0)
+    mean /= n
+    k = int(min(n_components, d, n - 1))
+    if d <= n:
+        cov = np.zeros((d, d))
+        for s in range(0, n, chunk):
+            b = np.asarray(x[s : s + chunk], np.float64) - mean
+            cov += b.T @ b
+        cov /= n - 1
+        evals, evecs = np.linalg.eigh(cov)
+        order = np.argsort(evals)[::-1]
+        evals, evecs = evals[order], evecs[:, order]
+        comps = evecs[:, :k].T
+    else:
+        xc = np.asarray(x, np.float64) - mean
+        gram = xc @ xc.T / (n - 1)
+        evals, u = np.linalg.eigh(gram)
+        order = np.argsort(evals)[::-1]
+        evals, u = evals[order], u[:, order]
+        top = np.clip(evals[:k], 1e-300, None)
+        comps = (xc.T @ u[:, :k] / np.sqrt(top * (n - 1))).T
+    evals = np.clip(evals, 0, None)
+    total = float(evals.sum())
+    signs = np.sign(comps[np.arange(k), np.argmax(np.abs(comps), axis=1)])
+    signs[signs == 0] = 1
+    comps = comps * signs[:, None]
+    scores = np.empty((n, k))
+    for s in range(0, n, chunk):
+        scores[s : s + chunk] = (np.asarray(x[s : s + chunk], np.float64) - mean) @ comps.T
+    ratio = evals[:k] / total if total > 0 else np.zeros(k)
+    return PcaResult(mean=mean, components=comps, scores=scores, explained_variance=evals[:k], explained_variance_ratio=ratio, eigenvalues=evals, total_variance=total)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def run_tsne(x: np.ndarray, params, *, seed: int) -> Projection:
+    """openTSNE with PCA initialisation; perplexity lowered (and noted) when the data is too small."""
+    try:
+        from openTSNE import TSNE
+    except ImportError:
+        raise ReportgenError("reducer tsne needs openTSNE; pip install openTSNE") from None
+    t0 = time.perf_counter()
+    n = len(x)
+    notes = []
+    perplexity = float(params.perplexity)
+    max_perp = max(1.0, (n - 1) / 3.0 - 1.0)
+    if perplexity > max_perp:
+        notes.append(f"perplexity lowered from {params.perplexity:g} to {max_perp:.3g}: t-SNE needs perplexity < (N-1)/3 with N = {n}")
+        perplexity = max_perp
+    if n < 5:
+        raise ReportgenError(f"t-SNE needs at least 5 samples, got {n}; remove the tsne reducer")
+    method = params.negative_gradient_method
+    if method == "auto":
+        method = "bh" if n < 10_000 else "fft"
+    tsne = TSNE(
+        n_components=2, perplexity=perplexity, metric=params.metric, n_iter=params.n_iter,
+        early_exaggeration_iter=params.early_exaggeration_iter, learning_rate=params.learning_rate,
+        negative_gradient_method=method, initialization="pca", random_state=seed, n_jobs=params.n_jobs, verbose=False,
+        neighbors="exact" if n <= 5000 else "auto",
+    )
+    emb = tsne.fit(np.ascontiguousarray(x, dtype=np.float64))
+    coords = np.asarray(emb, dtype=np.float32)
+    used = {"perplexity": perplexity, "metric": params.metric, "n_iter": params.n_iter, "early_exaggeration_iter": params.early_exaggeration_iter,
+            "learning_rate": params.learning_rate, "negative_gradient_method": method, "initialization": "pca", "n_jobs": params.n_jobs}
+    return Projection("tsne", coords, used, tuple(notes), time.perf_counter() - t0)
+
+
+def run_umap(x: np.ndarray, params, *, seed: int) -> Projection:
+    try:
+        import umap
+    except ImportError:
+        raise ReportgenError("reducer umap needs umap-learn; pip install 'reportgen[umap]'") from None
+    t0 = time.perf_counter()
+    n = len(x)
+    notes = []
+    k = params.n_neighbors
+    if k >= n:
+        k = max(2, n - 1)
+        notes.append(f"n_neighbors lowered from {params.n_neighbors} to {k}: UMAP needs n_neighbors < N = {n}")
+    if n < 4:
+        raise ReportgenError(f"UMAP needs at least 4 samples, got {n}; remove the umap reducer")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "n_jobs overridden by random_state": determinism is the point
+        reducer = umap.UMAP(n_components=2, n_neighbors=k, min_dist=params.min_dist, metric=params.metric, random_state=seed, init="spectral" if n > k + 1 else "random")
+        coords = reducer.fit_transform(np.ascontiguousarray(x, dtype=np.float32)).astype(np.float32)
+    used = {"n_neighbors": k, "min_dist": params.min_dist, "metric": params.metric}
+    return Projection("umap", coords, used, tuple(notes), time.perf_counter() - t0)
+
+
+def pca_projection(pca: PcaResult) -> Projection:
+    coords = np.zeros((len(pca.scores), 2), np.float32)
+    m = min(2, pca.scores.shape[1])
+    coords[:, :m] = pca.scores[:, :m]
+    return Projection("pca", coords, {"components": [1, 2]}, (), 0.0)

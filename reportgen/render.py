@@ -1,0 +1,323 @@
+"""Render: ``BuildResult`` -> one self-contained ``report.html`` (+ ``summary.json``, ``figures/``).
+
+One Jinja environment with autoescape and ``StrictUndefined``; every image is a data URI; a
+Content-Security-Policy meta tag forbids every external load; no script at all.
+If the HTML would exceed ``output.max_html_mb``, mosaics are capped and images recompressed
+step by step until it fits, and the report says what was reduced.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
+
+from . import __version__
+from .analyse import SHORTCUT_R, STAT_NAMES
+from .figures import (
+    axis_histogram,
+    data_uri,
+    encode_jpeg,
+    encode_png,
+    grid_mosaic,
+    heatmap,
+    hex_colour,
+    image_mosaic,
+    palette,
+    scatter_plot,
+    scree_plot,
+    thumbnail_uri,
+)
+from .store import slug
+
+log = logging.getLogger(__name__)
+
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src 'none'; script-src 'none'; connect-src 'none'; form-action 'none'; base-uri 'none'"
+
+MAP_TITLES = {"pca": "PCA (components 1 and 2)", "tsne": "t-SNE (openTSNE)", "umap": "UMAP"}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One step of the size ladder: what to reduce when the report is too large."""
+
+    mosaic_cap: float  # fraction of spec.report.mosaic_cap
+    grid_cap: float
+    mosaic_quality: int
+    thumb_quality: int
+    gallery_fraction: float
+    label: str
+
+
+LADDER = (
+    Budget(1.0, 1.0, 85, 85, 1.0, ""),
+    Budget(0.5, 0.7, 75, 80, 1.0, "mosaics capped at half the samples, JPEG quality 75"),
+    Budget(0.25, 0.45, 65, 70, 0.75, "mosaics capped at a quarter of the samples, JPEG quality 65, galleries shortened by a quarter"),
+    Budget(0.12, 0.25, 55, 60, 0.5, "mosaics capped at an eighth of the samples, JPEG quality 55, galleries halved"),
+)
+
+
+def environment() -> Environment:
+    env = Environment(
+        loader=PackageLoader("reportgen", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["pct"] = lambda v, d=1: f"{100 * float(v):.{d}f} %"
+    env.filters["num"] = lambda v, d=3: f"{float(v):.{d}f}"
+    return env
+
+
+class _Thumbs:
+    """Each thumbnail encoded once per build and reused by every gallery, strip and table."""
+
+    def __init__(self, thumbnails: np.ndarray, quality: int) -> None:
+        self.thumbnails, self.quality, self.cache = thumbnails, quality, {}
+
+    def __call__(self, row: int) -> str:
+        row = int(row)
+        if row not in self.cache:
+            self.cache[row] = thumbnail_uri(self.thumbnails[row], self.quality)
+        return self.cache[row]
+
+
+class _Memo(dict):
+    """Figures that do not depend on the size budget are drawn once, not once per ladder step."""
+
+    def get_or(self, key, make):
+        if key not in self:
+            self[key] = make()
+        return self[key]
+
+
+def _fig(name: str, data: bytes, mime: str, alt: str, caption: str, files: dict[str, bytes], png: bytes | None = None) -> dict:
+    files[name] = png if png is not None else data
+    return {"name": name, "uri": data_uri(data, mime), "alt": alt, "caption": caption}
+
+
+def _mosaic_fig(name: str, mosaic, quality: int, memo: "_Memo", alt: str, caption: str, files: dict[str, bytes]) -> dict:
+    """Mosaic in the HTML as JPEG or PNG, whichever is smaller (upscaled pixel art favours PNG)."""
+    png = memo.get_or(("png", name, len(mosaic.rows)), lambda: encode_png(mosaic.pixels))
+    jpg = encode_jpeg(mosaic.pixels, quality)
+    data, mime = (png, "image/png") if len(png) <= len(jpg) else (jpg, "image/jpeg")
+    return _fig(name, data, mime, alt, caption, files, png=png)
+
+
+def _layer_context(res, lr, budget: Budget, thumbs: _Thumbs, colours: np.ndarray, files: dict[str, bytes], memo: _Memo) -> dict:
+    spec = res.spec
+    names = res.dataset.class_names
+    labels = res.labels
+    ids = res.ids
+    base = lr.slug
+    n = len(labels)
+
+    def sample(row, **extra):
+        row = int(row)
+        c = int(labels[row])
+        return {"row": row, "id": ids[row], "label": names[c], "colour": hex_colour(colours[c]), "thumb": thumbs(row), **extra}
+
+    pca = lr.pca
+    cum = np.cumsum(pca.explained_variance_ratio)
+    variance = [
+        {"pc": i + 1, "ratio": float(r), "cum": float(cum[i]), "eta2": float(lr.eta2[i]) if i < len(lr.eta2) else 0.0}
+        for i, r in enumerate(pca.explained_variance_ratio)
+    ]
+    figs: dict[str, Any] = {}
+    figs["scree"] = _fig(f"{base}--scree.png", memo.get_or((base, "scree"), lambda: scree_plot(pca.explained_variance_ratio)), "image/png", f"Scree plot of {lr.layer}",
+                         "Bars: share of the total variance each principal component explains; line: cumulative share. A steep drop means a few directions dominate the layer.", files)
+    comp_names = [f"PC{i + 1}" for i in range(pca.k)]
+    if pca.k:
+        figs["class_means"] = _fig(f"{base}--class-means.png", memo.get_or((base, "cm"), lambda: heatmap(lr.class_means, names, comp_names, label="class mean (std units)")), "image/png",
+                                   f"Class means per component for {lr.layer}",
+                                   "Each cell: how far a class's mean score on a component lies from the overall mean, in standard deviations (red high, blue low). A column with one strong cell is a component that singles out that class.", files)
+        figs["stats"] = _fig(f"{base}--image-stats.png", memo.get_or((base, "st"), lambda: heatmap(lr.stat_corr, STAT_NAMES, comp_names, vlim=1.0, label="Pearson r", fmt=".2f")), "image/png",
+                             f"Correlation of components with image statistics for {lr.layer}",
+                             f"Pearson correlation of each component's scores with simple image statistics computed from the thumbnails. |r| >= {SHORTCUT_R} flags a component that may track a shortcut (lighting, colour) rather than content.", files)
+    shortcuts = [
+        {"pc": j + 1, "stat": STAT_NAMES[i], "r": float(lr.stat_corr[i, j])}
+        for j in range(lr.stat_corr.shape[1]) for i in range(lr.stat_corr.shape[0]) if abs(lr.stat_corr[i, j]) >= SHORTCUT_R
+    ]
+    gsize = max(1, int(round(spec.report.gallery_size * budget.gallery_fraction)))
+    galleries = []
+    for e in lr.ends:
+        sc = pca.scores[:, e.component]
+        galleries.append({
+            "pc": e.component + 1, "ratio": float(pca.explained_variance_ratio[e.component]), "eta2": float(lr.eta2[e.component]),
+            "low": [sample(r, score=float(sc[r])) for r in e.low[:gsize]],
+            "high": [sample(r, score=float(sc[r])) for r in e.high[:gsize]],
+            "low_makeup": _makeup(e.low[:gsize], labels, names), "high_makeup": _makeup(e.high[:gsize], labels, names),
+        })
+    maps = []
+    for method, proj in lr.projections.items():
+        title = MAP_TITLES.get(method, method)
+        m = {"method": method, "title": title, "params": proj.params, "notes": list(proj.notes), "trust": lr.trust.get(method)}
+        m["scatter"] = _fig(f"{base}--{method}-scatter.png", memo.get_or((base, method, "sc"), lambda: scatter_plot(proj.coords, labels, names, colours, seed=spec.seed)), "image/png",
+                            f"{title} class scatter of {lr.layer}",
+                            f"Every sample is a dot coloured by its class (legend: class and count). Nearby dots have similar embeddings{' in this map' if method != 'pca' else ''}; "
+                            + ("distances between far-apart clusters in t-SNE/UMAP maps are not meaningful." if method != "pca" else "axes are the first two principal components."), files)
+        cap = max(1, int(spec.report.mosaic_cap * budget.mosaic_cap))
+        mo = image_mosaic(proj.coords, res.thumbnails, labels, colours, cap=cap, seed=spec.seed)
+        shown = len(mo.rows)
+        m["mosaic"] = _mosaic_fig(f"{base}--{method}-mosaic.png", mo, budget.mosaic_quality, memo, f"{title} image mosaic of {lr.layer}",
+                           f"Thumbnails at their map positions, each bordered in its class colour. {shown:,} of {n:,} samples shown"
+                           + (f" (a random subset, seed {spec.seed})" if shown < n else "") + "; drawn in random order, so overlaps favour no class.", files)
+        gcap = max(4, int(spec.report.grid_cap * budget.grid_cap))
+        gm = grid_mosaic(proj.coords, res.thumbnails, labels, colours, cap=gcap, seed=spec.seed)
+        m["grid"] = _mosaic_fig(f"{base}--{method}-grid.png", gm, budget.mosaic_quality, memo, f"{title} grid mosaic of {lr.layer}",
+                         f"The same map snapped to a {int(np.sqrt(len(gm.rows)))}x{int(np.sqrt(len(gm.rows)))} grid by linear assignment: each of {len(gm.rows):,} samples"
+                         + (" (a random subset)" if len(gm.rows) < n else "") + " appears exactly once and nothing overlaps; layout follows the map.", files)
+        maps.append(m)
+    g = lr.graph
+    neighbours = [
+        {"query": sample(q), "items": [sample(g.indices[q, j], distance=float(g.distances[q, j]), same=bool(labels[g.indices[q, j]] == labels[q])) for j in range(min(spec.report.neighbours, g.indices.shape[1]))]}
+        for q in lr.queries
+    ]
+    hard = [sample(h.row, majority=names[h.majority], agreement=h.agreement) for h in lr.hard]
+    kd = g.distances[:, lr.knn_k - 1]
+    outl = [sample(r, distance=float(kd[r])) for r in lr.outliers]
+    axes = []
+    for a in lr.axes:
+        ia, ib = names.index(a.class_a), names.index(a.class_b)
+        axes.append({
+            "a": a.class_a, "b": a.class_b, "separation": a.separation,
+            "strip": [sample(r, t=float(a.t[r])) for r in a.strip],
+            "hist": _fig(f"{base}--axis-{slug(a.class_a)}-{slug(a.class_b)}.png", memo.get_or((base, "ax", a.class_a, a.class_b), lambda: axis_histogram(a.t, labels, ia, ib, names, colours)), "image/png",
+                         f"Projection onto the axis from {a.class_a} to {a.class_b}",
+                         f"Every sample of the two classes projected onto the line through their centroids (0 = {a.class_a}, 1 = {a.class_b}). Overlap between the histograms shows how often the layer confuses them.", files),
+        })
+    return {
+        "anchor": f"l-{base}", "model": lr.model, "layer": lr.layer, "reshape": lr.reshape, "dim": lr.dim, "n": n,
+        "variance": variance, "total_variance": pca.total_variance, "c90": _c90(lr), "pr": pca.participation_ratio,
+        "figs": figs, "shortcuts": shortcuts, "galleries": galleries, "maps": maps, "neighbours": neighbours, "metric": g.metric,
+        "hard": hard, "outliers": outl, "axes": axes, "knn": lr.knn_accuracy, "knn_k": lr.knn_k, "notes": lr.notes,
+    }
+
+
+def _c90(lr) -> int:
+    p = lr.pca
+    return _components_for(p.eigenvalues, p.total_variance, 0.9)
+
+
+def _components_for(evals, total, share) -> int:
+    if total <= 0:
+        return 0
+    cum = np.cumsum(evals) / total
+    return int(min(len(cum), np.searchsorted(cum, share - 1e-12) + 1))
+
+
+def _makeup(rows, labels, names) -> str:
+    counts = np.bincount(labels[rows], minlength=len(names))
+    top = [i for i in np.argsort(-counts, kind="stable") if counts[i]][:3]
+    return ", ".join(f"{counts[i]} of {len(rows)} {names[i]}" for i in top)
+
+
+def summary_dict(res, *, html_bytes: int = 0, section_bytes: dict | None = None, reductions: list | None = None) -> dict:
+    """Every number the report shows, deterministic (no timings: those go to run.json)."""
+    names = list(res.dataset.class_names)
+    ids = res.ids
+    out = {
+        "generator": "reportgen", "version": __version__, "title": res.spec.title, "seed": res.spec.seed,
+        "dataset": {
+            "name": res.dataset.name, "kind": res.dataset.kind, "fingerprint": res.dataset.fingerprint, "classes": names,
+            "samples_used": len(ids), "selection": res.selection.method, "used_per_class": res.selection.used_per_class,
+            "total_per_class": res.selection.total_per_class, "skipped": [{"id": i, "reason": r} for i, r in res.bad],
+        },
+        "models": [],
+        "notes": list(res.notes),
+        "html": {"bytes": html_bytes, "section_bytes": section_bytes or {}, "reductions": reductions or []},
+    }
+    for run in res.runs:
+        m = {"name": run.model.name, "arch": run.model.arch, "source": run.model.source, "weights_sha256": run.model.weights_sha256,
+             "preprocess": run.model.preprocess.as_dict(), "embeddings_key": run.stored.key, "layers": []}
+        for lr in run.layers:
+            p = lr.pca
+            g = lr.graph
+            m["layers"].append({
+                "layer": lr.layer, "reshape": lr.reshape, "dim": lr.dim, "samples": len(ids), "nonfinite_rows": lr.nonfinite_rows, "notes": lr.notes,
+                "pca": {
+                    "mean_centred": True, "explained_variance_ratio": [float(v) for v in p.explained_variance_ratio],
+                    "cumulative": [float(v) for v in np.cumsum(p.explained_variance_ratio)], "total_variance": float(p.total_variance),
+                    "variance_top10": float(np.sum(p.eigenvalues[:10]) / p.total_variance) if p.total_variance > 0 else 0.0,
+                    "components_for_90": _c90(lr), "participation_ratio": float(p.participation_ratio),
+                    "eta2": [float(v) for v in lr.eta2],
+                    "image_stat_correlation": {s: [float(v) for v in lr.stat_corr[i]] for i, s in enumerate(STAT_NAMES)},
+                },
+                "metrics": {"knn_accuracy": lr.knn_accuracy, "knn_k": lr.knn_k, "metric": g.metric,
+                            "maps": {k: v for k, v in lr.trust.items()}},
+                "extremes": [{"component": e.component + 1, "low": [ids[r] for r in e.low], "high": [ids[r] for r in e.high],
+                              "low_scores": [float(p.scores[r, e.component]) for r in e.low], "high_scores": [float(p.scores[r, e.component]) for r in e.high]} for e in lr.ends],
+                "neighbours": [{"query": ids[q], "neighbours": [ids[j] for j in g.indices[q, :res.spec.report.neighbours]],
+                                "distances": [float(d) for d in g.distances[q, :res.spec.report.neighbours]]} for q in lr.queries],
+                "hard_samples": [{"id": ids[h.row], "label": names[h.label], "majority": names[h.majority], "agreement": h.agreement} for h in lr.hard],
+                "outliers": [ids[r] for r in lr.outliers],
+                "axes": [{"a": a.class_a, "b": a.class_b, "separation": a.separation, "strip": [ids[r] for r in a.strip]} for a in lr.axes],
+                "maps": {k: {"params": v.params, "notes": list(v.notes)} for k, v in lr.projections.items()},
+            })
+        out["models"].append(m)
+    return out
+
+
+def render_html(res, budget: Budget, colours: np.ndarray, memo: _Memo | None = None) -> tuple[str, dict[str, bytes], dict[str, int]]:
+    env = environment()
+    files: dict[str, bytes] = {}
+    thumbs = _Thumbs(res.thumbnails, budget.thumb_quality)
+    memo = _Memo() if memo is None else memo
+    layers = [_layer_context(res, lr, budget, thumbs, colours, files, memo) for run in res.runs for lr in run.layers]
+    layer_tpl = env.get_template("layer.html")
+    sections = {l["anchor"]: layer_tpl.render(l=l) for l in layers}
+    names = res.dataset.class_names
+    counts = np.bincount(res.labels, minlength=len(names))
+    classes = [{"name": c, "colour": hex_colour(colours[i]), "used": int(counts[i]), "total": res.selection.total_per_class.get(c, 0)} for i, c in enumerate(names)]
+    runs = [{"name": r.model.name, "arch": r.model.arch, "source": r.model.source, "sha": r.model.weights_sha256, "pre": r.model.preprocess.as_dict(),
+             "device": r.model.device, "cached": r.from_cache, "key": r.stored.key} for r in res.runs]
+    from .pipeline import library_versions
+
+    ctx = {
+        "title": res.spec.title, "description": res.spec.description, "csp": CSP, "version": __version__, "dataset": res.dataset, "selection": res.selection,
+        "classes": classes, "n": len(res.labels), "bad": res.bad[:200], "n_bad": len(res.bad), "runs": runs, "layers": layers,
+        "sections": {k: Markup(v) for k, v in sections.items()}, "spec_text": res.spec_text, "seed": res.spec.seed,
+        "versions": library_versions(), "timings": sorted(res.timings.items(), key=lambda kv: -kv[1]), "peak": max(res.peak_rss_mb.values() or [0]),
+        "notes": res.notes, "reductions": [budget.label] if budget.label else [], "map_titles": MAP_TITLES,
+        "metric_name": res.spec.report.metric,
+    }
+    html = env.get_template("base.html").render(**ctx)
+    section_bytes = {k: len(v.encode("utf-8")) for k, v in sections.items()}
+    section_bytes["page"] = len(html.encode("utf-8")) - sum(section_bytes.values())
+    return html, files, section_bytes
+
+
+def write_report(res, out_dir: Path) -> None:
+    from .pipeline import atomic_dir
+
+    limit = int(res.spec.output.max_html_mb * 1_000_000)
+    colours = palette(len(res.dataset.class_names))
+    memo = _Memo()
+    for step, budget in enumerate(LADDER):
+        html, files, section_bytes = render_html(res, budget, colours, memo)
+        size = len(html.encode("utf-8"))
+        if size <= limit:
+            break
+        log.info("report is %.1f MB, over the %.1f MB budget; reducing (%s)", size / 1e6, limit / 1e6, LADDER[min(step + 1, len(LADDER) - 1)].label)
+    else:
+        log.warning("report is %.1f MB even at the smallest settings, over output.max_html_mb = %g", size / 1e6, res.spec.output.max_html_mb)
+        res.notes.append(f"The report is {size / 1e6:.1f} MB, over the {res.spec.output.max_html_mb:g} MB budget even after every reduction.")
+    res.html_bytes, res.section_bytes = size, section_bytes
+    res.reductions = [budget.label] if budget.label else []
+    summary = summary_dict(res, html_bytes=size, section_bytes=section_bytes, reductions=res.reductions)
+    run_info = {"timings_s": res.timings, "peak_rss_mb": res.peak_rss_mb, "forward_calls": res.forward_calls,
+                "from_cache": {r.model.name: r.from_cache for r in res.runs}}
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "report.html").write_text(html, encoding="utf-8")
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")
+        (tmp / "run.json").write_text(json.dumps(run_info, indent=1) + "\n", encoding="utf-8")
+        if res.spec.output.figures:
+            (tmp / "figures").mkdir()
+            for name, data in files.items():
+                (tmp / "figures" / name).write_bytes(data)

@@ -1,0 +1,520 @@
+"""Spec: YAML text -> a validated, frozen ``ReportSpec``.
+
+Reducers keep each library's own parameter names. Relative paths resolve against the
+spec's folder. Errors carry the YAML path and line (``reducers[1].tsne.perplexity:
+must be > 0, got -5 (line 7)``).
+"""
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from .errors import SpecError
+
+#: Upper bound on YAML nodes after alias expansion ("billion laughs" guard).
+MAX_YAML_NODES = 100_000
+#: Upper bound on spec file size.
+MAX_SPEC_BYTES = 1_000_000
+
+
+def _resolve(value: Path | None, info: ValidationInfo) -> Path | None:
+    if value is None:
+        return None
+    base = (info.context or {}).get("base_dir")
+    value = Path(value).expanduser()
+    if base is not None and not value.is_absolute():
+        value = Path(base) / value
+    return value
+
+
+ResolvedPath = Annotated[Path, AfterValidator(_resolve)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+class _DatasetBase(_Model):
+    limit: int | None = Field(None, gt=0, description="Use at most this many samples.")
+    sample: Literal["stratified", "first", "random"] = Field(
+        "stratified", description="How `limit` picks samples (under the spec's seed)."
+    )
+    on_bad_image: Literal["skip", "fail"] = Field(
+        "skip", description="A corrupt or unreadable image is skipped (and listed) or fails the build."
+    )
+    name: str | None = Field(None, description="Display name of the dataset.")
+
+
+class DigitsDataset(_DatasetBase):
+    """scikit-learn's bundled 8x8 digits (1,797 images, offline)."""
+
+    kind: Literal["digits"]
+
+
+class ImageFolderDataset(_DatasetBase):
+    """One sub-folder per class (torchvision's ImageFolder convention)."""
+
+    kind: Literal["image_folder"]
+    path: ResolvedPath
+
+
+class CsvDataset(_DatasetBase):
+    """A manifest: one row per image, a path column and a label column; other columns kept."""
+
+    kind: Literal["csv"]
+    path: ResolvedPath
+    path_column: str = "path"
+    label_column: str = "label"
+    root: ResolvedPath | None = Field(None, description="Folder image paths are relative to (default: the CSV's folder).")
+
+
+class IdxDataset(_DatasetBase):
+    """MNIST-format IDX files (gzipped or not), e.g. Debian's dataset-fashion-mnist."""
+
+    kind: Literal["idx"]
+    images: ResolvedPath
+    labels: ResolvedPath
+    class_names: list[str] | None = None
+
+
+class NpzDataset(_DatasetBase):
+    """A .npz with arrays ``images`` (N,H,W[,C]) and ``labels`` (N,)."""
+
+    kind: Literal["npz"]
+    path: ResolvedPath
+    class_names: list[str] | None = None
+
+
+DatasetSpec = Annotated[
+    Union[DigitsDataset, ImageFolderDataset, CsvDataset, IdxDataset, NpzDataset],
+    Field(discriminator="kind"),
+]
+
+# ----------------------------------------------------------------------------- models
+
+Reshape = Literal["auto", "mean", "max", "flatten", "avg_pool_1", "avg_pool_2", "avg_pool_3", "cls", "token_mean"]
+
+
+class LayerSpec(_Model):
+    name: str | int = Field(description="Module name in named_modules(), or its index there.")
+    reshape: Reshape = "auto"
+
+
+def _layer(value: Any) -> Any:
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        return {"name": value}
+    return value
+
+
+class ModelSpec(_Model):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    timm: str | None = Field(None, description="timm architecture name.")
+    factory: str | None = Field(
+        None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", description="package.module:function returning a torch.nn.Module."
+    )
+    weights: Literal["efficientnet_lite0"] | None = Field(None, description="Packaged weights (see reportgen.models.PACKAGED_WEIGHTS).")
+    pretrained: bool = False
+    checkpoint: ResolvedPath | None = None
+    num_classes: int | None = Field(None, ge=0)
+    in_chans: int | None = Field(None, gt=0)
+    input_size: int | None = Field(None, gt=0, le=4096)
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    crop_pct: float | None = Field(None, gt=0, le=1, description="Centre-crop fraction (timm's crop_pct); 1.0 keeps the whole image.")
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    batch_size: int = Field(64, gt=0, le=65536)
+    num_workers: int | None = Field(None, ge=0, description="Decode workers; default: chosen from the dataset size.")
+    channels_last: bool = True
+    max_features: int = Field(16_384, gt=0, description="Refuse layers whose reshaped output is larger.")
+    layers: list[LayerSpec] = Field(min_length=1)
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _layers_short_form(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [_layer(v) for v in value]
+        return value
+
+    @field_validator("layers")
+    @classmethod
+    def _unique_layers(cls, value: list[LayerSpec]) -> list[LayerSpec]:
+        names = [str(v.name) for v in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate layer {dupes[0]!r}; list each layer once")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelSpec":
+        if (self.timm is None) == (self.factory is None):
+            raise ValueError("give exactly one of 'timm' (an architecture name) or 'factory' (module:function)")
+        sources = [k for k in ("weights", "checkpoint") if getattr(self, k) is not None] + (["pretrained"] if self.pretrained else [])
+        if len(sources) > 1:
+            raise ValueError(f"give at most one of weights, checkpoint, pretrained; got {', '.join(sources)}")
+        if self.weights is not None and self.factory is not None:
+            raise ValueError("'weights' names packaged weights for a timm architecture; use 'checkpoint' with a factory")
+        return self
+
+
+# ----------------------------------------------------------------------------- reducers
+
+
+class PcaParams(_Model):
+    method: Literal["pca"] = "pca"
+    n_components: int = Field(10, gt=0, le=512, description="Components analysed (table, galleries).")
+
+
+class TsneParams(_Model):
+    """openTSNE parameters (same names as ``openTSNE.TSNE``)."""
+
+    method: Literal["tsne"] = "tsne"
+    perplexity: float = Field(30.0, gt=0)
+    metric: Literal["euclidean", "cosine"] = "euclidean"
+    n_iter: int = Field(500, gt=0, le=10_000)
+    early_exaggeration_iter: int = Field(250, ge=0, le=10_000)
+    learning_rate: float | Literal["auto"] = "auto"
+    negative_gradient_method: Literal["auto", "fft", "bh"] = "auto"
+    pca_components: int = Field(50, ge=0, description="PCA dimensions fed to t-SNE (0 disables).")
+    n_jobs: int = Field(1, ge=1, le=256, description="Threads. More is faster but openTSNE then sums in a varying order: not bit-reproducible.")
+
+
+class UmapParams(_Model):
+    """umap-learn parameters (same names as ``umap.UMAP``)."""
+
+    method: Literal["umap"] = "umap"
+    n_neighbors: int = Field(15, ge=2)
+    min_dist: float = Field(0.1, ge=0)
+    metric: Literal["euclidean", "cosine"] = "euclidean"
+
+
+ReducerSpec = Annotated[
+    Union[
+        Annotated[PcaParams, Tag("pca")],
+        Annotated[TsneParams, Tag("tsne")],
+        Annotated[UmapParams, Tag("umap")],
+    ],
+    Discriminator(lambda v: v.get("method") if isinstance(v, dict) else getattr(v, "method", None)),
+]
+REDUCER_NAMES = ("pca", "tsne", "umap")
+
+
+def _reducer_short_form(value: Any) -> Any:
+    """``pca`` / ``{pca: {...}}`` -> ``{"method": "pca", ...}``."""
+    if isinstance(value, str):
+        return {"method": value}
+    if isinstance(value, dict) and len(value) == 1 and "method" not in value:
+        (key, params), = value.items()
+        if params is None:
+            params = {}
+        if isinstance(params, dict):
+            return {"method": key, **params}
+    return value
+
+
+# ----------------------------------------------------------------------------- report options
+
+
+class ReportOptions(_Model):
+    gallery_size: int = Field(8, gt=0, le=64, description="Samples at each end of a component.")
+    gallery_components: int = Field(10, gt=0, le=64, description="Components that get an extremity gallery.")
+    thumbnail_px: int = Field(32, ge=8, le=128, description="Stored thumbnail size in pixels.")
+    mosaic_cap: int = Field(2000, gt=0, description="At most this many thumbnails in an image mosaic.")
+    grid_cap: int = Field(900, gt=3, description="At most this many cells in a grid mosaic.")
+    neighbours: int = Field(8, gt=0, le=50, description="Neighbours shown per query sample.")
+    knn_k: int = Field(10, gt=0, le=100, description="k for kNN accuracy and hard-sample detection.")
+    metric: Literal["cosine", "euclidean"] = "cosine"
+    hard_samples: int = Field(12, ge=0, le=200)
+    axes: list[tuple[str, str]] = Field(default_factory=list, description="Class pairs for custom centroid axes.")
+    trustworthiness_cap: int = Field(3000, gt=10, description="Samples used for trustworthiness (O(N^2)).")
+
+
+class OutputSpec(_Model):
+    dir: ResolvedPath = Path("report")
+    max_html_mb: float = Field(10.0, gt=0)
+    figures: bool = True
+
+
+class ReportSpec(_Model):
+    """A whole report: what to load, what to extract, how to reduce and what to show."""
+
+    title: str = "reportgen report"
+    description: str | None = None
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    dataset: DatasetSpec
+    models: list[ModelSpec] = Field(min_length=1)
+    reducers: list[ReducerSpec] = Field(default_factory=lambda: [PcaParams()])  # type: ignore[arg-type]
+    report: ReportOptions = ReportOptions()
+    output: OutputSpec = OutputSpec()
+    cache_dir: ResolvedPath | None = Field(None, description="Embedding cache (default: ~/.cache/reportgen).")
+
+    @field_validator("reducers", mode="before")
+    @classmethod
+    def _reducers_short(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [_reducer_short_form(v) for v in value]
+        return value
+
+    @field_validator("reducers")
+    @classmethod
+    def _reducers_unique(cls, value: list[Any]) -> list[Any]:
+        methods = [r.method for r in value]
+        for m in methods:
+            if methods.count(m) > 1:
+                raise ValueError(f"reducer {m!r} is listed twice; list each reducer once")
+        if "pca" not in methods:
+            value = [PcaParams(), *value]
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _models_unique(cls, value: list[ModelSpec]) -> list[ModelSpec]:
+        names = [m.name for m in value]
+        for n in names:
+            if names.count(n) > 1:
+                raise ValueError(f"duplicate model name {n!r}; give each model its own name")
+        return value
+
+    @property
+    def pca(self) -> PcaParams:
+        return next(r for r in self.reducers if r.method == "pca")
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+class _Positions:
+    """YAML path -> line number, from the composed node tree."""
+
+    def __init__(self, node: yaml.Node | None) -> None:
+        self.lines: dict[tuple, int] = {}
+        if node is not None:
+            self._walk(node, ())
+
+    def _walk(self, node: yaml.Node, path: tuple) -> None:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = k.value
+                self.lines.setdefault(path + (key,), k.start_mark.line + 1)
+                self._walk(v, path + (key,))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                self._walk(v, path + (i,))
+
+    def line(self, path: tuple) -> int | None:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.lines.get(())
+
+
+def _count_nodes(node: yaml.Node) -> int:
+    """Nodes after alias expansion, memoised so the count itself cannot blow up."""
+    memo: dict[int, int] = {}
+
+    def count(n: yaml.Node) -> int:
+        key = id(n)
+        if key in memo:
+            return memo[key]
+        memo[key] = 1  # cycle guard
+        total = 1
+        if isinstance(n, yaml.MappingNode):
+            total += sum(count(k) + count(v) for k, v in n.value)
+        elif isinstance(n, yaml.SequenceNode):
+            total += sum(count(v) for v in n.value)
+        memo[key] = min(total, MAX_YAML_NODES * 10)
+        return memo[key]
+
+    return count(node)
+
+
+def parse_yaml(text: str, *, source: str = "spec") -> tuple[Any, _Positions]:
+    """Safe-load YAML, refusing alias bombs; errors name the line."""
+    if len(text.encode("utf-8", "replace")) > MAX_SPEC_BYTES:
+        raise SpecError(f"{source}: file is larger than {MAX_SPEC_BYTES // 1000} kB; is this really a spec?")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"{source}: malformed YAML{where}: {problem}") from None
+    if node is not None and _count_nodes(node) > MAX_YAML_NODES:
+        raise SpecError(f"{source}: YAML expands to more than {MAX_YAML_NODES:,} nodes through aliases; refusing (alias bomb?)")
+    try:
+        data = yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - SafeLoader
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{source}: malformed YAML: {exc}") from None
+    return data, _Positions(node)
+
+
+def format_loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+_ALL_FIELDS: set[str] = set()
+
+
+def _all_fields() -> set[str]:
+    if not _ALL_FIELDS:
+        for cls in _Model.__subclasses__() + [c for s in _Model.__subclasses__() for c in s.__subclasses__()]:
+            _ALL_FIELDS.update(cls.model_fields)
+    return _ALL_FIELDS
+
+
+def _message(err: dict) -> str:
+    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    shown = json.dumps(value, default=str) if not isinstance(value, (dict, list)) else type(value).__name__
+    if kind == "greater_than":
+        return f"must be > {ctx['gt']}, got {shown}"
+    if kind == "greater_than_equal":
+        return f"must be >= {ctx['ge']}, got {shown}"
+    if kind == "less_than_equal":
+        return f"must be <= {ctx['le']}, got {shown}"
+    if kind == "extra_forbidden":
+        key = err["loc"][-1] if err["loc"] else "?"
+        hint = difflib.get_close_matches(str(key), sorted(_all_fields()), n=1)
+        return "unknown key" + (f"; did you mean {hint[0]!r}?" if hint else "; remove it")
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected')}, got {shown}"
+    if kind == "union_tag_invalid":
+        return f"unknown kind {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
+    if kind == "union_tag_not_found":
+        return f"needs a '{ctx.get('discriminator', 'kind').strip(chr(39))}' key; expected one of {ctx.get('expected_tags', '')}".rstrip("; expected one of ")
+    if kind == "too_short":
+        return f"must have at least {ctx.get('min_length')} item(s), got {ctx.get('actual_length')}"
+    if kind == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    if kind == "string_pattern_mismatch":
+        return f"{shown} is not allowed here (letters, digits, '_', '.', '-' only)" if "A-Za-z0-9" in ctx.get("pattern", "") else f"{shown} must look like package.module:function"
+    return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {shown}"
+
+
+def _clean_loc(loc: tuple) -> tuple:
+    """Drop pydantic's union/function tags that are not YAML keys."""
+    out = []
+    for part in loc:
+        if isinstance(part, str) and (part.startswith("function-") or part in ("list[...]",)):
+            continue
+        if isinstance(part, str) and "[" in part and part.endswith("]"):
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _yaml_loc(loc: tuple, data: Any) -> tuple:
+    """Map a validated loc (reducers[1] -> tsne tag) back onto the YAML structure."""
+    if len(loc) >= 3 and loc[0] == "reducers" and isinstance(loc[1], int) and loc[2] in REDUCER_NAMES:
+        raw = data.get("reducers") if isinstance(data, dict) else None
+        if isinstance(raw, list) and loc[1] < len(raw) and isinstance(raw[loc[1]], dict) and "method" not in raw[loc[1]]:
+            return loc  # short form {tsne: {...}}: the tag is a YAML key
+        return loc[:2] + loc[3:]
+    return loc
+
+
+def validate_data(data: Any, *, base_dir: Path | None = None, positions: _Positions | None = None, source: str = "spec") -> ReportSpec:
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: the spec must be a YAML mapping (key: value), got {type(data).__name__}")
+    try:
+        return ReportSpec.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = _clean_loc(tuple(err["loc"]))
+            yloc = _yaml_loc(loc, data)
+            line = positions.line(yloc) if positions else None
+            where = f" (line {line})" if line else ""
+            lines.append(f"{format_loc(yloc)}: {_message({**err, 'loc': loc})}{where}")
+        first = lines[0] + (f" (and {len(lines) - 1} more; run 'reportgen validate')" if len(lines) > 1 else "")
+        raise SpecError(f"{source}: {first}", errors=[f"{source}: {l}" for l in lines]) from None
+
+
+def apply_overrides(data: Any, overrides: list[str]) -> Any:
+    """``a.b=value`` / ``models[0].input_size=128`` -> set in the raw mapping (value parsed as YAML)."""
+    import re
+
+    for item in overrides:
+        if "=" not in item:
+            raise SpecError(f"--set {item!r}: expected KEY=VALUE, e.g. --set dataset.limit=500")
+        key, _, raw = item.partition("=")
+        parts = [p for p in re.split(r"\.|\[(\d+)\]", key.strip()) if p]
+        if not parts:
+            raise SpecError(f"--set {item!r}: empty key")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            index: Any = int(part) if part.isdigit() else part
+            if isinstance(node, list):
+                if not isinstance(index, int) or index >= len(node):
+                    raise SpecError(f"--set {item!r}: {format_loc(tuple(parts[:i]))} has no item {part}")
+            elif isinstance(node, dict):
+                if not last and index not in node:
+                    node[index] = {}
+            else:
+                raise SpecError(f"--set {item!r}: {format_loc(tuple(parts[:i]))} is not a mapping or list")
+            if last:
+                node[index] = value
+            else:
+                node = node[index]
+    return data
+
+
+def load_spec(path: str | Path, *, overrides: list[str] | None = None) -> ReportSpec:
+    """Read, parse and validate a spec file. Raises ``SpecError`` with every problem found."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: spec file not found; check the path") from None
+    except IsADirectoryError:
+        raise SpecError(f"{path}: is a folder; give the path of a .yaml spec") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not UTF-8 text; a spec is a YAML file") from None
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read spec ({exc.strerror})") from None
+    return loads_spec(text, base_dir=path.resolve().parent, overrides=overrides, source=str(path))
+
+
+def loads_spec(text: str, *, base_dir: Path | None = None, overrides: list[str] | None = None, source: str = "spec") -> ReportSpec:
+    data, positions = parse_yaml(text, source=source)
+    if overrides:
+        if data is None:
+            data = {}
+        data = apply_overrides(data, overrides)
+    return validate_data(data, base_dir=base_dir, positions=positions, source=source)
+
+
+def json_schema() -> dict:
+    return ReportSpec.model_json_schema()

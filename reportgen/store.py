@@ -1,0 +1,244 @@
+"""Embedding store: per-layer float32 ``.npy`` files plus a JSON manifest, keyed by content.
+
+Layout of one entry (``<cache>/embeddings/<key>/``)::
+
+    manifest.json     format, key, model (arch, source, weights sha256), dataset fingerprint,
+                      preprocessing, layers {name: {file, shape, reshape, sha256}}, counts
+    samples.json      {"ids": [...], "indices": [...], "bad": [[id, reason], ...]}
+    labels.npy        int64 (N,)
+    thumbnails.npy    uint8 (N, t, t, 3)
+    layer-<slug>.npy  float32 (N, d), one per layer, rows in the order of samples.json
+
+An entry is written in a temporary folder and renamed into place when complete, so an
+interrupted build leaves no half-written entry. On load every file is checked against the
+manifest (shape and SHA-256); a mismatch is logged and the entry recomputed, never used.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CacheError
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "reportgen"
+
+
+def slug(name: str, *, max_len: int = 80) -> str:
+    """A safe file-name fragment for any user-given name (layer ``../../x`` -> ``x``)."""
+    s = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._-")
+    s = re.sub(r"\.{2,}", ".", s)
+    if not s:
+        s = "x"
+    if len(s) > max_len or s != name:
+        s = f"{s[: max_len - 9]}-{hashlib.sha1(name.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
+    return s
+
+
+def content_key(parts: dict) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class StoredEmbeddings:
+    """One model's embeddings for one dataset selection, as read back from the store."""
+
+    key: str
+    path: Path
+    ids: tuple[str, ...]
+    indices: np.ndarray
+    labels: np.ndarray
+    layers: dict[str, np.ndarray]  # layer -> (N, d) float32 (memory-mapped)
+    reshapes: dict[str, str]
+    thumbnails: np.ndarray
+    bad: tuple[tuple[str, str], ...]
+    manifest: dict
+
+
+class EntryWriter:
+    """Streams shards into an entry: rows are appended to memory-mapped .npy files."""
+
+    def __init__(self, root: Path, key: str, capacity: int, thumb: int) -> None:
+        self.root, self.key, self.capacity = root, key, capacity
+        root.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=root))
+        self.count = 0
+        self.layers: dict[str, np.ndarray] = {}
+        self.files: dict[str, str] = {}
+        self.thumbs = np.lib.format.open_memmap(self.tmp / "thumbnails.npy", mode="w+", dtype=np.uint8, shape=(capacity, thumb, thumb, 3))
+        self.labels = np.zeros(capacity, np.int64)
+        self.indices = np.zeros(capacity, np.int64)
+        self.bad: list[tuple[int, str]] = []
+        self.reshapes: dict[str, str] = {}
+
+    def append(self, shard, labels: np.ndarray) -> None:
+        n = len(shard.indices)
+        self.bad += shard.bad
+        self.reshapes.update(shard.reshapes)
+        if n == 0:
+            return
+        sl = slice(self.count, self.count + n)
+        for name, arr in shard.embeddings.items():
+            if name not in self.layers:
+                fname = f"layer-{slug(name)}.npy"
+                self.files[name] = fname
+                self.layers[name] = np.lib.format.open_memmap(self.tmp / fname, mode="w+", dtype=np.float32, shape=(self.capacity, arr.shape[1]))
+            self.layers[name][sl] = arr
+        self.thumbs[sl] = shard.thumbnails
+        self.labels[sl] = labels
+        self.indices[sl] = shard.indices
+        self.count += n
+
+    def _trim(self, fname: str, arr: np.ndarray) -> None:
+        """Rewrite a memmap with only the rows filled (samples were skipped)."""
+        arr.flush()
+        src = np.load(self.tmp / fname, mmap_mode="r")
+        out = np.lib.format.open_memmap(self.tmp / (fname + ".trim"), mode="w+", dtype=src.dtype, shape=(self.count,) + src.shape[1:])
+        for start in range(0, self.count, 8192):
+            out[start : start + 8192] = src[start : min(self.count, start + 8192)]
+        out.flush()
+        del out, src
+        os.replace(self.tmp / (fname + ".trim"), self.tmp / fname)
+
+    def commit(self, ids: list[str], bad: list[tuple[str, str]], manifest: dict) -> Path:
+        if self.count == 0:
+            self.abort()
+            raise CacheError("no sample could be read; nothing to store")
+        for name, arr in list(self.layers.items()):
+            if self.count < self.capacity:
+                self._trim(self.files[name], arr)
+            else:
+                arr.flush()
+        if self.count < self.capacity:
+            self._trim("thumbnails.npy", self.thumbs)
+        else:
+            self.thumbs.flush()
+        self.layers.clear()
+        del self.thumbs
+        np.save(self.tmp / "labels.npy", self.labels[: self.count])
+        samples = {"ids": ids, "indices": self.indices[: self.count].tolist(), "bad": [[i, r] for i, r in bad]}
+        (self.tmp / "samples.json").write_text(json.dumps(samples), encoding="utf-8")
+        layer_meta = {}
+        for name, fname in self.files.items():
+            a = np.load(self.tmp / fname, mmap_mode="r")
+            layer_meta[name] = {"file": fname, "shape": list(a.shape), "reshape": self.reshapes.get(name), "sha256": file_sha256(self.tmp / fname)}
+            del a
+        manifest = {
+            **manifest, "format": FORMAT, "key": self.key, "count": self.count, "layers": layer_meta,
+            "files": {f: file_sha256(self.tmp / f) for f in ("labels.npy", "thumbnails.npy", "samples.json")},
+        }
+        (self.tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        final = self.root / self.key
+        if final.exists():  # a concurrent build got there first, or a stale entry: replace it whole
+            trash = self.root / f".{self.key}.old-{uuid.uuid4().hex[:8]}"
+            try:
+                os.replace(final, trash)
+                shutil.rmtree(trash, ignore_errors=True)
+            except OSError:
+                pass
+        try:
+            os.replace(self.tmp, final)
+        except OSError:
+            if (final / "manifest.json").exists():  # another writer won the race with the same content
+                shutil.rmtree(self.tmp, ignore_errors=True)
+            else:
+                raise
+        return final
+
+    def abort(self) -> None:
+        self.layers.clear()
+        self.thumbs = None  # type: ignore[assignment]
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class EmbeddingStore:
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root is not None else default_cache_dir()
+        self.dir = self.root / "embeddings"
+
+    def writer(self, key: str, capacity: int, thumb: int) -> EntryWriter:
+        try:
+            return EntryWriter(self.dir, key, capacity, thumb)
+        except OSError as exc:
+            raise CacheError(f"cache: cannot write to {self.dir} ({exc.strerror}); set cache_dir in the spec or --cache-dir") from None
+
+    def load(self, key: str, *, verify: bool = True) -> StoredEmbeddings | None:
+        path = self.dir / key
+        if not (path / "manifest.json").exists():
+            return None
+        try:
+            manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+            if manifest.get("format") != FORMAT or manifest.get("key") != key:
+                raise ValueError("format or key mismatch")
+            if verify:
+                for fname, digest in manifest["files"].items():
+                    if file_sha256(path / fname) != digest:
+                        raise ValueError(f"{fname} changed")
+            samples = json.loads((path / "samples.json").read_text(encoding="utf-8"))
+            layers = {}
+            for name, meta in manifest["layers"].items():
+                if verify and file_sha256(path / meta["file"]) != meta["sha256"]:
+                    raise ValueError(f"{meta['file']} changed")
+                arr = np.load(path / meta["file"], mmap_mode="r")
+                if list(arr.shape) != meta["shape"] or arr.dtype != np.float32:
+                    raise ValueError(f"{meta['file']} has shape {arr.shape}")
+                layers[name] = arr
+            labels = np.load(path / "labels.npy")
+            thumbs = np.load(path / "thumbnails.npy", mmap_mode="r")
+            n = manifest["count"]
+            if len(labels) != n or len(samples["ids"]) != n or len(thumbs) != n:
+                raise ValueError("row counts disagree")
+        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
+            log.warning("cache entry %s is corrupt or mismatched (%s); recomputing", key, exc)
+            self.remove(key)
+            return None
+        return StoredEmbeddings(
+            key=key, path=path, ids=tuple(samples["ids"]), indices=np.asarray(samples["indices"], np.int64), labels=labels,
+            layers=layers, reshapes={k: v["reshape"] for k, v in manifest["layers"].items()}, thumbnails=thumbs,
+            bad=tuple((str(i), str(r)) for i, r in samples["bad"]), manifest=manifest,
+        )
+
+    def remove(self, key: str) -> None:
+        path = self.dir / key
+        if path.exists():
+            trash = self.dir / f".{key}.old-{uuid.uuid4().hex[:8]}"
+            try:
+                os.replace(path, trash)
+            except OSError:
+                return
+            shutil.rmtree(trash, ignore_errors=True)
+
+    def clear(self) -> int:
+        """Remove every entry; returns how many were removed."""
+        if not self.dir.exists():
+            return 0
+        n = 0
+        for p in self.dir.iterdir():
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+                n += not p.name.startswith(".")
+        return n
