@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = _Parser(prog="reportgen", description="Turn a trained image model and a dataset into a self-contained HTML report of what its layers see.",
                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common])
-    p.add_argument("--version", action="version", version=f"reportgen {__version__}")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
@@ -162,6 +162,9 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr:
         except SystemExit as exc:  # --help / --version
             return int(exc.code or 0)
         _setup_logging(args, err)
+        if getattr(args, "version", False):
+            print(f"reportgen {__version__}", file=out)
+            return ExitStatus.OK
         if args.command is None:
             parser.print_help(out)
             return ExitStatus.USAGE
@@ -187,6 +190,12 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr:
             traceback.print_exc(file=err)
         print(f"reportgen: error: {exc.message}", file=err)
         return int(exc.exit_status)
+    except BrokenPipeError:  # `reportgen layers ... | head`: the reader left, not an error
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return int(ExitStatus.OK)
     except KeyboardInterrupt:
         print("reportgen: interrupted; nothing was written", file=err)
         return int(ExitStatus.INTERRUPTED)

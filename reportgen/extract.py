@@ -125,8 +125,14 @@ def list_layers(model: LoadedModel, *, input_size: int | None = None) -> list[La
     shapes: dict[str, str] = {}
     handles = []
     named = list(module.named_modules())
+    def make_hook(name: str):
+        def hook(_m, _i, out) -> None:  # must return None, or the output would be replaced
+            shapes.setdefault(name, _shape_of(out))
+
+        return hook
+
     for name, m in named:
-        handles.append(m.register_forward_hook(lambda _m, _i, out, _n=name: shapes.setdefault(_n, _shape_of(out))))
+        handles.append(m.register_forward_hook(make_hook(name)))
     was_training = module.training
     try:
         module.eval()

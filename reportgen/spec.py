@@ -104,6 +104,7 @@ class NpzDataset(_DatasetBase):
     class_names: list[str] | None = None
 
 
+DATASET_KINDS = ("digits", "image_folder", "csv", "idx", "npz")
 DatasetSpec = Annotated[
     Union[DigitsDataset, ImageFolderDataset, CsvDataset, IdxDataset, NpzDataset],
     Field(discriminator="kind"),
@@ -392,11 +393,11 @@ def _message(err: dict) -> str:
     kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
     shown = json.dumps(value, default=str) if not isinstance(value, (dict, list)) else type(value).__name__
     if kind == "greater_than":
-        return f"must be > {ctx['gt']}, got {shown}"
+        return f"must be > {ctx['gt']:g}, got {shown}"
     if kind == "greater_than_equal":
-        return f"must be >= {ctx['ge']}, got {shown}"
+        return f"must be >= {ctx['ge']:g}, got {shown}"
     if kind == "less_than_equal":
-        return f"must be <= {ctx['le']}, got {shown}"
+        return f"must be <= {ctx['le']:g}, got {shown}"
     if kind == "extra_forbidden":
         key = err["loc"][-1] if err["loc"] else "?"
         hint = difflib.get_close_matches(str(key), sorted(_all_fields()), n=1)
@@ -432,6 +433,8 @@ def _clean_loc(loc: tuple) -> tuple:
 
 def _yaml_loc(loc: tuple, data: Any) -> tuple:
     """Map a validated loc (reducers[1] -> tsne tag) back onto the YAML structure."""
+    if len(loc) >= 2 and loc[0] == "dataset" and loc[1] in DATASET_KINDS:
+        return loc[:1] + loc[2:]
     if len(loc) >= 3 and loc[0] == "reducers" and isinstance(loc[1], int) and loc[2] in REDUCER_NAMES:
         raw = data.get("reducers") if isinstance(data, dict) else None
         if isinstance(raw, list) and loc[1] < len(raw) and isinstance(raw[loc[1]], dict) and "method" not in raw[loc[1]]:
