@@ -1,0 +1,234 @@
+"""The report against independent computations, on one real build (conftest ``built``)."""
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reportgen.figures import grid_mosaic, image_mosaic, palette
+
+
+def _summary(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_outputs_written(built):
+    res, tmp = built
+    out = tmp / "out"
+    assert (out / "report.html").stat().st_size > 10_000
+    names = sorted(p.name for p in (out / "figures").iterdir())
+    assert "effnet--global_pool--scree.png" in names and "effnet--blocks.2--tsne-mosaic.png" in names
+    s = _summary(out)
+    assert s["dataset"]["samples_used"] == 300 and sum(s["dataset"]["used_per_class"].values()) == 300
+
+
+def test_variance_ratios_equal_sklearn(built):
+    from sklearn.decomposition import PCA
+
+    res, tmp = built
+    s = _summary(tmp / "out")
+    for layer in s["models"][0]["layers"]:
+        x = np.asarray(res.runs[0].stored.layers[layer["layer"]], np.float64)
+        ref = PCA(n_components=8, svd_solver="full").fit(x).explained_variance_ratio_
+        np.testing.assert_allclose(layer["pca"]["explained_variance_ratio"], ref, rtol=1e-4)
+
+
+def test_galleries_hold_argmin_and_argmax(built):
+    from sklearn.decomposition import PCA
+
+    res, tmp = built
+    s = _summary(tmp / "out")
+    ids = np.asarray(res.ids)
+    for layer in s["models"][0]["layers"]:
+        x = np.asarray(res.runs[0].stored.layers[layer["layer"]], np.float64)
+        scores = PCA(n_components=4, svd_solver="full").fit_transform(x)
+        for e in layer["extremes"]:
+            c = e["component"] - 1
+            col = scores[:, c]
+            # sklearn's sign may differ: compare as sets of the two ends
+            lo, hi = set(ids[np.argsort(col)[:5]]), set(ids[np.argsort(-col)[:5]])
+            assert {frozenset(e["low"]), frozenset(e["high"])} == {frozenset(lo), frozenset(hi)}
+            assert e["low_scores"] == sorted(e["low_scores"]) and e["high_scores"] == sorted(e["high_scores"], reverse=True)
+
+
+def test_neighbours_equal_sklearn(built):
+    from sklearn.neighbors import NearestNeighbors
+
+    res, tmp = built
+    s = _summary(tmp / "out")
+    ids = list(res.ids)
+    layer = s["models"][0]["layers"][1]
+    x = np.asarray(res.runs[0].stored.layers[layer["layer"]], np.float64)
+    nn = NearestNeighbors(n_neighbors=9, metric="cosine").fit(x)
+    for q in layer["neighbours"]:
+        i = ids.index(q["query"])
+        d, j = nn.kneighbors(x[i : i + 1])
+        expect = [ids[k] for k in j[0] if k != i][:8]
+        assert q["neighbours"] == expect
+        np.testing.assert_allclose(q["distances"], [dd for dd, k in zip(d[0], j[0]) if k != i][:8], atol=1e-5)
+
+
+def test_knn_accuracy_matches_sklearn_leave_one_out(built):
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.model_selection import LeaveOneOut, cross_val_score
+
+    res, tmp = built
+    layer = _summary(tmp / "out")["models"][0]["layers"][1]
+    x = np.asarray(res.runs[0].stored.layers[layer["layer"]], np.float64)
+    ref = cross_val_score(KNeighborsClassifier(10, metric="cosine", algorithm="brute"), x, res.labels, cv=LeaveOneOut()).mean()
+    assert abs(layer["metrics"]["knn_accuracy"] - ref) < 0.02  # tie-breaking differs only
+    assert layer["metrics"]["knn_accuracy"] > 0.8  # 300 samples; the 500-sample floor of 0.85 is in test_extract
+
+
+def test_image_mosaic_has_thumbnail_pixels_at_position():
+    rng = np.random.default_rng(0)
+    thumbs = rng.integers(0, 255, (50, 8, 8, 3), dtype=np.uint8)
+    coords = rng.normal(size=(50, 2))
+    labels = np.arange(50) % 3
+    mo = image_mosaic(coords, thumbs, labels, palette(3), cap=50, seed=0)
+    last = mo.rows[-1]  # drawn last: nothing covers it
+    x, y = mo.positions[-1]
+    assert np.array_equal(mo.pixels[y + 2 : y + 10, x + 2 : x + 10], thumbs[last])
+    assert np.array_equal(mo.pixels[y, x], palette(3)[labels[last]])  # border in class colour
+    # leftmost sample sits at the left edge, rightmost at the right edge
+    assert mo.positions[np.argmin(coords[mo.rows, 0]), 0] == 0
+    assert mo.positions[np.argmax(coords[mo.rows, 0]), 0] == mo.pixels.shape[1] - mo.tile
+
+
+def test_grid_mosaic_shows_each_chosen_sample_once():
+    rng = np.random.default_rng(1)
+    thumbs = np.zeros((200, 4, 4, 3), np.uint8)
+    thumbs[:, :, :, 0] = (np.arange(200) % 256)[:, None, None]
+    thumbs[:, :, :, 1] = (np.arange(200) // 256)[:, None, None]
+    coords = rng.normal(size=(200, 2))
+    gm = grid_mosaic(coords, thumbs, np.zeros(200, int), palette(2), cap=100, seed=0)
+    assert len(gm.rows) == 100 and len(set(gm.rows.tolist())) == 100
+    seen = [int(gm.pixels[y + 2, x + 2, 0]) for x, y in gm.positions]
+    assert sorted(seen) == sorted(int(r) for r in gm.rows)
+    assert len({(int(x), int(y)) for x, y in gm.positions}) == 100
+
+
+class _Refs(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.refs, self.tags, self.scripts, self.handlers = [], [], 0, []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        if tag == "script":
+            self.scripts += 1
+        for k, v in attrs:
+            if k in ("src", "href", "srcset", "poster", "data", "action"):
+                self.refs.append(v or "")
+            if k.startswith("on"):
+                self.handlers.append(k)
+
+
+def test_html_references_nothing_external(built):
+    _, tmp = built
+    html = (tmp / "out" / "report.html").read_text()
+    p = _Refs()
+    p.feed(html)
+    assert p.refs and all(r.startswith(("data:", "#")) for r in p.refs), [r[:40] for r in p.refs if not r.startswith(("data:", "#"))]
+    assert not re.findall(r"url\((?!['\"]?data:)", html)
+    assert "@import" not in html and p.scripts == 0 and not p.handlers
+    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', html).group(1).replace("&#39;", "'")
+    assert "default-src 'none'" in csp and "img-src data:" in csp and "script-src 'none'" in csp
+
+
+def test_hostile_class_names_are_escaped(tmp_path):
+    from PIL import Image
+    from skimage import data
+
+    from tests.conftest import EFFNET, make_spec
+    from reportgen.pipeline import build
+
+    evil = ["<img src=x onerror=alert(1)>", "a&b \"q\" 'q' 😀 עברית"]
+    root = tmp_path / "imgs"
+    for i, name in enumerate(evil):
+        (root / name).mkdir(parents=True)
+        for j in range(4):
+            Image.fromarray(np.roll(data.chelsea()[::8, ::8], 7 * j + 40 * i, axis=1)).save(root / name / f"<script>{j}.png")
+    spec = make_spec({
+        "title": "</title><script>alert(2)</script>", "dataset": {"kind": "image_folder", "path": str(root)},
+        "models": [{**EFFNET, "input_size": 32, "layers": ["global_pool"]}], "reducers": ["pca"],
+        "report": {"axes": [[evil[0], evil[1]]]},
+        "output": {"dir": str(tmp_path / "out")}, "cache_dir": str(tmp_path / "cache"),
+    })
+    build(spec, spec_text="title: '<script>alert(3)</script>'", progress=False)
+    html = (tmp_path / "out" / "report.html").read_text()
+    p = _Refs()
+    p.feed(html)
+    assert p.scripts == 0 and not p.handlers and "img" not in [t for t in p.tags if t == "x"]
+    assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "&lt;script&gt;" in html and "😀" in html and "עברית" in html and "<bdi>" in html
+    assert all(r.startswith(("data:", "#")) for r in p.refs)
+
+
+def test_summary_is_deterministic(built, tmp_path):
+    from tests.conftest import make_spec, spec_dict
+    from reportgen.pipeline import build
+
+    res, tmp = built
+    d = spec_dict(tmp)
+    d["output"] = {"dir": str(tmp_path / "again")}
+    build(make_spec(d), spec_text="title: test", progress=False)
+    a = (tmp / "out" / "summary.json").read_bytes()
+    b = (tmp_path / "again" / "summary.json").read_bytes()
+    assert a == b
+    for f in ("effnet--blocks.2--tsne-mosaic.png", "effnet--global_pool--pca-scatter.png"):
+        assert (tmp / "out" / "figures" / f).read_bytes() == (tmp_path / "again" / "figures" / f).read_bytes()
+
+
+def test_second_build_with_other_reducers_runs_no_forward_pass(built, tmp_path):
+    from tests.conftest import make_spec, spec_dict
+    from reportgen.pipeline import build
+
+    res, tmp = built
+    assert res.forward_calls > 0
+    d = spec_dict(tmp, reducers=[{"pca": {"n_components": 5}}])
+    d["output"] = {"dir": str(tmp_path / "o2")}
+    again = build(make_spec(d), progress=False)
+    assert again.forward_calls == 0 and again.runs[0].from_cache
+
+
+def test_size_budget_shrinks_and_says_so(built, tmp_path):
+    from reportgen.render import write_report
+
+    res, tmp = built
+    import dataclasses
+
+    small = dataclasses.replace(res, spec=res.spec.model_copy(update={"output": res.spec.output.model_copy(update={"max_html_mb": 0.9})}), notes=[])
+    write_report(small, tmp_path / "small")
+    s = _summary(tmp_path / "small")
+    assert s["html"]["reductions"], s["html"]
+    run = json.loads((tmp_path / "small" / "run.json").read_text())
+    assert (tmp_path / "small" / "report.html").stat().st_size == run["html_bytes"] <= 0.9e6
+    assert "To stay within the size budget" in (tmp_path / "small" / "report.html").read_text()
+    assert sum(run["section_bytes"].values()) == run["html_bytes"]
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it as root)")
+def test_headless_chromium_opens_report_offline(built, tmp_path):
+    _, tmp = built
+    html = tmp / "out" / "report.html"
+    shot = Path(__file__).parent / "output"
+    shot.mkdir(exist_ok=True)
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,2400",
+           "--proxy-server=http://0.0.0.0:9", "--proxy-bypass-list=<-loopback>", "--disable-background-networking",
+           "--enable-logging=stderr", "--v=0", f"--user-data-dir={tmp_path / 'profile'}",
+           f"--screenshot={shot / 'report.png'}", html.as_uri()]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert (shot / "report.png").stat().st_size > 50_000
+    log = run.stderr
+    console = [l for l in log.splitlines() if "CONSOLE" in l or "Refused to" in l or "net::ERR" in l]
+    assert not console, console
+    dom = subprocess.run([c for c in cmd if not c.startswith("--screenshot")][:-1] + ["--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=120)
+    assert "Extremity galleries" in dom.stdout and "Nearest neighbours" in dom.stdout
