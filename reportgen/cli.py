@@ -158,8 +158,11 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr:
     try:
         parser = _parser()
         try:
-            args = parser.parse_args(argv)
-        except SystemExit as exc:  # --help / --version
+            import contextlib
+
+            with contextlib.redirect_stdout(out):
+                args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help
             return int(exc.code or 0)
         _setup_logging(args, err)
         if getattr(args, "version", False):

@@ -213,9 +213,13 @@ def _components_for(evals, total, share) -> int:
 
 
 def _makeup(rows, labels, names) -> str:
+    """'7 of 8: Sneaker (+1 Sandal)' - the class make-up of one end of a component."""
     counts = np.bincount(labels[rows], minlength=len(names))
-    top = [i for i in np.argsort(-counts, kind="stable") if counts[i]][:3]
-    return ", ".join(f"{counts[i]} of {len(rows)} {names[i]}" for i in top)
+    top = [i for i in np.argsort(-counts, kind="stable") if counts[i]]
+    if not top:
+        return ""
+    rest = ", ".join(f"{counts[i]} {names[i]}" for i in top[1:4]) + (" ..." if len(top) > 4 else "")
+    return f"{counts[top[0]]} of {len(rows)}: {names[top[0]]}" + (f" (+ {rest})" if rest else "")
 
 
 def summary_dict(res, *, html_bytes: int = 0, section_bytes: dict | None = None, reductions: list | None = None) -> dict:
