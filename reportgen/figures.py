@@ -100,6 +100,10 @@ def scree_plot(ratio: np.ndarray, *, total_components: int | None = None) -> byt
     return figure_png(fig)
 
 
+#: With more classes than this, only the largest classes get a label at their centroid.
+CENTROID_LABELS = 60
+
+
 def scatter_plot(coords: np.ndarray, labels: np.ndarray, class_names, colours: np.ndarray, *, title: str = "", seed: int = 0) -> bytes:
     """One colour per class, drawn in a seeded random order (no class always on top)."""
     n_classes = len(class_names)
@@ -115,9 +119,10 @@ def scatter_plot(coords: np.ndarray, labels: np.ndarray, class_names, colours: n
         handles = [Line2D([], [], ls="", marker="o", color=colours[i] / 255.0, label=f"{class_names[i][:28]} ({counts[i]})") for i in range(n_classes) if counts[i]]
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7.5, frameon=False, title="class (n)", title_fontsize=8)
     else:  # colours run out: label classes at their centroids instead of a legend
+        shown = set(np.argsort(-counts, kind="stable")[:CENTROID_LABELS].tolist())
         for c in range(n_classes):
             m = labels == c
-            if m.any():
+            if m.any() and c in shown:
                 cx, cy = np.median(coords[m], axis=0)
                 ax.text(cx, cy, class_names[c][:16], fontsize=6, ha="center", va="center", bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.6})
     ax.set_xticks([])

@@ -43,7 +43,7 @@ from .data import Dataset, Selection, load_dataset, select_samples
 from .errors import DataError, OutputError, ReportgenError, SpecError
 from .extract import Shard, extract_shard, resolve_layers
 from .models import LoadedModel, load_model
-from .reduce import PcaResult, Projection, fit_pca, pca_projection, run_tsne, run_umap
+from .reduce import PcaResult, Projection, fit_pca, pca_projection, run_pacmap, run_tsne, run_umap
 from .spec import ReportSpec
 from .store import EmbeddingStore, StoredEmbeddings, content_key, slug
 
@@ -223,6 +223,9 @@ def _analyse_layer(spec: ReportSpec, model_name: str, layer: str, reshape: str, 
     k_show = min(pca_spec.n_components, pca_full.k)
     projections: dict[str, Projection] = {}
     for r in spec.reducers:
+        if r.method != "pca" and pca_full.total_variance <= 0:
+            notes.append(f"{r.method} skipped: every sample has the same embedding, so there is nothing to map.")
+            continue
         with stages.stage(f"reduce: {r.method}"):
             if r.method == "pca":
                 projections["pca"] = pca_projection(pca_full)
@@ -231,6 +234,8 @@ def _analyse_layer(spec: ReportSpec, model_name: str, layer: str, reshape: str, 
                 projections["tsne"] = run_tsne(inp, r, seed=spec.seed)
             elif r.method == "umap":
                 projections["umap"] = run_umap(x, r, seed=spec.seed)
+            elif r.method == "pacmap":
+                projections["pacmap"] = run_pacmap(x, r, seed=spec.seed)
     with stages.stage("analyse"):
         kq = max(opts.knn_k, opts.neighbours)
         graph = neighbour_graph(x, kq, metric=opts.metric)
@@ -252,6 +257,9 @@ def _analyse_layer(spec: ReportSpec, model_name: str, layer: str, reshape: str, 
             axes.append(centroid_axis(x, labels, list(class_names), a, b))
         trust = {}
         for name, proj in projections.items():
+            if n < 6:  # trustworthiness needs k < N/2 neighbours
+                trust[name] = {"trustworthiness": None, "continuity": None, "samples": n}
+                continue
             t, used = trustworthiness(x, proj.coords, k=min(10, max(1, n // 2 - 1)), cap=opts.trustworthiness_cap, seed=spec.seed, metric=opts.metric)
             c, _ = continuity(x, proj.coords, k=min(10, max(1, n // 2 - 1)), cap=opts.trustworthiness_cap, seed=spec.seed, metric=opts.metric)
             trust[name] = {"trustworthiness": t, "continuity": c, "samples": used}

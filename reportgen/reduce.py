@@ -162,6 +162,24 @@ def run_umap(x: np.ndarray, params, *, seed: int) -> Projection:
     return Projection("umap", coords, used, tuple(notes), time.perf_counter() - t0)
 
 
+def run_pacmap(x: np.ndarray, params, *, seed: int) -> Projection:
+    """PaCMAP (optional extra: pip install 'reportgen[pacmap]')."""
+    try:
+        import pacmap
+    except ImportError:
+        raise ReportgenError("reducer pacmap needs the pacmap package; pip install 'reportgen[pacmap]' or remove the reducer") from None
+    t0 = time.perf_counter()
+    n = len(x)
+    notes = []
+    k = params.n_neighbors
+    if k >= n:
+        k = max(2, n - 2)
+        notes.append(f"n_neighbors lowered from {params.n_neighbors} to {k} for N = {n}")
+    reducer = pacmap.PaCMAP(n_components=2, n_neighbors=k, MN_ratio=params.MN_ratio, FP_ratio=params.FP_ratio, random_state=seed)
+    coords = reducer.fit_transform(np.ascontiguousarray(x, dtype=np.float32), init="pca").astype(np.float32)
+    return Projection("pacmap", coords, {"n_neighbors": k, "MN_ratio": params.MN_ratio, "FP_ratio": params.FP_ratio}, tuple(notes), time.perf_counter() - t0)
+
+
 def pca_projection(pca: PcaResult) -> Projection:
     coords = np.zeros((len(pca.scores), 2), np.float32)
     m = min(2, pca.scores.shape[1])

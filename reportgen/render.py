@@ -20,6 +20,7 @@ from markupsafe import Markup
 from . import __version__
 from .analyse import SHORTCUT_R, STAT_NAMES
 from .figures import (
+    CENTROID_LABELS,
     axis_histogram,
     data_uri,
     encode_jpeg,
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src 'none'; script-src 'none'; connect-src 'none'; form-action 'none'; base-uri 'none'"
 
-MAP_TITLES = {"pca": "PCA (components 1 and 2)", "tsne": "t-SNE (openTSNE)", "umap": "UMAP"}
+MAP_TITLES = {"pca": "PCA (components 1 and 2)", "tsne": "t-SNE (openTSNE)", "umap": "UMAP", "pacmap": "PaCMAP"}
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,8 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["pct"] = lambda v, d=1: f"{100 * float(v):.{d}f} %"
-    env.filters["num"] = lambda v, d=3: f"{float(v):.{d}f}"
+    env.filters["pct"] = lambda v, d=1: "n/a" if v is None else f"{100 * float(v):.{d}f} %"
+    env.filters["num"] = lambda v, d=3: "n/a" if v is None else f"{float(v):.{d}f}"
     return env
 
 
@@ -160,7 +161,10 @@ def _layer_context(res, lr, budget: Budget, thumbs: _Thumbs, colours: np.ndarray
         m = {"method": method, "title": title, "params": proj.params, "notes": list(proj.notes), "trust": lr.trust.get(method)}
         m["scatter"] = _fig(f"{base}--{method}-scatter.png", memo.get_or((base, method, "sc"), lambda: scatter_plot(proj.coords, labels, names, colours, seed=spec.seed)), "image/png",
                             f"{title} class scatter of {lr.layer}",
-                            f"Every sample is a dot coloured by its class (legend: class and count). Nearby dots have similar embeddings{' in this map' if method != 'pca' else ''}; "
+                            ("Every sample is a dot coloured by its class (legend: class and count). " if len(names) <= 20 else
+                             f"Every sample is a dot coloured by its class; with {len(names)} classes, names sit at class centroids"
+                             + (f" (the {CENTROID_LABELS} largest classes)" if len(names) > CENTROID_LABELS else "") + ". ")
+                            + f"Nearby dots have similar embeddings{' in this map' if method != 'pca' else ''}; "
                             + ("distances between far-apart clusters in t-SNE/UMAP maps are not meaningful." if method != "pca" else "axes are the first two principal components."), files)
         cap = max(1, int(spec.report.mosaic_cap * budget.mosaic_cap))
         mo = image_mosaic(proj.coords, res.thumbnails, labels, colours, cap=cap, seed=spec.seed)
@@ -218,7 +222,7 @@ def _makeup(rows, labels, names) -> str:
     top = [i for i in np.argsort(-counts, kind="stable") if counts[i]]
     if not top:
         return ""
-    rest = ", ".join(f"{counts[i]} {names[i]}" for i in top[1:4]) + (" ..." if len(top) > 4 else "")
+    rest = ", ".join(f"{counts[i]}× {names[i]}" for i in top[1:4]) + (" ..." if len(top) > 4 else "")
     return f"{counts[top[0]]} of {len(rows)}: {names[top[0]]}" + (f" (+ {rest})" if rest else "")
 
 

@@ -207,15 +207,25 @@ class UmapParams(_Model):
     metric: Literal["euclidean", "cosine"] = "euclidean"
 
 
+class PacmapParams(_Model):
+    """PaCMAP parameters (same names as ``pacmap.PaCMAP``); needs the optional pacmap package."""
+
+    method: Literal["pacmap"] = "pacmap"
+    n_neighbors: int = Field(10, ge=2)
+    MN_ratio: float = Field(0.5, ge=0)
+    FP_ratio: float = Field(2.0, ge=0)
+
+
 ReducerSpec = Annotated[
     Union[
         Annotated[PcaParams, Tag("pca")],
         Annotated[TsneParams, Tag("tsne")],
         Annotated[UmapParams, Tag("umap")],
+        Annotated[PacmapParams, Tag("pacmap")],
     ],
     Discriminator(lambda v: v.get("method") if isinstance(v, dict) else getattr(v, "method", None)),
 ]
-REDUCER_NAMES = ("pca", "tsne", "umap")
+REDUCER_NAMES = ("pca", "tsne", "umap", "pacmap")
 
 
 def _reducer_short_form(value: Any) -> Any:
@@ -239,7 +249,7 @@ class ReportOptions(_Model):
     gallery_components: int = Field(10, gt=0, le=64, description="Components that get an extremity gallery.")
     thumbnail_px: int = Field(32, ge=8, le=128, description="Stored thumbnail size in pixels.")
     mosaic_cap: int = Field(2000, gt=0, description="At most this many thumbnails in an image mosaic.")
-    grid_cap: int = Field(900, gt=3, description="At most this many cells in a grid mosaic.")
+    grid_cap: int = Field(400, gt=3, description="At most this many cells in a grid mosaic.")
     neighbours: int = Field(8, gt=0, le=50, description="Neighbours shown per query sample.")
     knn_k: int = Field(10, gt=0, le=100, description="k for kNN accuracy and hard-sample detection.")
     metric: Literal["cosine", "euclidean"] = "cosine"
