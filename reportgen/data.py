@@ -21,7 +21,7 @@ from .spec import CsvDataset, DigitsDataset, IdxDataset, ImageFolderDataset, Npz
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
 #: Images larger than this many pixels are refused (decompression-bomb guard).
-MAX_IMAGE_PIXELS = 64_000_000
+MAX_IMAGE_PIXELS = 150_000_000  # a 10,000 x 10,000 photo is fine; a 40,000 x 40,000 header is not
 
 
 class BadImage(Exception):
@@ -101,6 +101,7 @@ def read_image_file(path: Path) -> np.ndarray:
     from PIL import Image, ImageFile
 
     ImageFile.LOAD_TRUNCATED_IMAGES = False
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # Pillow warns above this and refuses above twice this
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

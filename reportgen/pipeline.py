@@ -5,6 +5,7 @@ spec -> data -> models -> extract (cached) -> reduce -> analyse -> figures -> re
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
 import json
 import logging
@@ -45,7 +46,7 @@ from .extract import Shard, extract_shard, resolve_layers
 from .models import LoadedModel, load_model
 from .reduce import PcaResult, Projection, fit_pca, pca_projection, run_pacmap, run_tsne, run_umap
 from .spec import ReportSpec
-from .store import EmbeddingStore, StoredEmbeddings, content_key, slug
+from .store import EmbeddingStore, StoredEmbeddings, content_key, remove_stale_temps, slug, temp_name
 
 log = logging.getLogger(__name__)
 
@@ -249,12 +250,7 @@ def _analyse_layer(spec: ReportSpec, model_name: str, layer: str, reshape: str, 
         means = class_means(scores, labels, len(class_names))
         corr = correlations(stats, scores)
         queries = neighbour_queries(graph, labels, x, hard, n_classes=len(class_names))
-        axes = []
-        for a, b in opts.axes:
-            missing = [c for c in (a, b) if c not in class_names]
-            if missing:
-                raise SpecError(f"report.axes: class {missing[0]!r} is not in the dataset (classes: {', '.join(class_names[:10])}{' ...' if len(class_names) > 10 else ''})")
-            axes.append(centroid_axis(x, labels, list(class_names), a, b))
+        axes = [centroid_axis(x, labels, list(class_names), a, b) for a, b in opts.axes]
         trust = {}
         for name, proj in projections.items():
             if n < 6:  # trustworthiness needs k < N/2 neighbours
@@ -272,6 +268,20 @@ def _analyse_layer(spec: ReportSpec, model_name: str, layer: str, reshape: str, 
 
 
 # ----------------------------------------------------------------------------- build
+
+
+def check_axes(spec: ReportSpec, ds: Dataset) -> None:
+    """Class names in report.axes must exist: checked before any model runs."""
+    names = ds.class_names
+    for i, (a, b) in enumerate(spec.report.axes):
+        for c in (a, b):
+            if c not in names:
+                hint = difflib.get_close_matches(c, names, n=1)
+                more = f"; did you mean {hint[0]!r}?" if hint else f" (classes: {', '.join(names[:10])}{' ...' if len(names) > 10 else ''})"
+                raise SpecError(f"report.axes[{i}]: class {c!r} is not in the dataset{more}")
+        if a == b:
+            raise SpecError(f"report.axes[{i}]: both ends are {a!r}; name two different classes")
+
 
 
 def build(
@@ -295,6 +305,7 @@ def build(
     with stages.stage("data: load"):
         ds = load_dataset(spec.dataset)
         sel = select_samples(ds, limit=spec.dataset.limit, method=spec.dataset.sample, seed=spec.seed, max_samples=max_samples)
+        check_axes(spec, ds)
     store = EmbeddingStore(cache_dir or spec.cache_dir)
     runs: list[ModelRun] = []
     for mspec in spec.models:
@@ -358,14 +369,15 @@ def atomic_dir(out: Path):
     """Yield a temporary folder beside ``out``; on success it replaces ``out`` whole, else it is removed."""
     out = Path(out)
     parent = out.resolve().parent
-    tmp = parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    remove_stale_temps(parent, out.name)
+    tmp = parent / temp_name(out.name)
     tmp.mkdir(parents=True)
     try:
         yield tmp
         (tmp / ".reportgen").write_text(REPORT_MARKER + "\n", encoding="utf-8")
         old = None
         if out.exists():
-            old = parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            old = parent / temp_name(out.name).replace(".tmp-", ".old-")
             os.replace(out, old)
         os.replace(tmp, out)
         if old is not None:
@@ -376,6 +388,6 @@ def atomic_dir(out: Path):
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp = path.with_name(temp_name(path.name))
     tmp.write_bytes(data)
     os.replace(tmp, path)

@@ -21,7 +21,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +48,37 @@ def slug(name: str, *, max_len: int = 80) -> str:
     if len(s) > max_len or s != name:
         s = f"{s[: max_len - 9]}-{hashlib.sha1(name.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
     return s
+
+
+def temp_name(prefix: str) -> str:
+    """A unique temporary name that records the writing process: ``.<prefix>.tmp-<pid>-<random>``."""
+    return f".{prefix}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def remove_stale_temps(folder: Path, prefix: str = "") -> int:
+    """Remove temporary folders left by processes that died (SIGKILL, power loss); keep live ones."""
+    removed = 0
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return 0
+    for p in entries:
+        m = re.match(r"^\.(.+)\.(?:tmp|old)-(\d+)-[0-9a-f]{8}$", p.name)
+        if not m or (prefix and m.group(1) != prefix):
+            continue
+        pid = int(m.group(2))
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # the writer is alive: a concurrent build
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        removed += 1
+    return removed
 
 
 def content_key(parts: dict) -> str:
@@ -85,7 +115,9 @@ class EntryWriter:
     def __init__(self, root: Path, key: str, capacity: int, thumb: int) -> None:
         self.root, self.key, self.capacity = root, key, capacity
         root.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=root))
+        remove_stale_temps(root)
+        self.tmp = root / temp_name(key)
+        self.tmp.mkdir()
         self.count = 0
         self.layers: dict[str, np.ndarray] = {}
         self.files: dict[str, str] = {}
@@ -154,7 +186,7 @@ class EntryWriter:
         (self.tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         final = self.root / self.key
         if final.exists():  # a concurrent build got there first, or a stale entry: replace it whole
-            trash = self.root / f".{self.key}.old-{uuid.uuid4().hex[:8]}"
+            trash = self.root / temp_name(self.key).replace(".tmp-", ".old-")
             try:
                 os.replace(final, trash)
                 shutil.rmtree(trash, ignore_errors=True)
@@ -225,7 +257,7 @@ class EmbeddingStore:
     def remove(self, key: str) -> None:
         path = self.dir / key
         if path.exists():
-            trash = self.dir / f".{key}.old-{uuid.uuid4().hex[:8]}"
+            trash = self.dir / temp_name(key).replace(".tmp-", ".old-")
             try:
                 os.replace(path, trash)
             except OSError:

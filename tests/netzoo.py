@@ -28,8 +28,33 @@ class Broken(Small):
         raise RuntimeError("shape mismatch in my custom head")
 
 
-class NaNs(Small):
+class Poison(torch.nn.Module):
+    """Sets the first sample of every batch to NaN and the second to +Inf."""
+
     def forward(self, x):
-        out = super().forward(x)
-        out[0] = float("nan")
-        return out
+        x = x.clone()
+        x[0] = float("nan")
+        if len(x) > 1:
+            x[1] = float("inf")
+        return x
+
+
+class NaNs(Small):
+    def __init__(self, **_):
+        super().__init__()
+        self.poison = Poison()
+
+    def forward(self, x):
+        return self.pool(self.poison(torch.relu(self.conv(x)))).flatten(1)
+
+
+class TupleOut(Small):
+    def __init__(self, **_):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(8, 8, batch_first=True)
+        self.unused = torch.nn.Linear(2, 2)
+
+    def forward(self, x):
+        h = super().forward(x)[:, None, :]
+        out, _ = self.lstm(h)
+        return out[:, 0]
