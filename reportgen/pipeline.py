@@ -181,11 +181,12 @@ def _embed(spec: ReportSpec, mspec, loaded: LoadedModel, ds: Dataset, sel: Selec
                 )
                 calls += shard.forward_calls
                 writer.append(shard, ds.labels[shard.indices])
+                del shard  # one shard in memory at a time
         finally:
             bar.close()
         if writer.count == 0:
             raise DataError(f"dataset: none of the {len(sel.indices)} selected images could be read (first: {writer.bad[0][1] if writer.bad else '?'})")
-        ids = [ds.ids[int(i)] for i in writer.indices[: writer.count]]
+        ids = [ds.ids[int(i)] for i in np.concatenate(writer.indices)]
         bad = [(ds.ids[i], r) for i, r in writer.bad]
         manifest = {
             "model": {"name": loaded.name, "arch": loaded.arch, "source": loaded.source, "weights_sha256": loaded.weights_sha256},
@@ -284,6 +285,34 @@ def check_axes(spec: ReportSpec, ds: Dataset) -> None:
 
 
 
+def extract_embeddings(
+    spec: ReportSpec,
+    *,
+    use_cache: bool = True,
+    cache_dir: Path | None = None,
+    modules: dict[str, Any] | None = None,
+    max_samples: int | None = None,
+    progress: bool = True,
+    stages: "_Stages | None" = None,
+) -> tuple[Dataset, Selection, list[ModelRun]]:
+    """The data, model and extraction stages: every model's embeddings, from the cache or computed."""
+    stages = stages or _Stages()
+    modules = modules or {}
+    with stages.stage("data: load"):
+        ds = load_dataset(spec.dataset)
+        sel = select_samples(ds, limit=spec.dataset.limit, method=spec.dataset.sample, seed=spec.seed, max_samples=max_samples)
+        check_axes(spec, ds)
+    store = EmbeddingStore(cache_dir or spec.cache_dir)
+    runs: list[ModelRun] = []
+    for mspec in spec.models:
+        with stages.stage(f"model: load {mspec.name}"):
+            loaded = load_model(mspec, seed=spec.seed, module=modules.get(mspec.name))
+        with stages.stage(f"extract: {mspec.name}"):
+            stored, calls, hit = _embed(spec, mspec, loaded, ds, sel, store, use_cache=use_cache, progress=progress)
+        runs.append(ModelRun(loaded, stored, calls, hit))
+    return ds, sel, runs
+
+
 def build(
     spec: ReportSpec,
     *,
@@ -298,22 +327,10 @@ def build(
 ) -> BuildResult:
     """Run every stage; write ``report.html``, ``summary.json`` and ``figures/`` atomically."""
     stages = _Stages()
-    modules = modules or {}
     out_dir = Path(output_dir or spec.output.dir)
     if write:
         check_output_dir(out_dir)
-    with stages.stage("data: load"):
-        ds = load_dataset(spec.dataset)
-        sel = select_samples(ds, limit=spec.dataset.limit, method=spec.dataset.sample, seed=spec.seed, max_samples=max_samples)
-        check_axes(spec, ds)
-    store = EmbeddingStore(cache_dir or spec.cache_dir)
-    runs: list[ModelRun] = []
-    for mspec in spec.models:
-        with stages.stage(f"model: load {mspec.name}"):
-            loaded = load_model(mspec, seed=spec.seed, module=modules.get(mspec.name))
-        with stages.stage(f"extract: {mspec.name}"):
-            stored, calls, hit = _embed(spec, mspec, loaded, ds, sel, store, use_cache=use_cache, progress=progress)
-        runs.append(ModelRun(loaded, stored, calls, hit))
+    ds, sel, runs = extract_embeddings(spec, use_cache=use_cache, cache_dir=cache_dir, modules=modules, max_samples=max_samples, progress=progress, stages=stages)
     # every model must describe the same rows (a sample unreadable for one is unreadable for all)
     base = runs[0].stored
     for r in runs[1:]:

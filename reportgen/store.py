@@ -109,21 +109,50 @@ class StoredEmbeddings:
     manifest: dict
 
 
+class _RowFile:
+    """An .npy file written row block by row block with plain writes (no memory map, so written
+    rows do not stay resident); the header is fixed up with the final row count on close."""
+
+    HEADER = 128  # bytes reserved for the .npy header (v1.0 headers are padded to 64-byte multiples)
+
+    def __init__(self, path: Path, dtype, row_shape: tuple) -> None:
+        self.path, self.dtype, self.row_shape, self.rows = path, np.dtype(dtype), tuple(row_shape), 0
+        self.f = open(path, "wb")
+        self.f.write(b"\0" * self.HEADER)
+
+    def write(self, arr: np.ndarray) -> None:
+        arr = np.ascontiguousarray(arr, dtype=self.dtype)
+        if arr.shape[1:] != self.row_shape:
+            raise CacheError(f"internal: rows of shape {arr.shape[1:]} written to a file of rows {self.row_shape}")
+        self.f.write(memoryview(arr).cast("B"))
+        self.rows += len(arr)
+
+    def close(self) -> None:
+        header = "{'descr': %r, 'fortran_order': False, 'shape': %r, }" % (self.dtype.str, (self.rows,) + self.row_shape)
+        room = self.HEADER - 10 - 1
+        if len(header) > room:
+            raise CacheError("internal: .npy header does not fit")
+        self.f.seek(0)
+        self.f.write(b"\x93NUMPY\x01\x00" + (self.HEADER - 10).to_bytes(2, "little") + (header.ljust(room) + "\n").encode("latin1"))
+        self.f.close()
+
+
 class EntryWriter:
-    """Streams shards into an entry: rows are appended to memory-mapped .npy files."""
+    """Streams shards into an entry: each shard's rows are appended to the per-layer files, so
+    memory use is one shard's worth, whatever the number of samples."""
 
     def __init__(self, root: Path, key: str, capacity: int, thumb: int) -> None:
-        self.root, self.key, self.capacity = root, key, capacity
+        self.root, self.key, self.capacity, self.thumb = root, key, capacity, thumb
         root.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(root)
         self.tmp = root / temp_name(key)
         self.tmp.mkdir()
         self.count = 0
-        self.layers: dict[str, np.ndarray] = {}
+        self.layers: dict[str, _RowFile] = {}
         self.files: dict[str, str] = {}
-        self.thumbs = np.lib.format.open_memmap(self.tmp / "thumbnails.npy", mode="w+", dtype=np.uint8, shape=(capacity, thumb, thumb, 3))
-        self.labels = np.zeros(capacity, np.int64)
-        self.indices = np.zeros(capacity, np.int64)
+        self.thumbs = _RowFile(self.tmp / "thumbnails.npy", np.uint8, (thumb, thumb, 3))
+        self.labels: list[np.ndarray] = []
+        self.indices: list[np.ndarray] = []
         self.bad: list[tuple[int, str]] = []
         self.reshapes: dict[str, str] = {}
 
@@ -133,46 +162,27 @@ class EntryWriter:
         self.reshapes.update(shard.reshapes)
         if n == 0:
             return
-        sl = slice(self.count, self.count + n)
         for name, arr in shard.embeddings.items():
             if name not in self.layers:
                 fname = f"layer-{slug(name)}.npy"
                 self.files[name] = fname
-                self.layers[name] = np.lib.format.open_memmap(self.tmp / fname, mode="w+", dtype=np.float32, shape=(self.capacity, arr.shape[1]))
-            self.layers[name][sl] = arr
-        self.thumbs[sl] = shard.thumbnails
-        self.labels[sl] = labels
-        self.indices[sl] = shard.indices
+                self.layers[name] = _RowFile(self.tmp / fname, np.float32, (arr.shape[1],))
+            self.layers[name].write(arr)
+        self.thumbs.write(shard.thumbnails)
+        self.labels.append(np.asarray(labels, np.int64))
+        self.indices.append(np.asarray(shard.indices, np.int64))
         self.count += n
-
-    def _trim(self, fname: str, arr: np.ndarray) -> None:
-        """Rewrite a memmap with only the rows filled (samples were skipped)."""
-        arr.flush()
-        src = np.load(self.tmp / fname, mmap_mode="r")
-        out = np.lib.format.open_memmap(self.tmp / (fname + ".trim"), mode="w+", dtype=src.dtype, shape=(self.count,) + src.shape[1:])
-        for start in range(0, self.count, 8192):
-            out[start : start + 8192] = src[start : min(self.count, start + 8192)]
-        out.flush()
-        del out, src
-        os.replace(self.tmp / (fname + ".trim"), self.tmp / fname)
 
     def commit(self, ids: list[str], bad: list[tuple[str, str]], manifest: dict) -> Path:
         if self.count == 0:
             self.abort()
             raise CacheError("no sample could be read; nothing to store")
-        for name, arr in list(self.layers.items()):
-            if self.count < self.capacity:
-                self._trim(self.files[name], arr)
-            else:
-                arr.flush()
-        if self.count < self.capacity:
-            self._trim("thumbnails.npy", self.thumbs)
-        else:
-            self.thumbs.flush()
-        self.layers.clear()
-        del self.thumbs
-        np.save(self.tmp / "labels.npy", self.labels[: self.count])
-        samples = {"ids": ids, "indices": self.indices[: self.count].tolist(), "bad": [[i, r] for i, r in bad]}
+        for f in self.layers.values():
+            f.close()
+        self.thumbs.close()
+        labels, indices = np.concatenate(self.labels), np.concatenate(self.indices)
+        np.save(self.tmp / "labels.npy", labels)
+        samples = {"ids": ids, "indices": indices.tolist(), "bad": [[i, r] for i, r in bad]}
         (self.tmp / "samples.json").write_text(json.dumps(samples), encoding="utf-8")
         layer_meta = {}
         for name, fname in self.files.items():
@@ -202,8 +212,11 @@ class EntryWriter:
         return final
 
     def abort(self) -> None:
-        self.layers.clear()
-        self.thumbs = None  # type: ignore[assignment]
+        for f in [*self.layers.values(), self.thumbs]:
+            try:
+                f.f.close()
+            except Exception:  # closing is best effort on the way out
+                pass
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 

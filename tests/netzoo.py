@@ -58,3 +58,17 @@ class TupleOut(Small):
         h = super().forward(x)[:, None, :]
         out, _ = self.lstm(h)
         return out[:, 0]
+
+
+class Slow(Small):
+    """Sleeps in every forward pass and touches a marker file, so a test can kill it mid-extraction."""
+
+    def forward(self, x):
+        import os
+        import time
+
+        marker = os.environ.get("REPORTGEN_TEST_MARKER")
+        if marker:
+            open(marker, "a").close()
+        time.sleep(0.3)
+        return super().forward(x)
