@@ -245,3 +245,58 @@ def continuity(x: np.ndarray, y: np.ndarray, *, k: int = 10, cap: int = 3000, se
     else:
         xr = np.asarray(x[rows], np.float64)
     return float(tw(np.asarray(y[rows], np.float64), xr, n_neighbors=k)), len(rows)
+
+
+def linear_probe_accuracy(x: np.ndarray, labels: np.ndarray, *, folds: int = 5, cap: int = 5000, seed: int = 0) -> tuple[float | None, int]:
+    """Mean accuracy of a logistic regression (standardised inputs) over stratified k folds.
+
+    At most ``cap`` samples (a seeded stratified subset); None when a class has fewer samples than folds.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(seed)
+    rows = np.arange(len(x))
+    if len(rows) > cap:
+        rows = np.sort(rng.choice(len(x), cap, replace=False))
+    y = labels[rows]
+    counts = np.bincount(y)
+    k = int(min(folds, counts[counts > 0].min()))
+    if k < 2 or (counts > 0).sum() < 2:
+        return None, len(rows)
+    import warnings
+
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300, C=1.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence warnings: the probe is a measurement, not a model to ship
+        scores = cross_val_score(model, np.asarray(x[rows], np.float64), y, cv=StratifiedKFold(k, shuffle=True, random_state=seed))
+    return float(scores.mean()), len(rows)
+
+
+def silhouette(x: np.ndarray, labels: np.ndarray, *, cap: int = 3000, seed: int = 0, metric: str = "cosine") -> tuple[float | None, int]:
+    """Mean silhouette of the class labels (-1..1) on at most ``cap`` samples."""
+    from sklearn.metrics import silhouette_score
+
+    rows = np.arange(len(x))
+    if len(rows) > cap:
+        rows = np.sort(np.random.default_rng(seed).choice(len(x), cap, replace=False))
+    y = labels[rows]
+    if len(np.unique(y)) < 2 or len(np.unique(y)) >= len(rows):
+        return None, len(rows)
+    xr = np.asarray(x[rows], np.float64)
+    if metric == "cosine" and not np.any(np.linalg.norm(xr, axis=1) > 0):
+        return None, len(rows)
+    with np.errstate(all="ignore"):
+        value = silhouette_score(xr, y, metric=metric)
+    return (None if not np.isfinite(value) else float(value)), len(rows)
+
+
+def linear_cka(a: np.ndarray, b: np.ndarray) -> float:
+    """Linear centred kernel alignment (Kornblith et al. 2019) between two (N, d) representations."""
+    a = np.asarray(a, np.float64) - np.mean(a, 0)
+    b = np.asarray(b, np.float64) - np.mean(b, 0)
+    cross = np.linalg.norm(a.T @ b) ** 2
+    na, nb = np.linalg.norm(a.T @ a), np.linalg.norm(b.T @ b)
+    return float(cross / (na * nb)) if na > 0 and nb > 0 else 0.0

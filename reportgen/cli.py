@@ -49,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--no-cache", action="store_true", help="recompute embeddings even when cached")
     b.add_argument("--cache-dir", type=Path, help="embedding cache folder (default: spec cache_dir or ~/.cache/reportgen)")
     b.add_argument("--max-samples", type=int, help="refuse to use more than N samples (a guard for CI)")
+    b.add_argument("--baseline", type=Path, help="summary.json of a reference build, for max_drop checks")
+
+    k = add("check", "Evaluate checks again on a summary.json, without recomputing (exit 3 when one fails).")
+    k.add_argument("summary", type=Path, help="summary.json of a build")
+    k.add_argument("--baseline", type=Path, help="summary.json of a reference build, for max_drop checks")
+    k.add_argument("--spec", type=Path, help="take the checks from this spec instead of the summary")
+    k.add_argument("--junit", type=Path, help="also write the results as JUnit XML")
 
     v = add("validate", "Check a spec and list every error with its YAML path and line.")
     v.add_argument("spec", type=Path)
@@ -83,7 +90,7 @@ def _setup_logging(args, stderr: TextIO) -> None:
     root.propagate = False
 
 
-def _cmd_build(args, out: TextIO) -> int:
+def _cmd_build(args, out: TextIO, err: TextIO) -> int:
     from .pipeline import build
     from .spec import load_spec
 
@@ -92,13 +99,44 @@ def _cmd_build(args, out: TextIO) -> int:
         raise UsageError("--max-samples must be > 0")
     text = args.spec.read_text(encoding="utf-8")
     result = build(spec, spec_text=text, use_cache=not args.no_cache, cache_dir=args.cache_dir, max_samples=args.max_samples,
-                   progress=not args.quiet, output_dir=args.out)
+                   progress=not args.quiet, output_dir=args.out, baseline=args.baseline)
     if not args.quiet:
         print(f"report: {result.output_dir / 'report.html'} ({result.html_bytes / 1e6:.1f} MB)", file=out)
-    return ExitStatus.OK
+    return _report_checks(result.checks, out, err, quiet=args.quiet)
 
 
-def _cmd_demo(args, out: TextIO) -> int:
+def _report_checks(results, out: TextIO, err: TextIO, *, quiet: bool = False) -> int:
+    failed = [r for r in results if not r.passed]
+    if results and not quiet:
+        print(f"checks: {len(results) - len(failed)} of {len(results)} passed", file=out)
+    for r in failed:
+        print(f"reportgen: check failed: {r.name}: {r.message}", file=err)
+    return ExitStatus.CHECKS_FAILED if failed else ExitStatus.OK
+
+
+def _cmd_check(args, out: TextIO, err: TextIO) -> int:
+    from .checks import evaluate, junit_xml, read_summary
+    from .spec import load_spec
+
+    summary = read_summary(args.summary)
+    if args.spec:
+        checks = list(load_spec(args.spec).checks)
+    else:
+        checks = summary.get("check_specs") or []
+    if not checks:
+        raise UsageError(f"{args.summary} records no checks; give --spec with a checks: section")
+    base = read_summary(args.baseline, what="--baseline") if args.baseline else None
+    results = evaluate(summary, checks, baseline=base)
+    for r in results:
+        print(f"{'pass' if r.passed else 'FAIL'}  {r.name}  {r.message}", file=out)
+    if args.junit:
+        from .pipeline import atomic_write_bytes
+
+        atomic_write_bytes(args.junit, junit_xml(results).encode("utf-8"))
+    return _report_checks(results, out, err, quiet=args.quiet)
+
+
+def _cmd_demo(args, out: TextIO, err: TextIO) -> int:
     from .pipeline import build
     from .spec import load_spec
 
@@ -108,7 +146,7 @@ def _cmd_demo(args, out: TextIO) -> int:
     return ExitStatus.OK
 
 
-def _cmd_layers(args, out: TextIO) -> int:
+def _cmd_layers(args, out: TextIO, err: TextIO) -> int:
     from .extract import list_layers
     from .models import load_model
     from .spec import ModelSpec, load_spec
@@ -133,7 +171,7 @@ def _cmd_layers(args, out: TextIO) -> int:
     return ExitStatus.OK
 
 
-def _cmd_cache(args, out: TextIO) -> int:
+def _cmd_cache(args, out: TextIO, err: TextIO) -> int:
     from .store import EmbeddingStore
 
     store = EmbeddingStore(args.cache_dir)
@@ -145,7 +183,7 @@ def _cmd_cache(args, out: TextIO) -> int:
     return ExitStatus.OK
 
 
-COMMANDS = {"build": _cmd_build, "demo": _cmd_demo, "layers": _cmd_layers, "cache": _cmd_cache}
+COMMANDS = {"build": _cmd_build, "check": _cmd_check, "demo": _cmd_demo, "layers": _cmd_layers, "cache": _cmd_cache}
 
 
 def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
@@ -187,7 +225,7 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr:
                 return ExitStatus.USAGE
             print(f"{args.spec}: valid ({len(spec.models)} model(s), {sum(len(m.layers) for m in spec.models)} layer(s), reducers: {', '.join(r.method for r in spec.reducers)})", file=out)
             return ExitStatus.OK
-        return int(COMMANDS[args.command](args, out))
+        return int(COMMANDS[args.command](args, out, err))
     except ReportgenError as exc:
         if show_tb:
             traceback.print_exc(file=err)

@@ -34,6 +34,8 @@ from .analyse import (
     hard_samples,
     image_statistics,
     knn_accuracy,
+    linear_probe_accuracy,
+    silhouette,
     neighbour_graph,
     neighbour_queries,
     outliers,
@@ -78,6 +80,8 @@ class LayerResult:
     axes: list
     trust: dict[str, dict]
     nonfinite_rows: int
+    probe: tuple = (None, 0)  # (accuracy, samples)
+    silhouette: tuple = (None, 0)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -113,6 +117,11 @@ class BuildResult:
     html_bytes: int = 0
     section_bytes: dict[str, int] = field(default_factory=dict)
     reductions: list[str] = field(default_factory=list)
+    checks: list = field(default_factory=list)  # CheckResult
+
+    @property
+    def checks_failed(self) -> list:
+        return [c for c in self.checks if not c.passed]
 
     @property
     def forward_calls(self) -> int:
@@ -260,11 +269,13 @@ def _analyse_layer(spec: ReportSpec, model_name: str, layer: str, reshape: str, 
             t, used = trustworthiness(x, proj.coords, k=min(10, max(1, n // 2 - 1)), cap=opts.trustworthiness_cap, seed=spec.seed, metric=opts.metric)
             c, _ = continuity(x, proj.coords, k=min(10, max(1, n // 2 - 1)), cap=opts.trustworthiness_cap, seed=spec.seed, metric=opts.metric)
             trust[name] = {"trustworthiness": t, "continuity": c, "samples": used}
+        probe = linear_probe_accuracy(x, labels, cap=opts.probe_cap, seed=spec.seed) if opts.linear_probe else (None, 0)
+        sil = silhouette(x, labels, cap=opts.trustworthiness_cap, seed=spec.seed, metric=opts.metric)
     pca_show = PcaResult(pca_full.mean, pca_full.components[:k_show], pca_full.scores[:, :k_show], pca_full.explained_variance[:k_show], pca_full.explained_variance_ratio[:k_show], pca_full.eigenvalues, pca_full.total_variance)
     return LayerResult(
         model=model_name, layer=layer, reshape=reshape, dim=int(x.shape[1]), pca=pca_show, projections=projections, graph=graph,
         knn_accuracy=acc, knn_k=k_eff, hard=hard, outliers=outl, ends=ends, eta2=eta, class_means=means, stat_corr=corr,
-        queries=queries, axes=axes, trust=trust, nonfinite_rows=nonfinite, notes=notes,
+        queries=queries, axes=axes, trust=trust, nonfinite_rows=nonfinite, notes=notes, probe=probe, silhouette=sil,
     )
 
 
@@ -324,8 +335,12 @@ def build(
     progress: bool = True,
     write: bool = True,
     output_dir: Path | None = None,
+    baseline: Path | None = None,
 ) -> BuildResult:
-    """Run every stage; write ``report.html``, ``summary.json`` and ``figures/`` atomically."""
+    """Run every stage; write ``report.html``, ``summary.json``, ``figures/`` (and ``checks.xml``) atomically.
+
+    Failed checks do not raise: see ``BuildResult.checks_failed`` (the CLI exits 3).
+    """
     stages = _Stages()
     out_dir = Path(output_dir or spec.output.dir)
     if write:
@@ -352,6 +367,13 @@ def build(
         spec=spec, spec_text=spec_text, dataset=ds, selection=sel, runs=runs, timings=stages.timings, peak_rss_mb=stages.rss,
         labels=labels, ids=base.ids, thumbnails=base.thumbnails, image_stats=stats, bad=base.bad, notes=notes,
     )
+    if spec.checks:
+        from .checks import evaluate, read_summary
+        from .summary import summary_dict
+
+        with stages.stage("checks"):
+            base = read_summary(baseline, what="--baseline") if baseline else None
+            result.checks = evaluate(summary_dict(result), spec.checks, baseline=base)
     if write:
         from .render import write_report
 

@@ -35,6 +35,7 @@ from .figures import (
     thumbnail_uri,
 )
 from .store import slug
+from .summary import METRICS, components_for, summary_dict
 
 log = logging.getLogger(__name__)
 
@@ -198,22 +199,11 @@ def _layer_context(res, lr, budget: Budget, thumbs: _Thumbs, colours: np.ndarray
         })
     return {
         "anchor": f"l-{base}", "model": lr.model, "layer": lr.layer, "reshape": lr.reshape, "dim": lr.dim, "n": n,
-        "variance": variance, "total_variance": pca.total_variance, "c90": _c90(lr), "pr": pca.participation_ratio,
+        "variance": variance, "total_variance": pca.total_variance, "c90": components_for(lr.pca, 0.9), "pr": pca.participation_ratio,
         "figs": figs, "shortcuts": shortcuts, "galleries": galleries, "maps": maps, "neighbours": neighbours, "metric": g.metric,
         "hard": hard, "outliers": outl, "axes": axes, "knn": lr.knn_accuracy, "knn_k": lr.knn_k, "notes": lr.notes,
+        "probe": lr.probe[0], "silhouette": lr.silhouette[0],
     }
-
-
-def _c90(lr) -> int:
-    p = lr.pca
-    return _components_for(p.eigenvalues, p.total_variance, 0.9)
-
-
-def _components_for(evals, total, share) -> int:
-    if total <= 0:
-        return 0
-    cum = np.cumsum(evals) / total
-    return int(min(len(cum), np.searchsorted(cum, share - 1e-12) + 1))
 
 
 def _makeup(rows, labels, names) -> str:
@@ -224,54 +214,6 @@ def _makeup(rows, labels, names) -> str:
         return ""
     rest = ", ".join(f"{counts[i]}× {names[i]}" for i in top[1:4]) + (" ..." if len(top) > 4 else "")
     return f"{counts[top[0]]} of {len(rows)}: {names[top[0]]}" + (f" (+ {rest})" if rest else "")
-
-
-def summary_dict(res, *, html_bytes: int = 0, section_bytes: dict | None = None, reductions: list | None = None) -> dict:
-    """Every number the report shows, deterministic: timings (and the bytes they take in the
-    HTML) go to run.json, so two builds of one spec give byte-identical files."""
-    names = list(res.dataset.class_names)
-    ids = res.ids
-    out = {
-        "generator": "reportgen", "version": __version__, "title": res.spec.title, "seed": res.spec.seed,
-        "dataset": {
-            "name": res.dataset.name, "kind": res.dataset.kind, "fingerprint": res.dataset.fingerprint, "classes": names,
-            "samples_used": len(ids), "selection": res.selection.method, "used_per_class": res.selection.used_per_class,
-            "total_per_class": res.selection.total_per_class, "skipped": [{"id": i, "reason": r} for i, r in res.bad],
-        },
-        "models": [],
-        "notes": list(res.notes),
-        "html": {"bytes": html_bytes, "section_bytes": section_bytes or {}, "reductions": reductions or []},
-    }
-    for run in res.runs:
-        m = {"name": run.model.name, "arch": run.model.arch, "source": run.model.source, "weights_sha256": run.model.weights_sha256,
-             "preprocess": run.model.preprocess.as_dict(), "embeddings_key": run.stored.key, "layers": []}
-        for lr in run.layers:
-            p = lr.pca
-            g = lr.graph
-            m["layers"].append({
-                "layer": lr.layer, "reshape": lr.reshape, "dim": lr.dim, "samples": len(ids), "nonfinite_rows": lr.nonfinite_rows, "notes": lr.notes,
-                "pca": {
-                    "mean_centred": True, "explained_variance_ratio": [float(v) for v in p.explained_variance_ratio],
-                    "cumulative": [float(v) for v in np.cumsum(p.explained_variance_ratio)], "total_variance": float(p.total_variance),
-                    "variance_top10": float(np.sum(p.eigenvalues[:10]) / p.total_variance) if p.total_variance > 0 else 0.0,
-                    "components_for_90": _c90(lr), "participation_ratio": float(p.participation_ratio),
-                    "eta2": [float(v) for v in lr.eta2],
-                    "class_means": {names[c]: [None if np.isnan(v) else float(v) for v in row] for c, row in enumerate(lr.class_means)},
-                    "image_stat_correlation": {s: [float(v) for v in lr.stat_corr[i]] for i, s in enumerate(STAT_NAMES)},
-                },
-                "metrics": {"knn_accuracy": lr.knn_accuracy, "knn_k": lr.knn_k, "metric": g.metric,
-                            "maps": {k: v for k, v in lr.trust.items()}},
-                "extremes": [{"component": e.component + 1, "low": [ids[r] for r in e.low], "high": [ids[r] for r in e.high],
-                              "low_scores": [float(p.scores[r, e.component]) for r in e.low], "high_scores": [float(p.scores[r, e.component]) for r in e.high]} for e in lr.ends],
-                "neighbours": [{"query": ids[q], "neighbours": [ids[j] for j in g.indices[q, :res.spec.report.neighbours]],
-                                "distances": [float(d) for d in g.distances[q, :res.spec.report.neighbours]]} for q in lr.queries],
-                "hard_samples": [{"id": ids[h.row], "label": names[h.label], "majority": names[h.majority], "agreement": h.agreement} for h in lr.hard],
-                "outliers": [ids[r] for r in lr.outliers],
-                "axes": [{"a": a.class_a, "b": a.class_b, "separation": a.separation, "strip": [ids[r] for r in a.strip]} for a in lr.axes],
-                "maps": {k: {"params": v.params, "notes": list(v.notes)} for k, v in lr.projections.items()},
-            })
-        out["models"].append(m)
-    return out
 
 
 def render_html(res, budget: Budget, colours: np.ndarray, memo: _Memo | None = None) -> tuple[str, dict[str, bytes], dict[str, int]]:
@@ -295,7 +237,7 @@ def render_html(res, budget: Budget, colours: np.ndarray, memo: _Memo | None = N
         "sections": {k: Markup(v) for k, v in sections.items()}, "spec_text": res.spec_text, "seed": res.spec.seed,
         "versions": library_versions(), "timings": sorted(res.timings.items(), key=lambda kv: -kv[1]), "peak": max(res.peak_rss_mb.values() or [0]),
         "notes": res.notes, "reductions": [budget.label] if budget.label else [], "map_titles": MAP_TITLES,
-        "metric_name": res.spec.report.metric,
+        "metric_name": res.spec.report.metric, "checks": res.checks, "metric_docs": METRICS,
     }
     timing = env.get_template("timings.html").render(**ctx)
     html = env.get_template("base.html").render(**ctx, timing=Markup(timing))
@@ -324,12 +266,18 @@ def write_report(res, out_dir: Path) -> None:
     res.reductions = [budget.label] if budget.label else []
     stable = {k: v for k, v in section_bytes.items() if k != "run timings"}
     summary = summary_dict(res, html_bytes=sum(stable.values()), section_bytes=stable, reductions=res.reductions)
+    summary["checks"] = [c.as_dict() for c in res.checks]
+    summary["check_specs"] = [c.model_dump(mode="json") for c in res.spec.checks]
     run_info = {"html_bytes": size, "section_bytes": section_bytes, "timings_s": res.timings, "peak_rss_mb": res.peak_rss_mb, "forward_calls": res.forward_calls,
                 "from_cache": {r.model.name: r.from_cache for r in res.runs}}
     with atomic_dir(out_dir) as tmp:
         (tmp / "report.html").write_text(html, encoding="utf-8")
         (tmp / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")
         (tmp / "run.json").write_text(json.dumps(run_info, indent=1) + "\n", encoding="utf-8")
+        if res.spec.checks:
+            from .checks import junit_xml
+
+            (tmp / "checks.xml").write_text(junit_xml(res.checks), encoding="utf-8")
         if res.spec.output.figures:
             (tmp / "figures").mkdir()
             for name, data in files.items():

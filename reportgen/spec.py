@@ -255,7 +255,34 @@ class ReportOptions(_Model):
     metric: Literal["cosine", "euclidean"] = "cosine"
     hard_samples: int = Field(12, ge=0, le=200)
     axes: list[tuple[str, str]] = Field(default_factory=list, description="Class pairs for custom centroid axes.")
-    trustworthiness_cap: int = Field(3000, gt=10, description="Samples used for trustworthiness (O(N^2)).")
+    trustworthiness_cap: int = Field(3000, gt=10, description="Samples used for trustworthiness, continuity and silhouette (O(N^2)).")
+    linear_probe: bool = Field(True, description="Measure linear-probe accuracy (logistic regression, stratified 5-fold).")
+    probe_cap: int = Field(5000, gt=10, description="At most this many samples for the linear probe.")
+
+
+CHECK_METRICS = (
+    "knn_accuracy", "linear_probe_accuracy", "silhouette", "components_for_90", "participation_ratio", "variance_top10",
+    *[f"{kind}_{m}" for kind in ("trustworthiness", "continuity") for m in ("pca", "tsne", "umap", "pacmap")],
+)
+
+
+class CheckSpec(_Model):
+    """A quality gate: a metric of one layer (or of every layer) against a bound or a baseline."""
+
+    metric: Literal[CHECK_METRICS]  # type: ignore[valid-type]
+    model: str | None = Field(None, description="Model name (default: every model).")
+    layer: str | None = Field(None, description="Layer name (default: every layer).")
+    min: float | None = None
+    max: float | None = None
+    max_drop: float | None = Field(None, ge=0, description="Largest allowed fall below the baseline's value.")
+    baseline: ResolvedPath | None = Field(None, description="summary.json of the reference build (for max_drop).")
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _bound(self) -> "CheckSpec":
+        if self.min is None and self.max is None and self.max_drop is None:
+            raise ValueError("give at least one of min, max, max_drop")
+        return self
 
 
 class OutputSpec(_Model):
@@ -276,6 +303,7 @@ class ReportSpec(_Model):
     report: ReportOptions = ReportOptions()
     output: OutputSpec = OutputSpec()
     cache_dir: ResolvedPath | None = Field(None, description="Embedding cache (default: ~/.cache/reportgen).")
+    checks: list[CheckSpec] = Field(default_factory=list, description="Quality gates; a failure exits 3 (the report is still written).")
 
     @field_validator("reducers", mode="before")
     @classmethod

@@ -1,0 +1,111 @@
+"""Checks: summary numbers -> pass/fail results (quality gates for CI), and JUnit XML.
+
+Works on the summary.json structure, so ``reportgen check summary.json`` re-evaluates gates
+without recomputing anything.
+"""
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable
+
+from .errors import DataError
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    metric: str
+    model: str
+    layer: str
+    value: float | None
+    baseline: float | None
+    passed: bool
+    message: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def read_summary(path: Path, *, what: str = "summary") -> dict:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{what}: file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{what}: {path} is not a readable summary.json ({str(exc)[:100]})") from None
+    if not isinstance(data, dict) or data.get("generator") != "reportgen" or "models" not in data:
+        raise DataError(f"{what}: {path} is not a reportgen summary.json")
+    return data
+
+
+def _layers(summary: dict) -> Iterable[tuple[str, str, dict]]:
+    for m in summary.get("models", []):
+        for l in m.get("layers", []):
+            yield m["name"], l["layer"], l.get("metrics", {})
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+
+
+def evaluate(summary: dict, checks: list, *, baseline: dict | None = None, baselines: dict | None = None) -> list[CheckResult]:
+    """Evaluate every check against every layer it names. ``baselines`` maps a path to a summary dict."""
+    results = []
+    layers = list(_layers(summary))
+    for i, c in enumerate(checks):
+        c = c if isinstance(c, dict) else c.model_dump(mode="json")
+        matched = [(m, l, met) for m, l, met in layers if (c.get("model") in (None, m)) and (c.get("layer") in (None, l))]
+        label = c.get("name") or c["metric"]
+        if not matched:
+            results.append(CheckResult(label, c["metric"], c.get("model") or "*", c.get("layer") or "*", None, None, False,
+                                       f"checks[{i}]: no layer matches model={c.get('model') or '*'} layer={c.get('layer') or '*'}"))
+            continue
+        base = None
+        if c.get("max_drop") is not None:
+            base = (baselines or {}).get(str(c.get("baseline"))) if c.get("baseline") else baseline
+            if base is None and c.get("baseline"):
+                base = read_summary(Path(c["baseline"]), what=f"checks[{i}].baseline")
+        for model, layer, met in matched:
+            value = met.get(c["metric"])
+            bounds = []
+            ok = value is not None
+            why = "" if ok else "metric not available for this layer"
+            if ok and c.get("min") is not None:
+                bounds.append(f">= {c['min']:g}")
+                ok &= value >= c["min"]
+            if ok and c.get("max") is not None:
+                bounds.append(f"<= {c['max']:g}")
+                ok &= value <= c["max"]
+            bval = None
+            if c.get("max_drop") is not None:
+                bounds.append(f"drop <= {c['max_drop']:g}")
+                if base is None:
+                    ok, why = False, "max_drop needs a baseline (checks[].baseline or --baseline)"
+                else:
+                    bmet = next((bm for bm_model, bl, bm in _layers(base) if bm_model == model and bl == layer), None)
+                    bval = None if bmet is None else bmet.get(c["metric"])
+                    if bval is None:
+                        ok, why = False, f"the baseline has no {c['metric']} for {model}/{layer}"
+                    elif ok:
+                        ok &= (bval - value) <= c["max_drop"] + 1e-12
+            msg = f"{model}/{layer}: {c['metric']} = {_fmt(value)}" + (f" (baseline {_fmt(bval)}, drop {_fmt(bval - value)})" if bval is not None and value is not None else "")
+            msg += f"; required {' and '.join(bounds)}" + (f"; {why}" if why else "")
+            results.append(CheckResult(label, c["metric"], model, layer, value, bval, bool(ok), msg))
+    return results
+
+
+def junit_xml(results: list[CheckResult], *, suite: str = "reportgen checks") -> str:
+    """JUnit XML (one test case per check and layer), as CI systems display it."""
+    failures = sum(not r.passed for r in results)
+    root = ET.Element("testsuites", name="reportgen", tests=str(len(results)), failures=str(failures))
+    ts = ET.SubElement(root, "testsuite", name=suite, tests=str(len(results)), failures=str(failures), errors="0", skipped="0")
+    for r in results:
+        tc = ET.SubElement(ts, "testcase", classname=f"reportgen.{r.model}.{r.layer}", name=r.name)
+        if not r.passed:
+            f = ET.SubElement(tc, "failure", message=r.message, type="CheckFailed")
+            f.text = r.message
+        ET.SubElement(tc, "system-out").text = r.message
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
