@@ -242,3 +242,41 @@ def grid_mosaic(coords: np.ndarray, thumbnails: np.ndarray, labels: np.ndarray, 
 def thumbnail_uri(thumb: np.ndarray, quality: int = 85) -> str:
     data, mime = encode_small(np.asarray(thumb), quality)
     return data_uri(data, mime)
+
+
+def matrix_heatmap(values: np.ndarray, names, *, label: str = "linear CKA") -> bytes:
+    """A square 0..1 similarity matrix (CKA between layers), annotated when small."""
+    n = len(names)
+    fig = _figure(min(2.5 + 0.5 * n, 11), min(2.0 + 0.45 * n, 10))
+    ax = fig.add_subplot()
+    im = ax.imshow(values, cmap="viridis", vmin=0, vmax=1)
+    ax.set_xticks(range(n), [str(x)[:28] for x in names], rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(n), [str(x)[:28] for x in names], fontsize=7)
+    if n <= 16:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=6.5, color="white" if values[i, j] < 0.6 else "black")
+    cb = fig.colorbar(im, ax=ax, shrink=0.8)
+    cb.set_label(label, fontsize=7)
+    return figure_png(fig)
+
+
+def frame_scatter(coords: dict, labels: np.ndarray, class_names, colours: np.ndarray, *, seed: int = 0) -> bytes:
+    """Small multiples in one shared frame: one panel per model, same axis limits."""
+    names = list(coords)
+    fig = _figure(3.2 * len(names) + 0.4, 3.4)
+    axes = fig.subplots(1, len(names), squeeze=False)[0]
+    allc = np.concatenate([coords[n] for n in names])
+    lo, hi = np.percentile(allc, 0.5, axis=0), np.percentile(allc, 99.5, axis=0)
+    pad = (hi - lo) * 0.05
+    order = np.random.default_rng(seed).permutation(len(labels))
+    size = float(np.clip(1500 / max(len(labels), 1) ** 0.8, 1.0, 25))
+    for ax, n in zip(axes, names):
+        c = coords[n]
+        ax.scatter(c[order, 0], c[order, 1], c=colours[labels[order]] / 255.0, s=size, linewidths=0, alpha=0.85, rasterized=True)
+        ax.set_xlim(lo[0] - pad[0], hi[0] + pad[0])
+        ax.set_ylim(lo[1] - pad[1], hi[1] + pad[1])
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(str(n)[:40], fontsize=9)
+    return figure_png(fig)

@@ -80,6 +80,7 @@ class LayerResult:
     axes: list
     trust: dict[str, dict]
     nonfinite_rows: int
+    pca_full: PcaResult | None = None  # all components computed (t-SNE input frame), for transforms
     probe: tuple = (None, 0)  # (accuracy, samples)
     silhouette: tuple = (None, 0)
     notes: list[str] = field(default_factory=list)
@@ -118,6 +119,7 @@ class BuildResult:
     section_bytes: dict[str, int] = field(default_factory=dict)
     reductions: list[str] = field(default_factory=list)
     checks: list = field(default_factory=list)  # CheckResult
+    comparison: Any = None  # compare.Comparison when several models
 
     @property
     def checks_failed(self) -> list:
@@ -275,7 +277,7 @@ def _analyse_layer(spec: ReportSpec, model_name: str, layer: str, reshape: str, 
     return LayerResult(
         model=model_name, layer=layer, reshape=reshape, dim=int(x.shape[1]), pca=pca_show, projections=projections, graph=graph,
         knn_accuracy=acc, knn_k=k_eff, hard=hard, outliers=outl, ends=ends, eta2=eta, class_means=means, stat_corr=corr,
-        queries=queries, axes=axes, trust=trust, nonfinite_rows=nonfinite, notes=notes, probe=probe, silhouette=sil,
+        queries=queries, axes=axes, trust=trust, nonfinite_rows=nonfinite, notes=notes, probe=probe, silhouette=sil, pca_full=pca_full,
     )
 
 
@@ -363,9 +365,17 @@ def build(
     notes = []
     if base.bad:
         notes.append(f"{len(base.bad)} image(s) could not be read and were skipped (listed under Data).")
+    comparison = None
+    if len(runs) > 1:
+        from .compare import compare_models
+
+        with stages.stage("compare models"):
+            tsne = next((r for r in spec.reducers if r.method == "tsne"), None)
+            comparison = compare_models(runs, spec.reference, labels, len(ds.class_names), seed=spec.seed,
+                                        tsne_components=tsne.pca_components if tsne else 0)
     result = BuildResult(
         spec=spec, spec_text=spec_text, dataset=ds, selection=sel, runs=runs, timings=stages.timings, peak_rss_mb=stages.rss,
-        labels=labels, ids=base.ids, thumbnails=base.thumbnails, image_stats=stats, bad=base.bad, notes=notes,
+        labels=labels, ids=base.ids, thumbnails=base.thumbnails, image_stats=stats, bad=base.bad, notes=notes, comparison=comparison,
     )
     if spec.checks:
         from .checks import evaluate, read_summary

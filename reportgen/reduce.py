@@ -56,6 +56,7 @@ class Projection:
     params: dict
     notes: tuple[str, ...] = ()
     seconds: float = 0.0
+    fitted: object = field(default=None, repr=False, compare=False)  # the library's fitted object, for transform()
 
 
 def fit_pca(x: np.ndarray, n_components: int, *, chunk: int = 16384) -> PcaResult:
@@ -135,7 +136,7 @@ def run_tsne(x: np.ndarray, params, *, seed: int) -> Projection:
     coords = np.asarray(emb, dtype=np.float32)
     used = {"perplexity": perplexity, "metric": params.metric, "n_iter": params.n_iter, "early_exaggeration_iter": params.early_exaggeration_iter,
             "learning_rate": params.learning_rate, "negative_gradient_method": method, "initialization": "pca", "n_jobs": params.n_jobs}
-    return Projection("tsne", coords, used, tuple(notes), time.perf_counter() - t0)
+    return Projection("tsne", coords, used, tuple(notes), time.perf_counter() - t0, fitted=emb)
 
 
 def run_umap(x: np.ndarray, params, *, seed: int) -> Projection:
@@ -159,7 +160,7 @@ def run_umap(x: np.ndarray, params, *, seed: int) -> Projection:
         reducer = umap.UMAP(n_components=2, n_neighbors=k, min_dist=params.min_dist, metric=params.metric, random_state=seed, init="spectral" if n > k + 1 else "random")
         coords = reducer.fit_transform(np.ascontiguousarray(x, dtype=np.float32)).astype(np.float32)
     used = {"n_neighbors": k, "min_dist": params.min_dist, "metric": params.metric}
-    return Projection("umap", coords, used, tuple(notes), time.perf_counter() - t0)
+    return Projection("umap", coords, used, tuple(notes), time.perf_counter() - t0, fitted=reducer)
 
 
 def run_pacmap(x: np.ndarray, params, *, seed: int) -> Projection:
@@ -177,7 +178,30 @@ def run_pacmap(x: np.ndarray, params, *, seed: int) -> Projection:
         notes.append(f"n_neighbors lowered from {params.n_neighbors} to {k} for N = {n}")
     reducer = pacmap.PaCMAP(n_components=2, n_neighbors=k, MN_ratio=params.MN_ratio, FP_ratio=params.FP_ratio, random_state=seed)
     coords = reducer.fit_transform(np.ascontiguousarray(x, dtype=np.float32), init="pca").astype(np.float32)
-    return Projection("pacmap", coords, {"n_neighbors": k, "MN_ratio": params.MN_ratio, "FP_ratio": params.FP_ratio}, tuple(notes), time.perf_counter() - t0)
+    return Projection("pacmap", coords, {"n_neighbors": k, "MN_ratio": params.MN_ratio, "FP_ratio": params.FP_ratio}, tuple(notes), time.perf_counter() - t0, fitted=reducer)
+
+
+def transform_projection(fitted: Projection, pca_ref: PcaResult, x_new: np.ndarray, *, tsne_components: int = 0, seed: int = 0) -> Projection:
+    """Place new samples in a reducer's fitted frame (3LC's fit-once-apply-to-others).
+
+    PCA: the reference's mean and components; t-SNE: openTSNE's ``transform`` on the
+    reference's PCA coordinates; UMAP/PaCMAP: the library's ``transform``.
+    """
+    t0 = time.perf_counter()
+    if fitted.method == "pca":
+        coords = pca_ref.transform(x_new)[:, :2].astype(np.float32)
+    elif fitted.method == "tsne":
+        inp = pca_ref.transform(x_new)[:, :tsne_components] if tsne_components else np.asarray(x_new, np.float64)
+        coords = np.asarray(fitted.fitted.transform(np.ascontiguousarray(inp)), np.float32)
+    elif fitted.method in ("umap", "pacmap"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            coords = np.asarray(fitted.fitted.transform(np.ascontiguousarray(x_new, dtype=np.float32)), np.float32)
+    else:
+        raise ReportgenError(f"reducer {fitted.method} cannot transform new samples")
+    return Projection(fitted.method, coords, {**fitted.params, "fit_on": "reference"}, (), time.perf_counter() - t0)
 
 
 def pca_projection(pca: PcaResult) -> Projection:

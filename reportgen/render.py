@@ -25,7 +25,9 @@ from .figures import (
     data_uri,
     encode_jpeg,
     encode_png,
+    frame_scatter,
     grid_mosaic,
+    matrix_heatmap,
     heatmap,
     hex_colour,
     image_mosaic,
@@ -216,6 +218,30 @@ def _makeup(rows, labels, names) -> str:
     return f"{counts[top[0]]} of {len(rows)}: {names[top[0]]}" + (f" (+ {rest})" if rest else "")
 
 
+def _comparison_context(res, colours, files, memo) -> dict:
+    comp = res.comparison
+    names = res.dataset.class_names
+    ctx = {"reference": comp.reference, "notes": comp.notes, "frames": [], "changes": []}
+    ctx["cka"] = _fig("compare--cka.png", memo.get_or(("cka",), lambda: matrix_heatmap(comp.cka, comp.names)), "image/png", "Linear CKA between layers",
+                      "Linear CKA (0 to 1) between every pair of layers across the models, on the same samples: 1 means the two layers hold the same information up to rotation and scale. Read the diagonal blocks for one model's layers, the off-diagonal blocks for how two models' layers correspond.", files)
+    for f in comp.frames:
+        ctx["frames"].append({"layer": f.layer, "method": f.method, "fig": _fig(
+            f"compare--{slug(f.layer)}-{f.method}.png",
+            memo.get_or(("frame", f.layer, f.method), lambda f=f: frame_scatter(f.coords, res.labels, names, colours, seed=res.spec.seed)), "image/png",
+            f"{MAP_TITLES.get(f.method, f.method)} of {f.layer} in one frame",
+            f"{MAP_TITLES.get(f.method, f.method)} fitted on {comp.reference} and applied to the other models: the panels share axes, so a class that moves between panels moved in the embedding space.", files)})
+    for ch in comp.changes:
+        rows = []
+        for c, n in enumerate(names):
+            a, b = ch.knn_reference[c], ch.knn_other[c]
+            rows.append({"name": n, "colour": hex_colour(colours[c]), "ref": None if np.isnan(a) else float(a), "other": None if np.isnan(b) else float(b),
+                         "delta": None if np.isnan(a) or np.isnan(b) else float(b - a),
+                         "shift": None if ch.centroid_shift is None or not np.isfinite(ch.centroid_shift[c]) else float(ch.centroid_shift[c])})
+        rows.sort(key=lambda r: (r["delta"] is None, r["delta"] if r["delta"] is not None else 0))
+        ctx["changes"].append({"model": ch.model, "layer": ch.layer, "rows": rows[:60], "more": max(0, len(rows) - 60)})
+    return ctx
+
+
 def render_html(res, budget: Budget, colours: np.ndarray, memo: _Memo | None = None) -> tuple[str, dict[str, bytes], dict[str, int]]:
     env = environment()
     files: dict[str, bytes] = {}
@@ -239,6 +265,7 @@ def render_html(res, budget: Budget, colours: np.ndarray, memo: _Memo | None = N
         "notes": res.notes, "reductions": [budget.label] if budget.label else [], "map_titles": MAP_TITLES,
         "metric_name": res.spec.report.metric, "checks": res.checks, "metric_docs": METRICS,
     }
+    ctx["comparison"] = _comparison_context(res, colours, files, memo) if res.comparison is not None else None
     timing = env.get_template("timings.html").render(**ctx)
     html = env.get_template("base.html").render(**ctx, timing=Markup(timing))
     section_bytes = {k: len(v.encode("utf-8")) for k, v in sections.items()}

@@ -304,6 +304,7 @@ class ReportSpec(_Model):
     output: OutputSpec = OutputSpec()
     cache_dir: ResolvedPath | None = Field(None, description="Embedding cache (default: ~/.cache/reportgen).")
     checks: list[CheckSpec] = Field(default_factory=list, description="Quality gates; a failure exits 3 (the report is still written).")
+    fit_on: str | None = Field(None, description="With several models: the reference whose fitted reducers place the others (default: the first).")
 
     @field_validator("reducers", mode="before")
     @classmethod
@@ -331,6 +332,16 @@ class ReportSpec(_Model):
             if names.count(n) > 1:
                 raise ValueError(f"duplicate model name {n!r}; give each model its own name")
         return value
+
+    @model_validator(mode="after")
+    def _fit_on_known(self) -> "ReportSpec":
+        if self.fit_on is not None and self.fit_on not in [m.name for m in self.models]:
+            raise ValueError(f"fit_on: {self.fit_on!r} is not a model name ({', '.join(m.name for m in self.models)})")
+        return self
+
+    @property
+    def reference(self) -> str:
+        return self.fit_on or self.models[0].name
 
     @property
     def pca(self) -> PcaParams:

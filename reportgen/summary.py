@@ -90,6 +90,23 @@ def summary_dict(res, *, html_bytes: int = 0, section_bytes: dict | None = None,
                 "maps": {k: {"params": v.params, "notes": list(v.notes)} for k, v in lr.projections.items()},
             })
         out["models"].append(m)
+    comp = getattr(res, "comparison", None)
+    if comp is not None:
+        out["comparison"] = {
+            "reference": comp.reference,
+            "cka": {"names": comp.names, "matrix": [[float(v) for v in row] for row in comp.cka]},
+            "frames": [{"layer": f.layer, "method": f.method, "models": list(f.coords)} for f in comp.frames],
+            "changes": [{
+                "model": ch.model, "layer": ch.layer,
+                "per_class": {names[c]: {"knn_reference": _f(ch.knn_reference[c]), "knn": _f(ch.knn_other[c]),
+                                          "centroid_shift": None if ch.centroid_shift is None else _f(ch.centroid_shift[c])} for c in range(len(names))},
+            } for ch in comp.changes],
+            "notes": comp.notes,
+        }
     return out
+
+
+def _f(v) -> float | None:
+    return None if v is None or not np.isfinite(v) else float(v)
 
 

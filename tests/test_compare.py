@@ -1,0 +1,77 @@
+"""Comparing models: one shared frame, linear CKA properties, per-class change."""
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reportgen.analyse import linear_cka
+from reportgen.reduce import transform_projection
+from tests.conftest import EFFNET, make_spec
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    from reportgen.pipeline import build
+
+    tmp = tmp_path_factory.mktemp("compare")
+    random_init = {**{k: v for k, v in EFFNET.items() if k != "weights"}, "name": "random"}
+    spec = make_spec({
+        "title": "compare", "dataset": {"kind": "digits", "limit": 300},
+        "models": [{**EFFNET, "layers": ["blocks.2", "global_pool"]}, {**random_init, "layers": ["blocks.2", "global_pool"]}],
+        "reducers": ["pca", {"tsne": {"perplexity": 20, "n_iter": 250}}], "report": {"gallery_components": 2},
+        "output": {"dir": str(tmp / "out")}, "cache_dir": str(tmp / "cache"),
+    })
+    return build(spec, progress=False), tmp
+
+
+def test_reference_points_stay_at_fitted_coordinates_and_other_model_is_in_its_frame(compared):
+    res, _ = compared
+    comp = res.comparison
+    assert comp.reference == "effnet"
+    ref = res.runs[0].layers[1]  # effnet · global_pool
+    frame = next(f for f in comp.frames if f.layer == "global_pool" and f.method == "pca")
+    x_ref = np.asarray(res.runs[0].stored.layers["global_pool"], np.float64)
+    again = transform_projection(ref.projections["pca"], ref.pca_full, x_ref)
+    np.testing.assert_allclose(again.coords, ref.projections["pca"].coords, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(frame.coords["effnet"], ref.projections["pca"].coords)
+    x_b = np.asarray(res.runs[1].stored.layers["global_pool"], np.float64)
+    expect = (x_b - ref.pca_full.mean) @ ref.pca_full.components[:2].T
+    np.testing.assert_allclose(frame.coords["random"], expect, rtol=1e-4, atol=1e-3)
+    tsne = next(f for f in comp.frames if f.layer == "global_pool" and f.method == "tsne")
+    assert tsne.coords["random"].shape == (300, 2) and np.isfinite(tsne.coords["random"]).all()
+
+
+def test_cka_matrix_and_report_section(compared):
+    res, tmp = compared
+    comp = res.comparison
+    assert comp.cka.shape == (4, 4)
+    np.testing.assert_allclose(np.diag(comp.cka), 1.0)
+    assert np.allclose(comp.cka, comp.cka.T) and (comp.cka >= -1e-9).all() and (comp.cka <= 1 + 1e-9).all()
+    s = json.loads((tmp / "out" / "summary.json").read_text())
+    assert s["comparison"]["reference"] == "effnet" and len(s["comparison"]["changes"]) == 2
+    ch = s["comparison"]["changes"][1]["per_class"]["0"]
+    assert 0 <= ch["knn"] <= 1 and ch["centroid_shift"] >= 0
+    html = (tmp / "out" / "report.html").read_text()
+    assert 'id="compare"' in html and "random vs effnet" in html
+    assert (tmp / "out" / "figures" / "compare--cka.png").exists()
+
+
+def _orthogonal(rng, d):
+    q, r = np.linalg.qr(rng.normal(size=(d, d)))
+    return q * np.sign(np.diag(r))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.integers(5, 60), st.integers(2, 12), st.floats(0.01, 100))
+def test_linear_cka_properties(seed, n, d, scale):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    y = rng.normal(size=(n, d + 1))
+    assert linear_cka(x, x) == pytest.approx(1.0)
+    base = linear_cka(x, y)
+    assert linear_cka(x @ _orthogonal(rng, d), y) == pytest.approx(base, rel=1e-6, abs=1e-9)  # rotation
+    assert linear_cka(x * scale, y) == pytest.approx(base, rel=1e-6, abs=1e-9)  # isotropic scaling
+    assert linear_cka(x, y) == pytest.approx(linear_cka(y, x))
+    assert -1e-9 <= base <= 1 + 1e-9
