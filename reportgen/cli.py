@@ -73,6 +73,13 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--out", type=Path, default=Path("reportgen-demo"), help="output folder (default: ./reportgen-demo)")
     d.add_argument("--cache-dir", type=Path)
 
+    e = add("export-projector", "Write a spec's embeddings as a TensorBoard projector folder (tensors, metadata.tsv, sprite, config).")
+    e.add_argument("spec", type=Path)
+    e.add_argument("--out", type=Path, required=True, help="folder to write (tensorboard --logdir FOLDER opens it)")
+    e.add_argument("--binary", action="store_true", help="float32 .bytes tensors instead of TSV")
+    e.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    e.add_argument("--cache-dir", type=Path)
+
     c = add("cache", "Manage the embedding cache.")
     c.add_argument("action", choices=["clear", "path"])
     c.add_argument("--cache-dir", type=Path)
@@ -171,6 +178,25 @@ def _cmd_layers(args, out: TextIO, err: TextIO) -> int:
     return ExitStatus.OK
 
 
+def _cmd_export(args, out: TextIO, err: TextIO) -> int:
+    import numpy as np
+
+    from .pipeline import extract_embeddings
+    from .projector import export_projector
+    from .spec import load_spec
+
+    spec = load_spec(args.spec, overrides=args.overrides)
+    ds, sel, runs = extract_embeddings(spec, cache_dir=args.cache_dir, progress=not args.quiet)
+    base = runs[0].stored
+    tensors = {f"{r.model.name}/{name}": np.asarray(x) for r in runs for name, x in r.stored.layers.items()}
+    meta = {"label": [ds.class_names[int(y)] for y in base.labels], "id": list(base.ids)}
+    notes = export_projector(args.out, tensors, meta, np.asarray(base.thumbnails) if ds.has_images else None, binary=args.binary)
+    for n in notes:
+        print(f"reportgen: note: {n}", file=err)
+    print(f"projector: {args.out} ({len(tensors)} tensor(s), {len(base.ids)} samples); run: tensorboard --logdir {args.out}", file=out)
+    return ExitStatus.OK
+
+
 def _cmd_cache(args, out: TextIO, err: TextIO) -> int:
     from .store import EmbeddingStore
 
@@ -183,7 +209,7 @@ def _cmd_cache(args, out: TextIO, err: TextIO) -> int:
     return ExitStatus.OK
 
 
-COMMANDS = {"build": _cmd_build, "check": _cmd_check, "demo": _cmd_demo, "layers": _cmd_layers, "cache": _cmd_cache}
+COMMANDS = {"build": _cmd_build, "check": _cmd_check, "export-projector": _cmd_export, "demo": _cmd_demo, "layers": _cmd_layers, "cache": _cmd_cache}
 
 
 def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:

@@ -40,6 +40,9 @@ class Dataset:
     fingerprint: str
     reader: Callable[[int], np.ndarray] = field(repr=False)
     metadata: dict[str, list] = field(default_factory=dict, repr=False)
+    vectors: dict[str, np.ndarray] | None = field(default=None, repr=False)  # precomputed embeddings per "layer"
+    source: str = ""
+    has_images: bool = True
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -337,12 +340,118 @@ def _load_csv(spec: CsvDataset) -> Dataset:
     return _path_dataset(spec.name or spec.path.stem, "csv", root, paths, labels, tuple(values), metadata)
 
 
+def _labels_from_metadata(meta: dict[str, list[str]], column: str, where: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    if column not in meta:
+        raise DataError(f"dataset.label_column: no column {column!r} in {where} (columns: {', '.join(meta)})")
+    raw = meta[column]
+    try:
+        values = sorted(set(raw), key=lambda v: (0, float(v), "") if v.replace(".", "", 1).lstrip("-").isdigit() else (1, 0, v))
+    except ValueError:
+        values = sorted(set(raw))
+    lookup = {v: i for i, v in enumerate(values)}
+    return np.asarray([lookup[v] for v in raw], np.int64), tuple(values)
+
+
+def _precomputed(name: str, kind: str, vectors: dict[str, np.ndarray], meta: dict[str, list] | None, label_column: str,
+                 thumbs: np.ndarray | None, source: str, where: str) -> Dataset:
+    n = len(next(iter(vectors.values())))
+    for k, v in vectors.items():
+        if v.ndim != 2 or len(v) != n:
+            raise DataError(f"dataset: vectors {k!r} have shape {v.shape}; every array must be (N={n}, d)")
+    if meta is None:
+        raise DataError(f"dataset.metadata: precomputed embeddings need labels; give a metadata TSV with a {label_column!r} column")
+    labels, names = _labels_from_metadata(meta, label_column, where)
+    if len(labels) != n:
+        raise DataError(f"dataset: {len(labels)} metadata rows for {n} vectors")
+    if thumbs is not None and len(thumbs) != n:
+        raise DataError(f"dataset.images: {len(thumbs)} images for {n} vectors")
+    placeholder = np.full((8, 8, 3), 235, np.uint8)
+    frozen = thumbs
+
+    def reader(i: int) -> np.ndarray:
+        return placeholder if frozen is None else to_rgb_uint8(frozen[i])
+
+    fp = _hash_arrays(*vectors.values(), labels)
+    others = {k: v for k, v in meta.items() if k != label_column}
+    return Dataset(name=name, kind=kind, class_names=names, labels=labels, ids=tuple(f"{name}-{i}" for i in range(n)), fingerprint=fp,
+                   reader=reader, metadata=others, vectors={k: np.asarray(v, np.float32) for k, v in vectors.items()}, source=source,
+                   has_images=thumbs is not None)
+
+
+def _load_embeddings(spec) -> Dataset:
+    from .projector import read_metadata, read_sprite, read_vectors_tsv
+
+    p = spec.vectors
+    if not p.exists():
+        raise DataError(f"dataset.vectors: file not found: {p}")
+    try:
+        if p.suffix == ".npy":
+            vectors = {"embedding": np.load(p, allow_pickle=False)}
+        elif p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                vectors = {k: z[k] for k in z.files}
+        elif p.suffix in (".tsv", ".txt"):
+            vectors = {"embedding": read_vectors_tsv(p)}
+        else:
+            raise DataError(f"dataset.vectors: {p.name}: use .npy, .npz or .tsv")
+    except (ValueError, OSError) as exc:
+        raise DataError(f"dataset.vectors: cannot read {p} ({str(exc)[:100]})") from None
+    n = len(next(iter(vectors.values())))
+    meta = read_metadata(spec.metadata, n) if spec.metadata else None
+    thumbs = None
+    if spec.images is not None:
+        if spec.images.is_dir():
+            files = sorted(f for f in spec.images.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+            if len(files) != n:
+                raise DataError(f"dataset.images: {len(files)} images in {spec.images} for {n} vectors (matched by sorted name)")
+            thumbs = np.stack([_square(read_image_file(f), 32) for f in files])
+        else:
+            if not spec.sprite_dim:
+                raise DataError("dataset.sprite_dim: a sprite image needs the side of one tile in pixels")
+            thumbs = read_sprite(spec.images, (spec.sprite_dim, spec.sprite_dim), n)
+    return _precomputed(spec.name or p.stem, "embeddings", vectors, meta, spec.label_column, thumbs, str(p), str(spec.metadata))
+
+
+def _square(img: np.ndarray, size: int) -> np.ndarray:
+    from .models import make_thumbnail
+
+    return make_thumbnail(img, size)
+
+
+def _load_projector(spec) -> Dataset:
+    from .projector import parse_config, read_metadata, read_sprite, read_tensor
+
+    cfg = spec.path / "projector_config.pbtxt" if spec.path.is_dir() else spec.path
+    if not cfg.exists():
+        raise DataError(f"dataset.path: no projector_config.pbtxt in {spec.path}")
+    entries = parse_config(cfg)
+    if spec.tensor:
+        chosen = [e for e in entries if e.tensor_name == spec.tensor]
+        if not chosen:
+            raise DataError(f"dataset.tensor: no tensor {spec.tensor!r} in {cfg} (tensors: {', '.join(e.tensor_name for e in entries)})")
+        entry = chosen[0]
+    else:
+        entry = entries[0]
+    x = read_tensor(entry)
+    same = [e for e in entries if e.metadata_path == entry.metadata_path and e is not entry and not spec.tensor]
+    vectors = {entry.tensor_name: x}
+    for e in same:  # entries sharing metadata (e.g. one per layer, as export-projector writes)
+        y = read_tensor(e)
+        if len(y) == len(x):
+            vectors[e.tensor_name] = y
+    meta = read_metadata(entry.metadata_path, len(x)) if entry.metadata_path else None
+    thumbs = read_sprite(entry.sprite_path, entry.sprite_dim, len(x)) if entry.sprite_path and entry.sprite_dim else None
+    return _precomputed(spec.name or cfg.parent.name, "tensorboard_projector", vectors, meta, spec.label_column, thumbs, str(cfg), str(entry.metadata_path))
+
+
 _LOADERS = {
     "digits": _load_digits,
     "image_folder": _load_image_folder,
     "csv": _load_csv,
     "idx": _load_idx,
     "npz": _load_npz,
+    "embeddings": _load_embeddings,
+    "tensorboard_projector": _load_projector,
 }
 
 

@@ -298,6 +298,22 @@ def check_axes(spec: ReportSpec, ds: Dataset) -> None:
 
 
 
+def _precomputed_run(spec: ReportSpec, ds: Dataset, sel: Selection) -> ModelRun:
+    """Embeddings given as input (vectors, a projector folder): no model, no forward pass."""
+    from .models import Preprocess, make_thumbnail
+
+    idx = sel.indices
+    t = spec.report.thumbnail_px
+    thumbs = np.stack([make_thumbnail(ds.read(int(i)), t) for i in idx])
+    layers = {name: np.asarray(v[idx], np.float32) for name, v in ds.vectors.items()}
+    digest = hashlib.sha256(ds.fingerprint.encode()).hexdigest()
+    loaded = LoadedModel(name="embeddings", module=None, arch="precomputed", source=ds.source, weights_sha256=digest,
+                         preprocess=Preprocess(0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "none", 1.0), device="none")
+    stored = StoredEmbeddings(key="precomputed", path=Path(ds.source), ids=tuple(ds.ids[int(i)] for i in idx), indices=idx,
+                              labels=ds.labels[idx], layers=layers, reshapes={k: "precomputed" for k in layers}, thumbnails=thumbs, bad=(), manifest={})
+    return ModelRun(loaded, stored, 0, False)
+
+
 def extract_embeddings(
     spec: ReportSpec,
     *,
@@ -315,6 +331,9 @@ def extract_embeddings(
         ds = load_dataset(spec.dataset)
         sel = select_samples(ds, limit=spec.dataset.limit, method=spec.dataset.sample, seed=spec.seed, max_samples=max_samples)
         check_axes(spec, ds)
+    if ds.vectors is not None:
+        with stages.stage("extract: precomputed"):
+            return ds, sel, [_precomputed_run(spec, ds, sel)]
     store = EmbeddingStore(cache_dir or spec.cache_dir)
     runs: list[ModelRun] = []
     for mspec in spec.models:

@@ -104,9 +104,30 @@ class NpzDataset(_DatasetBase):
     class_names: list[str] | None = None
 
 
-DATASET_KINDS = ("digits", "image_folder", "csv", "idx", "npz")
+class EmbeddingsDataset(_DatasetBase):
+    """Precomputed vectors (word, text, audio or image embeddings): no model runs."""
+
+    kind: Literal["embeddings"]
+    vectors: ResolvedPath = Field(description=".npy (N, d), .npz (one array per layer) or .tsv")
+    metadata: ResolvedPath | None = Field(None, description="TSV, TensorBoard's rules: one column = labels, no header; several = header row.")
+    label_column: str = "label"
+    images: ResolvedPath | None = Field(None, description="A folder of images (sorted names, one per row) or a sprite image.")
+    sprite_dim: int | None = Field(None, gt=0, description="Side of one sprite tile in pixels (when images is a sprite).")
+
+
+class ProjectorDataset(_DatasetBase):
+    """A TensorBoard projector folder (projector_config.pbtxt), e.g. written by SummaryWriter.add_embedding."""
+
+    kind: Literal["tensorboard_projector"]
+    path: ResolvedPath
+    tensor: str | None = Field(None, description="tensor_name to read (default: the first entry).")
+    label_column: str = "label"
+
+
+DATASET_KINDS = ("digits", "image_folder", "csv", "idx", "npz", "embeddings", "tensorboard_projector")
+PRECOMPUTED_KINDS = ("embeddings", "tensorboard_projector")
 DatasetSpec = Annotated[
-    Union[DigitsDataset, ImageFolderDataset, CsvDataset, IdxDataset, NpzDataset],
+    Union[DigitsDataset, ImageFolderDataset, CsvDataset, IdxDataset, NpzDataset, EmbeddingsDataset, ProjectorDataset],
     Field(discriminator="kind"),
 ]
 
@@ -298,7 +319,7 @@ class ReportSpec(_Model):
     description: str | None = None
     seed: int = Field(0, ge=0, le=2**32 - 1)
     dataset: DatasetSpec
-    models: list[ModelSpec] = Field(min_length=1)
+    models: list[ModelSpec] = Field(default_factory=list, description="At least one, except for precomputed embeddings.")
     reducers: list[ReducerSpec] = Field(default_factory=lambda: [PcaParams()])  # type: ignore[arg-type]
     report: ReportOptions = ReportOptions()
     output: OutputSpec = OutputSpec()
@@ -334,6 +355,15 @@ class ReportSpec(_Model):
         return value
 
     @model_validator(mode="after")
+    def _models_needed(self) -> "ReportSpec":
+        precomputed = self.dataset.kind in PRECOMPUTED_KINDS
+        if not self.models and not precomputed:
+            raise ValueError("models: must have at least 1 item (or use a dataset of kind embeddings)")
+        if self.models and precomputed:
+            raise ValueError(f"models: a dataset of kind {self.dataset.kind} holds embeddings already; remove models")
+        return self
+
+    @model_validator(mode="after")
     def _fit_on_known(self) -> "ReportSpec":
         if self.fit_on is not None and self.fit_on not in [m.name for m in self.models]:
             raise ValueError(f"fit_on: {self.fit_on!r} is not a model name ({', '.join(m.name for m in self.models)})")
@@ -341,7 +371,7 @@ class ReportSpec(_Model):
 
     @property
     def reference(self) -> str:
-        return self.fit_on or self.models[0].name
+        return self.fit_on or (self.models[0].name if self.models else "embeddings")
 
     @property
     def pca(self) -> PcaParams:
