@@ -24,6 +24,7 @@ class CheckResult:
     baseline: float | None
     passed: bool
     message: str
+    skipped: bool = False
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -68,6 +69,12 @@ def evaluate(summary: dict, checks: list, *, baseline: dict | None = None, basel
             base = (baselines or {}).get(str(c.get("baseline"))) if c.get("baseline") else baseline
             if base is None and c.get("baseline"):
                 base = read_summary(Path(c["baseline"]), what=f"checks[{i}].baseline")
+            if base is None and c.get("min") is None and c.get("max") is None:
+                # a regression gate with nothing to compare against (the first run on main): skipped, said so
+                for model, layer, met in matched:
+                    results.append(CheckResult(label, c["metric"], model, layer, met.get(c["metric"]), None, True,
+                                               f"{model}/{layer}: {c['metric']} = {_fmt(met.get(c['metric']))}; skipped: no baseline given (--baseline)", skipped=True))
+                continue
         for model, layer, met in matched:
             value = met.get(c["metric"])
             bounds = []
@@ -100,11 +107,14 @@ def evaluate(summary: dict, checks: list, *, baseline: dict | None = None, basel
 def junit_xml(results: list[CheckResult], *, suite: str = "reportgen checks") -> str:
     """JUnit XML (one test case per check and layer), as CI systems display it."""
     failures = sum(not r.passed for r in results)
+    skipped = sum(r.skipped for r in results)
     root = ET.Element("testsuites", name="reportgen", tests=str(len(results)), failures=str(failures))
-    ts = ET.SubElement(root, "testsuite", name=suite, tests=str(len(results)), failures=str(failures), errors="0", skipped="0")
+    ts = ET.SubElement(root, "testsuite", name=suite, tests=str(len(results)), failures=str(failures), errors="0", skipped=str(skipped))
     for r in results:
         tc = ET.SubElement(ts, "testcase", classname=f"reportgen.{r.model}.{r.layer}", name=r.name)
-        if not r.passed:
+        if r.skipped:
+            ET.SubElement(tc, "skipped", message=r.message)
+        elif not r.passed:
             f = ET.SubElement(tc, "failure", message=r.message, type="CheckFailed")
             f.text = r.message
         ET.SubElement(tc, "system-out").text = r.message
