@@ -99,3 +99,93 @@ def compare_models(runs, reference: str, labels: np.ndarray, n_classes: int, *, 
                 comp.notes.append(f"{other.model.name} · {lr.layer} has {lr.dim} dimensions, the reference {base.dim}: no shared frame (CKA and per-class kNN still compare them).")
             comp.changes.append(ClassChange(other.model.name, lr.layer, ref_acc, oth_acc, shift))
     return comp
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+@dataclass(frozen=True)
+class DatasetShift:
+    dataset: str
+    model: str
+    layer: str
+    n: int
+    mmd2: float
+    p_value: float
+    permutations: int
+    auc: float | None
+    coords: dict[str, np.ndarray]  # reducer -> (n, 2) in the reference dataset's fitted frame
+
+
+def _rbf_kernel(x: np.ndarray, gamma: float) -> np.ndarray:
+    sq = (x**2).sum(1)
+    d2 = np.clip(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0, None)
+    return np.exp(-gamma * d2)
+
+
+def mmd_permutation_test(a: np.ndarray, b: np.ndarray, *, cap: int = 400, permutations: int = 200, seed: int = 0) -> tuple[float, float]:
+    """Unbiased MMD^2 with an RBF kernel (median-distance bandwidth) and a permutation p-value."""
+    rng = np.random.default_rng(seed)
+    a = np.asarray(a, np.float64)[rng.permutation(len(a))[:cap]]
+    b = np.asarray(b, np.float64)[rng.permutation(len(b))[:cap]]
+    z = np.concatenate([a, b])
+    sq = (z**2).sum(1)
+    d2 = np.clip(sq[:, None] + sq[None, :] - 2 * z @ z.T, 0, None)
+    med = np.median(d2[np.triu_indices(len(z), 1)])
+    k = np.exp(-d2 / (med if med > 0 else 1.0))
+    na = len(a)
+
+    def stat(idx: np.ndarray) -> float:
+        ia, ib = idx[:na], idx[na:]
+        kaa, kbb, kab = k[np.ix_(ia, ia)], k[np.ix_(ib, ib)], k[np.ix_(ia, ib)]
+        m, n = len(ia), len(ib)
+        return float((kaa.sum() - np.trace(kaa)) / (m * (m - 1)) + (kbb.sum() - np.trace(kbb)) / (n * (n - 1)) - 2 * kab.mean())
+
+    observed = stat(np.arange(len(z)))
+    exceed = sum(stat(rng.permutation(len(z))) >= observed for _ in range(permutations))
+    return observed, (1 + exceed) / (1 + permutations)
+
+
+def domain_auc(a: np.ndarray, b: np.ndarray, *, cap: int = 2000, seed: int = 0) -> float | None:
+    """ROC AUC of a logistic regression telling the two datasets apart (5-fold); 0.5 = indistinguishable."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(seed)
+    a = np.asarray(a, np.float64)[rng.permutation(len(a))[:cap]]
+    b = np.asarray(b, np.float64)[rng.permutation(len(b))[:cap]]
+    if min(len(a), len(b)) < 5:
+        return None
+    x = np.concatenate([a, b])
+    y = np.r_[np.zeros(len(a)), np.ones(len(b))]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s = cross_val_score(make_pipeline(StandardScaler(), LogisticRegression(max_iter=300)), x, y, scoring="roc_auc",
+                            cv=StratifiedKFold(5, shuffle=True, random_state=seed))
+    return float(s.mean())
+
+
+def compare_datasets(runs, extra: list[tuple[str, list]], *, seed: int = 0, tsne_components: int = 0) -> list[DatasetShift]:
+    """For each extra dataset (name, its runs), per model and layer: shift measures and placement in the reference frames."""
+    out = []
+    for name, xruns in extra:
+        for run, xrun in zip(runs, xruns):
+            for lr in run.layers:
+                a = sanitize(run.stored.layers[lr.layer])[0]
+                b = sanitize(xrun.stored.layers[lr.layer])[0]
+                mmd2, p = mmd_permutation_test(a, b, seed=seed)
+                coords = {}
+                for method, proj in lr.projections.items():
+                    if (method != "pca" and proj.fitted is None) or lr.pca_full is None:
+                        continue
+                    tc = tsne_components if 0 < tsne_components < lr.dim else 0
+                    try:
+                        coords[method] = transform_projection(proj, lr.pca_full, b, tsne_components=tc, seed=seed).coords
+                    except Exception:  # a reducer that cannot transform: no overlay for it
+                        continue
+                out.append(DatasetShift(name, run.model.name, lr.layer, len(b), mmd2, p, 200, domain_auc(a, b, seed=seed), coords))
+    return out

@@ -280,3 +280,21 @@ def frame_scatter(coords: dict, labels: np.ndarray, class_names, colours: np.nda
         ax.set_yticks([])
         ax.set_title(str(n)[:40], fontsize=9)
     return figure_png(fig)
+
+
+def overlay_scatter(reference: np.ndarray, others: dict, *, reference_name: str = "reference", seed: int = 0) -> bytes:
+    """The reference dataset in grey, each compared dataset in its own colour, in one frame."""
+    from matplotlib import colormaps
+
+    fig = _figure(5.6, 4.4)
+    ax = fig.add_subplot()
+    size = float(np.clip(1500 / max(len(reference), 1) ** 0.8, 1.0, 25))
+    ax.scatter(reference[:, 0], reference[:, 1], s=size, c="#9aa3ad", linewidths=0, alpha=0.6, label=f"{reference_name[:30]} ({len(reference)})", rasterized=True)
+    cols = colormaps["tab10"].colors
+    for i, (name, c) in enumerate(others.items()):
+        order = np.random.default_rng(seed + i).permutation(len(c))
+        ax.scatter(c[order, 0], c[order, 1], s=size, color=cols[(i + 1) % 10], linewidths=0, alpha=0.7, label=f"{str(name)[:30]} ({len(c)})", rasterized=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7.5, frameon=False)
+    return figure_png(fig)

@@ -246,6 +246,26 @@ def _from_factory(ref: str, kwargs: dict):
     return model
 
 
+def _raw_pixels_class():
+    import torch
+
+    class RawPixels(torch.nn.Module):
+        """No model: the resized pixels themselves are the embedding (layer ``pixels``)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.pixels = torch.nn.Identity()
+
+        def forward(self, x):
+            return self.pixels(x)
+
+    return RawPixels
+
+
+def RawPixels():  # noqa: N802 - a constructor
+    return _raw_pixels_class()()
+
+
 def _preprocess_for(module, spec) -> Preprocess:
     try:
         from timm.data import resolve_data_config
@@ -276,6 +296,8 @@ def load_model(spec, *, seed: int = 0, module=None) -> LoadedModel:
         torch.manual_seed(seed)  # random init is reproducible; global RNG state restored on exit
         if module is not None:
             model, arch, source = module, type(module).__name__, "python object"
+        elif spec.pixels:
+            model, arch, source = RawPixels(), "pixels", "none (raw pixels)"
         elif spec.factory:
             model, arch, source = _from_factory(spec.factory, kwargs), spec.factory, f"factory:{spec.factory}"
         else:
@@ -297,6 +319,8 @@ def load_model(spec, *, seed: int = 0, module=None) -> LoadedModel:
     device = resolve_device(spec.device)
     model.eval()
     prep = _preprocess_for(model, spec)
+    if spec.pixels:  # pixels in [0, 1], no normalisation, the whole image
+        prep = Preprocess(spec.input_size or 32, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "bilinear", spec.crop_pct or 1.0)
     if spec.weights and PACKAGED_WEIGHTS[spec.weights].mean and spec.mean is None:
         pw = PACKAGED_WEIGHTS[spec.weights]
         prep = Preprocess(prep.input_size, pw.mean, pw.std or prep.std, prep.interpolation, prep.crop_pct)

@@ -120,6 +120,7 @@ class BuildResult:
     reductions: list[str] = field(default_factory=list)
     checks: list = field(default_factory=list)  # CheckResult
     comparison: Any = None  # compare.Comparison when several models
+    shifts: list = field(default_factory=list)  # compare.DatasetShift per extra dataset, model and layer
 
     @property
     def checks_failed(self) -> list:
@@ -162,14 +163,16 @@ def library_versions() -> dict[str, str]:
 # ----------------------------------------------------------------------------- extraction
 
 
-def _embed(spec: ReportSpec, mspec, loaded: LoadedModel, ds: Dataset, sel: Selection, store: EmbeddingStore, *, use_cache: bool, progress: bool) -> tuple[StoredEmbeddings, int, bool]:
+def _embed(spec: ReportSpec, mspec, loaded: LoadedModel, ds: Dataset, sel: Selection, store: EmbeddingStore, *, use_cache: bool, progress: bool,
+           on_bad_image: str | None = None) -> tuple[StoredEmbeddings, int, bool]:
+    on_bad_image = on_bad_image or spec.dataset.on_bad_image
     layers = resolve_layers(loaded.module, mspec.layers)
     key = content_key({
         "v": 1,
         "arch": loaded.arch, "weights": loaded.weights_sha256, "preprocess": loaded.preprocess.as_dict(),
         "layers": [(l.name, l.reshape) for l in layers], "max_features": mspec.max_features,
         "dataset": ds.fingerprint, "selection": hashlib.sha256(sel.indices.tobytes()).hexdigest(),
-        "thumb": spec.report.thumbnail_px, "on_bad_image": spec.dataset.on_bad_image,
+        "thumb": spec.report.thumbnail_px, "on_bad_image": on_bad_image,
     })
     if use_cache:
         hit = store.load(key)
@@ -187,7 +190,7 @@ def _embed(spec: ReportSpec, mspec, loaded: LoadedModel, ds: Dataset, sel: Selec
                 part = sel.indices[start : start + SHARD_SIZE]
                 shard: Shard = extract_shard(
                     loaded, ds, part, layers, batch_size=mspec.batch_size, thumbnail_px=spec.report.thumbnail_px,
-                    on_bad_image=spec.dataset.on_bad_image, max_features=mspec.max_features, num_workers=mspec.num_workers,
+                    on_bad_image=on_bad_image, max_features=mspec.max_features, num_workers=mspec.num_workers,
                     progress=bar.update,
                 )
                 calls += shard.forward_calls
@@ -392,8 +395,27 @@ def build(
             tsne = next((r for r in spec.reducers if r.method == "tsne"), None)
             comparison = compare_models(runs, spec.reference, labels, len(ds.class_names), seed=spec.seed,
                                         tsne_components=tsne.pca_components if tsne else 0)
+    shifts = []
+    if spec.extra_datasets:
+        from .compare import compare_datasets
+
+        extra = []
+        store = EmbeddingStore(cache_dir or spec.cache_dir)
+        for dspec in spec.extra_datasets:
+            with stages.stage("data: load (compared)"):
+                dx = load_dataset(dspec)
+                sx = select_samples(dx, limit=dspec.limit, method=dspec.sample, seed=spec.seed, max_samples=max_samples)
+            xruns = []
+            for mspec, run in zip(spec.models, runs):
+                with stages.stage(f"extract: {mspec.name} (compared)"):
+                    stored, calls, hit = _embed(spec, mspec, run.model, dx, sx, store, use_cache=use_cache, progress=progress, on_bad_image=dspec.on_bad_image)
+                xruns.append(ModelRun(run.model, stored, calls, hit))
+            extra.append((dspec.name or f"{dx.name} ({dspec.kind})", xruns))
+        with stages.stage("compare datasets"):
+            tsne = next((r for r in spec.reducers if r.method == "tsne"), None)
+            shifts = compare_datasets(runs, extra, seed=spec.seed, tsne_components=tsne.pca_components if tsne else 0)
     result = BuildResult(
-        spec=spec, spec_text=spec_text, dataset=ds, selection=sel, runs=runs, timings=stages.timings, peak_rss_mb=stages.rss,
+        spec=spec, spec_text=spec_text, dataset=ds, selection=sel, runs=runs, shifts=shifts, timings=stages.timings, peak_rss_mb=stages.rss,
         labels=labels, ids=base.ids, thumbnails=base.thumbnails, image_stats=stats, bad=base.bad, notes=notes, comparison=comparison,
     )
     if spec.checks:

@@ -28,6 +28,7 @@ from .figures import (
     frame_scatter,
     grid_mosaic,
     matrix_heatmap,
+    overlay_scatter,
     heatmap,
     hex_colour,
     image_mosaic,
@@ -242,6 +243,23 @@ def _comparison_context(res, colours, files, memo) -> dict:
     return ctx
 
 
+def _shift_context(res, files, memo) -> dict:
+    rows, figs = [], []
+    for d in res.shifts:
+        rows.append({"dataset": d.dataset, "model": d.model, "layer": d.layer, "n": d.n, "mmd2": d.mmd2, "p": d.p_value, "perm": d.permutations, "auc": d.auc})
+    keys = sorted({(d.model, d.layer, m) for d in res.shifts for m in d.coords}, key=lambda k: (k[0], k[1], list(MAP_TITLES).index(k[2]) if k[2] in MAP_TITLES else 9))
+    runs = {r.model.name: r for r in res.runs}
+    for model, layer, method in keys:
+        lr = next(l for l in runs[model].layers if l.layer == layer)
+        others = {d.dataset: d.coords[method] for d in res.shifts if d.model == model and d.layer == layer and method in d.coords}
+        title = MAP_TITLES.get(method, method)
+        figs.append(_fig(f"datasets--{slug(model)}--{slug(layer)}-{method}.png",
+                         memo.get_or(("shift", model, layer, method), lambda lr=lr, others=others: overlay_scatter(lr.projections[method].coords, others, reference_name=res.dataset.name, seed=res.spec.seed)),
+                         "image/png", f"{title} of {layer}: datasets overlaid",
+                         f"{model} · {layer}: {title} fitted on {res.dataset.name} (grey) with the other datasets placed in the same frame. Regions covered by one dataset only show where they differ.", files))
+    return {"rows": rows, "figs": figs, "reference": res.dataset.name}
+
+
 def render_html(res, budget: Budget, colours: np.ndarray, memo: _Memo | None = None) -> tuple[str, dict[str, bytes], dict[str, int]]:
     env = environment()
     files: dict[str, bytes] = {}
@@ -266,6 +284,7 @@ def render_html(res, budget: Budget, colours: np.ndarray, memo: _Memo | None = N
         "metric_name": res.spec.report.metric, "checks": res.checks, "metric_docs": METRICS,
     }
     ctx["comparison"] = _comparison_context(res, colours, files, memo) if res.comparison is not None else None
+    ctx["shifts"] = _shift_context(res, files, memo) if res.shifts else None
     timing = env.get_template("timings.html").render(**ctx)
     html = env.get_template("base.html").render(**ctx, timing=Markup(timing))
     section_bytes = {k: len(v.encode("utf-8")) for k, v in sections.items()}

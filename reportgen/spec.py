@@ -153,6 +153,7 @@ class ModelSpec(_Model):
     factory: str | None = Field(
         None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", description="package.module:function returning a torch.nn.Module."
     )
+    pixels: bool = Field(False, description="No model: analyse the resized raw pixels (layer 'pixels').")
     weights: Literal["efficientnet_lite0"] | None = Field(None, description="Packaged weights (see reportgen.models.PACKAGED_WEIGHTS).")
     pretrained: bool = False
     checkpoint: ResolvedPath | None = None
@@ -187,8 +188,8 @@ class ModelSpec(_Model):
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelSpec":
-        if (self.timm is None) == (self.factory is None):
-            raise ValueError("give exactly one of 'timm' (an architecture name) or 'factory' (module:function)")
+        if sum(x is not None and x is not False for x in (self.timm, self.factory, self.pixels or None)) != 1:
+            raise ValueError("give exactly one of 'timm' (an architecture name), 'factory' (module:function) or 'pixels: true'")
         sources = [k for k in ("weights", "checkpoint") if getattr(self, k) is not None] + (["pretrained"] if self.pretrained else [])
         if len(sources) > 1:
             raise ValueError(f"give at most one of weights, checkpoint, pretrained; got {', '.join(sources)}")
@@ -312,6 +313,9 @@ class OutputSpec(_Model):
     figures: bool = True
 
 
+PIXELS_MODEL = {"name": "pixels", "pixels": True, "input_size": 32, "layers": [{"name": "pixels", "reshape": "flatten"}], "channels_last": False}
+
+
 class ReportSpec(_Model):
     """A whole report: what to load, what to extract, how to reduce and what to show."""
 
@@ -326,6 +330,24 @@ class ReportSpec(_Model):
     cache_dir: ResolvedPath | None = Field(None, description="Embedding cache (default: ~/.cache/reportgen).")
     checks: list[CheckSpec] = Field(default_factory=list, description="Quality gates; a failure exits 3 (the report is still written).")
     fit_on: str | None = Field(None, description="With several models: the reference whose fitted reducers place the others (default: the first).")
+    extra_datasets: list[DatasetSpec] = Field(default_factory=list, description="Set through `datasets:` (the first is the reference); compared against it.")  # type: ignore[valid-type]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _datasets_and_none(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            if data.get("models") in ("none", "None", "pixels") or data.get("model") in ("none", "pixels"):
+                data.pop("model", None)
+                data["models"] = [PIXELS_MODEL]
+            if "datasets" in data:
+                ds = data.pop("datasets")
+                if "dataset" in data:
+                    raise ValueError("give either 'dataset' or 'datasets', not both")
+                if not isinstance(ds, list) or not ds:
+                    raise ValueError("datasets: must be a non-empty list of datasets (the first is the reference)")
+                data["dataset"], data["extra_datasets"] = ds[0], ds[1:]
+        return data
 
     @field_validator("reducers", mode="before")
     @classmethod
@@ -359,6 +381,8 @@ class ReportSpec(_Model):
         precomputed = self.dataset.kind in PRECOMPUTED_KINDS
         if not self.models and not precomputed:
             raise ValueError("models: must have at least 1 item (or use a dataset of kind embeddings)")
+        if self.extra_datasets and (precomputed or any(d.kind in PRECOMPUTED_KINDS for d in self.extra_datasets)):
+            raise ValueError("datasets: comparing datasets runs a model over each; precomputed embeddings cannot be compared this way")
         if self.models and precomputed:
             raise ValueError(f"models: a dataset of kind {self.dataset.kind} holds embeddings already; remove models")
         return self

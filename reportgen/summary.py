@@ -103,6 +103,10 @@ def summary_dict(res, *, html_bytes: int = 0, section_bytes: dict | None = None,
             } for ch in comp.changes],
             "notes": comp.notes,
         }
+    shifts = getattr(res, "shifts", None)
+    if shifts:
+        out["dataset_shift"] = [{"dataset": d.dataset, "model": d.model, "layer": d.layer, "samples": d.n, "mmd2": d.mmd2,
+                                 "p_value": d.p_value, "permutations": d.permutations, "domain_auc": d.auc} for d in shifts]
     return out
 
 
