@@ -24,5 +24,11 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(PY) -m pytest -q -m "not slow"
 
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+bench-smoke: $(STAMP)
+	$(PY) benchmarks/run.py --smoke --out benchmarks/results/smoke.json
+
 clean:
 	rm -rf reportgen-demo build dist *.egg-info .pytest_cache

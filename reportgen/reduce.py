@@ -70,19 +70,23 @@ def fit_pca(x: np.ndarray, n_components: int, *, chunk: int = 16384) -> PcaResul
         raise ReportgenError("PCA needs at least 2 samples")
     mean = np.zeros(d)
     for s in range(0, n, chunk):
-        mean += np.asarray(x[s : s + chunk], np.float64).sum(0)
+        mean += np.asarray(x[s : s + chunk]).sum(0, dtype=np.float64)
     mean /= n
     k = int(min(n_components, d, n - 1))
     if d <= n:
+        # centred chunks multiplied in float32 (the costly part), summed in float64
+        from scipy.linalg import eigh, eigvalsh
+
         cov = np.zeros((d, d))
+        mean32 = mean.astype(np.float32)
         for s in range(0, n, chunk):
-            b = np.asarray(x[s : s + chunk], np.float64) - mean
-            cov += b.T @ b
+            b = np.asarray(x[s : s + chunk], np.float32) - mean32
+            cov += (b.T @ b).astype(np.float64)
         cov /= n - 1
-        evals, evecs = np.linalg.eigh(cov)
-        order = np.argsort(evals)[::-1]
-        evals, evecs = evals[order], evecs[:, order]
-        comps = evecs[:, :k].T
+        evals = np.sort(eigvalsh(cov))[::-1]  # the whole spectrum (values only: cheap)
+        top_vals, top_vecs = eigh(cov, subset_by_index=[d - k, d - 1])  # vectors only for the top k
+        order = np.argsort(top_vals)[::-1]
+        comps = top_vecs[:, order].T
     else:
         xc = np.asarray(x, np.float64) - mean
         gram = xc @ xc.T / (n - 1)
@@ -97,8 +101,13 @@ def fit_pca(x: np.ndarray, n_components: int, *, chunk: int = 16384) -> PcaResul
     signs[signs == 0] = 1
     comps = comps * signs[:, None]
     scores = np.empty((n, k))
-    for s in range(0, n, chunk):
-        scores[s : s + chunk] = (np.asarray(x[s : s + chunk], np.float64) - mean) @ comps.T
+    if x.dtype == np.float32:  # centre and project in float32: no float64 copy of the data
+        comps32, mean32 = comps.T.astype(np.float32), mean.astype(np.float32)
+        for s in range(0, n, chunk):
+            scores[s : s + chunk] = (np.asarray(x[s : s + chunk]) - mean32) @ comps32
+    else:
+        for s in range(0, n, chunk):
+            scores[s : s + chunk] = (np.asarray(x[s : s + chunk], np.float64) - mean) @ comps.T
     ratio = evals[:k] / total if total > 0 else np.zeros(k)
     return PcaResult(mean=mean, components=comps, scores=scores, explained_variance=evals[:k], explained_variance_ratio=ratio, eigenvalues=evals, total_variance=total)
 
@@ -107,35 +116,63 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def tsne_settings(n: int, params) -> tuple[str, int, str]:
+    """Gradient method, threads and neighbour search chosen by N (measured, see docs/benchmarks.md).
+
+    Barnes-Hut on one thread below 5,000 samples (fast there, and bit-reproducible); FFT on every
+    core above (its result does not depend on the thread count, unlike Barnes-Hut's).
+    """
+    method = params.negative_gradient_method
+    if method == "auto":
+        method = "bh" if n < 5_000 else "fft"
+    jobs = params.n_jobs
+    if jobs == "auto":
+        jobs = 1 if method == "bh" else _cores()
+    neighbors = "exact" if n <= 5_000 else "annoy"
+    return method, int(jobs), neighbors
+
+
 def run_tsne(x: np.ndarray, params, *, seed: int) -> Projection:
-    """openTSNE with PCA initialisation; perplexity lowered (and noted) when the data is too small."""
+    """openTSNE: PCA initialisation, early exaggeration, then optimisation in blocks of 50 iterations
+    that stops once the KL divergence improves by less than ``params.stop_tol`` (relative) per block.
+    A perplexity too large for the data is lowered, and said so."""
     try:
-        from openTSNE import TSNE
+        from openTSNE import TSNEEmbedding, affinity, initialization
     except ImportError:
         raise ReportgenError("reducer tsne needs openTSNE; pip install openTSNE") from None
     t0 = time.perf_counter()
     n = len(x)
     notes = []
+    if n < 5:
+        raise ReportgenError(f"t-SNE needs at least 5 samples, got {n}; remove the tsne reducer")
     perplexity = float(params.perplexity)
     max_perp = max(1.0, (n - 1) / 3.0 - 1.0)
     if perplexity > max_perp:
         notes.append(f"perplexity lowered from {params.perplexity:g} to {max_perp:.3g}: t-SNE needs perplexity < (N-1)/3 with N = {n}")
         perplexity = max_perp
-    if n < 5:
-        raise ReportgenError(f"t-SNE needs at least 5 samples, got {n}; remove the tsne reducer")
-    method = params.negative_gradient_method
-    if method == "auto":
-        method = "bh" if n < 10_000 else "fft"
-    tsne = TSNE(
-        n_components=2, perplexity=perplexity, metric=params.metric, n_iter=params.n_iter,
-        early_exaggeration_iter=params.early_exaggeration_iter, learning_rate=params.learning_rate,
-        negative_gradient_method=method, initialization="pca", random_state=seed, n_jobs=params.n_jobs, verbose=False,
-        neighbors="exact" if n <= 5000 else "auto",
-    )
-    emb = tsne.fit(np.ascontiguousarray(x, dtype=np.float64))
+    method, jobs, neighbors = tsne_settings(n, params)
+    if method == "bh" and jobs > 1:
+        notes.append("Barnes-Hut t-SNE on several threads is not bit-reproducible: maps may differ slightly between runs")
+    data = np.ascontiguousarray(x, dtype=np.float64)
+    aff = affinity.PerplexityBasedNN(data, perplexity=perplexity, metric=params.metric, method=neighbors, n_jobs=jobs, random_state=seed, verbose=False)
+    init = initialization.pca(data, random_state=seed, verbose=False)
+    lr = max(200.0, n / 12.0) if params.learning_rate == "auto" else float(params.learning_rate)
+    emb = TSNEEmbedding(init, aff, negative_gradient_method=method, n_jobs=jobs, random_state=seed, verbose=False)
+    if params.early_exaggeration_iter:
+        emb = emb.optimize(n_iter=params.early_exaggeration_iter, exaggeration=12, momentum=0.5, learning_rate=lr / 12 if params.learning_rate == "auto" else lr)
+    done, kl_prev = 0, None
+    while done < params.n_iter:
+        step = min(50, params.n_iter - done)
+        emb = emb.optimize(n_iter=step, momentum=0.8, learning_rate=lr)
+        done += step
+        kl = float(emb.kl_divergence)
+        if kl_prev is not None and params.stop_tol > 0 and (kl_prev - kl) < params.stop_tol * abs(kl_prev):
+            break
+        kl_prev = kl
     coords = np.asarray(emb, dtype=np.float32)
-    used = {"perplexity": perplexity, "metric": params.metric, "n_iter": params.n_iter, "early_exaggeration_iter": params.early_exaggeration_iter,
-            "learning_rate": params.learning_rate, "negative_gradient_method": method, "initialization": "pca", "n_jobs": params.n_jobs}
+    used = {"perplexity": perplexity, "metric": params.metric, "iterations": done, "n_iter": params.n_iter, "stop_tol": params.stop_tol,
+            "early_exaggeration_iter": params.early_exaggeration_iter, "learning_rate": round(lr, 3), "negative_gradient_method": method,
+            "n_jobs": jobs, "neighbors": neighbors, "initialization": "pca", "kl_divergence": round(float(emb.kl_divergence), 5)}
     return Projection("tsne", coords, used, tuple(notes), time.perf_counter() - t0, fitted=emb)
 
 

@@ -7,8 +7,10 @@ step by step until it fits, and the report says what was reduced.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,7 @@ from .figures import (
     scree_plot,
     thumbnail_uri,
 )
-from .store import slug
+from .store import slug, temp_name
 from .summary import METRICS, components_for, summary_dict
 
 log = logging.getLogger(__name__)
@@ -94,12 +96,61 @@ class _Thumbs:
 
 
 class _Memo(dict):
-    """Figures that do not depend on the size budget are drawn once, not once per ladder step."""
+    """Figures are drawn once per build (not once per size-budget step), and kept on disk under
+    the cache keyed by a fingerprint of everything that can change a figure, so a rebuild that
+    changes only the title or gallery options draws nothing."""
+
+    def __init__(self, folder: Path | None = None, fingerprint: str = "") -> None:
+        super().__init__()
+        self.folder, self.fingerprint = folder, fingerprint
+
+    def _path(self, key) -> Path | None:
+        if self.folder is None or not self.fingerprint:
+            return None
+        return self.folder / (hashlib.sha256((self.fingerprint + repr(key)).encode()).hexdigest()[:32] + ".bin")
 
     def get_or(self, key, make):
-        if key not in self:
-            self[key] = make()
+        if key in self:
+            return self[key]
+        path = self._path(key)
+        if path is not None and path.exists():
+            try:
+                self[key] = path.read_bytes()
+                return self[key]
+            except OSError:
+                pass
+        self[key] = make()
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(temp_name(path.stem))
+                tmp.write_bytes(self[key])
+                os.replace(tmp, path)
+            except OSError:  # an unwritable cache only costs time
+                pass
         return self[key]
+
+
+def figure_fingerprint(res) -> str:
+    """Everything a figure can depend on; report text options (title, gallery sizes) left out."""
+    h = hashlib.sha256()
+    report = res.spec.report.model_dump(mode="json", exclude={"gallery_size", "gallery_components", "neighbours", "hard_samples"})
+    h.update(json.dumps([__version__, report, res.spec.seed, list(res.dataset.class_names), res.dataset.fingerprint], sort_keys=True).encode())
+    h.update(np.ascontiguousarray(res.labels).tobytes())
+    for run in res.runs:
+        h.update(run.stored.key.encode())
+        for lr in run.layers:
+            h.update(lr.layer.encode())
+            for name, p in lr.projections.items():
+                h.update(name.encode())
+                h.update(np.ascontiguousarray(p.coords).tobytes())
+    for d in res.shifts or []:
+        for name, c in d.coords.items():
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(c).tobytes())
+    if res.comparison is not None:
+        h.update(np.ascontiguousarray(res.comparison.cka).tobytes())
+    return h.hexdigest()
 
 
 def _fig(name: str, data: bytes, mime: str, alt: str, caption: str, files: dict[str, bytes], png: bytes | None = None) -> dict:
@@ -298,7 +349,9 @@ def write_report(res, out_dir: Path) -> None:
 
     limit = int(res.spec.output.max_html_mb * 1_000_000)
     colours = palette(len(res.dataset.class_names))
-    memo = _Memo()
+    from .store import default_cache_dir
+
+    memo = _Memo((res.cache_dir or default_cache_dir()) / "figures", figure_fingerprint(res)) if res.use_cache else _Memo()
     for step, budget in enumerate(LADDER):
         html, files, section_bytes = render_html(res, budget, colours, memo)
         size = len(html.encode("utf-8"))
@@ -314,7 +367,7 @@ def write_report(res, out_dir: Path) -> None:
     summary = summary_dict(res, html_bytes=sum(stable.values()), section_bytes=stable, reductions=res.reductions)
     summary["checks"] = [c.as_dict() for c in res.checks]
     summary["check_specs"] = [c.model_dump(mode="json") for c in res.spec.checks]
-    run_info = {"html_bytes": size, "section_bytes": section_bytes, "timings_s": res.timings, "peak_rss_mb": res.peak_rss_mb, "forward_calls": res.forward_calls,
+    run_info = {"html_bytes": size, "section_bytes": section_bytes, "timings_s": res.timings, "peak_rss_mb": res.peak_rss_mb, "forward_calls": res.forward_calls, "reducer_fits": res.reducer_fits,
                 "from_cache": {r.model.name: r.from_cache for r in res.runs}}
     with atomic_dir(out_dir) as tmp:
         (tmp / "report.html").write_text(html, encoding="utf-8")

@@ -212,12 +212,13 @@ class TsneParams(_Model):
     method: Literal["tsne"] = "tsne"
     perplexity: float = Field(30.0, gt=0)
     metric: Literal["euclidean", "cosine"] = "euclidean"
-    n_iter: int = Field(500, gt=0, le=10_000)
+    n_iter: int = Field(750, gt=0, le=10_000, description="Most iterations after early exaggeration.")
+    stop_tol: float = Field(0.02, ge=0, description="Stop when a block of 50 iterations improves the KL divergence by less than this share (0: run n_iter).")
     early_exaggeration_iter: int = Field(250, ge=0, le=10_000)
     learning_rate: float | Literal["auto"] = "auto"
     negative_gradient_method: Literal["auto", "fft", "bh"] = "auto"
     pca_components: int = Field(50, ge=0, description="PCA dimensions fed to t-SNE (0 disables).")
-    n_jobs: int = Field(1, ge=1, le=256, description="Threads. More is faster but openTSNE then sums in a varying order: not bit-reproducible.")
+    n_jobs: int | Literal["auto"] = Field("auto", description="Threads; auto: 1 for Barnes-Hut (bit-reproducible), every core for FFT.")
 
 
 class UmapParams(_Model):

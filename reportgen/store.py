@@ -267,6 +267,26 @@ class EmbeddingStore:
             bad=tuple((str(i), str(r)) for i, r in samples["bad"]), manifest=manifest,
         )
 
+    def save_alias(self, quick: str, key: str) -> None:
+        """Remember which entry a spec-level key (see pipeline._quick_key) resolved to."""
+        folder = self.dir / ".aliases"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / temp_name(quick)
+            tmp.write_text(key, encoding="utf-8")
+            os.replace(tmp, folder / quick)
+        except OSError:
+            pass
+
+    def load_alias(self, quick: str) -> StoredEmbeddings | None:
+        try:
+            key = (self.dir / ".aliases" / quick).read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+        if not re.fullmatch(r"[0-9a-f]{32}", key):
+            return None
+        return self.load(key)
+
     def remove(self, key: str) -> None:
         path = self.dir / key
         if path.exists():
@@ -287,3 +307,39 @@ class EmbeddingStore:
                 shutil.rmtree(p, ignore_errors=True)
                 n += not p.name.startswith(".")
         return n
+
+
+class ProjectionCache:
+    """2-D maps cached by content (embeddings key, layer, reducer parameters, seed): a rebuild that
+    changes only report options refits nothing, and one with a changed reducer refits only that one."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.dir = (Path(root) if root is not None else default_cache_dir()) / "projections"
+
+    def key(self, parts: dict) -> str:
+        return content_key({"v": 1, **parts})
+
+    def load(self, key: str) -> tuple[np.ndarray, dict, tuple[str, ...]] | None:
+        path = self.dir / f"{key}.npz"
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                coords = np.asarray(z["coords"], np.float32)
+                meta = json.loads(str(z["meta"]))
+            if coords.ndim != 2 or coords.shape[1] != 2 or not np.isfinite(coords).all():
+                raise ValueError("bad coordinates")
+            return coords, meta["params"], tuple(meta["notes"])
+        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+            log.warning("projection cache entry %s is unreadable (%s); refitting", key, exc)
+            path.unlink(missing_ok=True)
+            return None
+
+    def save(self, key: str, coords: np.ndarray, params: dict, notes: tuple[str, ...]) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.dir / (temp_name(key) + ".npz")
+            np.savez(tmp, coords=np.asarray(coords, np.float32), meta=np.asarray(json.dumps({"params": params, "notes": list(notes)}, default=str)))
+            os.replace(tmp, self.dir / f"{key}.npz")
+        except OSError as exc:  # a cache that cannot be written only costs time
+            log.warning("cannot write projection cache in %s (%s)", self.dir, exc.strerror)

@@ -232,3 +232,20 @@ def test_headless_chromium_opens_report_offline(built, tmp_path):
     assert not console, console
     dom = subprocess.run([c for c in cmd if not c.startswith("--screenshot")][:-1] + ["--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=120)
     assert "Extremity galleries" in dom.stdout and "Nearest neighbours" in dom.stdout
+
+
+def test_rebuild_with_report_options_only_refits_nothing(built, tmp_path):
+    from reportgen.pipeline import build
+    from tests.conftest import make_spec, spec_dict
+
+    res, tmp = built
+    assert res.reducer_fits == 2  # t-SNE on two layers
+    d = spec_dict(tmp, title="renamed")
+    d["report"] = {**d["report"], "gallery_size": 3}
+    d["output"] = {"dir": str(tmp_path / "o3")}
+    again = build(make_spec(d), progress=False)
+    assert again.forward_calls == 0 and again.reducer_fits == 0
+    np.testing.assert_array_equal(again.runs[0].layers[0].projections["tsne"].coords, res.runs[0].layers[0].projections["tsne"].coords)
+    d["reducers"] = [{"pca": {"n_components": 8}}, {"tsne": {"perplexity": 15, "n_iter": 250}}]
+    changed = build(make_spec(d), progress=False)
+    assert changed.forward_calls == 0 and changed.reducer_fits == 2  # only the changed reducer, on each layer

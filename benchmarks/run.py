@@ -1,0 +1,271 @@
+"""reportgen benchmarks: every claim is a ratio against a baseline timed in the same run.
+
+    python benchmarks/run.py --smoke      # 1-2 minutes; CI runs it (make bench-smoke)
+    python benchmarks/run.py              # the full suite (make bench), ~15 minutes on 2 cores
+
+Prints stage | N | seconds | peak RSS | baseline seconds | ratio | target | pass, writes the same
+as JSON (benchmarks/results/latest.json) and exits 1 when a ratio misses its target by more
+than the noise allowance. Each timing is the median of --repeat runs (default 3; 1 for the
+slow full-suite items, stated in the table).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+NOISE = 0.05  # a ratio may miss its target by this much (relative) before the run fails
+ROWS: list[dict] = []
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed(fn, repeat: int) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def row(stage: str, n: int, seconds: float, baseline: float | None, target: str, ok: bool | None, note: str = "", repeat: int = 1) -> None:
+    r = {"stage": stage, "N": n, "seconds": round(seconds, 3), "peak_rss_mb": round(peak_mb()), "baseline_seconds": None if baseline is None else round(baseline, 3),
+         "ratio": None if not baseline else round(seconds / baseline, 3), "target": target, "pass": ok, "repeat": repeat, "note": note}
+    ROWS.append(r)
+    ratio = "-" if r["ratio"] is None else f"{r['ratio']:.3f}"
+    print(f"{stage:<42} {n:>7} {seconds:>9.3f} {r['peak_rss_mb']:>7} {('-' if baseline is None else f'{baseline:.3f}'):>9} {ratio:>7} {target:>10} {('-' if ok is None else ('pass' if ok else 'FAIL')):>5}  {note}", flush=True)
+
+
+def within(ratio: float, limit: float) -> bool:
+    return ratio <= limit * (1 + NOISE)
+
+
+# ----------------------------------------------------------------------------- data and model
+
+
+def dataset(n: int):
+    from reportgen.data import load_dataset, select_samples
+    from reportgen.spec import DigitsDataset, IdxDataset
+
+    if FASHION.exists():
+        ds = load_dataset(IdxDataset(kind="idx", images=FASHION / "train-images-idx3-ubyte.gz", labels=FASHION / "train-labels-idx1-ubyte.gz"))
+        if n > len(ds):
+            from reportgen.spec import IdxDataset as I
+
+            ds = load_dataset(I(kind="idx", images=FASHION / "train-images-idx3-ubyte.gz", labels=FASHION / "train-labels-idx1-ubyte.gz"))
+    else:
+        print("note: dataset-fashion-mnist is not installed; using scikit-learn digits (max 1,797 images)", flush=True)
+        ds = load_dataset(DigitsDataset(kind="digits"))
+    sel = select_samples(ds, limit=min(n, len(ds)), method="stratified", seed=0)
+    return ds, sel.indices
+
+
+def effnet(input_size: int, **kw):
+    from reportgen.models import load_model
+    from reportgen.spec import ModelSpec
+
+    return load_model(ModelSpec(name="effnet", timm="tf_efficientnet_lite0", weights="efficientnet_lite0", input_size=input_size, crop_pct=1.0,
+                                layers=["global_pool"], **kw))
+
+
+# ----------------------------------------------------------------------------- benchmarks
+
+
+def bench_hook_overhead(n: int, repeat: int) -> None:
+    """3 layers captured (reshape in the hook) vs the bare forward loop, on the same pre-decoded batches."""
+    import torch
+
+    from reportgen.extract import capture, resolve_layers
+    from reportgen.models import preprocess_image
+    from reportgen.spec import LayerSpec
+
+    ds, idx = dataset(n)
+    m = effnet(96)
+    x = torch.from_numpy(np.stack([preprocess_image(ds.read(int(i)), m.preprocess) for i in idx])).contiguous(memory_format=torch.channels_last)
+    batches = list(torch.split(x, 64))
+    layers = resolve_layers(m.module, [LayerSpec(name="blocks.2"), LayerSpec(name="blocks.4"), LayerSpec(name="global_pool")])
+
+    def bare():
+        with torch.inference_mode():
+            for b in batches:
+                m.module(b)
+
+    def hooked():
+        out = []
+        with capture(m.module, layers, max_features=16384) as store, torch.inference_mode():
+            for b in batches:
+                m.module(b)
+                out.append([store[l.name].numpy() for l in layers])
+        return out
+
+    bare()  # warm-up
+    tb, th = [], []
+    for _ in range(max(repeat, 5)):  # interleaved, so drifts in machine load hit both alike
+        tb.append(timed(bare, 1)[0])
+        th.append(timed(hooked, 1)[0])
+    tb, th = statistics.median(tb), statistics.median(th)
+    row("extract: 3 layers hooked vs bare forward", n, th, tb, "<= 1.10", within(th / tb, 1.10), "96 px, batch 64, interleaved", max(repeat, 5))
+
+
+def bench_extraction_defaults(n: int, repeat: int) -> None:
+    """Default extraction (decode workers, channels_last, batch size) vs a naive loop at 224 px."""
+    import torch
+
+    from reportgen.extract import extract_shard, resolve_layers
+    from reportgen.models import preprocess_image
+    from reportgen.spec import LayerSpec
+
+    ds, idx = dataset(n)
+    naive_m = effnet(224, channels_last=False)
+    layers = resolve_layers(naive_m.module, [LayerSpec(name="global_pool")])
+
+    def naive():  # eager, NCHW, batch 64, decode in the main thread
+        with torch.inference_mode():
+            for s in range(0, len(idx), 64):
+                b = torch.from_numpy(np.stack([preprocess_image(ds.read(int(i)), naive_m.preprocess) for i in idx[s : s + 64]]))
+                naive_m.module(b)
+
+    tuned = effnet(224)
+    layers_t = resolve_layers(tuned.module, [LayerSpec(name="global_pool")])
+
+    def ours():
+        return extract_shard(tuned, ds, idx, layers_t, batch_size=64)
+
+    naive()
+    tn, _ = timed(naive, repeat)
+    to, _ = timed(ours, repeat)
+    row("extract: defaults vs naive loop", n, to, tn, "<= 0.50", within(to / tn, 0.50), f"224 px; torch threads {torch.get_num_threads()}", repeat)
+
+
+def bench_pca(n: int, d: int, repeat: int) -> None:
+    from sklearn.decomposition import PCA
+
+    from reportgen.reduce import fit_pca
+
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(n, 64)) @ rng.normal(size=(64, d)) + 0.1 * rng.normal(size=(n, d))).astype(np.float32)
+    tb, ref = timed(lambda: PCA(10, svd_solver="full").fit(x), 1)
+    to, ours = timed(lambda: fit_pca(x, 10), repeat)
+    same = np.allclose(ours.explained_variance_ratio, ref.explained_variance_ratio_, rtol=1e-4)
+    row("reduce: PCA vs full SVD", n, to, tb, "<= 0.15", within(to / tb, 0.15) and same, f"{n}x{d}, ratios equal (rtol 1e-4): {same}", repeat)
+
+
+def bench_tsne(n: int) -> None:
+    from sklearn.manifold import TSNE
+
+    from reportgen.analyse import knn_accuracy, neighbour_graph, trustworthiness
+    from reportgen.reduce import fit_pca, run_tsne
+    from reportgen.spec import TsneParams
+
+    ds, idx = dataset(n)
+    m = effnet(64)
+    from reportgen.extract import extract_shard, resolve_layers
+    from reportgen.spec import LayerSpec
+
+    sh = extract_shard(m, ds, idx, resolve_layers(m.module, [LayerSpec(name="global_pool")]), batch_size=128)
+    y = ds.labels[sh.indices]
+    p = fit_pca(sh.embeddings["global_pool"], 50).scores
+
+    def quality(c):
+        t, _ = trustworthiness(p, c, k=10, cap=3000, seed=0)
+        return t, knn_accuracy(neighbour_graph(c, 10, metric="euclidean"), y, 10)
+
+    tb, ref = timed(lambda: TSNE(random_state=0).fit_transform(p), 1)
+    to, ours = timed(lambda: run_tsne(p, TsneParams(), seed=0).coords, 1)
+    (t_ref, a_ref), (t_o, a_o) = quality(ref), quality(ours)
+    ok = within(to / tb, 0.6) and t_o >= t_ref - 0.005 and a_o >= a_ref - 0.01
+    row("reduce: t-SNE (openTSNE) vs sklearn TSNE", len(p), to, tb, "<= 0.60", ok,
+        f"trust {t_o:.4f} vs {t_ref:.4f}, 10-NN acc {a_o:.4f} vs {a_ref:.4f}; input PCA-50 of global_pool", 1)
+
+
+def bench_umap_compile() -> None:
+    """Fresh processes: numba compilation on a first build vs a second (persistent cache)."""
+    code = ("import time,numpy as np;t=time.time();import umap;r=umap.UMAP(random_state=0,n_neighbors=15);"
+            "r.fit_transform(np.random.default_rng(0).normal(size=(300,16)).astype('float32'));print(time.time()-t)")
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        first = float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()[-1])
+        second = float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()[-1])
+    row("reduce: UMAP overhead, 2nd vs 1st process", 300, second, first, "<= 10 s", second <= 10 * (1 + NOISE), "numba cache in NUMBA_CACHE_DIR", 1)
+
+
+def bench_rebuild(n: int) -> None:
+    """A rebuild with only report options changed vs the first build (zero forward calls, zero fits)."""
+    from reportgen.pipeline import build
+    from reportgen.spec import loads_spec
+
+    with tempfile.TemporaryDirectory() as tmp:
+        text = f"""
+title: bench
+dataset: {{kind: digits, limit: {min(n, 1797)}}}
+models: [{{name: effnet, timm: tf_efficientnet_lite0, weights: efficientnet_lite0, input_size: 96, crop_pct: 1.0,
+          layers: [blocks.2, blocks.4, global_pool]}}]
+reducers: [pca, {{tsne: {{perplexity: 30}}}}]
+output: {{dir: {tmp}/out}}
+cache_dir: {tmp}/cache
+"""
+        t0 = time.perf_counter()
+        first = build(loads_spec(text), progress=False)
+        t_first = time.perf_counter() - t0
+        render_share = first.timings.get("render + write", 0) / t_first
+        t0 = time.perf_counter()
+        again = build(loads_spec(text.replace("title: bench", "title: renamed")), progress=False)
+        t_again = time.perf_counter() - t0
+    ok = within(t_again / t_first, 0.15) and again.forward_calls == 0 and again.reducer_fits == 0
+    row("build: rebuild (report options only) vs first", len(first.ids), t_again, t_first, "<= 0.15", ok,
+        f"forward calls {again.forward_calls}, reducer fits {again.reducer_fits}", 1)
+    row("build: figures + HTML share of first build", len(first.ids), first.timings.get("render + write", 0), t_first, "<= 0.15",
+        within(render_share, 0.15), "", 1)
+
+
+def machine() -> dict:
+    import torch
+
+    return {"cores": len(os.sched_getaffinity(0)), "ram_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+            "python": platform.python_version(), "torch": torch.__version__, "device": "cpu", "torch_threads": torch.get_num_threads(),
+            "processor": platform.processor() or platform.machine()}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="the 1-2 minute subset CI runs")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
+    args = ap.parse_args()
+    print(f"machine: {machine()}")
+    print(f"{'stage':<42} {'N':>7} {'seconds':>9} {'RSS MB':>7} {'baseline':>9} {'ratio':>7} {'target':>10} {'pass':>5}")
+    bench_hook_overhead(512 if args.smoke else 2048, args.repeat)
+    bench_pca(40_000 if args.smoke else 70_000, 1280, args.repeat)
+    bench_rebuild(400 if args.smoke else 1797)
+    if not args.smoke:
+        bench_extraction_defaults(512, args.repeat)
+        bench_umap_compile()
+        bench_tsne(10_000)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": machine(), "smoke": args.smoke, "rows": ROWS}, indent=1) + "\n")
+    failed = [r["stage"] for r in ROWS if r["pass"] is False]
+    print(f"\n{len(ROWS) - len(failed)} passed, {len(failed)} failed" + (f": {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
