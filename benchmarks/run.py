@@ -233,8 +233,9 @@ cache_dir: {tmp}/cache
     ok = within(t_again / t_first, 0.15) and again.forward_calls == 0 and again.reducer_fits == 0
     row("build: rebuild (report options only) vs first", len(first.ids), t_again, t_first, "<= 0.15", ok,
         f"forward calls {again.forward_calls}, reducer fits {again.reducer_fits}", 1)
+    at_scale = len(first.ids) >= 10_000
     row("build: figures + HTML share of first build", len(first.ids), first.timings.get("render + write", 0), t_first, "<= 0.15",
-        within(render_share, 0.15), "", 1)
+        within(render_share, 0.15) if at_scale else None, "" if at_scale else "informational: the target applies to a 10,000-image build", 1)
 
 
 def machine() -> dict:
@@ -254,7 +255,7 @@ def main() -> int:
     print(f"machine: {machine()}")
     print(f"{'stage':<42} {'N':>7} {'seconds':>9} {'RSS MB':>7} {'baseline':>9} {'ratio':>7} {'target':>10} {'pass':>5}")
     bench_hook_overhead(512 if args.smoke else 2048, args.repeat)
-    bench_pca(40_000 if args.smoke else 70_000, 1280, args.repeat)
+    bench_pca(70_000, 1280, args.repeat)
     bench_rebuild(400 if args.smoke else 1797)
     if not args.smoke:
         bench_extraction_defaults(512, args.repeat)

@@ -290,7 +290,13 @@ def _analyse_layer(spec: ReportSpec, model_name: str, layer: str, reshape: str, 
             t, used = trustworthiness(x, proj.coords, k=min(10, max(1, n // 2 - 1)), cap=opts.trustworthiness_cap, seed=spec.seed, metric=opts.metric)
             c, _ = continuity(x, proj.coords, k=min(10, max(1, n // 2 - 1)), cap=opts.trustworthiness_cap, seed=spec.seed, metric=opts.metric)
             trust[name] = {"trustworthiness": t, "continuity": c, "samples": used}
-        probe = linear_probe_accuracy(x, labels, cap=opts.probe_cap, seed=spec.seed) if opts.linear_probe else (None, 0)
+        probe = (None, 0)
+        if opts.linear_probe:  # the costliest analysis: cached by content like the maps
+            pkey = cache.key({"emb": emb_key, "layer": layer, "probe": opts.probe_cap, "seed": spec.seed}) if cache else None
+            cached = cache.load_value(pkey) if pkey else None
+            probe = tuple(cached) if cached is not None else linear_probe_accuracy(x, labels, cap=opts.probe_cap, seed=spec.seed)
+            if pkey and cached is None:
+                cache.save_value(pkey, list(probe))
         sil = silhouette(x, labels, cap=opts.trustworthiness_cap, seed=spec.seed, metric=opts.metric)
     pca_show = PcaResult(pca_full.mean, pca_full.components[:k_show], pca_full.scores[:, :k_show], pca_full.explained_variance[:k_show], pca_full.explained_variance_ratio[:k_show], pca_full.eigenvalues, pca_full.total_variance)
     return LayerResult(

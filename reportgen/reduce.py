@@ -176,6 +176,14 @@ def run_tsne(x: np.ndarray, params, *, seed: int) -> Projection:
     return Projection("tsne", coords, used, tuple(notes), time.perf_counter() - t0, fitted=emb)
 
 
+def _neighbours_for(n: int, requested: int, what: str, *, margin: int) -> tuple[int, list[str]]:
+    """The neighbour count a reducer can use with N samples, lowered (and said so) when needed."""
+    if requested < n:
+        return requested, []
+    k = max(2, n - margin)
+    return k, [f"n_neighbors lowered from {requested} to {k}: {what} needs n_neighbors < N = {n}"]
+
+
 def run_umap(x: np.ndarray, params, *, seed: int) -> Projection:
     try:
         import umap
@@ -183,11 +191,7 @@ def run_umap(x: np.ndarray, params, *, seed: int) -> Projection:
         raise ReportgenError("reducer umap needs umap-learn; pip install 'reportgen[umap]'") from None
     t0 = time.perf_counter()
     n = len(x)
-    notes = []
-    k = params.n_neighbors
-    if k >= n:
-        k = max(2, n - 1)
-        notes.append(f"n_neighbors lowered from {params.n_neighbors} to {k}: UMAP needs n_neighbors < N = {n}")
+    k, notes = _neighbours_for(n, params.n_neighbors, "UMAP", margin=1)
     if n < 4:
         raise ReportgenError(f"UMAP needs at least 4 samples, got {n}; remove the umap reducer")
     import warnings
@@ -208,11 +212,7 @@ def run_pacmap(x: np.ndarray, params, *, seed: int) -> Projection:
         raise ReportgenError("reducer pacmap needs the pacmap package; pip install 'reportgen[pacmap]' or remove the reducer") from None
     t0 = time.perf_counter()
     n = len(x)
-    notes = []
-    k = params.n_neighbors
-    if k >= n:
-        k = max(2, n - 2)
-        notes.append(f"n_neighbors lowered from {params.n_neighbors} to {k} for N = {n}")
+    k, notes = _neighbours_for(n, params.n_neighbors, "PaCMAP", margin=2)
     reducer = pacmap.PaCMAP(n_components=2, n_neighbors=k, MN_ratio=params.MN_ratio, FP_ratio=params.FP_ratio, random_state=seed)
     coords = reducer.fit_transform(np.ascontiguousarray(x, dtype=np.float32), init="pca").astype(np.float32)
     return Projection("pacmap", coords, {"n_neighbors": k, "MN_ratio": params.MN_ratio, "FP_ratio": params.FP_ratio}, tuple(notes), time.perf_counter() - t0, fitted=reducer)

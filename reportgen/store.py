@@ -335,6 +335,22 @@ class ProjectionCache:
             path.unlink(missing_ok=True)
             return None
 
+    def load_value(self, key: str):
+        """A small cached JSON result (e.g. a linear-probe accuracy), or None."""
+        try:
+            return json.loads((self.dir / f"{key}.json").read_text(encoding="utf-8"))["value"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def save_value(self, key: str, value) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.dir / (temp_name(key) + ".json")
+            tmp.write_text(json.dumps({"value": value}), encoding="utf-8")
+            os.replace(tmp, self.dir / f"{key}.json")
+        except OSError:
+            pass
+
     def save(self, key: str, coords: np.ndarray, params: dict, notes: tuple[str, ...]) -> None:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)

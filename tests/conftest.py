@@ -82,3 +82,18 @@ def image_folder(tmp_path) -> Path:
     Image.fromarray(grey16).save(root / "rocks" / "sixteen.png")
     rock.resize((40, 30)).save(root / "rocks" / "small.png")
     return root
+
+
+#: Lines tests want shown at the end of the run (pytest captures their prints).
+SUMMARY_LINES: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    from tests import test_bad_inputs
+
+    if test_bad_inputs.RESULTS:
+        clean = sum(ok for _, ok in test_bad_inputs.RESULTS)
+        SUMMARY_LINES.insert(0, f"bad-input catalogue: {len(test_bad_inputs.RESULTS)} bad inputs tried, {clean} gave a clean error "
+                                f"(or a stated handling), a documented exit code and no partial output")
+    for line in SUMMARY_LINES:
+        terminalreporter.write_line(line)

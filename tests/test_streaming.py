@@ -38,5 +38,8 @@ def test_peak_memory_of_extraction_is_flat_in_n(tmp_path):
     assert out[20_000]["n"] == 20_000 and out[20_000]["dim"] == 2048
     kept_in_memory = 10_000 * 2048 * 4 / 2**20  # what 10,000 more rows would cost if they were kept: 78 MB
     growth = out[20_000]["peak_mb"] - out[10_000]["peak_mb"]
+    from tests.conftest import SUMMARY_LINES
+
+    SUMMARY_LINES.append(f"extraction peak RSS: {out[10_000]['peak_mb']:.0f} MB at N=10,000, {out[20_000]['peak_mb']:.0f} MB at N=20,000")
     print(f"\nextraction peak RSS: {out[10_000]['peak_mb']:.0f} MB at N=10,000, {out[20_000]['peak_mb']:.0f} MB at N=20,000 (growth {growth:.0f} MB; keeping rows would add {kept_in_memory:.0f} MB)")
     assert growth < 40, out
