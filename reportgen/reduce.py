@@ -185,6 +185,11 @@ def _neighbours_for(n: int, requested: int, what: str, *, margin: int) -> tuple[
 
 
 def run_umap(x: np.ndarray, params, *, seed: int) -> Projection:
+    # numba compiles umap's kernels on first use (~30 s); a persistent cache under the user's cache
+    # folder makes later processes skip most of it, even when site-packages is read-only
+    from .store import default_cache_dir
+
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(default_cache_dir() / "numba"))
     try:
         import umap
     except ImportError:
