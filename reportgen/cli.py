@@ -161,6 +161,8 @@ def _cmd_layers(args, out: TextIO, err: TextIO) -> int:
     target = args.model
     if target.endswith((".yaml", ".yml")) or Path(target).is_file():
         spec = load_spec(target)
+        if not spec.models:
+            raise UsageError(f"{target} has no models (its dataset holds precomputed embeddings); nothing to list")
         models = {m.name: m for m in spec.models}
         name = args.model_name or spec.models[0].name
         if name not in models:

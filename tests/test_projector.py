@@ -88,6 +88,8 @@ def test_embeddings_kind_without_images(tmp_path):
     assert code == 0, err
     s = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert s["models"][0]["layers"][0]["metrics"]["knn_accuracy"] > 0.9
+    code, _, err = run("layers", str(tmp_path / "spec.yaml"))
+    assert code == 2 and "no models" in err
     assert "&lt;cat&gt;" in (tmp_path / "out" / "report.html").read_text()
     code, _, err = run("build", str(write(tmp_path, {**spec, "models": [{"name": "m", "timm": "resnet18", "layers": [1]}]})), "-q")
     assert code == 2 and "holds embeddings already" in err
