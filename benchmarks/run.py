@@ -35,7 +35,9 @@ ROWS: list[dict] = []
 
 
 def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from reportgen.pipeline import peak_rss_mb
+
+    return peak_rss_mb()
 
 
 def timed(fn, repeat: int) -> tuple[float, object]:

@@ -134,6 +134,19 @@ class BuildResult:
         return sum(r.forward_calls for r in self.runs)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. Linux's VmHWM first: ru_maxrss survives execve, so a
+    process started by a large parent would report the parent's peak."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 class _Stages:
     def __init__(self) -> None:
         self.timings: dict[str, float] = {}
@@ -147,7 +160,7 @@ class _Stages:
         finally:
             dt = time.perf_counter() - t0
             self.timings[name] = self.timings.get(name, 0.0) + dt
-            self.rss[name] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+            self.rss[name] = peak_rss_mb()
             log.info("stage %-28s %7.2f s  peak RSS %6.0f MB", name, dt, self.rss[name])
 
 
