@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -138,7 +137,6 @@ def bench_extraction_defaults(n: int, repeat: int) -> None:
 
     ds, idx = dataset(n)
     naive_m = effnet(224, channels_last=False)
-    layers = resolve_layers(naive_m.module, [LayerSpec(name="global_pool")])
 
     def naive():  # eager, NCHW, batch 64, decode in the main thread
         with torch.inference_mode():

@@ -5,11 +5,11 @@ kNN accuracy, outliers).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from .reduce import PcaResult, Projection
+from .reduce import PcaResult
 
 STAT_NAMES = ("brightness", "contrast", "saturation", "colour balance (R-B)")
 SHORTCUT_R = 0.5  # |r| at or above which a component is flagged as tracking an image statistic

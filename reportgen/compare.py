@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .analyse import knn_predict, linear_cka, sanitize
-from .reduce import Projection, transform_projection
+from .reduce import transform_projection
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import hashlib
-import json
 import logging
 import os
 import platform
@@ -18,13 +17,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from . import __version__
 from .analyse import (
-    STAT_NAMES,
     centroid_axis,
     class_means,
     component_ends,

@@ -513,7 +513,9 @@ def _message(err: dict) -> str:
     if kind == "union_tag_invalid":
         return f"unknown kind {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
     if kind == "union_tag_not_found":
-        return f"needs a '{ctx.get('discriminator', 'kind').strip(chr(39))}' key; expected one of {ctx.get('expected_tags', '')}".rstrip("; expected one of ")
+        disc = str(ctx.get("discriminator", "kind")).strip("'")
+        tags = ctx.get("expected_tags") or (", ".join(DATASET_KINDS) if disc == "kind" else None)
+        return f"needs a '{disc}' key" + (f"; expected one of {tags}" if tags else "")
     if kind == "too_short":
         return f"must have at least {ctx.get('min_length')} item(s), got {ctx.get('actual_length')}"
     if kind == "value_error":

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from tests.test_cli import _corrupt_folder, run, small_spec, write
 
@@ -116,7 +115,6 @@ def build_case(tmp: Path, case: str):
         d["dataset"] = _folder(tmp, lambda r: (r / "cat" / "zero.png").write_bytes(b""), on_bad_image="fail")
     elif case == "truncated_jpeg_fail":
         def cut(r):
-            raw = (r / "astro" / "0.png").read_bytes()
             from PIL import Image
 
             Image.open(r / "astro" / "0.png").save(r / "astro" / "t.jpg")

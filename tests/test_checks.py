@@ -89,8 +89,6 @@ def test_metrics_match_independent_computation(two_builds):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from reportgen.data import load_dataset, select_samples
-    from reportgen.spec import DigitsDataset
     from reportgen.store import EmbeddingStore
 
     tmp, _, _ = two_builds

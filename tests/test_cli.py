@@ -1,11 +1,9 @@
 """The command line: conventions, exit codes and every bad input of the foundation issue."""
 import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
-import pytest
 import yaml
 
 from reportgen.cli import main

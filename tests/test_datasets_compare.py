@@ -2,7 +2,6 @@
 import json
 
 import numpy as np
-import pytest
 
 from reportgen.compare import domain_auc, mmd_permutation_test
 from tests.test_cli import run, write

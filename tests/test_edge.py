@@ -2,7 +2,6 @@
 import json
 
 import numpy as np
-import pytest
 
 from tests.test_cli import run, small_spec, write
 

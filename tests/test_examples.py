@@ -1,6 +1,5 @@
 """Every example spec is run: the demo in full (it is what `make demo` builds), the others trimmed."""
 import json
-import re
 import shutil
 from pathlib import Path
 

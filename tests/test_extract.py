@@ -4,7 +4,7 @@ import torch
 
 from reportgen.data import load_dataset, select_samples
 from reportgen.errors import ModelError
-from reportgen.extract import capture, extract_shard, list_layers, resolve_layers
+from reportgen.extract import extract_shard, list_layers, resolve_layers
 from reportgen.spec import DigitsDataset, LayerSpec
 
 

@@ -1,5 +1,4 @@
 """Kill builds mid-extraction and mid-render; concurrent builds; fuzzing of specs and image bytes."""
-import io
 import json
 import os
 import signal

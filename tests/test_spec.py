@@ -1,7 +1,6 @@
 from pathlib import Path
 
 import pytest
-import yaml
 
 from reportgen.errors import SpecError
 from reportgen.spec import ReportSpec, apply_overrides, json_schema, load_spec, loads_spec
@@ -29,7 +28,9 @@ def test_good_spec_is_frozen_and_keeps_library_names(tmp_path):
     assert spec.reducers[1].perplexity == 30 and spec.reducers[2].n_neighbors == 15
     assert [l.name for l in spec.models[0].layers] == ["blocks.2", 134, "global_pool"]
     assert spec.output.dir == tmp_path / "out"  # relative to the spec's folder
-    with pytest.raises(Exception):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="frozen"):
         spec.seed = 3  # frozen
 
 
