@@ -258,7 +258,7 @@ def main() -> int:
     bench_pca(70_000, 1280, args.repeat)
     bench_rebuild(400 if args.smoke else 1797)
     if not args.smoke:
-        bench_extraction_defaults(512, args.repeat)
+        bench_extraction_defaults(1024, 2)
         bench_umap_compile()
         bench_tsne(10_000)
     args.out.parent.mkdir(parents=True, exist_ok=True)

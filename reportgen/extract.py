@@ -226,6 +226,58 @@ def capture(module, layers: Sequence[ResolvedLayer], *, max_features: int) -> It
             h.remove()
 
 
+# ----------------------------------------------------------------------------- frozen graph
+
+#: Tracing and freezing costs ~1.5 s; from about this many images it pays back (see docs/benchmarks.md).
+JIT_MIN_SAMPLES = 1024
+
+
+def freeze_tap(module, layers: Sequence[ResolvedLayer], reshapes: dict[str, str], x, expected: list) -> Callable | None:
+    """A TorchScript-frozen graph that returns the chosen layers' reshaped outputs in one pass.
+
+    Freezing folds batch norms into convolutions and fuses operators (measured 1.4x faster on CPU
+    for EfficientNet-Lite0 at 224 px). The graph is checked against the eager hooked outputs of the
+    same batch; any failure or mismatch falls back to eager execution, logged, never silent.
+    """
+    import warnings
+
+    import torch
+
+    names = [l.name for l in layers]
+    mods = dict(module.named_modules())
+
+    class Tap(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = module
+
+        def forward(self, inp):
+            out: dict = {}
+            handles = [mods[n].register_forward_hook(lambda _m, _i, o, n=n: out.__setitem__(n, RESHAPES[reshapes[n]](o).float().reshape(o.shape[0], -1))) for n in names]
+            try:
+                self.model(inp)
+            finally:
+                for h in handles:
+                    h.remove()
+            return tuple(out[n] for n in names)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit's deprecation notices
+            traced = torch.jit.freeze(torch.jit.trace(Tap().eval(), x[:2], check_trace=False))
+            got = traced(x)
+        for name, g, e in zip(names, got, expected):
+            scale = float(e.abs().max()) or 1.0
+            if g.shape != e.shape or float((g - e).abs().max()) > 1e-3 * scale:
+                log.info("frozen graph differs from eager on layer %s; staying eager", name)
+                return None
+    except Exception as exc:  # tracing is an optimisation: any failure means eager execution
+        log.info("cannot freeze the model graph (%s: %s); staying eager", type(exc).__name__, str(exc)[:120])
+        return None
+    log.info("model graph frozen with TorchScript for %d layer(s)", len(names))
+    return traced
+
+
 # ----------------------------------------------------------------------------- data loading
 
 
@@ -281,6 +333,7 @@ def extract_shard(
     max_features: int = 16_384,
     num_workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    jit: bool | str = "auto",
 ) -> Shard:
     """Run the model over ``ds[indices]`` once, capturing every layer in the same forward pass."""
     import torch
@@ -296,6 +349,8 @@ def extract_shard(
     chunks: dict[str, list[np.ndarray]] = {l.name: [] for l in layers}
     thumbs, kept, bad = [], [], []
     calls = 0
+    traced = None
+    use_jit = (len(indices) >= JIT_MIN_SAMPLES and model.device == "cpu") if jit == "auto" else bool(jit)
     was_training = module.training
     module.eval()
     try:
@@ -313,19 +368,27 @@ def extract_shard(
                     x = x.to(model.device, non_blocking=True)
                     if model.channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)
-                    for l in layers:
-                        store.pop(l.name, None)
-                    try:
-                        module(x)
-                    except ModelError:
-                        raise
-                    except Exception as exc:
-                        raise ModelError(f"model {model.name}: forward pass failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
-                    calls += 1
-                    for l in layers:
-                        if l.name not in store:
-                            raise ModelError(f"layer {l.name!r} was not called during the forward pass; choose a layer the model uses")
-                        chunks[l.name].append(store[l.name].cpu().numpy())
+                    if traced is not None:
+                        outs = traced(x)
+                        calls += 1
+                        for l, o in zip(layers, outs):
+                            chunks[l.name].append(o.cpu().numpy())
+                    else:
+                        for l in layers:
+                            store.pop(l.name, None)
+                        try:
+                            module(x)
+                        except ModelError:
+                            raise
+                        except Exception as exc:
+                            raise ModelError(f"model {model.name}: forward pass failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+                        calls += 1
+                        for l in layers:
+                            if l.name not in store:
+                                raise ModelError(f"layer {l.name!r} was not called during the forward pass; choose a layer the model uses")
+                            chunks[l.name].append(store[l.name].cpu().numpy())
+                        if calls == 1 and use_jit:
+                            traced = freeze_tap(module, layers, dict(store["__reshapes__"]), x, [store[l.name] for l in layers])
                     thumbs.append(th[ok])
                     kept.append(idx[ok])
                 if progress:

@@ -204,7 +204,7 @@ def _embed(spec: ReportSpec, mspec, loaded: LoadedModel, ds: Dataset, sel: Selec
                 part = sel.indices[start : start + SHARD_SIZE]
                 shard: Shard = extract_shard(
                     loaded, ds, part, layers, batch_size=mspec.batch_size, thumbnail_px=spec.report.thumbnail_px,
-                    on_bad_image=on_bad_image, max_features=mspec.max_features, num_workers=mspec.num_workers,
+                    on_bad_image=on_bad_image, max_features=mspec.max_features, num_workers=mspec.num_workers, jit=mspec.jit,
                     progress=bar.update,
                 )
                 calls += shard.forward_calls
@@ -402,7 +402,7 @@ def _quick_key(spec: ReportSpec, mspec, ds: Dataset, sel: Selection) -> str | No
 
     if mspec.factory or mspec.pretrained or not (mspec.timm or mspec.pixels):
         return None  # hub weights can change under the same name: always load those
-    parts = {"v": 1, "model": mspec.model_dump(mode="json", exclude={"name", "device", "batch_size", "num_workers", "checkpoint", "channels_last"}),
+    parts = {"v": 1, "model": mspec.model_dump(mode="json", exclude={"name", "device", "batch_size", "num_workers", "checkpoint", "channels_last", "jit"}),
              "seed": spec.seed, "dataset": ds.fingerprint, "selection": hashlib.sha256(sel.indices.tobytes()).hexdigest(),
              "thumb": spec.report.thumbnail_px, "on_bad_image": spec.dataset.on_bad_image}
     try:

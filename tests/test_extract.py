@@ -112,3 +112,25 @@ def test_list_layers_numbers_like_named_modules(effnet):
     assert [r.index for r in rows] == list(range(len(names)))
     gp = next(r for r in rows if r.name == "global_pool")
     assert gp.output_shape == "(1, 1280)" and gp.type == "SelectAdaptivePool2d"
+
+
+def test_frozen_graph_gives_the_eager_embeddings(effnet, digits):
+    layers = _layers(effnet.module, "blocks.2", LayerSpec(name="blocks.4", reshape="avg_pool_2"), "global_pool")
+    idx = np.arange(150)
+    eager = extract_shard(effnet, digits, idx, layers, batch_size=64, jit=False)
+    frozen = extract_shard(effnet, digits, idx, layers, batch_size=64, jit=True)
+    assert frozen.forward_calls == eager.forward_calls == 3
+    for name in eager.embeddings:
+        e, f = eager.embeddings[name], frozen.embeddings[name]
+        assert e.shape == f.shape
+        np.testing.assert_allclose(f, e, rtol=1e-3, atol=1e-4 * float(np.abs(e).max()))
+    assert all(not m._forward_hooks for m in effnet.module.modules())
+
+
+def test_frozen_graph_on_a_factory_model(digits):
+    from reportgen.models import load_model
+    from reportgen.spec import ModelSpec
+
+    m = load_model(ModelSpec(name="t", factory="tests.netzoo:Small", input_size=16, layers=["conv"]))
+    shard = extract_shard(m, digits, np.arange(40), resolve_layers(m.module, [LayerSpec(name="pool")]), batch_size=16, jit=True)
+    assert shard.embeddings["pool"].shape == (40, 8)
