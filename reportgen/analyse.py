@@ -221,12 +221,17 @@ def centroid_axis(x: np.ndarray, labels: np.ndarray, class_names, a: str, b: str
     return AxisFinding(a, b, t, picks, float(own.mean()) if len(own) else 0.0)
 
 
+def sample_rows(n: int, cap: int, seed: int) -> np.ndarray:
+    """All row indices, or a seeded sorted subset of ``cap`` of them: the stated sample cap of the
+    O(N^2) and model-fitting analyses."""
+    return np.arange(n) if n <= cap else np.sort(np.random.default_rng(seed).choice(n, cap, replace=False))
+
+
 def trustworthiness(x: np.ndarray, y: np.ndarray, *, k: int = 10, cap: int = 3000, seed: int = 0, metric: str = "euclidean") -> tuple[float, int]:
     """scikit-learn's trustworthiness on at most ``cap`` samples (it needs all pairwise ranks)."""
     from sklearn.manifold import trustworthiness as tw
 
-    n = len(x)
-    rows = np.arange(n) if n <= cap else np.sort(np.random.default_rng(seed).choice(n, cap, replace=False))
+    rows = sample_rows(len(x), cap, seed)
     k = int(min(k, max(1, len(rows) // 2 - 1)))
     value = tw(np.asarray(x[rows], np.float64), np.asarray(y[rows], np.float64), n_neighbors=k, metric=metric)
     return float(value), len(rows)
@@ -236,8 +241,7 @@ def continuity(x: np.ndarray, y: np.ndarray, *, k: int = 10, cap: int = 3000, se
     """Continuity = trustworthiness with the two spaces swapped (are original neighbours kept?)."""
     from sklearn.manifold import trustworthiness as tw
 
-    n = len(x)
-    rows = np.arange(n) if n <= cap else np.sort(np.random.default_rng(seed).choice(n, cap, replace=False))
+    rows = sample_rows(len(x), cap, seed)
     k = int(min(k, max(1, len(rows) // 2 - 1)))
     if metric == "cosine":
         xr = np.asarray(x[rows], np.float64)
@@ -257,10 +261,7 @@ def linear_probe_accuracy(x: np.ndarray, labels: np.ndarray, *, folds: int = 5, 
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    rng = np.random.default_rng(seed)
-    rows = np.arange(len(x))
-    if len(rows) > cap:
-        rows = np.sort(rng.choice(len(x), cap, replace=False))
+    rows = sample_rows(len(x), cap, seed)
     y = labels[rows]
     counts = np.bincount(y)
     k = int(min(folds, counts[counts > 0].min()))
@@ -279,9 +280,7 @@ def silhouette(x: np.ndarray, labels: np.ndarray, *, cap: int = 3000, seed: int 
     """Mean silhouette of the class labels (-1..1) on at most ``cap`` samples."""
     from sklearn.metrics import silhouette_score
 
-    rows = np.arange(len(x))
-    if len(rows) > cap:
-        rows = np.sort(np.random.default_rng(seed).choice(len(x), cap, replace=False))
+    rows = sample_rows(len(x), cap, seed)
     y = labels[rows]
     if len(np.unique(y)) < 2 or len(np.unique(y)) >= len(rows):
         return None, len(rows)

@@ -330,26 +330,22 @@ def _load_csv(spec: CsvDataset) -> Dataset:
             raise DataError(f"dataset.path: {spec.path} line {n}: path {rel!r} points outside {root}; keep images inside the manifest's folder (or set dataset.root)")
         paths.append(p)
         raw_labels.append((row.get(spec.label_column) or "").strip())
-    try:
-        values = sorted(set(raw_labels), key=lambda v: (0, int(v), "") if v.lstrip("-").isdigit() else (1, 0, v))
-    except ValueError:
-        values = sorted(set(raw_labels))
-    lookup = {v: i for i, v in enumerate(values)}
-    labels = np.asarray([lookup[v] for v in raw_labels], dtype=np.int64)
+    labels, values = label_codes(raw_labels)
     metadata = {c: [r.get(c) for r in rows] for c in columns if c not in (spec.path_column, spec.label_column) and c is not None}
     return _path_dataset(spec.name or spec.path.stem, "csv", root, paths, labels, tuple(values), metadata)
+
+
+def label_codes(raw: Sequence[str]) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Text labels -> integer codes and class names; numbers sort as numbers ("2" before "10")."""
+    values = sorted(set(raw), key=lambda v: (0, float(v), "") if v.replace(".", "", 1).lstrip("-").isdigit() else (1, 0, v))
+    lookup = {v: i for i, v in enumerate(values)}
+    return np.asarray([lookup[v] for v in raw], np.int64), tuple(values)
 
 
 def _labels_from_metadata(meta: dict[str, list[str]], column: str, where: str) -> tuple[np.ndarray, tuple[str, ...]]:
     if column not in meta:
         raise DataError(f"dataset.label_column: no column {column!r} in {where} (columns: {', '.join(meta)})")
-    raw = meta[column]
-    try:
-        values = sorted(set(raw), key=lambda v: (0, float(v), "") if v.replace(".", "", 1).lstrip("-").isdigit() else (1, 0, v))
-    except ValueError:
-        values = sorted(set(raw))
-    lookup = {v: i for i, v in enumerate(values)}
-    return np.asarray([lookup[v] for v in raw], np.int64), tuple(values)
+    return label_codes(meta[column])
 
 
 def _precomputed(name: str, kind: str, vectors: dict[str, np.ndarray], meta: dict[str, list] | None, label_column: str,

@@ -68,18 +68,19 @@ def summary_dict(res, *, html_bytes: int = 0, section_bytes: dict | None = None,
         for lr in run.layers:
             p = lr.pca
             g = lr.graph
+            met = layer_metrics(lr)
             m["layers"].append({
                 "layer": lr.layer, "reshape": lr.reshape, "dim": lr.dim, "samples": len(ids), "nonfinite_rows": lr.nonfinite_rows, "notes": lr.notes,
                 "pca": {
                     "mean_centred": True, "explained_variance_ratio": [float(v) for v in p.explained_variance_ratio],
                     "cumulative": [float(v) for v in np.cumsum(p.explained_variance_ratio)], "total_variance": float(p.total_variance),
-                    "variance_top10": float(np.sum(p.eigenvalues[:10]) / p.total_variance) if p.total_variance > 0 else 0.0,
-                    "components_for_90": components_for(p, 0.9), "participation_ratio": float(p.participation_ratio),
+                    "variance_top10": met["variance_top10"], "components_for_90": met["components_for_90"],
+                    "participation_ratio": met["participation_ratio"],
                     "eta2": [float(v) for v in lr.eta2],
                     "class_means": {names[c]: [None if np.isnan(v) else float(v) for v in row] for c, row in enumerate(lr.class_means)},
                     "image_stat_correlation": {s: [float(v) for v in lr.stat_corr[i]] for i, s in enumerate(STAT_NAMES)},
                 },
-                "metrics": layer_metrics(lr),
+                "metrics": met,
                 "extremes": [{"component": e.component + 1, "low": [ids[r] for r in e.low], "high": [ids[r] for r in e.high],
                               "low_scores": [float(p.scores[r, e.component]) for r in e.low], "high_scores": [float(p.scores[r, e.component]) for r in e.high]} for e in lr.ends],
                 "neighbours": [{"query": ids[q], "neighbours": [ids[j] for j in g.indices[q, :res.spec.report.neighbours]],
