@@ -34,6 +34,7 @@ from .analyse import (
     knn_accuracy,
     linear_probe_accuracy,
     silhouette,
+    NeighbourGraph,
     neighbour_graph,
     neighbour_queries,
     outliers,
@@ -44,7 +45,7 @@ from .data import Dataset, Selection, load_dataset, select_samples
 from .errors import DataError, OutputError, ReportgenError, SpecError
 from .extract import Shard, extract_shard, resolve_layers
 from .models import LoadedModel, load_model
-from .reduce import PcaResult, Projection, fit_pca, pca_projection, run_pacmap, run_tsne, run_umap
+from .reduce import UMAP_SMALL, PcaResult, Projection, fit_pca, pca_projection, run_pacmap, run_tsne, run_umap
 from .spec import ReportSpec
 from .store import EmbeddingStore, ProjectionCache, StoredEmbeddings, content_key, remove_stale_temps, slug, temp_name
 
@@ -234,19 +235,24 @@ def _embed(spec: ReportSpec, mspec, loaded: LoadedModel, ds: Dataset, sel: Selec
 # ----------------------------------------------------------------------------- analysis
 
 
-def _fit_reducer(r, x: np.ndarray, pca_full: PcaResult, seed: int) -> Projection:
+def _fit_reducer(r, x: np.ndarray, pca_full: PcaResult, seed: int, graph: NeighbourGraph | None) -> Projection:
     if r.method == "pca":
         return pca_projection(pca_full)
     if r.method == "tsne":
         inp = pca_full.scores[:, : r.pca_components] if r.pca_components and r.pca_components < x.shape[1] else x
         return run_tsne(inp, r, seed=seed)
     if r.method == "umap":
-        return run_umap(x, r, seed=seed)
+        return run_umap(x, r, seed=seed, graph=graph)
     return run_pacmap(x, r, seed=seed)
 
 
+def _resolve_reducers(spec: ReportSpec) -> list:
+    """Reducer specs with unset metrics filled in from the report's, so cache keys name what was run."""
+    return [r.model_copy(update={"metric": spec.report.metric}) if getattr(r, "metric", "") is None else r for r in spec.reducers]
+
+
 def _analyse_layer(spec: ReportSpec, model_name: str, layer: str, reshape: str, emb: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...], stats: np.ndarray, stages: _Stages,
-                   *, cache: ProjectionCache | None = None, emb_key: str = "", counter: dict | None = None) -> LayerResult:
+                   *, cache: ProjectionCache | None = None, emb_key: str = "", counter: dict | None = None, need_transform: bool = False) -> LayerResult:
     opts = spec.report
     x, nonfinite = sanitize(emb)
     notes = []
@@ -263,25 +269,33 @@ def _analyse_layer(spec: ReportSpec, model_name: str, layer: str, reshape: str, 
     if pca_full.total_variance <= 0:
         notes.append("All samples have identical embeddings in this layer (zero variance): PCA components and maps carry no information.")
     k_show = min(pca_spec.n_components, pca_full.k)
+    reducers = _resolve_reducers(spec)
+    # one exact neighbour graph per layer, in the report's metric: every kNN analysis reads it, and
+    # UMAP too (from 4,096 samples, when its metric matches and no comparison needs umap's own index)
+    kq = max(opts.knn_k, opts.neighbours)
+    share = [r for r in reducers if r.method == "umap" and r.metric == opts.metric and n >= UMAP_SMALL and not need_transform]
+    if share:
+        kq = max(kq, max(min(r.n_neighbors, n - 1) for r in share) - 1)
+    with stages.stage("neighbours"):
+        graph = neighbour_graph(x, kq, metric=opts.metric)
     projections: dict[str, Projection] = {}
-    for r in spec.reducers:
+    for r in reducers:
         if r.method != "pca" and pca_full.total_variance <= 0:
             notes.append(f"{r.method} skipped: every sample has the same embedding, so there is nothing to map.")
             continue
         with stages.stage(f"reduce: {r.method}"):
-            key = cache.key({"emb": emb_key, "layer": layer, "reducer": r.model_dump(mode="json"), "seed": spec.seed}) if cache and r.method != "pca" else None
+            shared = r in share
+            key = cache.key({"emb": emb_key, "layer": layer, "reducer": r.model_dump(mode="json"), "seed": spec.seed, "graph": shared}) if cache and r.method != "pca" else None
             hit = cache.load(key) if key else None
             if hit is not None:
                 projections[r.method] = Projection(r.method, hit[0], hit[1], hit[2], 0.0)
                 continue
-            projections[r.method] = proj = _fit_reducer(r, x, pca_full, spec.seed)
+            projections[r.method] = proj = _fit_reducer(r, x, pca_full, spec.seed, graph if shared else None)
             if r.method != "pca" and counter is not None:
                 counter["fits"] = counter.get("fits", 0) + 1
             if key:
                 cache.save(key, proj.coords, proj.params, proj.notes)
     with stages.stage("analyse"):
-        kq = max(opts.knn_k, opts.neighbours)
-        graph = neighbour_graph(x, kq, metric=opts.metric)
         k_eff = min(opts.knn_k, graph.indices.shape[1])
         acc = knn_accuracy(graph, labels, k_eff)
         hard = hard_samples(graph, labels, k_eff, opts.hard_samples)
@@ -467,7 +481,7 @@ def build(
     for run in runs:
         for layer, emb in run.stored.layers.items():
             run.layers.append(_analyse_layer(spec, run.model.name, layer, run.stored.reshapes.get(layer) or "?", emb, labels, ds.class_names, stats, stages,
-                                             cache=pcache, emb_key=run.stored.key, counter=counter))
+                                             cache=pcache, emb_key=run.stored.key, counter=counter, need_transform=len(runs) > 1 or bool(spec.extra_datasets)))
     notes = []
     if base.bad:
         notes.append(f"{len(base.bad)} image(s) could not be read and were skipped (listed under Data).")

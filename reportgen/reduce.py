@@ -59,6 +59,40 @@ class Projection:
     fitted: object = field(default=None, repr=False, compare=False)  # the library's fitted object, for transform()
 
 
+def _spectrum_and_top(cov: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """All eigenvalues (descending) and the top-k eigenvectors (columns, descending) of a symmetric matrix.
+
+    One Householder tridiagonalisation serves both (``eigvalsh`` + ``eigh(subset)`` would do it twice):
+    the tridiagonal spectrum costs O(d^2), and only k vectors are carried back through the reflectors.
+    """
+    from scipy.linalg import eigh_tridiagonal, lapack
+
+    d = cov.shape[0]
+    if d < 3:
+        evals, vecs = np.linalg.eigh(cov)
+        return evals[::-1], vecs[:, ::-1][:, :k]
+    lwork = int(lapack.dsytrd_lwork(d, lower=1)[0])
+    refl, diag, off, tau, info = lapack.dsytrd(cov, lower=1, lwork=lwork)
+    if info != 0:  # pragma: no cover - LAPACK argument errors only
+        raise ReportgenError(f"PCA: LAPACK dsytrd failed (info={info})")
+    evals = eigh_tridiagonal(diag, off, eigvals_only=True)[::-1]
+    _, z = eigh_tridiagonal(diag, off, select="i", select_range=(d - k, d - 1))
+    if not np.allclose(z.T @ z, np.eye(k), atol=1e-8):  # inverse iteration can fail on degenerate spectra
+        from scipy.linalg import eigh
+
+        vals, vecs = eigh(cov, subset_by_index=[d - k, d - 1])
+        return evals, vecs[:, ::-1]
+    # eigenvectors of cov = Q z with Q = H(0) H(1) ... H(d-2), H(i) = I - tau_i v_i v_i^T,
+    # v_i = (0 .. 0, 1, refl[i+2:, i]) starting at row i+1 (LAPACK's lower storage)
+    for i in range(d - 2, -1, -1):
+        if tau[i] == 0:
+            continue
+        v = refl[i + 1 :, i].copy()
+        v[0] = 1.0
+        z[i + 1 :] -= np.outer(tau[i] * v, v @ z[i + 1 :])
+    return evals, z[:, ::-1]
+
+
 def fit_pca(x: np.ndarray, n_components: int, *, chunk: int = 16384) -> PcaResult:
     """PCA by eigendecomposition of the covariance (d <= n) or Gram matrix (d > n), in float64.
 
@@ -68,25 +102,29 @@ def fit_pca(x: np.ndarray, n_components: int, *, chunk: int = 16384) -> PcaResul
     n, d = x.shape
     if n < 2:
         raise ReportgenError("PCA needs at least 2 samples")
+    k = int(min(n_components, d, n - 1))
+    f32 = x.dtype == np.float32
     mean = np.zeros(d)
-    for s in range(0, n, chunk):
+    for s in range(0, n, chunk):  # summed in float64: identical samples give exactly zero variance
         mean += np.asarray(x[s : s + chunk]).sum(0, dtype=np.float64)
     mean /= n
-    k = int(min(n_components, d, n - 1))
     if d <= n:
-        # centred chunks multiplied in float32 (the costly part), summed in float64
-        from scipy.linalg import eigh, eigvalsh
-
+        # centred chunks (a reused buffer) multiplied in float32 - the costly part - and summed in float64
+        dt = np.float32 if f32 else np.float64
         cov = np.zeros((d, d))
-        mean32 = mean.astype(np.float32)
+        mean_c = mean.astype(dt)
+        buf = np.empty((min(chunk, n), d), dt)
+        prod = np.empty((d, d), dt)
         for s in range(0, n, chunk):
-            b = np.asarray(x[s : s + chunk], np.float32) - mean32
-            cov += (b.T @ b).astype(np.float64)
+            b = np.asarray(x[s : s + chunk], dt)
+            bc = buf[: len(b)]
+            np.subtract(b, mean_c, out=bc)
+            np.matmul(bc.T, bc, out=prod)
+            cov += prod
+        del buf, prod
         cov /= n - 1
-        evals = np.sort(eigvalsh(cov))[::-1]  # the whole spectrum (values only: cheap)
-        top_vals, top_vecs = eigh(cov, subset_by_index=[d - k, d - 1])  # vectors only for the top k
-        order = np.argsort(top_vals)[::-1]
-        comps = top_vecs[:, order].T
+        evals, top_vecs = _spectrum_and_top(cov, k)
+        comps = top_vecs.T
     else:
         xc = np.asarray(x, np.float64) - mean
         gram = xc @ xc.T / (n - 1)
@@ -101,10 +139,11 @@ def fit_pca(x: np.ndarray, n_components: int, *, chunk: int = 16384) -> PcaResul
     signs[signs == 0] = 1
     comps = comps * signs[:, None]
     scores = np.empty((n, k))
-    if x.dtype == np.float32:  # centre and project in float32: no float64 copy of the data
-        comps32, mean32 = comps.T.astype(np.float32), mean.astype(np.float32)
+    if f32:  # (x - mean) W = x W - mean W: no centred copy of the data
+        comps32 = comps.T.astype(np.float32)
+        offset = mean @ comps.T
         for s in range(0, n, chunk):
-            scores[s : s + chunk] = (np.asarray(x[s : s + chunk]) - mean32) @ comps32
+            np.subtract(np.asarray(x[s : s + chunk]) @ comps32, offset, out=scores[s : s + chunk])
     else:
         for s in range(0, n, chunk):
             scores[s : s + chunk] = (np.asarray(x[s : s + chunk], np.float64) - mean) @ comps.T
@@ -184,7 +223,14 @@ def _neighbours_for(n: int, requested: int, what: str, *, margin: int) -> tuple[
     return k, [f"n_neighbors lowered from {requested} to {k}: {what} needs n_neighbors < N = {n}"]
 
 
-def run_umap(x: np.ndarray, params, *, seed: int) -> Projection:
+UMAP_SMALL = 4096  # umap-learn computes all pairwise distances below this size and ignores a given graph
+
+
+def run_umap(x: np.ndarray, params, *, seed: int, graph=None) -> Projection:
+    """UMAP of x. ``graph`` (an analyse.NeighbourGraph in params.metric with >= n_neighbors - 1
+    neighbours) replaces umap-learn's own approximate search from 4,096 samples on: the layer's exact
+    graph is reused, and pynndescent's numba kernels are never compiled. A reducer fitted that way
+    cannot ``transform`` new data, so comparisons pass no graph."""
     # numba compiles umap's kernels on first use (~30 s); a persistent cache under the user's cache
     # folder makes later processes skip most of it, even when site-packages is read-only
     from .store import default_cache_dir
@@ -203,9 +249,15 @@ def run_umap(x: np.ndarray, params, *, seed: int) -> Projection:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "n_jobs overridden by random_state": determinism is the point
-        reducer = umap.UMAP(n_components=2, n_neighbors=k, min_dist=params.min_dist, metric=params.metric, random_state=seed, init="spectral" if n > k + 1 else "random")
+        knn = None
+        if graph is not None and n >= UMAP_SMALL and graph.metric == params.metric and graph.indices.shape[1] >= k - 1:
+            rows = np.arange(n)[:, None]  # umap-learn counts each sample as its own first neighbour
+            knn = (np.hstack([rows, graph.indices[:, : k - 1]]).astype(np.int32), np.hstack([np.zeros((n, 1)), graph.distances[:, : k - 1]]).astype(np.float32))
+        reducer = umap.UMAP(n_components=2, n_neighbors=k, min_dist=params.min_dist, metric=params.metric, random_state=seed, init="spectral" if n > k + 1 else "random",
+                            precomputed_knn=knn if knn is not None else (None, None, None))
         coords = reducer.fit_transform(np.ascontiguousarray(x, dtype=np.float32)).astype(np.float32)
-    used = {"n_neighbors": k, "min_dist": params.min_dist, "metric": params.metric}
+    used = {"n_neighbors": k, "min_dist": params.min_dist, "metric": params.metric,
+            "neighbours": "the layer's exact graph" if knn is not None else ("all pairwise distances" if n < UMAP_SMALL else "pynndescent (approximate)")}
     return Projection("umap", coords, used, tuple(notes), time.perf_counter() - t0, fitted=reducer)
 
 

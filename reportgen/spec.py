@@ -228,7 +228,7 @@ class UmapParams(_Model):
     method: Literal["umap"] = "umap"
     n_neighbors: int = Field(15, ge=2)
     min_dist: float = Field(0.1, ge=0)
-    metric: Literal["euclidean", "cosine"] = "euclidean"
+    metric: Literal["euclidean", "cosine"] | None = Field(None, description="Distance; unset: the report's metric (report.metric), so UMAP reuses the layer's neighbour graph.")
 
 
 class PacmapParams(_Model):

@@ -1,0 +1,110 @@
+"""The fast numeric kernels (neighbour graph, PCA eigensolver, UMAP on a shared graph) against
+independent computations by scikit-learn and SciPy."""
+import numpy as np
+import pytest
+from scipy.linalg import eigh
+from sklearn.datasets import load_digits
+from sklearn.neighbors import NearestNeighbors
+
+from reportgen.analyse import neighbour_graph
+from reportgen.reduce import _spectrum_and_top, fit_pca
+
+
+def _digits(n_copies: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Real digits; copies get pixel noise so they are distinct samples."""
+    d = load_digits()
+    rng = np.random.default_rng(seed)
+    x = np.vstack([d.data + (rng.normal(scale=0.5, size=d.data.shape) if i else 0) for i in range(n_copies)]).astype(np.float32)
+    return x, np.tile(d.target, n_copies)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_neighbour_graph_equals_sklearn_brute_force(metric):
+    x, _ = _digits()
+    # small blocks: several score blocks and a ragged last one
+    g = neighbour_graph(x, 12, metric=metric, block_bytes=4 * len(x) * 100)
+    d, j = NearestNeighbors(n_neighbors=13, metric=metric, algorithm="brute").fit(x.astype(np.float64)).kneighbors(x)
+    assert g.indices.shape == (len(x), 12)
+    assert not (g.indices == np.arange(len(x))[:, None]).any()  # never its own neighbour
+    np.testing.assert_allclose(g.distances, d[:, 1:], atol=1e-4 if metric == "euclidean" else 1e-6)
+    # the indices carry those distances (so they differ from scikit-learn's only among ties:
+    # digits' integer pixels tie often in euclidean distance)
+    xd = x.astype(np.float64)
+    if metric == "cosine":
+        u = xd / np.linalg.norm(xd, axis=1, keepdims=True)
+        own = 1 - np.einsum("ik,ijk->ij", u, u[g.indices])
+    else:
+        own = np.linalg.norm(xd[g.indices] - xd[:, None, :], axis=-1)
+    np.testing.assert_allclose(own, g.distances, atol=1e-4 if metric == "euclidean" else 1e-6)
+    assert (g.indices != j[:, 1:]).mean() < (0.05 if metric == "euclidean" else 0.002)
+    assert np.all(np.diff(g.distances, axis=1) >= 0)
+
+
+def test_neighbour_graph_duplicates_and_determinism():
+    x, _ = _digits()
+    x = np.vstack([x[:200], x[:200]])  # every sample has an exact duplicate at distance 0
+    g = neighbour_graph(x, 5, metric="euclidean")
+    n = 200
+    assert np.array_equal(g.indices[:n, 0], np.arange(n) + n) and np.array_equal(g.indices[n:, 0], np.arange(n))
+    assert np.all(g.distances[:, 0] == 0)
+    again = neighbour_graph(x, 5, metric="euclidean")
+    assert np.array_equal(g.indices, again.indices)
+
+
+@pytest.mark.parametrize("case", ["random", "zero", "repeated", "rank_one"])
+def test_spectrum_and_top_vectors_equal_scipy(case):
+    rng = np.random.default_rng(1)
+    d, k = 40, 6
+    if case == "random":
+        a = rng.normal(size=(d, 60))
+        c = a @ a.T
+    elif case == "zero":
+        c = np.zeros((d, d))
+    elif case == "repeated":
+        q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+        c = q @ np.diag(np.r_[[5.0] * 3, [2.0] * 10, np.linspace(1, 0.1, d - 13)]) @ q.T
+    else:
+        v = rng.normal(size=(d, 1))
+        c = v @ v.T
+    evals, vecs = _spectrum_and_top(c, k)
+    np.testing.assert_allclose(evals, np.sort(np.linalg.eigvalsh(c))[::-1], atol=1e-10 * max(1, np.abs(c).max()))
+    assert vecs.shape == (d, k)
+    np.testing.assert_allclose(vecs.T @ vecs, np.eye(k), atol=1e-8)
+    # each vector is an eigenvector of its eigenvalue (holds for degenerate spectra too)
+    np.testing.assert_allclose(c @ vecs, vecs * evals[:k], atol=1e-8 * max(1, np.abs(c).max()))
+
+
+def test_fit_pca_matches_sklearn_on_float32_and_float64():
+    from sklearn.decomposition import PCA
+
+    x, _ = _digits()
+    for arr in (x, x.astype(np.float64)):
+        ours = fit_pca(arr, 10)
+        ref = PCA(10, svd_solver="full").fit(np.asarray(arr, np.float64))
+        np.testing.assert_allclose(ours.explained_variance_ratio, ref.explained_variance_ratio_, rtol=1e-4)
+        np.testing.assert_allclose(np.abs(ours.components @ ref.components_.T), np.eye(10), atol=1e-4)
+        np.testing.assert_allclose(np.abs(ours.scores), np.abs(ref.transform(np.asarray(arr, np.float64))), atol=1e-3)
+        assert ours.eigenvalues.sum() == pytest.approx(np.var(np.asarray(arr, np.float64), axis=0, ddof=1).sum(), rel=1e-6)
+
+
+def test_umap_reuses_the_layer_graph_from_4096_samples():
+    from sklearn.manifold import trustworthiness
+
+    from reportgen.reduce import UMAP_SMALL, run_umap
+    from reportgen.spec import UmapParams
+
+    x, y = _digits(3)
+    assert len(x) >= UMAP_SMALL
+    g = neighbour_graph(x, 14, metric="euclidean")
+    proj = run_umap(x, UmapParams(metric="euclidean"), seed=0, graph=g)
+    assert proj.params["neighbours"] == "the layer's exact graph"
+    assert proj.fitted._knn_search_index is None  # pynndescent never ran
+    np.testing.assert_array_equal(proj.fitted._knn_indices[:, 1:], g.indices)
+    sub = np.random.default_rng(0).choice(len(x), 1500, replace=False)
+    assert trustworthiness(x[sub], proj.coords[sub], n_neighbors=10) > 0.9
+    # the map separates the classes: 10-NN accuracy in 2-D
+    g2 = neighbour_graph(proj.coords, 10, metric="euclidean")
+    assert (np.array([np.bincount(y[r]).argmax() for r in g2.indices]) == y).mean() > 0.85
+    # a graph in another metric is not used
+    other = run_umap(x[:UMAP_SMALL], UmapParams(metric="euclidean"), seed=0, graph=neighbour_graph(x[:UMAP_SMALL], 14, metric="cosine"))
+    assert other.params["neighbours"] == "pynndescent (approximate)"
