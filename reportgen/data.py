@@ -6,6 +6,7 @@ folder is never held decoded in memory. Every reader returns RGB ``uint8`` (H, W
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import hashlib
 import os
@@ -223,13 +224,31 @@ def parse_idx(raw: bytes, *, source: str) -> np.ndarray:
 
 
 def _load_idx(spec: IdxDataset) -> Dataset:
-    images = parse_idx(_read_maybe_gzip(spec.images, "images"), source=f"dataset.images: {spec.images}")
-    labels = parse_idx(_read_maybe_gzip(spec.labels, "labels"), source=f"dataset.labels: {spec.labels}")
-    if images.ndim not in (3, 4):
-        raise DataError(f"dataset.images: {spec.images} holds a {images.ndim}-D array; expected (N, H, W) images")
-    if labels.ndim != 1:
-        raise DataError(f"dataset.labels: {spec.labels} holds a {labels.ndim}-D array; expected (N,) labels")
-    return _array_dataset(spec.name or spec.images.stem, "idx", images, labels, spec.class_names, f"{spec.images.stem}-")
+    image_files = spec.images if isinstance(spec.images, list) else [spec.images]
+    label_files = spec.labels if isinstance(spec.labels, list) else [spec.labels]
+    if not image_files or len(image_files) != len(label_files):
+        raise DataError(f"dataset: {len(image_files)} images file(s) but {len(label_files)} labels file(s); give one labels file per images file")
+    parts, prefixes = [], []
+    for i, (ipath, lpath) in enumerate(zip(image_files, label_files)):
+        where = f"[{i}]" if len(image_files) > 1 else ""
+        images = parse_idx(_read_maybe_gzip(ipath, f"images{where}"), source=f"dataset.images{where}: {ipath}")
+        labels = parse_idx(_read_maybe_gzip(lpath, f"labels{where}"), source=f"dataset.labels{where}: {lpath}")
+        if images.ndim not in (3, 4):
+            raise DataError(f"dataset.images{where}: {ipath} holds a {images.ndim}-D array; expected (N, H, W) images")
+        if labels.ndim != 1:
+            raise DataError(f"dataset.labels{where}: {lpath} holds a {labels.ndim}-D array; expected (N,) labels")
+        if len(images) != len(labels):
+            raise DataError(f"dataset: {ipath} has {len(images)} images but {lpath} has {len(labels)} labels; the files must pair up")
+        if parts and images.shape[1:] != parts[0][0].shape[1:]:
+            raise DataError(f"dataset.images{where}: {ipath} holds {images.shape[1:]} images, {image_files[0]} holds {parts[0][0].shape[1:]}; files must match")
+        parts.append((images, labels))
+        prefixes.append(f"{ipath.stem}-")
+    if len(parts) == 1:
+        return _array_dataset(spec.name or image_files[0].stem, "idx", parts[0][0], parts[0][1], spec.class_names, prefixes[0])
+    ds = _array_dataset(spec.name or " + ".join(p.stem for p in image_files), "idx",
+                        np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), spec.class_names, "")
+    ids = tuple(f"{prefix}{i}" for prefix, (_, lab) in zip(prefixes, parts) for i in range(len(lab)))
+    return dataclasses.replace(ds, ids=ids)
 
 
 def _load_npz(spec: NpzDataset) -> Dataset:

@@ -146,21 +146,45 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _reset_peak_rss() -> bool:
+    """Restart this process's VmHWM from the current RSS (Linux >= 4.0), so a stage's peak is its own."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 class _Stages:
+    """Wall time and peak RSS per stage. Peaks are per stage (the high-water mark is reset when a
+    stage starts, where Linux allows it) and nest: an outer stage's peak covers its inner stages."""
+
     def __init__(self) -> None:
         self.timings: dict[str, float] = {}
         self.rss: dict[str, float] = {}
+        self._open: list[list] = []  # [name, running peak] of the stages in progress
 
     @contextlib.contextmanager
     def stage(self, name: str):
+        now = peak_rss_mb()
+        for entry in self._open:
+            entry[1] = max(entry[1], now)
+        _reset_peak_rss()
+        entry = [name, 0.0]
+        self._open.append(entry)
         t0 = time.perf_counter()
         try:
             yield
         finally:
             dt = time.perf_counter() - t0
+            peak = max(entry[1], peak_rss_mb())
+            self._open.remove(entry)
+            for outer in self._open:
+                outer[1] = max(outer[1], peak)
             self.timings[name] = self.timings.get(name, 0.0) + dt
-            self.rss[name] = peak_rss_mb()
-            log.info("stage %-28s %7.2f s  peak RSS %6.0f MB", name, dt, self.rss[name])
+            self.rss[name] = max(self.rss.get(name, 0.0), peak)
+            log.info("stage %-28s %7.2f s  peak RSS %6.0f MB", name, dt, peak)
 
 
 def library_versions() -> dict[str, str]:

@@ -91,8 +91,8 @@ class IdxDataset(_DatasetBase):
     """MNIST-format IDX files (gzipped or not), e.g. Debian's dataset-fashion-mnist."""
 
     kind: Literal["idx"]
-    images: ResolvedPath
-    labels: ResolvedPath
+    images: ResolvedPath | list[ResolvedPath] = Field(description="An IDX file, or a list concatenated in order (train + test).")
+    labels: ResolvedPath | list[ResolvedPath] = Field(description="The labels file(s), one per images file.")
     class_names: list[str] | None = None
 
 

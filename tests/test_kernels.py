@@ -108,3 +108,21 @@ def test_umap_reuses_the_layer_graph_from_4096_samples():
     # a graph in another metric is not used
     other = run_umap(x[:UMAP_SMALL], UmapParams(metric="euclidean"), seed=0, graph=neighbour_graph(x[:UMAP_SMALL], 14, metric="cosine"))
     assert other.params["neighbours"] == "pynndescent (approximate)"
+
+
+def test_stage_peaks_are_per_stage_and_nest():
+    from reportgen.pipeline import _reset_peak_rss, _Stages
+
+    if not _reset_peak_rss():
+        pytest.skip("this kernel does not let a process reset its peak RSS (/proc/self/clear_refs)")
+    st = _Stages()
+    with st.stage("outer"):
+        with st.stage("big"):
+            a = np.ones(300 << 17)  # 300 MB, touched
+            del a
+        with st.stage("small"):
+            b = np.ones(1 << 17)  # 1 MB
+            del b
+    assert st.rss["big"] - st.rss["small"] > 200  # the small stage does not inherit the big one's peak
+    assert st.rss["outer"] >= st.rss["big"]  # an outer stage covers its inner stages
+    assert set(st.timings) == {"outer", "big", "small"}

@@ -1,0 +1,195 @@
+"""Scaling and end-to-end benchmark: full reports of Fashion-MNIST at N = 1,000 / 10,000 / 70,000.
+
+Each build runs in a fresh subprocess (its own peak RSS, a fresh cache, so a true first build) with
+3 layers of the packaged EfficientNet-Lite0 at 96 px and PCA + t-SNE + UMAP. Per stage it records
+wall time and peak RSS (from run.json). At 10,000 images (``--e2e``) the same script then times the
+unavoidable parts raw on the same arrays - a bare eager forward pass over pre-decoded batches, raw
+openTSNE and raw umap-learn per layer - and prints the end-to-end ratio (target <= 1.3).
+
+    python benchmarks/scaling.py                      # 1k, 10k, 70k + the end-to-end ratio
+    python benchmarks/scaling.py --sizes 1000 --no-e2e
+Writes benchmarks/results/scaling.json and docs/scaling.png (log-log, seconds and peak RSS per stage).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+LAYERS = ["blocks.2", "blocks.4", "global_pool"]
+
+SPEC = """
+title: scaling {n}
+seed: 0
+dataset:
+  kind: idx
+  images: [{f}/train-images-idx3-ubyte.gz, {f}/t10k-images-idx3-ubyte.gz]
+  labels: [{f}/train-labels-idx1-ubyte.gz, {f}/t10k-labels-idx1-ubyte.gz]
+  class_names: [T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal, Shirt, Sneaker, Bag, Ankle boot]
+  name: Fashion-MNIST
+  limit: {n}
+models:
+  - name: effnet
+    timm: tf_efficientnet_lite0
+    weights: efficientnet_lite0
+    input_size: 96
+    crop_pct: 1.0
+    batch_size: 128
+    layers: [blocks.2, blocks.4, {{name: global_pool, reshape: mean}}]
+reducers: [{{pca: {{n_components: 10}}}}, {{tsne: {{perplexity: 30}}}}, {{umap: {{n_neighbors: 15}}}}]
+report: {{mosaic_cap: 1500}}
+output: {{dir: {out}, max_html_mb: 10}}
+cache_dir: {cache}
+"""
+
+CHILD = r"""
+import json, sys, time
+t0 = time.perf_counter()
+from reportgen.pipeline import build
+from reportgen.spec import load_spec
+res = build(load_spec(sys.argv[1]), progress=False)
+wall = time.perf_counter() - t0
+hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) / 1024
+run = json.loads((res.output_dir / "run.json").read_text())
+print("RESULT " + json.dumps({"wall_s": wall, "timings_s": res.timings, "peak_rss_mb": res.peak_rss_mb, "final_hwm_mb": hwm,
+                              "samples": len(res.ids), "html_bytes": run.get("html_bytes")}))
+"""
+
+
+def build_once(n: int, tmp: Path) -> dict:
+    out, cache = tmp / f"out{n}", tmp / f"cache{n}"
+    spec = tmp / f"spec{n}.yaml"
+    spec.write_text(SPEC.format(n=n, f=FASHION, out=out, cache=cache))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-c", CHILD, str(spec)], capture_output=True, text=True, env=env, cwd=ROOT)
+    if p.returncode != 0:
+        raise SystemExit(f"build of {n} failed:\n{p.stderr[-3000:]}")
+    r = json.loads(next(line for line in p.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    r["process_s"] = time.perf_counter() - t0
+    html = out / "report.html"
+    r["html_bytes"] = html.stat().st_size if html.exists() else r.get("html_bytes")
+    r["spec"] = str(spec)
+    r["out"] = str(out)
+    return r
+
+
+def raw_parts(spec_path: str) -> dict:
+    """The unavoidable parts, raw, on the same arrays as the build: bare forward, openTSNE, umap-learn."""
+    import torch
+    from openTSNE import TSNE
+
+    import umap
+    from reportgen.models import load_model, preprocess_image
+    from reportgen.pipeline import extract_embeddings
+    from reportgen.reduce import fit_pca
+    from reportgen.spec import load_spec
+
+    spec = load_spec(spec_path)
+    ds, sel, runs = extract_embeddings(spec, progress=False)  # cached by the build: no forward pass here
+    loaded = load_model(spec.models[0])
+    model = loaded.module.eval()
+    images = [ds.read(int(i)) for i in sel.indices]
+    arr = np.stack([preprocess_image(im, loaded.preprocess) for im in images])
+    batches = [torch.from_numpy(arr[s : s + 128]) for s in range(0, len(arr), 128)]  # pre-decoded, as the baseline asks
+    out = {}
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for b in batches:
+            model(b)
+    out["bare forward"] = time.perf_counter() - t0
+    out["openTSNE defaults"] = out["umap-learn defaults"] = 0.0
+    for layer in LAYERS:
+        x = np.asarray(runs[0].stored.layers[layer], np.float32)
+        pca50 = fit_pca(x, 50).scores
+        t0 = time.perf_counter()
+        TSNE(n_jobs=os.cpu_count(), random_state=0).fit(pca50)
+        out["openTSNE defaults"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        umap.UMAP(random_state=0).fit_transform(x)
+        out["umap-learn defaults"] += time.perf_counter() - t0
+    return out
+
+
+def figure(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ns = sorted(int(n) for n in results)
+    stages = sorted({s for r in results.values() for s in r["timings_s"]}, key=lambda s: -results[str(ns[-1])]["timings_s"].get(s, 0))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.6), dpi=110)
+    for s in stages:
+        t = [results[str(n)]["timings_s"].get(s) for n in ns]
+        if all(v is not None and v > 0.05 for v in t):
+            a.plot(ns, t, marker="o", label=s)
+        m = [results[str(n)]["peak_rss_mb"].get(s) for n in ns]
+        if all(v is not None for v in m):
+            b.plot(ns, m, marker="o", label=s)
+    a.plot(ns, [results[str(n)]["wall_s"] for n in ns], "k--", marker="s", label="whole build")
+    b.plot(ns, [results[str(n)]["final_hwm_mb"] for n in ns], "k--", marker="s", label="process (end)")
+    b.axhline(4096, color="red", lw=0.8, ls=":", label="4 GiB budget")
+    for ax, title, unit in ((a, "wall time per stage", "seconds"), (b, "peak RSS per stage", "MB")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("images (N)")
+        ax.set_ylabel(unit)
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+    a.legend(fontsize=7, loc="upper left")
+    b.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 70_000])
+    ap.add_argument("--no-e2e", dest="e2e", action="store_false", help="skip the raw parts at 10,000 images")
+    ap.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/scaling.json")
+    ap.add_argument("--figure", type=Path, default=ROOT / "docs/scaling.png")
+    args = ap.parse_args()
+    if not (FASHION / "train-images-idx3-ubyte.gz").exists():
+        print(f"skip: Fashion-MNIST not found in {FASHION} (apt-get install dataset-fashion-mnist)")
+        return 0
+    import torch
+
+    machine = {"cores": os.cpu_count(), "ram_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+               "python": platform.python_version(), "torch": torch.__version__, "device": "cpu", "date": time.strftime("%Y-%m-%d")}
+    results, e2e = {}, None
+    with tempfile.TemporaryDirectory(prefix="reportgen-scaling-") as tmp:
+        for n in args.sizes:
+            r = build_once(n, Path(tmp))
+            results[str(n)] = r
+            top = sorted(r["timings_s"].items(), key=lambda kv: -kv[1])[:6]
+            print(f"N={n:>6}: {r['wall_s']:7.1f} s, peak RSS {max(r['peak_rss_mb'].values()):6.0f} MB, HTML {r['html_bytes'] / 1e6:.1f} MB; "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in top), flush=True)
+            if n == 10_000 and args.e2e:
+                raw = raw_parts(r["spec"])
+                total = sum(raw.values())
+                e2e = {"build_s": r["wall_s"], "raw_s": raw, "raw_total_s": total, "ratio": r["wall_s"] / total, "target": 1.3}
+                print(f"end to end at 10,000: build {r['wall_s']:.1f} s vs raw parts {total:.1f} s "
+                      f"({', '.join(f'{k} {v:.1f}' for k, v in raw.items())}): ratio {e2e['ratio']:.3f} (target <= 1.3)", flush=True)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"machine": machine, "builds": results, "end_to_end": e2e}, indent=1))
+    if len(results) > 1:
+        figure(results, args.figure)
+    print(f"wrote {args.json}" + (f" and {args.figure}" if len(results) > 1 else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
