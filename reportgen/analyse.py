@@ -83,7 +83,6 @@ def neighbour_graph(x: np.ndarray, k: int, *, metric: str = "cosine", block_byte
     else:
         bias = -0.5 * np.einsum("ij,ij->i", data, data)
         m = min(n - 1, k + 8)
-    data_t = np.ascontiguousarray(data.T)
     block = int(max(16, min(4096, block_bytes // (4 * n))))
     buf = np.empty((min(block, n), n), np.float32)
     indices = np.empty((n, k), np.int64)
@@ -91,7 +90,7 @@ def neighbour_graph(x: np.ndarray, k: int, *, metric: str = "cosine", block_byte
     for s in range(0, n, block):
         e = min(s + block, n)
         scores = buf[: e - s]
-        np.matmul(data[s:e], data_t, out=scores)
+        np.matmul(data[s:e], data.T, out=scores)  # BLAS reads the transpose in place: no copy
         if bias is not None:
             scores += bias
         scores[np.arange(e - s), np.arange(s, e)] = -np.inf  # never its own neighbour (duplicates still count)
@@ -251,28 +250,55 @@ def sample_rows(n: int, cap: int, seed: int) -> np.ndarray:
     return np.arange(n) if n <= cap else np.sort(np.random.default_rng(seed).choice(n, cap, replace=False))
 
 
-def trustworthiness(x: np.ndarray, y: np.ndarray, *, k: int = 10, cap: int = 3000, seed: int = 0, metric: str = "euclidean") -> tuple[float, int]:
-    """scikit-learn's trustworthiness on at most ``cap`` samples (it needs all pairwise ranks)."""
-    from sklearn.manifold import trustworthiness as tw
+def _ranked(z: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Every row's other samples in ascending distance (self last), and rank[i, j] = position of j (1-based)."""
+    from sklearn.metrics import pairwise_distances
 
+    d = pairwise_distances(z, metric=metric)
+    np.fill_diagonal(d, np.inf)
+    order = np.argsort(d, axis=1, kind="stable")
+    rank = np.empty_like(order, dtype=np.int32)
+    rows = np.arange(len(z))[:, None]
+    rank[rows, order] = np.arange(1, len(z) + 1, dtype=np.int32)[None, :]
+    return order, rank
+
+
+def _penalty(rank: np.ndarray, knn: np.ndarray, k: int) -> float:
+    n = len(rank)
+    r = np.take_along_axis(rank, knn, axis=1).astype(np.int64) - k
+    return 1.0 - float(r[r > 0].sum()) * (2.0 / (n * k * (2.0 * n - 3.0 * k - 1.0)))
+
+
+def trust_and_continuity(x: np.ndarray, maps: dict[str, np.ndarray], *, k: int = 10, cap: int = 3000, seed: int = 0, metric: str = "euclidean") -> dict[str, tuple[float, float, int]]:
+    """Trustworthiness (are map neighbours true neighbours?) and continuity (are true neighbours kept
+    on the map?) of every map of one layer, on the same ``cap`` samples, as scikit-learn defines them.
+
+    The layer's distances are ranked once for all maps (the costly part); each map adds one ranking
+    of its 2-D distances. Returns {map: (trustworthiness, continuity, samples)}.
+    """
     rows = sample_rows(len(x), cap, seed)
-    k = int(min(k, max(1, len(rows) // 2 - 1)))
-    value = tw(np.asarray(x[rows], np.float64), np.asarray(y[rows], np.float64), n_neighbors=k, metric=metric)
-    return float(value), len(rows)
+    n = len(rows)
+    k = int(min(k, max(1, n // 2 - 1)))
+    order_x, rank_x = _ranked(np.asarray(x[rows], np.float64), metric)
+    knn_x = order_x[:, :k]
+    del order_x
+    out = {}
+    for name, y in maps.items():
+        order_y, rank_y = _ranked(np.asarray(y[rows], np.float64), "euclidean")
+        out[name] = (_penalty(rank_x, order_y[:, :k], k), _penalty(rank_y, knn_x, k), n)
+    return out
+
+
+def trustworthiness(x: np.ndarray, y: np.ndarray, *, k: int = 10, cap: int = 3000, seed: int = 0, metric: str = "euclidean") -> tuple[float, int]:
+    """Trustworthiness of one map on at most ``cap`` samples (see trust_and_continuity)."""
+    t, _, n = trust_and_continuity(x, {"map": y}, k=k, cap=cap, seed=seed, metric=metric)["map"]
+    return t, n
 
 
 def continuity(x: np.ndarray, y: np.ndarray, *, k: int = 10, cap: int = 3000, seed: int = 0, metric: str = "euclidean") -> tuple[float, int]:
     """Continuity = trustworthiness with the two spaces swapped (are original neighbours kept?)."""
-    from sklearn.manifold import trustworthiness as tw
-
-    rows = sample_rows(len(x), cap, seed)
-    k = int(min(k, max(1, len(rows) // 2 - 1)))
-    if metric == "cosine":
-        xr = np.asarray(x[rows], np.float64)
-        xr = xr / np.clip(np.linalg.norm(xr, axis=1, keepdims=True), 1e-12, None)
-    else:
-        xr = np.asarray(x[rows], np.float64)
-    return float(tw(np.asarray(y[rows], np.float64), xr, n_neighbors=k)), len(rows)
+    _, c, n = trust_and_continuity(x, {"map": y}, k=k, cap=cap, seed=seed, metric=metric)["map"]
+    return c, n
 
 
 def linear_probe_accuracy(x: np.ndarray, labels: np.ndarray, *, folds: int = 5, cap: int = 5000, seed: int = 0) -> tuple[float | None, int]:

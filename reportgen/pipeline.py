@@ -23,31 +23,46 @@ import numpy as np
 
 from . import __version__
 from .analyse import (
+    NeighbourGraph,
     centroid_axis,
     class_means,
     component_ends,
-    continuity,
     correlations,
     eta_squared,
     hard_samples,
     image_statistics,
     knn_accuracy,
     linear_probe_accuracy,
-    silhouette,
-    NeighbourGraph,
     neighbour_graph,
     neighbour_queries,
     outliers,
     sanitize,
-    trustworthiness,
+    silhouette,
+    trust_and_continuity,
 )
 from .data import Dataset, Selection, load_dataset, select_samples
 from .errors import DataError, OutputError, ReportgenError, SpecError
 from .extract import Shard, extract_shard, resolve_layers
 from .models import LoadedModel, load_model
-from .reduce import UMAP_SMALL, PcaResult, Projection, fit_pca, pca_projection, run_pacmap, run_tsne, run_umap
+from .reduce import (
+    PcaResult,
+    Projection,
+    fit_pca,
+    pca_projection,
+    run_pacmap,
+    run_tsne,
+    run_umap,
+)
 from .spec import ReportSpec
-from .store import EmbeddingStore, ProjectionCache, StoredEmbeddings, content_key, remove_stale_temps, slug, temp_name
+from .store import (
+    EmbeddingStore,
+    ProjectionCache,
+    StoredEmbeddings,
+    content_key,
+    remove_stale_temps,
+    slug,
+    temp_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +171,16 @@ def _reset_peak_rss() -> bool:
         return False
 
 
+def _release_freed_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them otherwise, and RSS ratchets up stage by stage)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class _Stages:
     """Wall time and peak RSS per stage. Peaks are per stage (the high-water mark is reset when a
     stage starts, where Linux allows it) and nest: an outer stage's peak covers its inner stages."""
@@ -179,6 +204,7 @@ class _Stages:
         finally:
             dt = time.perf_counter() - t0
             peak = max(entry[1], peak_rss_mb())
+            _release_freed_memory()
             self._open.remove(entry)
             for outer in self._open:
                 outer[1] = max(outer[1], peak)
@@ -295,9 +321,9 @@ def _analyse_layer(spec: ReportSpec, model_name: str, layer: str, reshape: str, 
     k_show = min(pca_spec.n_components, pca_full.k)
     reducers = _resolve_reducers(spec)
     # one exact neighbour graph per layer, in the report's metric: every kNN analysis reads it, and
-    # UMAP too (from 4,096 samples, when its metric matches and no comparison needs umap's own index)
+    # UMAP too (when its metric matches and no comparison needs umap's own index)
     kq = max(opts.knn_k, opts.neighbours)
-    share = [r for r in reducers if r.method == "umap" and r.metric == opts.metric and n >= UMAP_SMALL and not need_transform]
+    share = [r for r in reducers if r.method == "umap" and r.metric == opts.metric and not need_transform]
     if share:
         kq = max(kq, max(min(r.n_neighbors, n - 1) for r in share) - 1)
     with stages.stage("neighbours"):
@@ -331,14 +357,12 @@ def _analyse_layer(spec: ReportSpec, model_name: str, layer: str, reshape: str, 
         corr = correlations(stats, scores)
         queries = neighbour_queries(graph, labels, x, hard, n_classes=len(class_names))
         axes = [centroid_axis(x, labels, list(class_names), a, b) for a, b in opts.axes]
-        trust = {}
-        for name, proj in projections.items():
-            if n < 6:  # trustworthiness needs k < N/2 neighbours
-                trust[name] = {"trustworthiness": None, "continuity": None, "samples": n}
-                continue
-            t, used = trustworthiness(x, proj.coords, k=min(10, max(1, n // 2 - 1)), cap=opts.trustworthiness_cap, seed=spec.seed, metric=opts.metric)
-            c, _ = continuity(x, proj.coords, k=min(10, max(1, n // 2 - 1)), cap=opts.trustworthiness_cap, seed=spec.seed, metric=opts.metric)
-            trust[name] = {"trustworthiness": t, "continuity": c, "samples": used}
+        if n < 6:  # trustworthiness needs k < N/2 neighbours
+            trust = {name: {"trustworthiness": None, "continuity": None, "samples": n} for name in projections}
+        else:
+            tc = trust_and_continuity(x, {name: p.coords for name, p in projections.items()}, k=min(10, max(1, n // 2 - 1)),
+                                      cap=opts.trustworthiness_cap, seed=spec.seed, metric=opts.metric)
+            trust = {name: {"trustworthiness": t, "continuity": c, "samples": used} for name, (t, c, used) in tc.items()}
         probe = (None, 0)
         if opts.linear_probe:  # the costliest analysis: cached by content like the maps
             pkey = cache.key({"emb": emb_key, "layer": layer, "probe": opts.probe_cap, "seed": spec.seed}) if cache else None

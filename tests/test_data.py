@@ -4,9 +4,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reportgen.data import BadImage, load_dataset, parse_idx, read_image_file, select_samples
+from reportgen.data import (
+    BadImage,
+    load_dataset,
+    parse_idx,
+    read_image_file,
+    select_samples,
+)
 from reportgen.errors import DataError
-from reportgen.spec import CsvDataset, DigitsDataset, IdxDataset, ImageFolderDataset, NpzDataset
+from reportgen.spec import (
+    CsvDataset,
+    DigitsDataset,
+    IdxDataset,
+    ImageFolderDataset,
+    NpzDataset,
+)
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 

@@ -2,7 +2,6 @@
 independent computations by scikit-learn and SciPy."""
 import numpy as np
 import pytest
-from scipy.linalg import eigh
 from sklearn.datasets import load_digits
 from sklearn.neighbors import NearestNeighbors
 
@@ -87,14 +86,13 @@ def test_fit_pca_matches_sklearn_on_float32_and_float64():
         assert ours.eigenvalues.sum() == pytest.approx(np.var(np.asarray(arr, np.float64), axis=0, ddof=1).sum(), rel=1e-6)
 
 
-def test_umap_reuses_the_layer_graph_from_4096_samples():
+def test_umap_reuses_the_layer_graph():
     from sklearn.manifold import trustworthiness
 
-    from reportgen.reduce import UMAP_SMALL, run_umap
+    from reportgen.reduce import run_umap
     from reportgen.spec import UmapParams
 
-    x, y = _digits(3)
-    assert len(x) >= UMAP_SMALL
+    x, y = _digits(3)  # 5,391 samples: above umap-learn's all-pairs cut-off of 4,096
     g = neighbour_graph(x, 14, metric="euclidean")
     proj = run_umap(x, UmapParams(metric="euclidean"), seed=0, graph=g)
     assert proj.params["neighbours"] == "the layer's exact graph"
@@ -105,8 +103,12 @@ def test_umap_reuses_the_layer_graph_from_4096_samples():
     # the map separates the classes: 10-NN accuracy in 2-D
     g2 = neighbour_graph(proj.coords, 10, metric="euclidean")
     assert (np.array([np.bincount(y[r]).argmax() for r in g2.indices]) == y).mean() > 0.85
+    # below 4,096 samples too (umap-learn would otherwise compute all pairwise distances)
+    small = run_umap(x[:1000], UmapParams(metric="euclidean"), seed=0, graph=neighbour_graph(x[:1000], 14, metric="euclidean"))
+    assert small.params["neighbours"] == "the layer's exact graph"
+    assert trustworthiness(x[:1000], small.coords, n_neighbors=10) > 0.9
     # a graph in another metric is not used
-    other = run_umap(x[:UMAP_SMALL], UmapParams(metric="euclidean"), seed=0, graph=neighbour_graph(x[:UMAP_SMALL], 14, metric="cosine"))
+    other = run_umap(x[:4200], UmapParams(metric="euclidean"), seed=0, graph=neighbour_graph(x[:4200], 14, metric="cosine"))
     assert other.params["neighbours"] == "pynndescent (approximate)"
 
 
@@ -126,3 +128,25 @@ def test_stage_peaks_are_per_stage_and_nest():
     assert st.rss["big"] - st.rss["small"] > 200  # the small stage does not inherit the big one's peak
     assert st.rss["outer"] >= st.rss["big"]  # an outer stage covers its inner stages
     assert set(st.timings) == {"outer", "big", "small"}
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_trust_and_continuity_equal_sklearn(metric):
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import trustworthiness as sk_trust
+
+    from reportgen.analyse import trust_and_continuity
+
+    x, _ = _digits(2)  # the noisy copy has no distance ties
+    x = x[1797:]
+    maps = {"pca": PCA(2).fit_transform(x), "noise": np.random.default_rng(0).normal(size=(len(x), 2))}
+    got = trust_and_continuity(x, maps, k=10, cap=700, seed=3, metric=metric)
+    rows = np.sort(np.random.default_rng(3).choice(len(x), 700, replace=False))
+    xs = x[rows].astype(np.float64)
+    unit = xs / np.linalg.norm(xs, axis=1, keepdims=True)
+    for name, y in maps.items():
+        t, c, used = got[name]
+        assert used == 700
+        assert t == pytest.approx(sk_trust(xs, y[rows], n_neighbors=10, metric=metric), abs=1e-9)
+        assert c == pytest.approx(sk_trust(y[rows], unit if metric == "cosine" else xs, n_neighbors=10), abs=1e-9)
+    assert got["pca"][0] > got["noise"][0] + 0.1 and got["pca"][1] > got["noise"][1] + 0.1

@@ -73,8 +73,8 @@ def test_neighbours_equal_sklearn(built):
 
 
 def test_knn_accuracy_matches_sklearn_leave_one_out(built):
-    from sklearn.neighbors import KNeighborsClassifier
     from sklearn.model_selection import LeaveOneOut, cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
 
     res, tmp = built
     layer = _summary(tmp / "out")["models"][0]["layers"][1]
@@ -144,8 +144,8 @@ def test_hostile_class_names_are_escaped(tmp_path):
     from PIL import Image
     from skimage import data
 
-    from tests.conftest import EFFNET, make_spec
     from reportgen.pipeline import build
+    from tests.conftest import EFFNET, make_spec
 
     evil = ["<img src=x onerror=alert(1)>", "a&b \"q\" 'q' 😀 עברית"]
     root = tmp_path / "imgs"
@@ -170,8 +170,8 @@ def test_hostile_class_names_are_escaped(tmp_path):
 
 
 def test_summary_is_deterministic(built, tmp_path):
-    from tests.conftest import make_spec, spec_dict
     from reportgen.pipeline import build
+    from tests.conftest import make_spec, spec_dict
 
     res, tmp = built
     d = spec_dict(tmp)
@@ -185,8 +185,8 @@ def test_summary_is_deterministic(built, tmp_path):
 
 
 def test_second_build_with_other_reducers_runs_no_forward_pass(built, tmp_path):
-    from tests.conftest import make_spec, spec_dict
     from reportgen.pipeline import build
+    from tests.conftest import make_spec, spec_dict
 
     res, tmp = built
     assert res.forward_calls > 0

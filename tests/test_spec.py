@@ -3,7 +3,13 @@ from pathlib import Path
 import pytest
 
 from reportgen.errors import SpecError
-from reportgen.spec import ReportSpec, apply_overrides, json_schema, load_spec, loads_spec
+from reportgen.spec import (
+    ReportSpec,
+    apply_overrides,
+    json_schema,
+    load_spec,
+    loads_spec,
+)
 
 GOOD = """\
 title: EfficientNet-Lite0 on digits
