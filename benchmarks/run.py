@@ -192,7 +192,7 @@ def bench_neighbours(n: int, d: int, repeat: int) -> None:
 def bench_tsne(n: int) -> None:
     from sklearn.manifold import TSNE
 
-    from reportgen.analyse import knn_accuracy, neighbour_graph, trustworthiness
+    from reportgen.analyse import knn_accuracy, neighbour_graph, trust_and_continuity
     from reportgen.reduce import fit_pca, run_tsne
     from reportgen.spec import TsneParams
 
@@ -206,7 +206,7 @@ def bench_tsne(n: int) -> None:
     p = fit_pca(sh.embeddings["global_pool"], 50).scores
 
     def quality(c):
-        t, _ = trustworthiness(p, c, k=10, cap=3000, seed=0)
+        t = trust_and_continuity(p, {"map": c}, k=10, cap=3000, seed=0)["map"][0]
         return t, knn_accuracy(neighbour_graph(c, 10, metric="euclidean"), y, 10)
 
     tb, ref = timed(lambda: TSNE(random_state=0).fit_transform(p), 1)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -24,8 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+# benchmarks/run.py: one data path and one machine description for both result files
+from run import FASHION, machine
+
 ROOT = Path(__file__).resolve().parents[1]
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 LAYERS = ["blocks.2", "blocks.4", "global_pool"]
 
 SPEC = """
@@ -174,10 +175,6 @@ def main() -> int:
     if not (FASHION / "train-images-idx3-ubyte.gz").exists():
         print(f"skip: Fashion-MNIST not found in {FASHION} (apt-get install dataset-fashion-mnist)")
         return 0
-    import torch
-
-    machine = {"cores": os.cpu_count(), "ram_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-               "python": platform.python_version(), "torch": torch.__version__, "device": "cpu", "date": time.strftime("%Y-%m-%d")}
     results, e2e = {}, None
     with tempfile.TemporaryDirectory(prefix="reportgen-scaling-") as tmp:
         for n in args.sizes:
@@ -193,7 +190,7 @@ def main() -> int:
                 print(f"end to end at 10,000: build {r['wall_s']:.1f} s vs raw parts {total:.1f} s "
                       f"({', '.join(f'{k} {v:.1f}' for k, v in raw.items())}): ratio {e2e['ratio']:.3f} (target <= 1.3)", flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"machine": machine, "builds": results, "end_to_end": e2e}, indent=1))
+    args.json.write_text(json.dumps({"machine": {**machine(), "date": time.strftime("%Y-%m-%d")}, "builds": results, "end_to_end": e2e}, indent=1))
     if len(results) > 1:
         figure(results, args.figure)
     print(f"wrote {args.json}" + (f" and {args.figure}" if len(results) > 1 else ""))

@@ -289,18 +289,6 @@ def trust_and_continuity(x: np.ndarray, maps: dict[str, np.ndarray], *, k: int =
     return out
 
 
-def trustworthiness(x: np.ndarray, y: np.ndarray, *, k: int = 10, cap: int = 3000, seed: int = 0, metric: str = "euclidean") -> tuple[float, int]:
-    """Trustworthiness of one map on at most ``cap`` samples (see trust_and_continuity)."""
-    t, _, n = trust_and_continuity(x, {"map": y}, k=k, cap=cap, seed=seed, metric=metric)["map"]
-    return t, n
-
-
-def continuity(x: np.ndarray, y: np.ndarray, *, k: int = 10, cap: int = 3000, seed: int = 0, metric: str = "euclidean") -> tuple[float, int]:
-    """Continuity = trustworthiness with the two spaces swapped (are original neighbours kept?)."""
-    _, c, n = trust_and_continuity(x, {"map": y}, k=k, cap=cap, seed=seed, metric=metric)["map"]
-    return c, n
-
-
 def linear_probe_accuracy(x: np.ndarray, labels: np.ndarray, *, folds: int = 5, cap: int = 5000, seed: int = 0) -> tuple[float | None, int]:
     """Mean accuracy of a logistic regression (standardised inputs) over stratified k folds.
 

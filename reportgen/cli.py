@@ -137,7 +137,7 @@ def _cmd_check(args, out: TextIO, err: TextIO) -> int:
     for r in results:
         print(f"{'pass' if r.passed else 'FAIL'}  {r.name}  {r.message}", file=out)
     if args.junit:
-        from .pipeline import atomic_write_bytes
+        from .store import atomic_write_bytes
 
         atomic_write_bytes(args.junit, junit_xml(results).encode("utf-8"))
     return _report_checks(results, out, err, quiet=args.quiet)

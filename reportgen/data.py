@@ -243,11 +243,9 @@ def _load_idx(spec: IdxDataset) -> Dataset:
             raise DataError(f"dataset.images{where}: {ipath} holds {images.shape[1:]} images, {image_files[0]} holds {parts[0][0].shape[1:]}; files must match")
         parts.append((images, labels))
         prefixes.append(f"{ipath.stem}-")
-    if len(parts) == 1:
-        return _array_dataset(spec.name or image_files[0].stem, "idx", parts[0][0], parts[0][1], spec.class_names, prefixes[0])
-    ds = _array_dataset(spec.name or " + ".join(p.stem for p in image_files), "idx",
-                        np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), spec.class_names, "")
-    ids = tuple(f"{prefix}{i}" for prefix, (_, lab) in zip(prefixes, parts) for i in range(len(lab)))
+    images, labels = (parts[0] if len(parts) == 1 else (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])))
+    ds = _array_dataset(spec.name or " + ".join(p.stem for p in image_files), "idx", images, labels, spec.class_names, "")
+    ids = tuple(f"{prefix}{i}" for prefix, (_, lab) in zip(prefixes, parts) for i in range(len(lab)))  # per file, so ids stay stable
     return dataclasses.replace(ds, ids=ids)
 
 

@@ -624,7 +624,3 @@ def atomic_dir(out: Path):
         raise
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(temp_name(path.name))
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

@@ -80,7 +80,7 @@ def _spectrum_and_top(cov: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     if not np.allclose(z.T @ z, np.eye(k), atol=1e-8):  # inverse iteration can fail on degenerate spectra
         from scipy.linalg import eigh
 
-        vals, vecs = eigh(cov, subset_by_index=[d - k, d - 1])
+        _, vecs = eigh(cov, subset_by_index=[d - k, d - 1])
         return evals, vecs[:, ::-1]
     # eigenvectors of cov = Q z with Q = H(0) H(1) ... H(d-2), H(i) = I - tau_i v_i v_i^T,
     # v_i = (0 .. 0, 1, refl[i+2:, i]) starting at row i+1 (LAPACK's lower storage)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from .figures import (
     scree_plot,
     thumbnail_uri,
 )
-from .store import slug, temp_name
+from .store import slug, write_cached
 from .summary import METRICS, components_for, summary_dict
 
 log = logging.getLogger(__name__)
@@ -121,13 +120,7 @@ class _Memo(dict):
                 pass
         self[key] = make()
         if path is not None:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(temp_name(path.stem))
-                tmp.write_bytes(self[key])
-                os.replace(tmp, path)
-            except OSError:  # an unwritable cache only costs time
-                pass
+            write_cached(path, self[key])
         return self[key]
 
 

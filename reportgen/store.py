@@ -16,6 +16,7 @@ manifest (shape and SHA-256); a mismatch is logged and the entry recomputed, nev
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -53,6 +54,26 @@ def slug(name: str, *, max_len: int = 80) -> str:
 def temp_name(prefix: str) -> str:
     """A unique temporary name that records the writing process: ``.<prefix>.tmp-<pid>-<random>``."""
     return f".{prefix}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file whole or not at all: a temporary beside it, then a rename."""
+    tmp = path.with_name(temp_name(path.name))
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_cached(path: Path, data: bytes) -> bool:
+    """Best-effort atomic write into a cache folder (made if missing): an unwritable cache only costs time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, data)
+        return True
+    except OSError:
+        return False
 
 
 def remove_stale_temps(folder: Path, prefix: str = "") -> int:
@@ -269,14 +290,7 @@ class EmbeddingStore:
 
     def save_alias(self, quick: str, key: str) -> None:
         """Remember which entry a spec-level key (see pipeline._quick_key) resolved to."""
-        folder = self.dir / ".aliases"
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / temp_name(quick)
-            tmp.write_text(key, encoding="utf-8")
-            os.replace(tmp, folder / quick)
-        except OSError:
-            pass
+        write_cached(self.dir / ".aliases" / quick, key.encode("utf-8"))
 
     def load_alias(self, quick: str) -> StoredEmbeddings | None:
         try:
@@ -343,19 +357,10 @@ class ProjectionCache:
             return None
 
     def save_value(self, key: str, value) -> None:
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            tmp = self.dir / (temp_name(key) + ".json")
-            tmp.write_text(json.dumps({"value": value}), encoding="utf-8")
-            os.replace(tmp, self.dir / f"{key}.json")
-        except OSError:
-            pass
+        write_cached(self.dir / f"{key}.json", json.dumps({"value": value}).encode("utf-8"))
 
     def save(self, key: str, coords: np.ndarray, params: dict, notes: tuple[str, ...]) -> None:
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            tmp = self.dir / (temp_name(key) + ".npz")
-            np.savez(tmp, coords=np.asarray(coords, np.float32), meta=np.asarray(json.dumps({"params": params, "notes": list(notes)}, default=str)))
-            os.replace(tmp, self.dir / f"{key}.npz")
-        except OSError as exc:  # a cache that cannot be written only costs time
-            log.warning("cannot write projection cache in %s (%s)", self.dir, exc.strerror)
+        buf = io.BytesIO()
+        np.savez(buf, coords=np.asarray(coords, np.float32), meta=np.asarray(json.dumps({"params": params, "notes": list(notes)}, default=str)))
+        if not write_cached(self.dir / f"{key}.npz", buf.getvalue()):
+            log.warning("cannot write the projection cache in %s; maps will be refitted next time", self.dir)
