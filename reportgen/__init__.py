@@ -1,30 +1,31 @@
-"""reportgen: a self-contained HTML report of what an image model's layers see."""
+"""reportgen: a self-contained HTML report of what an image model's layers see.
+
+    import reportgen
+    spec = reportgen.load_spec("spec.yaml", overrides=["dataset.limit=300"])
+    result = reportgen.build(spec, output_dir="out")
+
+Plug-ins: ``reportgen.register_reducer``, ``reportgen.register_analysis`` and
+``reportgen.register_dataset_kind`` add a reducer, an analysis (a report section) or a dataset
+kind without changing reportgen's source.
+"""
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__
 
-__all__ = ["__version__", "load_spec", "loads_spec", "build", "list_layers", "load_model", "load_dataset"]
+__all__ = [
+    "__version__", "load_spec", "loads_spec", "build", "list_layers", "load_model", "load_dataset",
+    "register_reducer", "register_analysis", "register_dataset_kind",
+]
+
+_LAZY = {  # importing reportgen stays fast: no torch, no pydantic until a name is used
+    "load_spec": "spec", "loads_spec": "spec", "build": "pipeline", "list_layers": "extract", "load_model": "models",
+    "load_dataset": "datasets", "register_reducer": "reducers", "register_analysis": "analyses", "register_dataset_kind": "datasets",
+}
 
 
-def __getattr__(name: str):  # lazy: importing reportgen stays fast (no torch at import)
-    if name in ("load_spec", "loads_spec"):
-        from . import spec
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
 
-        return getattr(spec, name)
-    if name == "build":
-        from .pipeline import build
-
-        return build
-    if name == "list_layers":
-        from .extract import list_layers
-
-        return list_layers
-    if name == "load_model":
-        from .models import load_model
-
-        return load_model
-    if name == "load_dataset":
-        from .data import load_dataset
-
-        return load_dataset
-    raise AttributeError(name)
+        return getattr(importlib.import_module(f"reportgen.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'reportgen' has no attribute {name!r}")

@@ -6,33 +6,18 @@ without recomputing anything.
 from __future__ import annotations
 
 import json
+import os
 import xml.etree.ElementTree as ET
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
 
 from .errors import DataError
+from .results import CheckResult
 
 
-@dataclass(frozen=True)
-class CheckResult:
-    name: str
-    metric: str
-    model: str
-    layer: str
-    value: float | None
-    baseline: float | None
-    passed: bool
-    message: str
-    skipped: bool = False
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def read_summary(path: Path, *, what: str = "summary") -> dict:
+def read_summary(path: str | os.PathLike, *, what: str = "summary") -> dict:
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(Path(os.fspath(path)).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(f"{what}: file not found: {path}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -52,8 +37,9 @@ def _fmt(v) -> str:
     return "n/a" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
 
 
-def evaluate(summary: dict, checks: list, *, baseline: dict | None = None, baselines: dict | None = None) -> list[CheckResult]:
-    """Evaluate every check against every layer it names. ``baselines`` maps a path to a summary dict."""
+def evaluate(summary: dict, checks: list, *, baseline: dict | None = None) -> list[CheckResult]:
+    """Evaluate every check against every layer it names; ``baseline`` is the summary of a reference
+    build for ``max_drop`` checks without a ``baseline`` file of their own."""
     results = []
     layers = list(_layers(summary))
     for i, c in enumerate(checks):
@@ -66,9 +52,7 @@ def evaluate(summary: dict, checks: list, *, baseline: dict | None = None, basel
             continue
         base = None
         if c.get("max_drop") is not None:
-            base = (baselines or {}).get(str(c.get("baseline"))) if c.get("baseline") else baseline
-            if base is None and c.get("baseline"):
-                base = read_summary(Path(c["baseline"]), what=f"checks[{i}].baseline")
+            base = read_summary(c["baseline"], what=f"checks[{i}].baseline") if c.get("baseline") else baseline
             if base is None and c.get("min") is None and c.get("max") is None:
                 # a regression gate with nothing to compare against (the first run on main): skipped, said so
                 for model, layer, met in matched:

@@ -14,10 +14,8 @@ import traceback
 from pathlib import Path
 from typing import TextIO
 
-from . import __version__
+from ._version import __version__
 from .errors import ExitStatus, ReportgenError, SpecError, UsageError
-
-DEMO_SPEC = Path(__file__).parent / "examples" / "demo.yaml"
 
 EPILOG = """exit codes: 0 ok · 1 runtime error (data, model, output) · 2 usage or invalid spec ·
 3 a quality check failed · 130 interrupted"""
@@ -97,6 +95,23 @@ def _setup_logging(args, stderr: TextIO) -> None:
     root.propagate = False
 
 
+def _hooks():
+    """The CLI owns its process: it may reset the per-stage peak-memory mark and trim the heap."""
+    from .pipeline import ProcessHooks
+
+    return ProcessHooks(reset_peaks=True, trim_memory=True)
+
+
+def _process_setup() -> None:
+    """Process-wide settings only the command line makes (the Python API never does): numba's
+    compiled kernels (UMAP) cached under the user's cache folder, so later runs skip most of the
+    ~30 s compilation even where site-packages is read-only; matplotlib without a display."""
+    from .store import default_cache_dir
+
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(default_cache_dir() / "numba"))
+    os.environ.setdefault("MPLBACKEND", "Agg")
+
+
 def _cmd_build(args, out: TextIO, err: TextIO) -> int:
     from .pipeline import build
     from .spec import load_spec
@@ -104,9 +119,8 @@ def _cmd_build(args, out: TextIO, err: TextIO) -> int:
     spec = load_spec(args.spec, overrides=args.overrides)
     if args.max_samples is not None and args.max_samples <= 0:
         raise UsageError("--max-samples must be > 0")
-    text = args.spec.read_text(encoding="utf-8")
-    result = build(spec, spec_text=text, use_cache=not args.no_cache, cache_dir=args.cache_dir, max_samples=args.max_samples,
-                   progress=not args.quiet, output_dir=args.out, baseline=args.baseline)
+    result = build(spec, use_cache=not args.no_cache, cache_dir=args.cache_dir, max_samples=args.max_samples,
+                   progress=not args.quiet, output_dir=args.out, baseline=args.baseline, hooks=_hooks())
     if not args.quiet:
         print(f"report: {result.output_dir / 'report.html'} ({result.html_bytes / 1e6:.1f} MB)", file=out)
     return _report_checks(result.checks, out, err, quiet=args.quiet)
@@ -145,10 +159,11 @@ def _cmd_check(args, out: TextIO, err: TextIO) -> int:
 
 def _cmd_demo(args, out: TextIO, err: TextIO) -> int:
     from .pipeline import build
+    from .resources import demo_spec
     from .spec import load_spec
 
-    spec = load_spec(DEMO_SPEC)
-    result = build(spec, spec_text=DEMO_SPEC.read_text(encoding="utf-8"), cache_dir=args.cache_dir, progress=not args.quiet, output_dir=args.out)
+    spec = load_spec(demo_spec())
+    result = build(spec, cache_dir=args.cache_dir, progress=not args.quiet, output_dir=args.out, hooks=_hooks())
     print(f"demo report: {(result.output_dir / 'report.html').resolve()}", file=out)
     return ExitStatus.OK
 
@@ -189,8 +204,8 @@ def _cmd_export(args, out: TextIO, err: TextIO) -> int:
 
     spec = load_spec(args.spec, overrides=args.overrides)
     ds, sel, runs = extract_embeddings(spec, cache_dir=args.cache_dir, progress=not args.quiet)
-    base = runs[0].stored
-    tensors = {f"{r.model.name}/{name}": np.asarray(x) for r in runs for name, x in r.stored.layers.items()}
+    base = runs[0].embeddings
+    tensors = {f"{r.model.name}/{name}": np.asarray(x) for r in runs for name, x in r.embeddings.layers.items()}
     meta = {"label": [ds.class_names[int(y)] for y in base.labels], "id": list(base.ids)}
     notes = export_projector(args.out, tensors, meta, np.asarray(base.thumbnails) if ds.has_images else None, binary=args.binary)
     for n in notes:
@@ -207,7 +222,7 @@ def _cmd_cache(args, out: TextIO, err: TextIO) -> int:
         print(store.root, file=out)
     else:
         n = store.clear()
-        print(f"removed {n} cache entr{'y' if n == 1 else 'ies'} from {store.dir}", file=out)
+        print(f"removed {n} embedding entr{'y' if n == 1 else 'ies'} and every cached map, graph, probe and figure from {store.root}", file=out)
     return ExitStatus.OK
 
 
@@ -220,8 +235,8 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr:
     err = stderr or sys.stderr
     argv = list(sys.argv[1:] if argv is None else argv)
     show_tb = "--traceback" in argv
-    os.environ.setdefault("MPLBACKEND", "Agg")
     try:
+        _process_setup()
         parser = _parser()
         try:
             import contextlib

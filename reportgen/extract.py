@@ -17,9 +17,10 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .data import BadImage, Dataset
+from .datasets import Dataset
 from .errors import DataError, ModelError
-from .models import LoadedModel, make_thumbnail, preprocess_image
+from .images import BadImage, make_thumbnail, preprocess_image
+from .models import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +42,14 @@ class ResolvedLayer:
     requested: str  # what the spec said
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Shard:
     """Embeddings of one slice of the dataset (only successfully read samples)."""
 
     indices: np.ndarray  # dataset indices, in order
     embeddings: dict[str, np.ndarray]  # layer -> (n, d) float32
     thumbnails: np.ndarray  # (n, t, t, 3) uint8
-    bad: list[tuple[int, str]] = field(default_factory=list)  # (dataset index, reason)
+    bad: tuple[tuple[int, str], ...] = ()  # (dataset index, reason)
     reshapes: dict[str, str] = field(default_factory=dict)
     forward_calls: int = 0
     seconds: float = 0.0
@@ -404,4 +405,4 @@ def extract_shard(
         emb = {l.name: np.zeros((0, 0), np.float32) for l in layers}
         idx_all = np.zeros(0, np.int64)
         th_all = np.zeros((0, thumbnail_px, thumbnail_px, 3), np.uint8)
-    return Shard(indices=idx_all, embeddings=emb, thumbnails=th_all, bad=bad, reshapes=reshapes, forward_calls=calls, seconds=time.perf_counter() - t0)
+    return Shard(indices=idx_all, embeddings=emb, thumbnails=th_all, bad=tuple(bad), reshapes=reshapes, forward_calls=calls, seconds=time.perf_counter() - t0)

@@ -17,29 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
-import numpy as np
-
 from .errors import ModelError
+from .images import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from .results import ModelInfo
 
 log = logging.getLogger(__name__)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How an RGB uint8 image becomes a model input (timm's eval transform, without torchvision)."""
-
-    input_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str = "bicubic"
-    crop_pct: float = 0.875
-
-    def as_dict(self) -> dict:
-        return {"input_size": self.input_size, "mean": list(self.mean), "std": list(self.std), "interpolation": self.interpolation, "crop_pct": self.crop_pct}
-
 
 @dataclass(frozen=True)
 class PackagedWeights:
@@ -83,16 +65,26 @@ PACKAGED_WEIGHTS: dict[str, PackagedWeights] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LoadedModel:
-    name: str
+    """A model ready for a forward pass: the module (on its device, in eval mode) and what the report
+    says about it (``info``)."""
+
+    info: ModelInfo
     module: "object"  # torch.nn.Module
-    arch: str
-    source: str  # "random init" / "packaged:..." / "checkpoint:..." / "hub" / "factory:..."
-    weights_sha256: str
-    preprocess: Preprocess
-    device: str
     channels_last: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self.info.preprocess  # type: ignore[return-value] - set by load_model, never None here
+
+    @property
+    def device(self) -> str:
+        return self.info.device
 
 
 def resolve_device(device: str) -> str:
@@ -336,39 +328,4 @@ def load_model(spec, *, seed: int = 0, module=None) -> LoadedModel:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     log.info("model %s: %s, %s, weights sha256 %s..., device %s", spec.name, arch, source, digest[:12], device)
-    return LoadedModel(name=spec.name, module=model, arch=arch, source=source, weights_sha256=digest, preprocess=prep, device=device, channels_last=channels_last)
-
-
-def preprocess_image(image: np.ndarray, prep: Preprocess) -> np.ndarray:
-    """RGB uint8 (H,W,3) -> normalised float32 (3,S,S): resize shorter side to S/crop_pct, centre crop."""
-    from PIL import Image
-
-    interp = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST, "lanczos": Image.LANCZOS}.get(prep.interpolation, Image.BICUBIC)
-    s = prep.input_size
-    im = Image.fromarray(image)
-    scale = int(round(s / prep.crop_pct))
-    w, h = im.size
-    if w <= h:
-        nw, nh = scale, max(scale, int(round(h * scale / w)))
-    else:
-        nw, nh = max(scale, int(round(w * scale / h))), scale
-    im = im.resize((nw, nh), interp)
-    left, top = (nw - s) // 2, (nh - s) // 2
-    im = im.crop((left, top, left + s, top + s))
-    arr = np.asarray(im, dtype=np.float32) * (1.0 / 255.0)
-    arr = (arr - np.asarray(prep.mean, dtype=np.float32)) / np.asarray(prep.std, dtype=np.float32)
-    return np.ascontiguousarray(arr.transpose(2, 0, 1))
-
-
-def make_thumbnail(image: np.ndarray, size: int) -> np.ndarray:
-    """Centre-square crop then resize to (size, size, 3) uint8."""
-    from PIL import Image
-
-    h, w = image.shape[:2]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    sq = image[top : top + side, left : left + side]
-    if side == size:
-        return np.ascontiguousarray(sq)
-    resample = Image.NEAREST if side * 2 <= size else Image.LANCZOS if side > size else Image.BICUBIC
-    return np.asarray(Image.fromarray(sq).resize((size, size), resample))
+    return LoadedModel(ModelInfo(name=spec.name, arch=arch, source=source, weights_sha256=digest, preprocess=prep, device=device), model, channels_last)

@@ -1,151 +1,77 @@
 """Pipeline: ``build(spec)`` -> ``BuildResult``; the one place that knows the order of stages.
 
-spec -> data -> models -> extract (cached) -> reduce -> analyse -> figures -> render -> write.
+    data -> models -> extract (cached) -> per layer: PCA, neighbour graph, maps (registry),
+    analyses (registry) -> build analyses (comparisons) -> checks -> render -> output
+
+Every cached thing (embeddings, graphs, maps, probes, figures) is keyed by its inputs and by the
+fingerprint of the code that makes it (``reportgen.fingerprint``). From the Python API a build
+leaves the caller's process as it found it; the CLI opts in to process-wide housekeeping
+(``ProcessHooks``: a per-stage peak-memory reset and handing freed heap back to the OS).
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import hashlib
 import logging
 import os
 import platform
 import resource
-import shutil
 import sys
 import time
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from . import __version__
-from .analyse import (
-    NeighbourGraph,
-    centroid_axis,
-    class_means,
-    component_ends,
-    correlations,
-    eta_squared,
-    hard_samples,
-    image_statistics,
-    knn_accuracy,
-    linear_probe_accuracy,
-    neighbour_graph,
-    neighbour_queries,
-    outliers,
-    sanitize,
-    silhouette,
-    trust_and_continuity,
-)
-from .data import Dataset, Selection, load_dataset, select_samples
-from .errors import DataError, OutputError, ReportgenError, SpecError
+from ._version import __version__
+from .analyses import BuildInput, LayerInput, build_analyses, layer_analyses, run_order
+from .checks import evaluate, junit_xml, read_summary
+from .datasets import Dataset, Selection, load_dataset, select_samples
+from .errors import DataError, ReportgenError, SpecError
 from .extract import Shard, extract_shard, resolve_layers
-from .models import LoadedModel, load_model
-from .reduce import (
-    PcaResult,
-    Projection,
-    fit_pca,
-    pca_projection,
-    run_pacmap,
-    run_tsne,
-    run_umap,
+from .fingerprint import code_fingerprint
+from .images import make_thumbnail
+from .kernels import image_statistics, sanitize
+from .models import PACKAGED_WEIGHTS, LoadedModel, load_model
+from .neighbours import NeighbourGraph, exact_graph
+from .output import check_output_dir, write_report
+from .pca import PcaResult, fit_pca
+from .reducers import FittedMap, call_fit, make_reducer
+from .render import render_report
+from .results import (
+    BuildResult,
+    DatasetInfo,
+    Embeddings,
+    LayerResult,
+    MapResult,
+    ModelInfo,
+    ModelResult,
+    ModelRun,
+    ReportData,
+    RunStats,
+    Samples,
 )
 from .spec import ReportSpec
-from .store import (
-    EmbeddingStore,
-    ProjectionCache,
-    StoredEmbeddings,
-    content_key,
-    remove_stale_temps,
-    slug,
-    temp_name,
-)
+from .store import Cache, EmbeddingStore, content_key, file_sha256
+from .summary import metrics_view, summary_dict
 
 log = logging.getLogger(__name__)
 
 SHARD_SIZE = 8192
-REPORT_MARKER = "reportgen-report"
+
+#: Code that shapes embeddings: a change to decoding, preprocessing or pooling recomputes them.
+EMBEDDING_CODE = ("reportgen.images", "reportgen.extract")
 
 
-# ----------------------------------------------------------------------------- results
+def as_path(value: str | os.PathLike | None) -> Path | None:
+    """Every path the Python API takes may be a ``str`` or any ``os.PathLike``."""
+    return None if value is None else Path(os.fspath(value))
 
 
-@dataclass
-class LayerResult:
-    model: str
-    layer: str
-    reshape: str
-    dim: int
-    pca: PcaResult
-    projections: dict[str, Projection]
-    graph: Any
-    knn_accuracy: float
-    knn_k: int
-    hard: list
-    outliers: np.ndarray
-    ends: list
-    eta2: np.ndarray
-    class_means: np.ndarray
-    stat_corr: np.ndarray  # (4, k)
-    queries: list[int]
-    axes: list
-    trust: dict[str, dict]
-    nonfinite_rows: int
-    pca_full: PcaResult | None = None  # all components computed (t-SNE input frame), for transforms
-    probe: tuple = (None, 0)  # (accuracy, samples)
-    silhouette: tuple = (None, 0)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def slug(self) -> str:
-        return f"{slug(self.model)}--{slug(self.layer)}"
-
-
-@dataclass
-class ModelRun:
-    model: LoadedModel
-    stored: StoredEmbeddings
-    forward_calls: int
-    from_cache: bool
-    layers: list[LayerResult] = field(default_factory=list)
-
-
-@dataclass
-class BuildResult:
-    spec: ReportSpec
-    spec_text: str
-    dataset: Dataset
-    selection: Selection
-    runs: list[ModelRun]
-    timings: dict[str, float]
-    peak_rss_mb: dict[str, float]
-    labels: np.ndarray  # labels of the rows used (same for every model)
-    ids: tuple[str, ...]
-    thumbnails: np.ndarray
-    image_stats: np.ndarray
-    bad: tuple[tuple[str, str], ...]
-    notes: list[str]
-    output_dir: Path | None = None
-    html_bytes: int = 0
-    section_bytes: dict[str, int] = field(default_factory=dict)
-    reductions: list[str] = field(default_factory=list)
-    checks: list = field(default_factory=list)  # CheckResult
-    comparison: Any = None  # compare.Comparison when several models
-    shifts: list = field(default_factory=list)  # compare.DatasetShift per extra dataset, model and layer
-    reducer_fits: int = 0  # t-SNE/UMAP/PaCMAP fits run (0 when every map came from the cache)
-    use_cache: bool = True
-    cache_dir: Path | None = None
-
-    @property
-    def checks_failed(self) -> list:
-        return [c for c in self.checks if not c.passed]
-
-    @property
-    def forward_calls(self) -> int:
-        return sum(r.forward_calls for r in self.runs)
+# ----------------------------------------------------------------------------- process facts
 
 
 def peak_rss_mb() -> float:
@@ -161,41 +87,54 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _reset_peak_rss() -> bool:
-    """Restart this process's VmHWM from the current RSS (Linux >= 4.0), so a stage's peak is its own."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
+@dataclass(frozen=True)
+class ProcessHooks:
+    """Process-wide housekeeping a build may do; the CLI turns it on, the Python API leaves it off.
+
+    ``reset_peaks``: restart the kernel's peak-RSS mark at each stage (``/proc/self/clear_refs``), so
+    every stage reports its own peak; ``trim_memory``: hand freed heap back to the OS after each
+    stage (glibc's ``malloc_trim``), so RSS does not ratchet up stage by stage.
+    """
+
+    reset_peaks: bool = False
+    trim_memory: bool = False
+
+    def reset_peak(self) -> None:
+        if not self.reset_peaks:
+            return
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            pass
+
+    def trim(self) -> None:
+        if not self.trim_memory:
+            return
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
 
 
-def _release_freed_memory() -> None:
-    """Hand freed heap pages back to the OS (glibc keeps them otherwise, and RSS ratchets up stage by stage)."""
-    try:
-        import ctypes
+class Stages:
+    """Wall time and peak RSS per stage. With ``ProcessHooks.reset_peaks`` a stage's peak is its own;
+    without, it is the process's peak so far. Peaks nest: an outer stage's covers its inner ones."""
 
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-class _Stages:
-    """Wall time and peak RSS per stage. Peaks are per stage (the high-water mark is reset when a
-    stage starts, where Linux allows it) and nest: an outer stage's peak covers its inner stages."""
-
-    def __init__(self) -> None:
+    def __init__(self, hooks: ProcessHooks = ProcessHooks()) -> None:
+        self.hooks = hooks
         self.timings: dict[str, float] = {}
         self.rss: dict[str, float] = {}
-        self._open: list[list] = []  # [name, running peak] of the stages in progress
+        self._open: list[list] = []
 
     @contextlib.contextmanager
     def stage(self, name: str):
         now = peak_rss_mb()
         for entry in self._open:
             entry[1] = max(entry[1], now)
-        _reset_peak_rss()
+        self.hooks.reset_peak()
         entry = [name, 0.0]
         self._open.append(entry)
         t0 = time.perf_counter()
@@ -204,7 +143,7 @@ class _Stages:
         finally:
             dt = time.perf_counter() - t0
             peak = max(entry[1], peak_rss_mb())
-            _release_freed_memory()
+            self.hooks.trim()
             self._open.remove(entry)
             for outer in self._open:
                 outer[1] = max(outer[1], peak)
@@ -229,12 +168,12 @@ def library_versions() -> dict[str, str]:
 
 
 def _embed(spec: ReportSpec, mspec, loaded: LoadedModel, ds: Dataset, sel: Selection, store: EmbeddingStore, *, use_cache: bool, progress: bool,
-           on_bad_image: str | None = None) -> tuple[StoredEmbeddings, int, bool]:
+           on_bad_image: str | None = None) -> Embeddings:
     on_bad_image = on_bad_image or spec.dataset.on_bad_image
     layers = resolve_layers(loaded.module, mspec.layers)
     key = content_key({
-        "v": 1,
-        "arch": loaded.arch, "weights": loaded.weights_sha256, "preprocess": loaded.preprocess.as_dict(),
+        "code": code_fingerprint(*EMBEDDING_CODE),
+        "arch": loaded.info.arch, "weights": loaded.info.weights_sha256, "preprocess": loaded.preprocess.as_dict(),
         "layers": [(l.name, l.reshape) for l in layers], "max_features": mspec.max_features,
         "dataset": ds.fingerprint, "selection": hashlib.sha256(sel.indices.tobytes()).hexdigest(),
         "thumb": spec.report.thumbnail_px, "on_bad_image": on_bad_image,
@@ -243,8 +182,8 @@ def _embed(spec: ReportSpec, mspec, loaded: LoadedModel, ds: Dataset, sel: Selec
         hit = store.load(key)
         if hit is not None:
             log.info("model %s: embeddings from cache %s", loaded.name, hit.path)
-            return hit, 0, True
-    writer = store.writer(key, len(sel.indices), spec.report.thumbnail_px)
+            return hit
+    writer = store.writer(key, spec.report.thumbnail_px)
     calls = 0
     try:
         from tqdm.auto import tqdm
@@ -264,11 +203,11 @@ def _embed(spec: ReportSpec, mspec, loaded: LoadedModel, ds: Dataset, sel: Selec
         finally:
             bar.close()
         if writer.count == 0:
-            raise DataError(f"dataset: none of the {len(sel.indices)} selected images could be read (first: {writer.bad[0][1] if writer.bad else '?'})")
+            raise DataError(f"dataset: none of the {len(sel.indices)} selected images could be read (first: {writer.bad[0][1] if writer.bad else 'no reason given'})")
         ids = [ds.ids[int(i)] for i in np.concatenate(writer.indices)]
         bad = [(ds.ids[i], r) for i, r in writer.bad]
         manifest = {
-            "model": {"name": loaded.name, "arch": loaded.arch, "source": loaded.source, "weights_sha256": loaded.weights_sha256},
+            "model": {"name": loaded.name, "arch": loaded.info.arch, "source": loaded.info.source, "weights_sha256": loaded.info.weights_sha256},
             "dataset": {"name": ds.name, "kind": ds.kind, "fingerprint": ds.fingerprint, "class_names": list(ds.class_names)},
             "preprocess": loaded.preprocess.as_dict(), "thumbnail_px": spec.report.thumbnail_px,
         }
@@ -276,110 +215,10 @@ def _embed(spec: ReportSpec, mspec, loaded: LoadedModel, ds: Dataset, sel: Selec
     except BaseException:
         writer.abort()
         raise
-    stored = store.load(key, verify=False)
+    stored = store.load(key, verify=False, origin="computed")
     if stored is None:
         raise ReportgenError(f"cache: entry {key} vanished right after it was written; is another process clearing {store.dir}?")
-    return stored, calls, False
-
-
-# ----------------------------------------------------------------------------- analysis
-
-
-def _fit_reducer(r, x: np.ndarray, pca_full: PcaResult, seed: int, graph: NeighbourGraph | None) -> Projection:
-    if r.method == "pca":
-        return pca_projection(pca_full)
-    if r.method == "tsne":
-        inp = pca_full.scores[:, : r.pca_components] if r.pca_components and r.pca_components < x.shape[1] else x
-        return run_tsne(inp, r, seed=seed)
-    if r.method == "umap":
-        return run_umap(x, r, seed=seed, graph=graph)
-    return run_pacmap(x, r, seed=seed)
-
-
-def _resolve_reducers(spec: ReportSpec) -> list:
-    """Reducer specs with unset metrics filled in from the report's, so cache keys name what was run."""
-    return [r.model_copy(update={"metric": spec.report.metric}) if getattr(r, "metric", "") is None else r for r in spec.reducers]
-
-
-def _analyse_layer(spec: ReportSpec, model_name: str, layer: str, reshape: str, emb: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...], stats: np.ndarray, stages: _Stages,
-                   *, cache: ProjectionCache | None = None, emb_key: str = "", counter: dict | None = None, need_transform: bool = False) -> LayerResult:
-    opts = spec.report
-    x, nonfinite = sanitize(emb)
-    notes = []
-    if nonfinite:
-        notes.append(f"{nonfinite} sample(s) had NaN or Inf values in this layer; they were set to 0 for the analyses (check the model).")
-    n = len(x)
-    with stages.stage("reduce: pca"):
-        pca_spec = spec.pca
-        k_needed = max(pca_spec.n_components, opts.gallery_components, 2)
-        tsne_spec = next((r for r in spec.reducers if r.method == "tsne"), None)
-        if tsne_spec is not None and tsne_spec.pca_components:
-            k_needed = max(k_needed, tsne_spec.pca_components)
-        pca_full = fit_pca(x, k_needed)
-    if pca_full.total_variance <= 0:
-        notes.append("All samples have identical embeddings in this layer (zero variance): PCA components and maps carry no information.")
-    k_show = min(pca_spec.n_components, pca_full.k)
-    reducers = _resolve_reducers(spec)
-    # one exact neighbour graph per layer, in the report's metric: every kNN analysis reads it, and
-    # UMAP too (when its metric matches and no comparison needs umap's own index)
-    kq = max(opts.knn_k, opts.neighbours)
-    share = [r for r in reducers if r.method == "umap" and r.metric == opts.metric and not need_transform]
-    if share:
-        kq = max(kq, max(min(r.n_neighbors, n - 1) for r in share) - 1)
-    with stages.stage("neighbours"):
-        graph = neighbour_graph(x, kq, metric=opts.metric)
-    projections: dict[str, Projection] = {}
-    for r in reducers:
-        if r.method != "pca" and pca_full.total_variance <= 0:
-            notes.append(f"{r.method} skipped: every sample has the same embedding, so there is nothing to map.")
-            continue
-        with stages.stage(f"reduce: {r.method}"):
-            shared = r in share
-            key = cache.key({"emb": emb_key, "layer": layer, "reducer": r.model_dump(mode="json"), "seed": spec.seed, "graph": shared}) if cache and r.method != "pca" else None
-            hit = cache.load(key) if key else None
-            if hit is not None:
-                projections[r.method] = Projection(r.method, hit[0], hit[1], hit[2], 0.0)
-                continue
-            projections[r.method] = proj = _fit_reducer(r, x, pca_full, spec.seed, graph if shared else None)
-            if r.method != "pca" and counter is not None:
-                counter["fits"] = counter.get("fits", 0) + 1
-            if key:
-                cache.save(key, proj.coords, proj.params, proj.notes)
-    with stages.stage("analyse"):
-        k_eff = min(opts.knn_k, graph.indices.shape[1])
-        acc = knn_accuracy(graph, labels, k_eff)
-        hard = hard_samples(graph, labels, k_eff, opts.hard_samples)
-        outl = outliers(graph, k_eff, min(opts.hard_samples, n))
-        scores = pca_full.scores[:, :k_show]
-        ends = component_ends(pca_full, labels, class_names, components=min(opts.gallery_components, k_show), size=min(opts.gallery_size, max(1, n // 2)))
-        eta = eta_squared(scores, labels)
-        means = class_means(scores, labels, len(class_names))
-        corr = correlations(stats, scores)
-        queries = neighbour_queries(graph, labels, x, hard, n_classes=len(class_names))
-        axes = [centroid_axis(x, labels, list(class_names), a, b) for a, b in opts.axes]
-        if n < 6:  # trustworthiness needs k < N/2 neighbours
-            trust = {name: {"trustworthiness": None, "continuity": None, "samples": n} for name in projections}
-        else:
-            tc = trust_and_continuity(x, {name: p.coords for name, p in projections.items()}, k=min(10, max(1, n // 2 - 1)),
-                                      cap=opts.trustworthiness_cap, seed=spec.seed, metric=opts.metric)
-            trust = {name: {"trustworthiness": t, "continuity": c, "samples": used} for name, (t, c, used) in tc.items()}
-        probe = (None, 0)
-        if opts.linear_probe:  # the costliest analysis: cached by content like the maps
-            pkey = cache.key({"emb": emb_key, "layer": layer, "probe": opts.probe_cap, "seed": spec.seed}) if cache else None
-            cached = cache.load_value(pkey) if pkey else None
-            probe = tuple(cached) if cached is not None else linear_probe_accuracy(x, labels, cap=opts.probe_cap, seed=spec.seed)
-            if pkey and cached is None:
-                cache.save_value(pkey, list(probe))
-        sil = silhouette(x, labels, cap=opts.trustworthiness_cap, seed=spec.seed, metric=opts.metric)
-    pca_show = PcaResult(pca_full.mean, pca_full.components[:k_show], pca_full.scores[:, :k_show], pca_full.explained_variance[:k_show], pca_full.explained_variance_ratio[:k_show], pca_full.eigenvalues, pca_full.total_variance)
-    return LayerResult(
-        model=model_name, layer=layer, reshape=reshape, dim=int(x.shape[1]), pca=pca_show, projections=projections, graph=graph,
-        knn_accuracy=acc, knn_k=k_eff, hard=hard, outliers=outl, ends=ends, eta2=eta, class_means=means, stat_corr=corr,
-        queries=queries, axes=axes, trust=trust, nonfinite_rows=nonfinite, notes=notes, probe=probe, silhouette=sil, pca_full=pca_full,
-    )
-
-
-# ----------------------------------------------------------------------------- build
+    return dataclasses.replace(stored, forward_calls=calls)
 
 
 def check_axes(spec: ReportSpec, ds: Dataset) -> None:
@@ -395,76 +234,30 @@ def check_axes(spec: ReportSpec, ds: Dataset) -> None:
             raise SpecError(f"report.axes[{i}]: both ends are {a!r}; name two different classes")
 
 
-
 def _precomputed_run(spec: ReportSpec, ds: Dataset, sel: Selection) -> ModelRun:
     """Embeddings given as input (vectors, a projector folder): no model, no forward pass."""
-    from .models import Preprocess, make_thumbnail
-
     idx = sel.indices
     t = spec.report.thumbnail_px
     thumbs = np.stack([make_thumbnail(ds.read(int(i)), t) for i in idx])
-    layers = {name: np.asarray(v[idx], np.float32) for name, v in ds.vectors.items()}
-    digest = hashlib.sha256(ds.fingerprint.encode()).hexdigest()
-    loaded = LoadedModel(name="embeddings", module=None, arch="precomputed", source=ds.source, weights_sha256=digest,
-                         preprocess=Preprocess(0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "none", 1.0), device="none")
-    stored = StoredEmbeddings(key="precomputed", path=Path(ds.source), ids=tuple(ds.ids[int(i)] for i in idx), indices=idx,
-                              labels=ds.labels[idx], layers=layers, reshapes={k: "precomputed" for k in layers}, thumbnails=thumbs, bad=(), manifest={})
-    return ModelRun(loaded, stored, 0, False)
-
-
-def extract_embeddings(
-    spec: ReportSpec,
-    *,
-    use_cache: bool = True,
-    cache_dir: Path | None = None,
-    modules: dict[str, Any] | None = None,
-    max_samples: int | None = None,
-    progress: bool = True,
-    stages: "_Stages | None" = None,
-) -> tuple[Dataset, Selection, list[ModelRun]]:
-    """The data, model and extraction stages: every model's embeddings, from the cache or computed."""
-    stages = stages or _Stages()
-    modules = modules or {}
-    with stages.stage("data: load"):
-        ds = load_dataset(spec.dataset)
-        sel = select_samples(ds, limit=spec.dataset.limit, method=spec.dataset.sample, seed=spec.seed, max_samples=max_samples)
-        check_axes(spec, ds)
-    if ds.vectors is not None:
-        with stages.stage("extract: precomputed"):
-            return ds, sel, [_precomputed_run(spec, ds, sel)]
-    store = EmbeddingStore(cache_dir or spec.cache_dir)
-    runs: list[ModelRun] = []
-    for mspec in spec.models:
-        quick = None if mspec.name in modules else _quick_key(spec, mspec, ds, sel)
-        if use_cache and quick and not spec.extra_datasets:
-            with stages.stage(f"extract: {mspec.name}"):
-                hit = store.load_alias(quick)
-            if hit is not None:  # the model need not even be built
-                log.info("model %s: embeddings from cache %s (model not loaded)", mspec.name, hit.path)
-                runs.append(ModelRun(_model_from_manifest(mspec, hit.manifest), hit, 0, True))
-                continue
-        with stages.stage(f"model: load {mspec.name}"):
-            loaded = load_model(mspec, seed=spec.seed, module=modules.get(mspec.name))
-        with stages.stage(f"extract: {mspec.name}"):
-            stored, calls, hit = _embed(spec, mspec, loaded, ds, sel, store, use_cache=use_cache, progress=progress)
-            if quick:
-                store.save_alias(quick, stored.key)
-        runs.append(ModelRun(loaded, stored, calls, hit))
-    return ds, sel, runs
+    layers = {name: np.asarray(v[idx], np.float32) for name, v in (ds.vectors or {}).items()}
+    key = content_key({"input": ds.fingerprint, "selection": hashlib.sha256(idx.tobytes()).hexdigest(), "thumb": t})
+    info = ModelInfo(name="embeddings", arch="precomputed", source=f"input file {ds.source}", weights_sha256=hashlib.sha256(ds.fingerprint.encode()).hexdigest(),
+                     preprocess=None, device="none (embeddings given as input)")
+    emb = Embeddings(key=key, origin="input", path=None, ids=tuple(ds.ids[int(i)] for i in idx), indices=idx, labels=ds.labels[idx],
+                     layers=layers, reshapes={k: "given" for k in layers}, thumbnails=thumbs, bad=())
+    return ModelRun(info, emb)
 
 
 def _quick_key(spec: ReportSpec, mspec, ds: Dataset, sel: Selection) -> str | None:
     """A cache key from the spec alone (architecture, weights file hash, preprocessing options, layers,
-    data), so a rebuild finds its embeddings without building the model. None for factories and
-    objects, whose identity only shows once they are built."""
+    data, code), so a rebuild finds its embeddings without building the model. None for factories
+    and objects, whose identity only shows once they are built."""
     from importlib import metadata
-
-    from .models import PACKAGED_WEIGHTS
-    from .store import file_sha256
 
     if mspec.factory or mspec.pretrained or not (mspec.timm or mspec.pixels):
         return None  # hub weights can change under the same name: always load those
-    parts = {"v": 1, "model": mspec.model_dump(mode="json", exclude={"name", "device", "batch_size", "num_workers", "checkpoint", "channels_last", "jit"}),
+    parts = {"code": code_fingerprint(*EMBEDDING_CODE, "reportgen.models"),
+             "model": mspec.model_dump(mode="json", exclude={"name", "device", "batch_size", "num_workers", "checkpoint", "channels_last", "jit"}),
              "seed": spec.seed, "dataset": ds.fingerprint, "selection": hashlib.sha256(sel.indices.tobytes()).hexdigest(),
              "thumb": spec.report.thumbnail_px, "on_bad_image": spec.dataset.on_bad_image}
     try:
@@ -481,146 +274,283 @@ def _quick_key(spec: ReportSpec, mspec, ds: Dataset, sel: Selection) -> str | No
     return content_key(parts)
 
 
-def _model_from_manifest(mspec, manifest: dict) -> LoadedModel:
-    from .models import Preprocess
+def _info_from_manifest(mspec, manifest: Mapping) -> ModelInfo:
+    from .images import Preprocess
 
-    m, p = manifest["model"], manifest["preprocess"]
-    prep = Preprocess(p["input_size"], tuple(p["mean"]), tuple(p["std"]), p["interpolation"], p["crop_pct"])
-    return LoadedModel(name=mspec.name, module=None, arch=m["arch"], source=m["source"], weights_sha256=m["weights_sha256"],
-                       preprocess=prep, device="not loaded (embeddings from the cache)")
+    m = manifest["model"]
+    return ModelInfo(name=mspec.name, arch=m["arch"], source=m["source"], weights_sha256=m["weights_sha256"],
+                     preprocess=Preprocess.from_dict(manifest["preprocess"]), device="not loaded (embeddings from the cache)")
+
+
+def extract_embeddings(
+    spec: ReportSpec,
+    *,
+    use_cache: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+    modules: dict[str, Any] | None = None,
+    max_samples: int | None = None,
+    progress: bool = True,
+    stages: Stages | None = None,
+) -> tuple[Dataset, Selection, tuple[ModelRun, ...]]:
+    """The data, model and extraction stages: every model's embeddings, from the cache or computed."""
+    ds, sel, runs, _ = _extract(spec, use_cache=use_cache, cache_dir=cache_dir, modules=modules, max_samples=max_samples, progress=progress, stages=stages or Stages())
+    return ds, sel, runs
+
+
+def _extract(spec: ReportSpec, *, use_cache: bool, cache_dir, modules, max_samples, progress: bool, stages: Stages):
+    """``extract_embeddings`` plus the models it loaded (compared datasets go through them too)."""
+    modules = modules or {}
+    loaded_models: dict[str, LoadedModel] = {}
+    with stages.stage("data: load"):
+        ds = load_dataset(spec.dataset)
+        sel = select_samples(ds, limit=spec.dataset.limit, method=spec.dataset.sample, seed=spec.seed, max_samples=max_samples)
+        check_axes(spec, ds)
+    if ds.vectors is not None:
+        with stages.stage("extract: precomputed"):
+            return ds, sel, (_precomputed_run(spec, ds, sel),), loaded_models
+    store = EmbeddingStore(as_path(cache_dir) or spec.cache_dir)
+    runs: list[ModelRun] = []
+    for mspec in spec.models:
+        quick = None if mspec.name in modules else _quick_key(spec, mspec, ds, sel)
+        if use_cache and quick and not spec.extra_datasets:
+            with stages.stage(f"extract: {mspec.name}"):
+                hit = store.load_alias(quick)
+            if hit is not None:  # the model need not even be built
+                log.info("model %s: embeddings from cache %s (model not loaded)", mspec.name, hit.path)
+                runs.append(ModelRun(_info_from_manifest(mspec, hit.manifest), hit))
+                continue
+        with stages.stage(f"model: load {mspec.name}"):
+            loaded = loaded_models[mspec.name] = load_model(mspec, seed=spec.seed, module=modules.get(mspec.name))
+        with stages.stage(f"extract: {mspec.name}"):
+            emb = _embed(spec, mspec, loaded, ds, sel, store, use_cache=use_cache, progress=progress)
+            if quick:
+                store.save_alias(quick, emb.key)
+        runs.append(ModelRun(loaded.info, emb))
+    return ds, sel, tuple(runs), loaded_models
+
+
+# ----------------------------------------------------------------------------- analysis
+
+
+@dataclass(frozen=True, eq=False)
+class _LayerWork:
+    """What analysing one layer gives the later stages besides its result."""
+
+    result: LayerResult
+    fitted: Mapping[str, FittedMap]  # maps fitted in this build (they can place other samples)
+    pca: PcaResult
+    x: np.ndarray
+
+
+def _graph(cache: Cache, x: np.ndarray, k: int, metric: str, emb_key: str, layer: str) -> NeighbourGraph:
+    key = cache.key("graphs", {"emb": emb_key, "layer": layer, "k": k, "metric": metric}, code_fingerprint("reportgen.neighbours"))
+    hit = cache.get_arrays("graphs", key)
+    if hit is not None:
+        arrays, meta = hit
+        return NeighbourGraph(arrays["indices"].astype(np.int64), arrays["distances"], meta["metric"], meta["method"])
+    g = exact_graph(x, k, metric=metric)
+    cache.put_arrays("graphs", key, {"indices": g.indices, "distances": g.distances}, {"metric": g.metric, "method": g.method})
+    return g
+
+
+def analyse_layer(spec: ReportSpec, run: ModelRun, layer: str, samples: Samples, stages: Stages, cache: Cache, *, need_transform: bool, fits: Callable[[], None]) -> _LayerWork:
+    """PCA, the neighbour graph, every reducer's map and every layer analysis of one layer."""
+    opts = spec.report
+    emb = run.embeddings
+    x, nonfinite = sanitize(emb.layers[layer])
+    notes = []
+    if nonfinite:
+        notes.append(f"{nonfinite} sample(s) had NaN or Inf values in this layer; they were set to 0 for the analyses (check the model).")
+    n, dim = x.shape
+    reducers = [make_reducer(p, opts) for p in spec.reducers]
+    with stages.stage("reduce: pca"):
+        k_needed = max([spec.pca.n_components, opts.gallery_components, 2] + [r.pca_components(dim) for r in reducers])
+        pca = fit_pca(x, k_needed)
+    if pca.total_variance <= 0:
+        notes.append("All samples have identical embeddings in this layer (zero variance): PCA components and maps carry no information.")
+    # one neighbour graph per layer, in the report's metric: every kNN analysis reads it, and the
+    # reducers that can use it (UMAP), unless a comparison needs their own index to place others
+    kq = max(opts.knn_k, opts.neighbours)
+    shared = {r.name for r in reducers if not need_transform and r.graph_neighbours(n) > 0}
+    kq = max([kq] + [r.graph_neighbours(n) for r in reducers if r.name in shared])
+    with stages.stage("neighbours"):
+        graph = _graph(cache, x, kq, opts.metric, emb.key, layer)
+    maps: dict[str, MapResult] = {}
+    fitted: dict[str, FittedMap] = {}
+    for r in reducers:
+        if r.name != "pca" and pca.total_variance <= 0:
+            notes.append(f"{r.name} skipped: every sample has the same embedding, so there is nothing to map.")
+            continue
+        with stages.stage(f"reduce: {r.name}"):
+            use_graph = r.name in shared
+            key = cache.key("maps", {"emb": emb.key, "layer": layer, "reducer": r.cache_parts(), "seed": spec.seed, "graph": use_graph,
+                                     "pca": r.pca_components(dim)}, r.fingerprint()) if r.name != "pca" else None
+            hit = cache.get_arrays("maps", key) if key and not need_transform else None
+            if hit is not None:
+                arrays, meta = hit
+                maps[r.name] = MapResult(r.name, r.title, arrays["coords"].astype(np.float32), meta["params"], tuple(meta["notes"]), r.caption, True)
+                continue
+            fm = call_fit(r, x, seed=spec.seed, graph=graph if use_graph else None, pca=pca)
+            fitted[r.name] = fm
+            maps[r.name] = MapResult(r.name, r.title, np.asarray(fm.coords, np.float32), dict(fm.params), tuple(fm.notes), r.caption)
+            if key:
+                fits()
+                cache.put_arrays("maps", key, {"coords": np.asarray(fm.coords, np.float32)}, {"params": dict(fm.params), "notes": list(fm.notes)})
+    n_show = min(spec.pca.n_components, pca.k)
+    base = LayerInput(model=run.model.name, layer=layer, x=x, samples=samples, pca=pca, n_components=n_show, graph=graph, maps=maps,
+                      options=opts, seed=spec.seed, cached=lambda kind, parts, compute: None)
+    findings: dict = {}
+    metrics: dict = {}
+    with stages.stage("analyse"):
+        classes = [c for c in run_order(layer_analyses()) if c(opts, spec.seed).enabled(spec)]
+        for cls in classes:
+            analysis = cls(opts, spec.seed)
+            code = cls.fingerprint()
+
+            def cached(kind: str, parts: dict, compute: Callable[[], Any], code=code) -> Any:
+                key = cache.key(kind, {"emb": emb.key, "layer": layer, **parts}, code)
+                value = cache.get_json(kind, key)
+                if value is None:
+                    value = compute()
+                    cache.put_json(kind, key, value)
+                return value
+
+            finding = analysis.run(dataclasses.replace(base, cached=cached), findings)
+            if finding is not None:
+                findings[cls.name] = finding
+                metrics.update(analysis.metric_values(finding))
+    order = [c.name for c in layer_analyses() if c.name in findings]  # report order
+    result = LayerResult(model=run.model.name, layer=layer, reshape=emb.reshapes.get(layer) or "as computed", dim=int(dim), n=int(n),
+                         nonfinite_rows=nonfinite, notes=tuple(notes), maps=maps, findings={k: findings[k] for k in order}, metrics=metrics)
+    return _LayerWork(result, fitted, pca, x)
+
+
+# ----------------------------------------------------------------------------- build
+
+
+class _FigureCache:
+    """The render's figure memo, on disk under the cache (kind ``figures``)."""
+
+    def __init__(self, cache: Cache) -> None:
+        self.cache = cache
+
+    def get(self, key: str) -> bytes | None:
+        return self.cache.get_bytes("figures", key)
+
+    def put(self, key: str, data: bytes) -> None:
+        self.cache.put_bytes("figures", key, data)
 
 
 def build(
     spec: ReportSpec,
     *,
-    spec_text: str = "",
     use_cache: bool = True,
-    cache_dir: Path | None = None,
+    cache_dir: str | os.PathLike | None = None,
     modules: dict[str, Any] | None = None,
     max_samples: int | None = None,
     progress: bool = True,
     write: bool = True,
-    output_dir: Path | None = None,
-    baseline: Path | None = None,
+    output_dir: str | os.PathLike | None = None,
+    baseline: str | os.PathLike | None = None,
+    hooks: ProcessHooks = ProcessHooks(),
 ) -> BuildResult:
-    """Run every stage; write ``report.html``, ``summary.json``, ``figures/`` (and ``checks.xml``) atomically.
-
-    Failed checks do not raise: see ``BuildResult.checks_failed`` (the CLI exits 3).
-    """
-    stages = _Stages()
-    out_dir = Path(output_dir or spec.output.dir)
+    """Run every stage; write ``report.html``, ``summary.json``, ``run.json``, ``figures/`` (and
+    ``checks.xml``) atomically. Failed checks do not raise: see ``BuildResult.checks_failed`` (the
+    CLI exits 3). Paths may be ``str`` or ``os.PathLike``."""
+    stages = Stages(hooks)
+    out_dir = as_path(output_dir) or spec.output.dir
+    cache_root = as_path(cache_dir) or spec.cache_dir
+    baseline_path = as_path(baseline)
     if write:
         check_output_dir(out_dir)
-    ds, sel, runs = extract_embeddings(spec, use_cache=use_cache, cache_dir=cache_dir, modules=modules, max_samples=max_samples, progress=progress, stages=stages)
+    ds, sel, runs, loaded = _extract(spec, use_cache=use_cache, cache_dir=cache_root, modules=modules, max_samples=max_samples, progress=progress, stages=stages)
     # every model must describe the same rows (a sample unreadable for one is unreadable for all)
-    base = runs[0].stored
+    base = runs[0].embeddings
     for r in runs[1:]:
-        if r.stored.ids != base.ids:
+        if r.embeddings.ids != base.ids:
             raise ReportgenError("models saw different samples; this should not happen, please report it")
     labels = np.asarray(base.labels)
-    present = np.unique(labels)
-    if len(labels) < 2 or len(present) < 2:
-        raise DataError(f"dataset: only {len(labels)} readable sample(s) in {len(present)} class(es) remain after skipping bad images; a report needs two classes")
+    if len(labels) < 2 or len(np.unique(labels)) < 2:
+        raise DataError(f"dataset: only {len(labels)} readable sample(s) in {len(np.unique(labels))} class(es) remain after skipping bad images; a report needs two classes")
     with stages.stage("analyse: image statistics"):
-        stats = image_statistics(base.thumbnails)
-    # cached maps carry no fitted reducer; comparisons need one to place other models or datasets
-    pcache = ProjectionCache(cache_dir or spec.cache_dir) if use_cache and len(runs) == 1 and not spec.extra_datasets and runs[0].stored.key != "precomputed" else None
-    counter: dict = {}
+        samples = Samples(ids=base.ids, labels=labels, class_names=ds.class_names, thumbnails=base.thumbnails, image_stats=image_statistics(base.thumbnails))
+    cache = Cache(cache_root, enabled=use_cache)
+    need_transform = len(runs) > 1 or bool(spec.extra_datasets)
+    fit_count = [0]
+
+    def count_fit() -> None:
+        fit_count[0] += 1
+
+    work: dict[tuple[str, str], _LayerWork] = {}
+    models = []
     for run in runs:
-        for layer, emb in run.stored.layers.items():
-            run.layers.append(_analyse_layer(spec, run.model.name, layer, run.stored.reshapes.get(layer) or "?", emb, labels, ds.class_names, stats, stages,
-                                             cache=pcache, emb_key=run.stored.key, counter=counter, need_transform=len(runs) > 1 or bool(spec.extra_datasets)))
+        done = []
+        for layer in run.embeddings.layers:
+            w = analyse_layer(spec, run, layer, samples, stages, cache, need_transform=need_transform, fits=count_fit)
+            work[(run.model.name, layer)] = w
+            done.append(w.result)
+        models.append(ModelResult(run.model, run.embeddings.key, run.embeddings.origin, run.embeddings.forward_calls, tuple(done)))
     notes = []
     if base.bad:
         notes.append(f"{len(base.bad)} image(s) could not be read and were skipped (listed under Data).")
-    comparison = None
-    if len(runs) > 1:
-        from .compare import compare_models
-
-        with stages.stage("compare models"):
-            tsne = next((r for r in spec.reducers if r.method == "tsne"), None)
-            comparison = compare_models(runs, spec.reference, labels, len(ds.class_names), seed=spec.seed,
-                                        tsne_components=tsne.pca_components if tsne else 0)
-    shifts = []
-    if spec.extra_datasets:
-        from .compare import compare_datasets
-
-        extra = []
-        store = EmbeddingStore(cache_dir or spec.cache_dir)
-        for dspec in spec.extra_datasets:
-            with stages.stage("data: load (compared)"):
-                dx = load_dataset(dspec)
-                sx = select_samples(dx, limit=dspec.limit, method=dspec.sample, seed=spec.seed, max_samples=max_samples)
-            xruns = []
-            for mspec, run in zip(spec.models, runs):
-                with stages.stage(f"extract: {mspec.name} (compared)"):
-                    stored, calls, hit = _embed(spec, mspec, run.model, dx, sx, store, use_cache=use_cache, progress=progress, on_bad_image=dspec.on_bad_image)
-                xruns.append(ModelRun(run.model, stored, calls, hit))
-            extra.append((dspec.name or f"{dx.name} ({dspec.kind})", xruns))
-        with stages.stage("compare datasets"):
-            tsne = next((r for r in spec.reducers if r.method == "tsne"), None)
-            shifts = compare_datasets(runs, extra, seed=spec.seed, tsne_components=tsne.pca_components if tsne else 0)
-    result = BuildResult(
-        spec=spec, spec_text=spec_text, dataset=ds, selection=sel, runs=runs, shifts=shifts, timings=stages.timings, peak_rss_mb=stages.rss,
-        labels=labels, ids=base.ids, thumbnails=base.thumbnails, image_stats=stats, bad=base.bad, notes=notes, comparison=comparison,
-        reducer_fits=counter.get("fits", 0), use_cache=use_cache, cache_dir=cache_dir or spec.cache_dir,
-    )
+    extra = _extra_datasets(spec, runs, loaded, cache_root, use_cache=use_cache, max_samples=max_samples, progress=progress, stages=stages)
+    build_input = BuildInput(
+        runs=runs, layers={k: w.result for k, w in work.items()}, x=lambda m, l: work[(m, l)].x, fitted={k: w.fitted for k, w in work.items()},
+        pca={k: w.pca for k, w in work.items()}, extra=extra, samples=samples, dataset_name=ds.name, reference=spec.reference,
+        options=spec.report, seed=spec.seed)
+    build_findings: dict = {}
+    for cls in build_analyses():
+        analysis = cls(spec.report, spec.seed)
+        if not analysis.enabled(spec):
+            continue
+        with stages.stage(cls.title.lower()):
+            finding = analysis.run(build_input)
+        if finding is not None:
+            build_findings[cls.name] = finding
+    checks: tuple = ()
     if spec.checks:
-        from .checks import evaluate, read_summary
-        from .summary import summary_dict
-
         with stages.stage("checks"):
-            base = read_summary(baseline, what="--baseline") if baseline else None
-            result.checks = evaluate(summary_dict(result), spec.checks, baseline=base)
-    if write:
-        from .render import write_report
+            ref = read_summary(baseline_path, what="--baseline") if baseline_path else None
+            checks = tuple(evaluate(metrics_view(models), spec.checks, baseline=ref))
+    dataset = DatasetInfo(ds.name, ds.kind, ds.fingerprint, ds.class_names, sel.method, sel.used_per_class, sel.total_per_class, ds.has_images)
 
-        with stages.stage("render + write"):
-            write_report(result, out_dir)
-        result.output_dir = out_dir
-    return result
+    def stats() -> RunStats:
+        return RunStats(dict(stages.timings), dict(stages.rss), sum(r.embeddings.forward_calls for r in runs) + sum(r.embeddings.forward_calls for _, xr in extra for r in xr),
+                        fit_count[0], dict(cache.computed), dict(cache.reused))
 
-
-# ----------------------------------------------------------------------------- output
-
-
-def check_output_dir(out: Path) -> None:
-    """Fail early (before any work) if the output folder cannot be written or is not ours."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"output.dir: {out} exists and is a file; choose a folder")
-    if out.exists() and any(out.iterdir()) and not (out / ".reportgen").exists():
-        raise OutputError(f"output.dir: {out} exists, is not empty and is not a reportgen report; choose a new or empty folder (it is replaced whole on each build)")
-    parent = out.resolve().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        probe = parent / f".{out.name}.probe-{uuid.uuid4().hex[:8]}"
-        probe.mkdir()
-        probe.rmdir()
-    except OSError as exc:
-        raise OutputError(f"output.dir: cannot write in {parent} ({exc.strerror}); choose a writable folder") from None
+    report = ReportData(spec=spec, dataset=dataset, samples=samples, models=tuple(models), build_findings=build_findings, bad=base.bad,
+                        notes=tuple(notes), checks=checks, stats=stats(), versions=library_versions())
+    if not write:
+        return BuildResult(report, None, None)
+    with stages.stage("render"):
+        rendered = render_report(report, figure_cache=_FigureCache(cache))
+    summary = summary_dict(report, rendered.stats)
+    final = stats()
+    run_info = {"html_bytes": rendered.stats.html_bytes, "section_bytes": dict(rendered.stats.section_bytes), "timings_s": dict(final.timings),
+                "peak_rss_mb": dict(final.peak_rss_mb), "forward_calls": final.forward_calls, "reducer_fits": final.reducer_fits,
+                "from_cache": {m.model.name: m.origin == "cache" for m in models}, "computed": dict(final.computed), "reused": dict(final.reused)}
+    with stages.stage("write"):
+        write_report(out_dir, html=rendered.html, summary=summary, run=run_info, figures=rendered.figures if spec.output.figures else None,
+                     checks_xml=junit_xml(list(checks)) if spec.checks else None)
+    return BuildResult(dataclasses.replace(report, stats=stats()), rendered.stats, out_dir)
 
 
-@contextlib.contextmanager
-def atomic_dir(out: Path):
-    """Yield a temporary folder beside ``out``; on success it replaces ``out`` whole, else it is removed."""
-    out = Path(out)
-    parent = out.resolve().parent
-    remove_stale_temps(parent, out.name)
-    tmp = parent / temp_name(out.name)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-        (tmp / ".reportgen").write_text(REPORT_MARKER + "\n", encoding="utf-8")
-        old = None
-        if out.exists():
-            old = parent / temp_name(out.name).replace(".tmp-", ".old-")
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
+def _extra_datasets(spec: ReportSpec, runs: tuple[ModelRun, ...], loaded: dict[str, LoadedModel], cache_root: Path | None, *, use_cache: bool,
+                    max_samples: int | None, progress: bool, stages: Stages) -> tuple[tuple[str, tuple[ModelRun, ...]], ...]:
+    """The compared datasets (``datasets:`` after the first) through the same models (those loaded
+    for the reference dataset: the quick cache path is off when datasets are compared)."""
+    if not spec.extra_datasets:
+        return ()
+    store = EmbeddingStore(cache_root)
+    out = []
+    for dspec in spec.extra_datasets:
+        with stages.stage("data: load (compared)"):
+            dx = load_dataset(dspec)
+            sx = select_samples(dx, limit=dspec.limit, method=dspec.sample, seed=spec.seed, max_samples=max_samples)
+        xruns = []
+        for mspec, run in zip(spec.models, runs):
+            with stages.stage(f"extract: {mspec.name} (compared)"):
+                emb = _embed(spec, mspec, loaded[mspec.name], dx, sx, store, use_cache=use_cache, progress=progress, on_bad_image=dspec.on_bad_image)
+            xruns.append(ModelRun(run.model, emb))
+        out.append((dspec.name or f"{dx.name} ({dspec.kind})", tuple(xruns)))
+    return tuple(out)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
+from .images import BadImage, read_image_file
 
 SPRITE_MAX = 8192
 
@@ -170,9 +171,10 @@ def read_metadata(path: Path, n: int) -> dict[str, list[str]]:
 
 def read_sprite(path: Path, dim: tuple[int, int], n: int) -> np.ndarray:
     """Cut a sprite into (n, h, w, 3) uint8 thumbnails (row-major, as TensorBoard lays it out)."""
-    from .data import read_image_file
-
-    img = read_image_file(path)
+    try:
+        img = read_image_file(path)
+    except BadImage as exc:
+        raise DataError(f"dataset: sprite {path}: {exc}") from None
     w, h = dim
     per_row = img.shape[1] // w
     if per_row < 1 or (n + per_row - 1) // per_row * h > img.shape[0]:

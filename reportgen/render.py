@@ -1,51 +1,35 @@
-"""Render: ``BuildResult`` -> one self-contained ``report.html`` (+ ``summary.json``, ``figures/``).
+"""Render: ``ReportData`` -> one self-contained HTML text and figure bytes. No file I/O.
 
 One Jinja environment with autoescape and ``StrictUndefined``; every image is a data URI; a
-Content-Security-Policy meta tag forbids every external load; no script at all.
-If the HTML would exceed ``output.max_html_mb``, mosaics are capped and images recompressed
-step by step until it fits, and the report says what was reduced.
+Content-Security-Policy meta tag forbids every external load; no script at all. Each analysis
+renders its own section template (``templates/sections/<name>.html``) from the context its
+``context()`` returns. If the HTML would exceed ``output.max_html_mb``, mosaics are capped and
+images recompressed step by step until it fits, and the report says what was reduced.
+Figures are drawn once per build (not once per size step), and through ``figure_cache`` (the
+pipeline's disk cache) not at all when nothing they show, nor the code that draws them, changed.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
-from . import __version__
-from .analyse import SHORTCUT_R, STAT_NAMES
-from .figures import (
-    CENTROID_LABELS,
-    axis_histogram,
-    data_uri,
-    encode_jpeg,
-    encode_png,
-    frame_scatter,
-    grid_mosaic,
-    heatmap,
-    hex_colour,
-    image_mosaic,
-    matrix_heatmap,
-    overlay_scatter,
-    palette,
-    scatter_plot,
-    scree_plot,
-    thumbnail_uri,
-)
-from .store import slug, write_cached
-from .summary import METRICS, components_for, summary_dict
+from ._version import __version__
+from .analyses import ANALYSES, Analysis, metric_docs
+from .figures import data_uri, encode_jpeg, encode_png, hex_colour, palette, thumbnail_uri
+from .fingerprint import code_fingerprint
+from .resources import templates_dir
+from .results import HtmlStats, LayerResult, ModelResult, ReportData, slug
 
 log = logging.getLogger(__name__)
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src 'none'; script-src 'none'; connect-src 'none'; form-action 'none'; base-uri 'none'"
-
-MAP_TITLES = {"pca": "PCA (components 1 and 2)", "tsne": "t-SNE (openTSNE)", "umap": "UMAP", "pacmap": "PaCMAP"}
 
 
 @dataclass(frozen=True)
@@ -68,9 +52,25 @@ LADDER = (
 )
 
 
-def environment() -> Environment:
+class FigureCache(Protocol):
+    def get(self, key: str) -> bytes | None: ...
+
+    def put(self, key: str, data: bytes) -> None: ...
+
+
+@dataclass(frozen=True)
+class Rendered:
+    html: str
+    figures: Mapping[str, bytes]  # file name -> PNG bytes (written to figures/)
+    stats: HtmlStats
+
+
+def environment(overrides: Path | None = None) -> Environment:
+    """Templates from ``overrides`` (a team's folder: branding, an extra section) first, then the
+    built-in ones; autoescape and StrictUndefined either way."""
+    loaders = [FileSystemLoader(str(overrides))] if overrides is not None else []
     env = Environment(
-        loader=PackageLoader("reportgen", "templates"),
+        loader=ChoiceLoader([*loaders, FileSystemLoader(str(templates_dir()))]),
         autoescape=select_autoescape(default=True, default_for_string=True),
         undefined=StrictUndefined,
         trim_blocks=True,
@@ -81,8 +81,40 @@ def environment() -> Environment:
     return env
 
 
+def _digest(*parts) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, np.ndarray):
+            a = np.ascontiguousarray(p)
+            h.update(str((a.dtype.str, a.shape)).encode())
+            h.update(memoryview(a).cast("B"))
+        else:
+            h.update(repr(p).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+class _Figures:
+    """Figure bytes of one build: drawn once (not once per size step), read from ``cache`` when an
+    earlier build drew the same data with the same code."""
+
+    def __init__(self, cache: FigureCache | None) -> None:
+        self.cache, self.memo = cache, {}
+
+    def get_or(self, key: str, make: Callable[[], bytes]) -> bytes:
+        if key in self.memo:
+            return self.memo[key]
+        data = self.cache.get(key) if self.cache is not None else None
+        if data is None:
+            data = make()
+            if self.cache is not None:
+                self.cache.put(key, data)
+        self.memo[key] = data
+        return data
+
+
 class _Thumbs:
-    """Each thumbnail encoded once per build and reused by every gallery, strip and table."""
+    """Each thumbnail encoded once per size step and reused by every gallery, strip and table."""
 
     def __init__(self, thumbnails: np.ndarray, quality: int) -> None:
         self.thumbnails, self.quality, self.cache = thumbnails, quality, {}
@@ -94,283 +126,149 @@ class _Thumbs:
         return self.cache[row]
 
 
-class _Memo(dict):
-    """Figures are drawn once per build (not once per size-budget step), and kept on disk under
-    the cache keyed by a fingerprint of everything that can change a figure, so a rebuild that
-    changes only the title or gallery options draws nothing."""
+class View:
+    """What a section's ``context()`` uses to show samples and figures; one per layer (or one for
+    the build), pointed at the analysis being rendered."""
 
-    def __init__(self, folder: Path | None = None, fingerprint: str = "") -> None:
-        super().__init__()
-        self.folder, self.fingerprint = folder, fingerprint
+    def __init__(self, report: ReportData, budget: Budget, colours: np.ndarray, thumbs: _Thumbs, figs: _Figures, files: dict[str, bytes],
+                 base_key: str, prefix: str = "", layer: str = "") -> None:
+        self.report, self.budget, self.colours, self._thumbs, self._figs, self._files = report, budget, colours, thumbs, figs, files
+        self._base_key, self.prefix, self.layer = base_key, prefix, layer
+        opts = report.spec.report
+        self.options, self.seed = opts, report.spec.seed
+        self.labels, self.class_names, self.ids = report.samples.labels, report.samples.class_names, report.samples.ids
+        self.thumbnails = report.samples.thumbnails
+        self.gallery_size = max(1, int(round(opts.gallery_size * budget.gallery_fraction)))
+        self.mosaic_cap = max(1, int(opts.mosaic_cap * budget.mosaic_cap))
+        self.grid_cap = max(4, int(opts.grid_cap * budget.grid_cap))
+        self.dataset_name = report.dataset.name
+        self.models_by_name = {m.model.name: m for m in report.models}
+        self.analysis: type[Analysis] | None = None
 
-    def _path(self, key) -> Path | None:
-        if self.folder is None or not self.fingerprint:
-            return None
-        return self.folder / (hashlib.sha256((self.fingerprint + repr(key)).encode()).hexdigest()[:32] + ".bin")
+    def colour(self, c: int) -> str:
+        return hex_colour(self.colours[int(c)])
 
-    def get_or(self, key, make):
-        if key in self:
-            return self[key]
-        path = self._path(key)
-        if path is not None and path.exists():
-            try:
-                self[key] = path.read_bytes()
-                return self[key]
-            except OSError:
-                pass
-        self[key] = make()
-        if path is not None:
-            write_cached(path, self[key])
-        return self[key]
-
-
-def figure_fingerprint(res) -> str:
-    """Everything a figure can depend on; report text options (title, gallery sizes) left out."""
-    h = hashlib.sha256()
-    report = res.spec.report.model_dump(mode="json", exclude={"gallery_size", "gallery_components", "neighbours", "hard_samples"})
-    h.update(json.dumps([__version__, report, res.spec.seed, list(res.dataset.class_names), res.dataset.fingerprint], sort_keys=True).encode())
-    h.update(np.ascontiguousarray(res.labels).tobytes())
-    for run in res.runs:
-        h.update(run.stored.key.encode())
-        for lr in run.layers:
-            h.update(lr.layer.encode())
-            for name, p in lr.projections.items():
-                h.update(name.encode())
-                h.update(np.ascontiguousarray(p.coords).tobytes())
-    for d in res.shifts or []:
-        for name, c in d.coords.items():
-            h.update(name.encode())
-            h.update(np.ascontiguousarray(c).tobytes())
-    if res.comparison is not None:
-        h.update(np.ascontiguousarray(res.comparison.cka).tobytes())
-    return h.hexdigest()
-
-
-def _fig(name: str, data: bytes, mime: str, alt: str, caption: str, files: dict[str, bytes], png: bytes | None = None) -> dict:
-    files[name] = png if png is not None else data
-    return {"name": name, "uri": data_uri(data, mime), "alt": alt, "caption": caption}
-
-
-def _mosaic_fig(name: str, mosaic, quality: int, memo: "_Memo", alt: str, caption: str, files: dict[str, bytes]) -> dict:
-    """Mosaic in the HTML as JPEG or PNG, whichever is smaller (upscaled pixel art favours PNG)."""
-    png = memo.get_or(("png", name, len(mosaic.rows)), lambda: encode_png(mosaic.pixels))
-    jpg = encode_jpeg(mosaic.pixels, quality)
-    data, mime = (png, "image/png") if len(png) <= len(jpg) else (jpg, "image/jpeg")
-    return _fig(name, data, mime, alt, caption, files, png=png)
-
-
-def _layer_context(res, lr, budget: Budget, thumbs: _Thumbs, colours: np.ndarray, files: dict[str, bytes], memo: _Memo) -> dict:
-    spec = res.spec
-    names = res.dataset.class_names
-    labels = res.labels
-    ids = res.ids
-    base = lr.slug
-    n = len(labels)
-
-    def sample(row, **extra):
+    def sample(self, row, **extra) -> dict:
         row = int(row)
-        c = int(labels[row])
-        return {"row": row, "id": ids[row], "label": names[c], "colour": hex_colour(colours[c]), "thumb": thumbs(row), **extra}
+        c = int(self.labels[row])
+        return {"row": row, "id": self.ids[row], "label": self.class_names[c], "colour": self.colour(c), "thumb": self._thumbs(row), **extra}
 
-    pca = lr.pca
-    cum = np.cumsum(pca.explained_variance_ratio)
-    variance = [
-        {"pc": i + 1, "ratio": float(r), "cum": float(cum[i]), "eta2": float(lr.eta2[i]) if i < len(lr.eta2) else 0.0}
-        for i, r in enumerate(pca.explained_variance_ratio)
-    ]
-    figs: dict[str, Any] = {}
-    figs["scree"] = _fig(f"{base}--scree.png", memo.get_or((base, "scree"), lambda: scree_plot(pca.explained_variance_ratio)), "image/png", f"Scree plot of {lr.layer}",
-                         "Bars: share of the total variance each principal component explains; line: cumulative share. A steep drop means a few directions dominate the layer.", files)
-    comp_names = [f"PC{i + 1}" for i in range(pca.k)]
-    if pca.k:
-        figs["class_means"] = _fig(f"{base}--class-means.png", memo.get_or((base, "cm"), lambda: heatmap(lr.class_means, names, comp_names, label="class mean (std units)")), "image/png",
-                                   f"Class means per component for {lr.layer}",
-                                   "Each cell: how far a class's mean score on a component lies from the overall mean, in standard deviations (red high, blue low). A column with one strong cell is a component that singles out that class.", files)
-        figs["stats"] = _fig(f"{base}--image-stats.png", memo.get_or((base, "st"), lambda: heatmap(lr.stat_corr, STAT_NAMES, comp_names, vlim=1.0, label="Pearson r", fmt=".2f")), "image/png",
-                             f"Correlation of components with image statistics for {lr.layer}",
-                             f"Pearson correlation of each component's scores with simple image statistics computed from the thumbnails. |r| >= {SHORTCUT_R} flags a component that may track a shortcut (lighting, colour) rather than content.", files)
-    shortcuts = [
-        {"pc": j + 1, "stat": STAT_NAMES[i], "r": float(lr.stat_corr[i, j])}
-        for j in range(lr.stat_corr.shape[1]) for i in range(lr.stat_corr.shape[0]) if abs(lr.stat_corr[i, j]) >= SHORTCUT_R
-    ]
-    gsize = max(1, int(round(spec.report.gallery_size * budget.gallery_fraction)))
-    galleries = []
-    for e in lr.ends:
-        sc = pca.scores[:, e.component]
-        galleries.append({
-            "pc": e.component + 1, "ratio": float(pca.explained_variance_ratio[e.component]), "eta2": float(lr.eta2[e.component]),
-            "low": [sample(r, score=float(sc[r])) for r in e.low[:gsize]],
-            "high": [sample(r, score=float(sc[r])) for r in e.high[:gsize]],
-            "low_makeup": _makeup(e.low[:gsize], labels, names), "high_makeup": _makeup(e.high[:gsize], labels, names),
-        })
-    maps = []
-    for method, proj in lr.projections.items():
-        title = MAP_TITLES.get(method, method)
-        m = {"method": method, "title": title, "params": proj.params, "notes": list(proj.notes), "trust": lr.trust.get(method)}
-        m["scatter"] = _fig(f"{base}--{method}-scatter.png", memo.get_or((base, method, "sc"), lambda: scatter_plot(proj.coords, labels, names, colours, seed=spec.seed)), "image/png",
-                            f"{title} class scatter of {lr.layer}",
-                            ("Every sample is a dot coloured by its class (legend: class and count). " if len(names) <= 20 else
-                             f"Every sample is a dot coloured by its class; with {len(names)} classes, names sit at class centroids"
-                             + (f" (the {CENTROID_LABELS} largest classes)" if len(names) > CENTROID_LABELS else "") + ". ")
-                            + f"Nearby dots have similar embeddings{' in this map' if method != 'pca' else ''}; "
-                            + ("distances between far-apart clusters in t-SNE/UMAP maps are not meaningful." if method != "pca" else "axes are the first two principal components."), files)
-        cap = max(1, int(spec.report.mosaic_cap * budget.mosaic_cap))
-        mo = image_mosaic(proj.coords, res.thumbnails, labels, colours, cap=cap, seed=spec.seed)
-        shown = len(mo.rows)
-        m["mosaic"] = _mosaic_fig(f"{base}--{method}-mosaic.png", mo, budget.mosaic_quality, memo, f"{title} image mosaic of {lr.layer}",
-                           f"Thumbnails at their map positions, each bordered in its class colour. {shown:,} of {n:,} samples shown"
-                           + (f" (a random subset, seed {spec.seed})" if shown < n else "") + "; drawn in random order, so overlaps favour no class.", files)
-        gcap = max(4, int(spec.report.grid_cap * budget.grid_cap))
-        gm = grid_mosaic(proj.coords, res.thumbnails, labels, colours, cap=gcap, seed=spec.seed)
-        m["grid"] = _mosaic_fig(f"{base}--{method}-grid.png", gm, budget.mosaic_quality, memo, f"{title} grid mosaic of {lr.layer}",
-                         f"The same map snapped to a {int(np.sqrt(len(gm.rows)))}x{int(np.sqrt(len(gm.rows)))} grid by linear assignment: each of {len(gm.rows):,} samples"
-                         + (" (a random subset)" if len(gm.rows) < n else "") + " appears exactly once and nothing overlaps; layout follows the map.", files)
-        maps.append(m)
-    g = lr.graph
-    neighbours = [
-        {"query": sample(q), "items": [sample(g.indices[q, j], distance=float(g.distances[q, j]), same=bool(labels[g.indices[q, j]] == labels[q])) for j in range(min(spec.report.neighbours, g.indices.shape[1]))]}
-        for q in lr.queries
-    ]
-    hard = [sample(h.row, majority=names[h.majority], agreement=h.agreement) for h in lr.hard]
-    kd = g.distances[:, lr.knn_k - 1]
-    outl = [sample(r, distance=float(kd[r])) for r in lr.outliers]
-    axes = []
-    for a in lr.axes:
-        ia, ib = names.index(a.class_a), names.index(a.class_b)
-        axes.append({
-            "a": a.class_a, "b": a.class_b, "separation": a.separation,
-            "strip": [sample(r, t=float(a.t[r])) for r in a.strip],
-            "hist": _fig(f"{base}--axis-{slug(a.class_a)}-{slug(a.class_b)}.png", memo.get_or((base, "ax", a.class_a, a.class_b), lambda: axis_histogram(a.t, labels, ia, ib, names, colours)), "image/png",
-                         f"Projection onto the axis from {a.class_a} to {a.class_b}",
-                         f"Every sample of the two classes projected onto the line through their centroids (0 = {a.class_a}, 1 = {a.class_b}). Overlap between the histograms shows how often the layer confuses them.", files),
-        })
-    return {
-        "anchor": f"l-{base}", "model": lr.model, "layer": lr.layer, "reshape": lr.reshape, "dim": lr.dim, "n": n,
-        "variance": variance, "total_variance": pca.total_variance, "c90": components_for(lr.pca, 0.9), "pr": pca.participation_ratio,
-        "figs": figs, "shortcuts": shortcuts, "galleries": galleries, "maps": maps, "neighbours": neighbours, "metric": g.metric,
-        "hard": hard, "outliers": outl, "axes": axes, "knn": lr.knn_accuracy, "knn_k": lr.knn_k, "notes": lr.notes,
-        "probe": lr.probe[0], "silhouette": lr.silhouette[0],
-    }
+    def _key(self, name: str, data: tuple, *extra) -> str:
+        code = self.analysis.fingerprint() if self.analysis is not None else ""
+        return _digest(self._base_key, self.prefix, name, code, *extra, *data)
+
+    def _fig(self, name: str, data: bytes, mime: str, alt: str, caption: str, png: bytes | None = None, cls: str = "") -> dict:
+        fname = f"{self.prefix}{name}.png"
+        self._files[fname] = png if png is not None else data
+        return {"name": fname, "uri": data_uri(data, mime), "alt": alt, "caption": caption, "cls": cls}
+
+    def figure(self, name: str, make: Callable[[], bytes], *, data: tuple = (), alt: str, caption: str, cls: str = "") -> dict:
+        """A PNG plot, drawn by ``make`` unless the same ``data`` was drawn by the same code before."""
+        png = self._figs.get_or(self._key(name, data), make)
+        return self._fig(name, png, "image/png", alt, caption, cls=cls)
+
+    def mosaic(self, name: str, mosaic, *, data: tuple = (), alt: str, caption: str) -> dict:
+        """A mosaic in the HTML as JPEG or PNG, whichever is smaller (upscaled pixel art favours PNG)."""
+        png = self._figs.get_or(self._key(name, data, "png", len(mosaic.rows), mosaic.pixels.shape), lambda: encode_png(mosaic.pixels))
+        jpg = encode_jpeg(mosaic.pixels, self.budget.mosaic_quality)
+        data_, mime = (png, "image/png") if len(png) <= len(jpg) else (jpg, "image/jpeg")
+        return self._fig(name, data_, mime, alt, caption, png=png)
 
 
-def _makeup(rows, labels, names) -> str:
-    """'7 of 8: Sneaker (+1 Sandal)' - the class make-up of one end of a component."""
-    counts = np.bincount(labels[rows], minlength=len(names))
-    top = [i for i in np.argsort(-counts, kind="stable") if counts[i]]
-    if not top:
-        return ""
-    rest = ", ".join(f"{counts[i]}× {names[i]}" for i in top[1:4]) + (" ..." if len(top) > 4 else "")
-    return f"{counts[top[0]]} of {len(rows)}: {names[top[0]]}" + (f" (+ {rest})" if rest else "")
+def _layer_summary(lr: LayerResult) -> dict:
+    met = lr.metrics
+    return {"variance_top10": met.get("variance_top10"), "c90": met.get("components_for_90"), "knn": met.get("knn_accuracy"),
+            "probe": met.get("linear_probe_accuracy"), "silhouette": met.get("silhouette"),
+            "trust": {m: met.get(f"trustworthiness_{m}") for m in lr.maps}}
 
 
-def _comparison_context(res, colours, files, memo) -> dict:
-    comp = res.comparison
-    names = res.dataset.class_names
-    ctx = {"reference": comp.reference, "notes": comp.notes, "frames": [], "changes": []}
-    ctx["cka"] = _fig("compare--cka.png", memo.get_or(("cka",), lambda: matrix_heatmap(comp.cka, comp.names)), "image/png", "Linear CKA between layers",
-                      "Linear CKA (0 to 1) between every pair of layers across the models, on the same samples: 1 means the two layers hold the same information up to rotation and scale. Read the diagonal blocks for one model's layers, the off-diagonal blocks for how two models' layers correspond.", files)
-    for f in comp.frames:
-        ctx["frames"].append({"layer": f.layer, "method": f.method, "fig": _fig(
-            f"compare--{slug(f.layer)}-{f.method}.png",
-            memo.get_or(("frame", f.layer, f.method), lambda f=f: frame_scatter(f.coords, res.labels, names, colours, seed=res.spec.seed)), "image/png",
-            f"{MAP_TITLES.get(f.method, f.method)} of {f.layer} in one frame",
-            f"{MAP_TITLES.get(f.method, f.method)} fitted on {comp.reference} and applied to the other models: the panels share axes, so a class that moves between panels moved in the embedding space.", files)})
-    for ch in comp.changes:
-        rows = []
-        for c, n in enumerate(names):
-            a, b = ch.knn_reference[c], ch.knn_other[c]
-            rows.append({"name": n, "colour": hex_colour(colours[c]), "ref": None if np.isnan(a) else float(a), "other": None if np.isnan(b) else float(b),
-                         "delta": None if np.isnan(a) or np.isnan(b) else float(b - a),
-                         "shift": None if ch.centroid_shift is None or not np.isfinite(ch.centroid_shift[c]) else float(ch.centroid_shift[c])})
-        rows.sort(key=lambda r: (r["delta"] is None, r["delta"] if r["delta"] is not None else 0))
-        ctx["changes"].append({"model": ch.model, "layer": ch.layer, "rows": rows[:60], "more": max(0, len(rows) - 60)})
+def _sections(env: Environment, view: View, findings: Mapping[str, Any], layer_ctx: dict) -> list[dict]:
+    out = []
+    for name, finding in findings.items():
+        cls = ANALYSES.get(name)
+        if cls is None:
+            continue
+        analysis = cls(view.options, view.seed)
+        view.analysis = cls
+        ctx = analysis.context(finding, view)
+        view.analysis = None
+        if ctx is None:
+            continue
+        html = env.get_template(cls.template).render(s=ctx, l=layer_ctx, anchor=f"{layer_ctx['anchor']}-{name}" if layer_ctx else name)
+        out.append({"name": name, "title": cls.title, "html": Markup(html), "bytes": len(html.encode("utf-8"))})
+    return out
+
+
+def _layer_context(env: Environment, report: ReportData, mr: ModelResult, lr: LayerResult, make_view: Callable[[str, str], View]) -> dict:
+    ctx = {"anchor": f"l-{lr.slug}", "model": lr.model, "layer": lr.layer, "reshape": lr.reshape, "dim": lr.dim, "n": lr.n,
+           "notes": list(lr.notes), "metrics": dict(lr.metrics), "summary": _layer_summary(lr), "maps": list(lr.maps)}
+    view = make_view(f"{lr.slug}--", lr.layer)
+    ctx["sections"] = _sections(env, view, lr.findings, ctx)
     return ctx
 
 
-def _shift_context(res, files, memo) -> dict:
-    rows, figs = [], []
-    for d in res.shifts:
-        rows.append({"dataset": d.dataset, "model": d.model, "layer": d.layer, "n": d.n, "mmd2": d.mmd2, "p": d.p_value, "perm": d.permutations, "auc": d.auc})
-    keys = sorted({(d.model, d.layer, m) for d in res.shifts for m in d.coords}, key=lambda k: (k[0], k[1], list(MAP_TITLES).index(k[2]) if k[2] in MAP_TITLES else 9))
-    runs = {r.model.name: r for r in res.runs}
-    for model, layer, method in keys:
-        lr = next(l for l in runs[model].layers if l.layer == layer)
-        others = {d.dataset: d.coords[method] for d in res.shifts if d.model == model and d.layer == layer and method in d.coords}
-        title = MAP_TITLES.get(method, method)
-        figs.append(_fig(f"datasets--{slug(model)}--{slug(layer)}-{method}.png",
-                         memo.get_or(("shift", model, layer, method), lambda lr=lr, others=others: overlay_scatter(lr.projections[method].coords, others, reference_name=res.dataset.name, seed=res.spec.seed)),
-                         "image/png", f"{title} of {layer}: datasets overlaid",
-                         f"{model} · {layer}: {title} fitted on {res.dataset.name} (grey) with the other datasets placed in the same frame. Regions covered by one dataset only show where they differ.", files))
-    return {"rows": rows, "figs": figs, "reference": res.dataset.name}
-
-
-def render_html(res, budget: Budget, colours: np.ndarray, memo: _Memo | None = None) -> tuple[str, dict[str, bytes], dict[str, int]]:
-    env = environment()
+def render_html(report: ReportData, budget: Budget, *, figures: _Figures | None = None, extra_notes: tuple[str, ...] = ()) -> tuple[str, dict[str, bytes], dict[str, int]]:
+    """One rendering at one size-budget step: (HTML, figure files, bytes per section)."""
+    spec = report.spec
+    env = environment(spec.report.templates)
     files: dict[str, bytes] = {}
-    thumbs = _Thumbs(res.thumbnails, budget.thumb_quality)
-    memo = _Memo() if memo is None else memo
-    layers = [_layer_context(res, lr, budget, thumbs, colours, files, memo) for run in res.runs for lr in run.layers]
+    figures = figures if figures is not None else _Figures(None)
+    colours = palette(len(report.samples.class_names))
+    thumbs = _Thumbs(report.samples.thumbnails, budget.thumb_quality)
+    base_key = _digest(__version__, code_fingerprint("reportgen.figures", "reportgen.render"), report.samples.labels, report.samples.class_names, spec.seed,
+                       spec.report.thumbnail_px, tuple(m.embeddings_key for m in report.models))
+
+    def make_view(prefix: str, layer: str) -> View:
+        return View(report, budget, colours, thumbs, figures, files, base_key, prefix, layer)
+
+    layers = [_layer_context(env, report, mr, lr, make_view) for mr in report.models for lr in mr.layers]
     layer_tpl = env.get_template("layer.html")
     sections = {l["anchor"]: layer_tpl.render(l=l) for l in layers}
-    names = res.dataset.class_names
-    counts = np.bincount(res.labels, minlength=len(names))
-    classes = [{"name": c, "colour": hex_colour(colours[i]), "used": int(counts[i]), "total": res.selection.total_per_class.get(c, 0)} for i, c in enumerate(names)]
-    runs = [{"name": r.model.name, "arch": r.model.arch, "source": r.model.source, "sha": r.model.weights_sha256, "pre": r.model.preprocess.as_dict(),
-             "device": r.model.device, "cached": r.from_cache, "key": r.stored.key} for r in res.runs]
-    from .pipeline import library_versions
-
+    build_sections = _sections(env, make_view("", ""), report.build_findings, {})
+    names = report.samples.class_names
+    counts = np.bincount(report.samples.labels, minlength=len(names))
+    classes = [{"name": c, "colour": hex_colour(colours[i]), "used": int(counts[i]), "total": report.dataset.total_per_class.get(c, 0)} for i, c in enumerate(names)]
+    runs = [{"name": m.model.name, "arch": m.model.arch, "source": m.model.source, "sha": m.model.weights_sha256,
+             "pre": m.model.preprocess.as_dict() if m.model.preprocess else None, "device": m.model.device, "precision": m.model.precision,
+             "cached": m.origin == "cache", "origin": m.origin, "key": m.embeddings_key} for m in report.models]
+    stats = report.stats
+    source = spec.source
     ctx = {
-        "title": res.spec.title, "description": res.spec.description, "csp": CSP, "version": __version__, "dataset": res.dataset, "selection": res.selection,
-        "classes": classes, "n": len(res.labels), "bad": res.bad[:200], "n_bad": len(res.bad), "runs": runs, "layers": layers,
-        "sections": {k: Markup(v) for k, v in sections.items()}, "spec_text": res.spec_text, "seed": res.spec.seed,
-        "versions": library_versions(), "timings": sorted(res.timings.items(), key=lambda kv: -kv[1]), "peak": max(res.peak_rss_mb.values() or [0]),
-        "notes": res.notes, "reductions": [budget.label] if budget.label else [], "map_titles": MAP_TITLES,
-        "metric_name": res.spec.report.metric, "checks": res.checks, "metric_docs": METRICS,
+        "title": spec.title, "description": spec.description, "csp": CSP, "version": __version__, "dataset": report.dataset,
+        "classes": classes, "n": len(report.samples), "bad": report.bad[:200], "n_bad": len(report.bad), "runs": runs, "layers": layers,
+        "sections": {k: Markup(v) for k, v in sections.items()}, "build_sections": build_sections, "spec_text": source.shown,
+        "overrides": list(source.overrides), "seed": spec.seed, "versions": dict(report.versions),
+        "timings": sorted(stats.timings.items(), key=lambda kv: -kv[1]), "peak": max(stats.peak_rss_mb.values() or [0]),
+        "notes": list(report.notes), "reductions": ([budget.label] if budget.label else []) + list(extra_notes), "metric_name": spec.report.metric,
+        "checks": list(report.checks), "metric_docs": metric_docs(),
     }
-    ctx["comparison"] = _comparison_context(res, colours, files, memo) if res.comparison is not None else None
-    ctx["shifts"] = _shift_context(res, files, memo) if res.shifts else None
     timing = env.get_template("timings.html").render(**ctx)
     html = env.get_template("base.html").render(**ctx, timing=Markup(timing))
     section_bytes = {k: len(v.encode("utf-8")) for k, v in sections.items()}
+    for s in build_sections:
+        section_bytes[s["name"]] = s["bytes"]
     section_bytes["run timings"] = len(timing.encode("utf-8"))  # varies run to run: kept out of summary.json
     section_bytes["page"] = len(html.encode("utf-8")) - sum(section_bytes.values())
     return html, files, section_bytes
 
 
-def write_report(res, out_dir: Path) -> None:
-    from .pipeline import atomic_dir
-
-    limit = int(res.spec.output.max_html_mb * 1_000_000)
-    colours = palette(len(res.dataset.class_names))
-    from .store import default_cache_dir
-
-    memo = _Memo((res.cache_dir or default_cache_dir()) / "figures", figure_fingerprint(res)) if res.use_cache else _Memo()
+def render_report(report: ReportData, *, figure_cache: FigureCache | None = None) -> Rendered:
+    """Render within ``output.max_html_mb``, stepping down the size ladder as needed."""
+    limit = int(report.spec.output.max_html_mb * 1_000_000)
+    figures = _Figures(figure_cache)
+    over = False
     for step, budget in enumerate(LADDER):
-        html, files, section_bytes = render_html(res, budget, colours, memo)
+        html, files, section_bytes = render_html(report, budget, figures=figures)
         size = len(html.encode("utf-8"))
         if size <= limit:
             break
         log.info("report is %.1f MB, over the %.1f MB budget; reducing (%s)", size / 1e6, limit / 1e6, LADDER[min(step + 1, len(LADDER) - 1)].label)
     else:
-        log.warning("report is %.1f MB even at the smallest settings, over output.max_html_mb = %g", size / 1e6, res.spec.output.max_html_mb)
-        res.notes.append(f"The report is {size / 1e6:.1f} MB, over the {res.spec.output.max_html_mb:g} MB budget even after every reduction.")
-    res.html_bytes, res.section_bytes = size, section_bytes
-    res.reductions = [budget.label] if budget.label else []
-    stable = {k: v for k, v in section_bytes.items() if k != "run timings"}
-    summary = summary_dict(res, html_bytes=sum(stable.values()), section_bytes=stable, reductions=res.reductions)
-    summary["checks"] = [c.as_dict() for c in res.checks]
-    summary["check_specs"] = [c.model_dump(mode="json") for c in res.spec.checks]
-    run_info = {"html_bytes": size, "section_bytes": section_bytes, "timings_s": res.timings, "peak_rss_mb": res.peak_rss_mb, "forward_calls": res.forward_calls, "reducer_fits": res.reducer_fits,
-                "from_cache": {r.model.name: r.from_cache for r in res.runs}}
-    with atomic_dir(out_dir) as tmp:
-        (tmp / "report.html").write_text(html, encoding="utf-8")
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")
-        (tmp / "run.json").write_text(json.dumps(run_info, indent=1) + "\n", encoding="utf-8")
-        if res.spec.checks:
-            from .checks import junit_xml
-
-            (tmp / "checks.xml").write_text(junit_xml(res.checks), encoding="utf-8")
-        if res.spec.output.figures:
-            (tmp / "figures").mkdir()
-            for name, data in files.items():
-                (tmp / "figures" / name).write_bytes(data)
+        over = True
+        log.warning("report is %.1f MB even at the smallest settings, over output.max_html_mb = %g", size / 1e6, report.spec.output.max_html_mb)
+    reductions = (budget.label,) if budget.label else ()
+    if over:  # said in the report itself, not only in the log
+        reductions += (f"the report is still {size / 1e6:.1f} MB, over the {report.spec.output.max_html_mb:g} MB budget after every reduction",)
+        html, files, section_bytes = render_html(report, budget, figures=figures, extra_notes=reductions[-1:])
+        size = len(html.encode("utf-8"))
+    return Rendered(html, files, HtmlStats(size, section_bytes, reductions, over))

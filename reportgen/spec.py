@@ -8,128 +8,76 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    AfterValidator,
     BaseModel,
-    ConfigDict,
-    Discriminator,
     Field,
-    Tag,
+    PrivateAttr,
+    SerializeAsAny,
     ValidationError,
-    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
+from . import analyses, datasets, reducers
+from .datasets import DATASET_KINDS, DatasetParams, is_precomputed
+from .datasets.base import ResolvedPath
 from .errors import SpecError
+from .params import Params, all_subclasses
+from .reducers import REDUCERS, PcaParams, ReducerParams
 
 #: Upper bound on YAML nodes after alias expansion ("billion laughs" guard).
 MAX_YAML_NODES = 100_000
 #: Upper bound on spec file size.
 MAX_SPEC_BYTES = 1_000_000
 
-
-def _resolve(value: Path | None, info: ValidationInfo) -> Path | None:
-    if value is None:
-        return None
-    base = (info.context or {}).get("base_dir")
-    value = Path(value).expanduser()
-    if base is not None and not value.is_absolute():
-        value = Path(base) / value
-    return value
+_Model = Params
 
 
-ResolvedPath = Annotated[Path, AfterValidator(_resolve)]
+def _tagged(value: Any, table: dict, key: str, base: type[BaseModel], context: Any) -> Any:
+    """Validate a ``{key: name, ...}`` entry with the parameter model registered under ``name``."""
+    if isinstance(value, base):
+        return value
+    if not isinstance(value, dict):
+        raise PydanticCustomError("model_type", "must be a mapping, got {kind}", {"kind": type(value).__name__})
+    tag = value.get(key)
+    if tag is None or not isinstance(tag, str):
+        raise PydanticCustomError("union_tag_not_found", "needs a {discriminator} key", {"discriminator": repr(key), "expected_tags": ", ".join(table)})
+    if tag not in table:
+        raise PydanticCustomError("union_tag_invalid", "unknown kind {tag}", {"discriminator": repr(key), "tag": str(tag), "expected_tags": ", ".join(repr(t) for t in table)})
+    return table[tag].model_validate(value, context=context)
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+def _dataset(value: Any, handler: ValidatorFunctionWrapHandler, info) -> Any:
+    return _tagged(value, {k: v.params for k, v in DATASET_KINDS.items()}, "kind", DatasetParams, info.context) if not isinstance(value, DatasetParams) else value
 
 
-# ----------------------------------------------------------------------------- datasets
+def _reducer(value: Any, handler: ValidatorFunctionWrapHandler, info) -> Any:
+    return _tagged(value, {k: v.Params for k, v in REDUCERS.items()}, "method", ReducerParams, info.context) if not isinstance(value, ReducerParams) else value
 
 
-class _DatasetBase(_Model):
-    limit: int | None = Field(None, gt=0, description="Use at most this many samples.")
-    sample: Literal["stratified", "first", "random"] = Field(
-        "stratified", description="How `limit` picks samples (under the spec's seed)."
-    )
-    on_bad_image: Literal["skip", "fail"] = Field(
-        "skip", description="A corrupt or unreadable image is skipped (and listed) or fails the build."
-    )
-    name: str | None = Field(None, description="Display name of the dataset.")
+#: A dataset entry: validated against the registered kind's parameter model (``datasets.DATASET_KINDS``).
+DatasetSpec = Annotated[SerializeAsAny[DatasetParams], WrapValidator(_dataset)]
+#: A reducer entry: validated against the registered reducer's parameter model (``reducers.REDUCERS``).
+ReducerSpec = Annotated[SerializeAsAny[ReducerParams], WrapValidator(_reducer)]
 
 
-class DigitsDataset(_DatasetBase):
-    """scikit-learn's bundled 8x8 digits (1,797 images, offline)."""
-
-    kind: Literal["digits"]
+def dataset_kinds() -> tuple[str, ...]:
+    return tuple(DATASET_KINDS)
 
 
-class ImageFolderDataset(_DatasetBase):
-    """One sub-folder per class (torchvision's ImageFolder convention)."""
+def reducer_names() -> tuple[str, ...]:
+    return tuple(REDUCERS)
 
-    kind: Literal["image_folder"]
-    path: ResolvedPath
-
-
-class CsvDataset(_DatasetBase):
-    """A manifest: one row per image, a path column and a label column; other columns kept."""
-
-    kind: Literal["csv"]
-    path: ResolvedPath
-    path_column: str = "path"
-    label_column: str = "label"
-    root: ResolvedPath | None = Field(None, description="Folder image paths are relative to (default: the CSV's folder).")
-
-
-class IdxDataset(_DatasetBase):
-    """MNIST-format IDX files (gzipped or not), e.g. Debian's dataset-fashion-mnist."""
-
-    kind: Literal["idx"]
-    images: ResolvedPath | list[ResolvedPath] = Field(description="An IDX file, or a list concatenated in order (train + test).")
-    labels: ResolvedPath | list[ResolvedPath] = Field(description="The labels file(s), one per images file.")
-    class_names: list[str] | None = None
-
-
-class NpzDataset(_DatasetBase):
-    """A .npz with arrays ``images`` (N,H,W[,C]) and ``labels`` (N,)."""
-
-    kind: Literal["npz"]
-    path: ResolvedPath
-    class_names: list[str] | None = None
-
-
-class EmbeddingsDataset(_DatasetBase):
-    """Precomputed vectors (word, text, audio or image embeddings): no model runs."""
-
-    kind: Literal["embeddings"]
-    vectors: ResolvedPath = Field(description=".npy (N, d), .npz (one array per layer) or .tsv")
-    metadata: ResolvedPath | None = Field(None, description="TSV, TensorBoard's rules: one column = labels, no header; several = header row.")
-    label_column: str = "label"
-    images: ResolvedPath | None = Field(None, description="A folder of images (sorted names, one per row) or a sprite image.")
-    sprite_dim: int | None = Field(None, gt=0, description="Side of one sprite tile in pixels (when images is a sprite).")
-
-
-class ProjectorDataset(_DatasetBase):
-    """A TensorBoard projector folder (projector_config.pbtxt), e.g. written by SummaryWriter.add_embedding."""
-
-    kind: Literal["tensorboard_projector"]
-    path: ResolvedPath
-    tensor: str | None = Field(None, description="tensor_name to read (default: the first entry).")
-    label_column: str = "label"
-
-
-DATASET_KINDS = ("digits", "image_folder", "csv", "idx", "npz", "embeddings", "tensorboard_projector")
-PRECOMPUTED_KINDS = ("embeddings", "tensorboard_projector")
-DatasetSpec = Annotated[
-    Union[DigitsDataset, ImageFolderDataset, CsvDataset, IdxDataset, NpzDataset, EmbeddingsDataset, ProjectorDataset],
-    Field(discriminator="kind"),
-]
 
 # ----------------------------------------------------------------------------- models
 
@@ -202,56 +150,6 @@ class ModelSpec(_Model):
 # ----------------------------------------------------------------------------- reducers
 
 
-class PcaParams(_Model):
-    method: Literal["pca"] = "pca"
-    n_components: int = Field(10, gt=0, le=512, description="Components analysed (table, galleries).")
-
-
-class TsneParams(_Model):
-    """openTSNE parameters (same names as ``openTSNE.TSNE``)."""
-
-    method: Literal["tsne"] = "tsne"
-    perplexity: float = Field(30.0, gt=0)
-    metric: Literal["euclidean", "cosine"] = "euclidean"
-    n_iter: int = Field(750, gt=0, le=10_000, description="Most iterations after early exaggeration.")
-    stop_tol: float = Field(0.02, ge=0, description="Stop when a block of 50 iterations improves the KL divergence by less than this share (0: run n_iter).")
-    early_exaggeration_iter: int = Field(250, ge=0, le=10_000)
-    learning_rate: float | Literal["auto"] = "auto"
-    negative_gradient_method: Literal["auto", "fft", "bh"] = "auto"
-    pca_components: int = Field(50, ge=0, description="PCA dimensions fed to t-SNE (0 disables).")
-    n_jobs: int | Literal["auto"] = Field("auto", description="Threads; auto: 1 for Barnes-Hut (bit-reproducible), every core for FFT.")
-
-
-class UmapParams(_Model):
-    """umap-learn parameters (same names as ``umap.UMAP``)."""
-
-    method: Literal["umap"] = "umap"
-    n_neighbors: int = Field(15, ge=2)
-    min_dist: float = Field(0.1, ge=0)
-    metric: Literal["euclidean", "cosine"] | None = Field(None, description="Distance; unset: the report's metric (report.metric), so UMAP reuses the layer's neighbour graph.")
-
-
-class PacmapParams(_Model):
-    """PaCMAP parameters (same names as ``pacmap.PaCMAP``); needs the optional pacmap package."""
-
-    method: Literal["pacmap"] = "pacmap"
-    n_neighbors: int = Field(10, ge=2)
-    MN_ratio: float = Field(0.5, ge=0)
-    FP_ratio: float = Field(2.0, ge=0)
-
-
-ReducerSpec = Annotated[
-    Union[
-        Annotated[PcaParams, Tag("pca")],
-        Annotated[TsneParams, Tag("tsne")],
-        Annotated[UmapParams, Tag("umap")],
-        Annotated[PacmapParams, Tag("pacmap")],
-    ],
-    Discriminator(lambda v: v.get("method") if isinstance(v, dict) else getattr(v, "method", None)),
-]
-REDUCER_NAMES = ("pca", "tsne", "umap", "pacmap")
-
-
 def _reducer_short_form(value: Any) -> Any:
     """``pca`` / ``{pca: {...}}`` -> ``{"method": "pca", ...}``."""
     if isinstance(value, str):
@@ -282,18 +180,26 @@ class ReportOptions(_Model):
     trustworthiness_cap: int = Field(3000, gt=10, description="Samples used for trustworthiness, continuity and silhouette (O(N^2)).")
     linear_probe: bool = Field(True, description="Measure linear-probe accuracy (logistic regression, stratified 5-fold).")
     probe_cap: int = Field(5000, gt=10, description="At most this many samples for the linear probe.")
+    templates: ResolvedPath | None = Field(None, description="A folder of templates that override the built-in ones by file name (branding, an extra section); same autoescape and Content-Security-Policy.")
 
 
-CHECK_METRICS = (
-    "knn_accuracy", "linear_probe_accuracy", "silhouette", "components_for_90", "participation_ratio", "variance_top10",
-    *[f"{kind}_{m}" for kind in ("trustworthiness", "continuity") for m in ("pca", "tsne", "umap", "pacmap")],
-)
+def check_metrics() -> tuple[str, ...]:
+    """Every metric a check can name: each registered analysis's metrics (maps: one per reducer)."""
+    return analyses.check_metric_names()
+
+
+def _known_metric(value: str) -> str:
+    names = check_metrics()
+    if value not in names:
+        hint = difflib.get_close_matches(str(value), names, n=1)
+        raise PydanticCustomError("literal_error", "unknown metric", {"expected": ", ".join(repr(n) for n in names) if not hint else f"one of the metrics (did you mean {hint[0]!r}?)"})
+    return value
 
 
 class CheckSpec(_Model):
     """A quality gate: a metric of one layer (or of every layer) against a bound or a baseline."""
 
-    metric: Literal[CHECK_METRICS]  # type: ignore[valid-type]
+    metric: str = Field(description="A metric of summary.json (see reportgen.spec.check_metrics()).")
     model: str | None = Field(None, description="Model name (default: every model).")
     layer: str | None = Field(None, description="Layer name (default: every layer).")
     min: float | None = None
@@ -301,6 +207,11 @@ class CheckSpec(_Model):
     max_drop: float | None = Field(None, ge=0, description="Largest allowed fall below the baseline's value.")
     baseline: ResolvedPath | None = Field(None, description="summary.json of the reference build (for max_drop).")
     name: str | None = None
+
+    @field_validator("metric")
+    @classmethod
+    def _metric_known(cls, value: str) -> str:
+        return _known_metric(value)
 
     @model_validator(mode="after")
     def _bound(self) -> "CheckSpec":
@@ -380,10 +291,10 @@ class ReportSpec(_Model):
 
     @model_validator(mode="after")
     def _models_needed(self) -> "ReportSpec":
-        precomputed = self.dataset.kind in PRECOMPUTED_KINDS
+        precomputed = is_precomputed(self.dataset)
         if not self.models and not precomputed:
             raise ValueError("models: must have at least 1 item (or use a dataset of kind embeddings)")
-        if self.extra_datasets and (precomputed or any(d.kind in PRECOMPUTED_KINDS for d in self.extra_datasets)):
+        if self.extra_datasets and (precomputed or any(is_precomputed(d) for d in self.extra_datasets)):
             raise ValueError("datasets: comparing datasets runs a model over each; precomputed embeddings cannot be compared this way")
         if self.models and precomputed:
             raise ValueError(f"models: a dataset of kind {self.dataset.kind} holds embeddings already; remove models")
@@ -395,6 +306,8 @@ class ReportSpec(_Model):
             raise ValueError(f"fit_on: {self.fit_on!r} is not a model name ({', '.join(m.name for m in self.models)})")
         return self
 
+    _source: "SpecSource | None" = PrivateAttr(default=None)
+
     @property
     def reference(self) -> str:
         return self.fit_on or (self.models[0].name if self.models else "embeddings")
@@ -402,6 +315,35 @@ class ReportSpec(_Model):
     @property
     def pca(self) -> PcaParams:
         return next(r for r in self.reducers if r.method == "pca")
+
+    @property
+    def source(self) -> "SpecSource":
+        """Where the spec came from: its text, the ``--set`` overrides and the effective YAML."""
+        if self._source is None:
+            data = self.model_dump(mode="json", exclude_defaults=True)
+            return SpecSource(path=None, text=yaml.safe_dump(data, sort_keys=False, allow_unicode=True), overrides=(), effective=None)
+        return self._source
+
+    def with_source(self, source: "SpecSource") -> "ReportSpec":
+        """A copy that remembers its source (``load_spec`` sets it; ``build`` shows it in the report)."""
+        out = self.model_copy()
+        out._source = source
+        return out
+
+
+@dataclass(frozen=True)
+class SpecSource:
+    """The text a spec was read from and the overrides applied to it."""
+
+    path: str | None
+    text: str
+    overrides: tuple[str, ...]
+    effective: str | None  # the YAML after the overrides (None without overrides)
+
+    @property
+    def shown(self) -> str:
+        """What the report shows as the spec that was built."""
+        return self.effective if self.effective is not None else self.text
 
 
 # ----------------------------------------------------------------------------- loading
@@ -484,14 +426,12 @@ def format_loc(loc: tuple) -> str:
     return out or "(top level)"
 
 
-_ALL_FIELDS: set[str] = set()
-
-
 def _all_fields() -> set[str]:
-    if not _ALL_FIELDS:
-        for cls in _Model.__subclasses__() + [c for s in _Model.__subclasses__() for c in s.__subclasses__()]:
-            _ALL_FIELDS.update(cls.model_fields)
-    return _ALL_FIELDS
+    """Every field name of every parameter model (registered plug-ins included), for "did you mean"."""
+    out: set[str] = set()
+    for cls in all_subclasses(Params):
+        out.update(cls.model_fields)
+    return out
 
 
 def _message(err: dict) -> str:
@@ -510,12 +450,12 @@ def _message(err: dict) -> str:
     if kind == "missing":
         return "required field is missing"
     if kind == "literal_error":
-        return f"must be one of {ctx.get('expected')}, got {shown}"
+        return f"must be {ctx.get('expected')}, got {shown}" if str(ctx.get("expected", "")).startswith("one of") else f"must be one of {ctx.get('expected')}, got {shown}"
     if kind == "union_tag_invalid":
         return f"unknown kind {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
     if kind == "union_tag_not_found":
         disc = str(ctx.get("discriminator", "kind")).strip("'")
-        tags = ctx.get("expected_tags") or (", ".join(DATASET_KINDS) if disc == "kind" else None)
+        tags = ctx.get("expected_tags") or (", ".join(dataset_kinds()) if disc == "kind" else None)
         return f"needs a '{disc}' key" + (f"; expected one of {tags}" if tags else "")
     if kind == "too_short":
         return f"must have at least {ctx.get('min_length')} item(s), got {ctx.get('actual_length')}"
@@ -539,14 +479,12 @@ def _clean_loc(loc: tuple) -> tuple:
 
 
 def _yaml_loc(loc: tuple, data: Any) -> tuple:
-    """Map a validated loc (reducers[1] -> tsne tag) back onto the YAML structure."""
-    if len(loc) >= 2 and loc[0] == "dataset" and loc[1] in DATASET_KINDS:
-        return loc[:1] + loc[2:]
-    if len(loc) >= 3 and loc[0] == "reducers" and isinstance(loc[1], int) and loc[2] in REDUCER_NAMES:
+    """Map a validated loc back onto the YAML structure: a short-form reducer ``{tsne: {...}}``
+    has its method as a YAML key (reducers[1].tsne.perplexity)."""
+    if len(loc) >= 3 and loc[0] == "reducers" and isinstance(loc[1], int):
         raw = data.get("reducers") if isinstance(data, dict) else None
-        if isinstance(raw, list) and loc[1] < len(raw) and isinstance(raw[loc[1]], dict) and "method" not in raw[loc[1]]:
-            return loc  # short form {tsne: {...}}: the tag is a YAML key
-        return loc[:2] + loc[3:]
+        if isinstance(raw, list) and loc[1] < len(raw) and isinstance(raw[loc[1]], dict) and "method" not in raw[loc[1]] and len(raw[loc[1]]) == 1:
+            return loc[:2] + (next(iter(raw[loc[1]])),) + loc[2:]
     return loc
 
 
@@ -569,8 +507,6 @@ def validate_data(data: Any, *, base_dir: Path | None = None, positions: _Positi
 
 def apply_overrides(data: Any, overrides: list[str]) -> Any:
     """``a.b=value`` / ``models[0].input_size=128`` -> set in the raw mapping (value parsed as YAML)."""
-    import re
-
     for item in overrides:
         if "=" not in item:
             raise SpecError(f"--set {item!r}: expected KEY=VALUE, e.g. --set dataset.limit=500")
@@ -601,9 +537,9 @@ def apply_overrides(data: Any, overrides: list[str]) -> Any:
     return data
 
 
-def load_spec(path: str | Path, *, overrides: list[str] | None = None) -> ReportSpec:
+def load_spec(path: str | os.PathLike, *, overrides: list[str] | None = None) -> ReportSpec:
     """Read, parse and validate a spec file. Raises ``SpecError`` with every problem found."""
-    path = Path(path)
+    path = Path(os.fspath(path))
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -617,14 +553,36 @@ def load_spec(path: str | Path, *, overrides: list[str] | None = None) -> Report
     return loads_spec(text, base_dir=path.resolve().parent, overrides=overrides, source=str(path))
 
 
-def loads_spec(text: str, *, base_dir: Path | None = None, overrides: list[str] | None = None, source: str = "spec") -> ReportSpec:
+def loads_spec(text: str, *, base_dir: str | os.PathLike | None = None, overrides: list[str] | None = None, source: str = "spec") -> ReportSpec:
+    """Parse and validate spec text; ``overrides`` (``KEY=VALUE``, as ``--set``) are applied first and
+    remembered, so the report shows the spec that was built."""
     data, positions = parse_yaml(text, source=source)
+    effective = None
     if overrides:
         if data is None:
             data = {}
-        data = apply_overrides(data, overrides)
-    return validate_data(data, base_dir=base_dir, positions=positions, source=source)
+        data = apply_overrides(data, list(overrides))
+        effective = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    spec = validate_data(data, base_dir=Path(os.fspath(base_dir)) if base_dir is not None else None, positions=positions, source=source)
+    return spec.with_source(SpecSource(path=source, text=text, overrides=tuple(overrides or ()), effective=effective))
 
 
 def json_schema() -> dict:
-    return ReportSpec.model_json_schema()
+    """JSON Schema of the spec, with the dataset kinds, reducers and check metrics registered now."""
+    from typing import Union
+
+    from pydantic import create_model
+
+    def union(models: list[type], key: str):
+        return models[0] if len(models) == 1 else Annotated[Union[tuple(models)], Field(discriminator=key)]  # noqa: UP007
+
+    ds = union([k.params for k in DATASET_KINDS.values()], "kind")
+    rd = union([r.Params for r in REDUCERS.values()], "method")
+    check = create_model("CheckSpec", __base__=CheckSpec, metric=(Literal[check_metrics()], Field(description=CheckSpec.model_fields["metric"].description)))  # type: ignore[valid-type]
+    schema_model = create_model(
+        "ReportSpec", __base__=ReportSpec, dataset=(ds, ...),
+        extra_datasets=(list[ds], Field(default_factory=list, description=ReportSpec.model_fields["extra_datasets"].description)),  # type: ignore[valid-type]
+        reducers=(list[rd], Field(default_factory=lambda: [PcaParams()])),  # type: ignore[valid-type]
+        checks=(list[check], Field(default_factory=list, description=ReportSpec.model_fields["checks"].description)),  # type: ignore[valid-type]
+    )
+    return schema_model.model_json_schema()

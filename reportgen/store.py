@@ -23,12 +23,13 @@ import os
 import re
 import shutil
 import uuid
-from dataclasses import dataclass
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from .errors import CacheError
+from .results import Embeddings, slug
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +39,6 @@ FORMAT = 1
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "reportgen"
-
-
-def slug(name: str, *, max_len: int = 80) -> str:
-    """A safe file-name fragment for any user-given name (layer ``../../x`` -> ``x``)."""
-    s = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._-")
-    s = re.sub(r"\.{2,}", ".", s)
-    if not s:
-        s = "x"
-    if len(s) > max_len or s != name:
-        s = f"{s[: max_len - 9]}-{hashlib.sha1(name.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
-    return s
 
 
 def temp_name(prefix: str) -> str:
@@ -114,22 +104,6 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-@dataclass(frozen=True)
-class StoredEmbeddings:
-    """One model's embeddings for one dataset selection, as read back from the store."""
-
-    key: str
-    path: Path
-    ids: tuple[str, ...]
-    indices: np.ndarray
-    labels: np.ndarray
-    layers: dict[str, np.ndarray]  # layer -> (N, d) float32 (memory-mapped)
-    reshapes: dict[str, str]
-    thumbnails: np.ndarray
-    bad: tuple[tuple[str, str], ...]
-    manifest: dict
-
-
 class _RowFile:
     """An .npy file written row block by row block with plain writes (no memory map, so written
     rows do not stay resident); the header is fixed up with the final row count on close."""
@@ -162,8 +136,8 @@ class EntryWriter:
     """Streams shards into an entry: each shard's rows are appended to the per-layer files, so
     memory use is one shard's worth, whatever the number of samples."""
 
-    def __init__(self, root: Path, key: str, capacity: int, thumb: int) -> None:
-        self.root, self.key, self.capacity, self.thumb = root, key, capacity, thumb
+    def __init__(self, root: Path, key: str, thumb: int) -> None:
+        self.root, self.key, self.thumb = root, key, thumb
         root.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(root)
         self.tmp = root / temp_name(key)
@@ -246,13 +220,13 @@ class EmbeddingStore:
         self.root = Path(root) if root is not None else default_cache_dir()
         self.dir = self.root / "embeddings"
 
-    def writer(self, key: str, capacity: int, thumb: int) -> EntryWriter:
+    def writer(self, key: str, thumb: int) -> EntryWriter:
         try:
-            return EntryWriter(self.dir, key, capacity, thumb)
+            return EntryWriter(self.dir, key, thumb)
         except OSError as exc:
             raise CacheError(f"cache: cannot write to {self.dir} ({exc.strerror}); set cache_dir in the spec or --cache-dir") from None
 
-    def load(self, key: str, *, verify: bool = True) -> StoredEmbeddings | None:
+    def load(self, key: str, *, verify: bool = True, origin: str = "cache") -> Embeddings | None:
         path = self.dir / key
         if not (path / "manifest.json").exists():
             return None
@@ -282,8 +256,8 @@ class EmbeddingStore:
             log.warning("cache entry %s is corrupt or mismatched (%s); recomputing", key, exc)
             self.remove(key)
             return None
-        return StoredEmbeddings(
-            key=key, path=path, ids=tuple(samples["ids"]), indices=np.asarray(samples["indices"], np.int64), labels=labels,
+        return Embeddings(
+            key=key, origin=origin, path=path, ids=tuple(samples["ids"]), indices=np.asarray(samples["indices"], np.int64), labels=labels,
             layers=layers, reshapes={k: v["reshape"] for k, v in manifest["layers"].items()}, thumbnails=thumbs,
             bad=tuple((str(i), str(r)) for i, r in samples["bad"]), manifest=manifest,
         )
@@ -292,7 +266,7 @@ class EmbeddingStore:
         """Remember which entry a spec-level key (see pipeline._quick_key) resolved to."""
         write_cached(self.dir / ".aliases" / quick, key.encode("utf-8"))
 
-    def load_alias(self, quick: str) -> StoredEmbeddings | None:
+    def load_alias(self, quick: str) -> Embeddings | None:
         try:
             key = (self.dir / ".aliases" / quick).read_text(encoding="utf-8").strip()
         except OSError:
@@ -312,55 +286,93 @@ class EmbeddingStore:
             shutil.rmtree(trash, ignore_errors=True)
 
     def clear(self) -> int:
-        """Remove every entry; returns how many were removed."""
-        if not self.dir.exists():
+        """Remove every cached thing (embeddings, maps, graphs, probes, figures; numba's compiled
+        kernels stay); returns how many embedding entries were removed."""
+        if not self.root.exists():
             return 0
-        n = 0
-        for p in self.dir.iterdir():
-            if p.is_dir():
+        n = sum(1 for p in self.dir.iterdir() if p.is_dir() and not p.name.startswith(".")) if self.dir.exists() else 0
+        for p in self.root.iterdir():
+            if p.is_dir() and p.name != "numba":
                 shutil.rmtree(p, ignore_errors=True)
-                n += not p.name.startswith(".")
         return n
 
 
-class ProjectionCache:
-    """2-D maps cached by content (embeddings key, layer, reducer parameters, seed): a rebuild that
-    changes only report options refits nothing, and one with a changed reducer refits only that one."""
+class Cache:
+    """Computed artefacts (maps, neighbour graphs, probe results, figures), keyed by content and code.
 
-    def __init__(self, root: Path | None = None) -> None:
-        self.dir = (Path(root) if root is not None else default_cache_dir()) / "projections"
+    A key is a digest of the inputs that determine the artefact *and* the fingerprint of the code
+    that computes it (``reportgen.fingerprint``), so changing a stage's code recomputes that stage
+    only. Entries live in ``<cache>/<kind>/<key>.<ext>``; every write is atomic and best-effort (an
+    unwritable cache costs time, never a build). ``computed`` and ``reused`` count entries per kind.
+    A disabled cache (``--no-cache``) reads nothing and writes nothing.
+    """
 
-    def key(self, parts: dict) -> str:
-        return content_key({"v": 1, **parts})
+    def __init__(self, root: Path | None = None, *, enabled: bool = True) -> None:
+        self.root = Path(root) if root is not None else default_cache_dir()
+        self.enabled = enabled
+        self.computed: Counter = Counter()
+        self.reused: Counter = Counter()
 
-    def load(self, key: str) -> tuple[np.ndarray, dict, tuple[str, ...]] | None:
-        path = self.dir / f"{key}.npz"
+    @staticmethod
+    def key(kind: str, parts: dict, code: str) -> str:
+        return content_key({"kind": kind, "code": code, **parts})
+
+    def _path(self, kind: str, key: str, ext: str) -> Path:
+        return self.root / kind / f"{key}.{ext}"
+
+    def _hit(self, kind: str, value):
+        if value is not None:
+            self.reused[kind] += 1
+        return value
+
+    def get_arrays(self, kind: str, key: str) -> tuple[dict[str, np.ndarray], dict] | None:
+        """Arrays and a JSON ``meta`` saved by ``put_arrays``, or None (a damaged entry is removed)."""
+        if not self.enabled:
+            return None
+        path = self._path(kind, key, "npz")
         if not path.exists():
             return None
         try:
             with np.load(path, allow_pickle=False) as z:
-                coords = np.asarray(z["coords"], np.float32)
-                meta = json.loads(str(z["meta"]))
-            if coords.ndim != 2 or coords.shape[1] != 2 or not np.isfinite(coords).all():
-                raise ValueError("bad coordinates")
-            return coords, meta["params"], tuple(meta["notes"])
+                arrays = {k: np.asarray(z[k]) for k in z.files if k != "__meta__"}
+                meta = json.loads(str(z["__meta__"]))
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
-            log.warning("projection cache entry %s is unreadable (%s); refitting", key, exc)
+            log.warning("cache entry %s/%s is unreadable (%s); recomputing", kind, key, exc)
             path.unlink(missing_ok=True)
             return None
+        return self._hit(kind, (arrays, meta))
 
-    def load_value(self, key: str):
-        """A small cached JSON result (e.g. a linear-probe accuracy), or None."""
+    def put_arrays(self, kind: str, key: str, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        self.computed[kind] += 1
+        if not self.enabled:
+            return
+        buf = io.BytesIO()
+        np.savez(buf, __meta__=np.asarray(json.dumps(meta, default=str)), **arrays)
+        if not write_cached(self._path(kind, key, "npz"), buf.getvalue()):
+            log.warning("cannot write the cache in %s; %s will be recomputed next time", self.root / kind, kind)
+
+    def get_json(self, kind: str, key: str):
+        if not self.enabled:
+            return None
         try:
-            return json.loads((self.dir / f"{key}.json").read_text(encoding="utf-8"))["value"]
+            return self._hit(kind, json.loads(self._path(kind, key, "json").read_text(encoding="utf-8"))["value"])
         except (OSError, ValueError, KeyError):
             return None
 
-    def save_value(self, key: str, value) -> None:
-        write_cached(self.dir / f"{key}.json", json.dumps({"value": value}).encode("utf-8"))
+    def put_json(self, kind: str, key: str, value) -> None:
+        self.computed[kind] += 1
+        if self.enabled:
+            write_cached(self._path(kind, key, "json"), json.dumps({"value": value}).encode("utf-8"))
 
-    def save(self, key: str, coords: np.ndarray, params: dict, notes: tuple[str, ...]) -> None:
-        buf = io.BytesIO()
-        np.savez(buf, coords=np.asarray(coords, np.float32), meta=np.asarray(json.dumps({"params": params, "notes": list(notes)}, default=str)))
-        if not write_cached(self.dir / f"{key}.npz", buf.getvalue()):
-            log.warning("cannot write the projection cache in %s; maps will be refitted next time", self.dir)
+    def get_bytes(self, kind: str, key: str) -> bytes | None:
+        if not self.enabled:
+            return None
+        try:
+            return self._hit(kind, self._path(kind, key, "bin").read_bytes())
+        except OSError:
+            return None
+
+    def put_bytes(self, kind: str, key: str, data: bytes) -> None:
+        self.computed[kind] += 1
+        if self.enabled:
+            write_cached(self._path(kind, key, "bin"), data)

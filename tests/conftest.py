@@ -1,15 +1,19 @@
-"""Shared fixtures: real model (packaged EfficientNet-Lite0), real data (scikit-learn digits)."""
+"""Shared fixtures and helpers: real model (packaged EfficientNet-Lite0), real data (scikit-learn
+digits), the CLI called in-process."""
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 import numpy as np
+import yaml
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+from reportgen.cli import main  # noqa: E402
 from reportgen.spec import loads_spec  # noqa: E402
 
 EFFNET = {
@@ -40,12 +44,63 @@ def make_spec(d: dict):
     return loads_spec(yaml.safe_dump(d))
 
 
+# ----------------------------------------------------------------------------- CLI helpers
+
+
+def run(*argv):
+    """``reportgen ARGV`` in-process: (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def small_spec(tmp: Path, **over) -> dict:
+    d = {
+        "title": "cli",
+        "dataset": {"kind": "digits", "limit": 40},
+        "models": [{"name": "small", "factory": "tests.netzoo:Small", "input_size": 16, "batch_size": 16, "layers": ["conv", "pool"]}],
+        "reducers": ["pca"],
+        "output": {"dir": str(tmp / "out")},
+        "cache_dir": str(tmp / "cache"),
+    }
+    for k, v in over.items():
+        d[k] = v
+    return d
+
+
+def write(tmp: Path, d: dict | str, name: str = "spec.yaml") -> Path:
+    p = tmp / name
+    p.write_text(d if isinstance(d, str) else yaml.safe_dump(d, allow_unicode=True))
+    return p
+
+
+def corrupt_folder(tmp: Path) -> Path:
+    from PIL import Image
+    from skimage import data
+
+    root = tmp / "imgs"
+    for c, img in (("cat", data.chelsea()), ("astro", data.astronaut())):
+        (root / c).mkdir(parents=True)
+        for j in range(4):
+            Image.fromarray(np.roll(img[::8, ::8], 9 * j, axis=0)).save(root / c / f"{j}.png")
+    (root / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage")
+    return root
+
+
+
 @pytest.fixture(scope="session")
 def effnet():
     from reportgen.models import load_model
     from reportgen.spec import ModelSpec
 
     return load_model(ModelSpec(**EFFNET, layers=["global_pool"]))
+
+
+def stored(res, tmp: Path, model: int = 0):
+    """A build's embeddings of one model, read back from its store (``tmp / "cache"``)."""
+    from reportgen.store import EmbeddingStore
+
+    return EmbeddingStore(tmp / "cache").load(res.models[model].embeddings_key)
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +110,7 @@ def built(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("built")
     spec = make_spec(spec_dict(tmp))
-    result = build(spec, spec_text="title: test", progress=False)
+    result = build(spec, progress=False)
     return result, tmp
 
 
@@ -85,14 +140,20 @@ def image_folder(tmp_path) -> Path:
 
 #: Lines tests want shown at the end of the run (pytest captures their prints).
 SUMMARY_LINES: list[str] = []
+#: Outcome of every bad-input catalogue case that ran (node id -> passed), from pytest's own reports,
+#: so the closing line does not depend on test order or on which tests were selected.
+_CATALOGUE: dict[str, bool] = {}
+
+
+def pytest_runtest_logreport(report):
+    if "test_bad_inputs.py::test_bad_input[" in report.nodeid and (report.when == "call" or report.failed):
+        _CATALOGUE[report.nodeid] = _CATALOGUE.get(report.nodeid, True) and report.passed
 
 
 def pytest_terminal_summary(terminalreporter):
-    from tests import test_bad_inputs
-
-    if test_bad_inputs.RESULTS:
-        clean = sum(ok for _, ok in test_bad_inputs.RESULTS)
-        SUMMARY_LINES.insert(0, f"bad-input catalogue: {len(test_bad_inputs.RESULTS)} bad inputs tried, {clean} gave a clean error "
-                                f"(or a stated handling), a documented exit code and no partial output")
+    if _CATALOGUE:
+        clean = sum(_CATALOGUE.values())
+        terminalreporter.write_line(f"bad-input catalogue: {len(_CATALOGUE)} bad inputs tried, {clean} gave a clean error (or a stated handling), "
+                                    "a documented exit code and no partial output")
     for line in SUMMARY_LINES:
         terminalreporter.write_line(line)

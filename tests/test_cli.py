@@ -1,38 +1,7 @@
 """The command line: conventions, exit codes and every bad input of the foundation issue."""
-import io
 import json
-from pathlib import Path
 
-import numpy as np
-import yaml
-
-from reportgen.cli import main
-
-
-def run(*argv):
-    out, err = io.StringIO(), io.StringIO()
-    code = main(list(argv), stdout=out, stderr=err)
-    return code, out.getvalue(), err.getvalue()
-
-
-def small_spec(tmp: Path, **over) -> dict:
-    d = {
-        "title": "cli",
-        "dataset": {"kind": "digits", "limit": 40},
-        "models": [{"name": "small", "factory": "tests.netzoo:Small", "input_size": 16, "batch_size": 16, "layers": ["conv", "pool"]}],
-        "reducers": ["pca"],
-        "output": {"dir": str(tmp / "out")},
-        "cache_dir": str(tmp / "cache"),
-    }
-    for k, v in over.items():
-        d[k] = v
-    return d
-
-
-def write(tmp: Path, d: dict | str, name: str = "spec.yaml") -> Path:
-    p = tmp / name
-    p.write_text(d if isinstance(d, str) else yaml.safe_dump(d, allow_unicode=True))
-    return p
+from tests.conftest import corrupt_folder, run, small_spec, write
 
 
 def test_version_help_and_no_command():
@@ -78,21 +47,8 @@ def test_layers_command_lists_modules(tmp_path):
     assert code == 0 and "conv" in out and "(1, 8, 16, 16)" in out
 
 
-def _corrupt_folder(tmp: Path) -> Path:
-    from PIL import Image
-    from skimage import data
-
-    root = tmp / "imgs"
-    for c, img in (("cat", data.chelsea()), ("astro", data.astronaut())):
-        (root / c).mkdir(parents=True)
-        for j in range(4):
-            Image.fromarray(np.roll(img[::8, ::8], 9 * j, axis=0)).save(root / c / f"{j}.png")
-    (root / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage")
-    return root
-
-
 def test_corrupt_image_skipped_counted_and_listed(tmp_path):
-    root = _corrupt_folder(tmp_path)
+    root = corrupt_folder(tmp_path)
     d = small_spec(tmp_path, dataset={"kind": "image_folder", "path": str(root)})
     code, out, err = run("build", str(write(tmp_path, d)), "-q")
     assert code == 0, err
@@ -124,4 +80,5 @@ def test_cache_clear(tmp_path):
     p = write(tmp_path, small_spec(tmp_path))
     assert run("build", str(p), "-q")[0] == 0
     code, out, _ = run("cache", "clear", "--cache-dir", str(tmp_path / "cache"))
-    assert code == 0 and "removed 1 cache entry" in out
+    assert code == 0 and "removed 1 embedding entry" in out
+    assert not any((tmp_path / "cache").iterdir())  # maps, graphs, probes and figures too

@@ -6,8 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reportgen.analyse import linear_cka
-from reportgen.reduce import transform_projection
+from reportgen.kernels import linear_cka
 from tests.conftest import EFFNET, make_spec
 
 
@@ -26,26 +25,36 @@ def compared(tmp_path_factory):
     return build(spec, progress=False), tmp
 
 
+def _embeddings(res, tmp, model: str, layer: str) -> np.ndarray:
+    from reportgen.store import EmbeddingStore
+
+    m = next(m for m in res.models if m.model.name == model)
+    return np.asarray(EmbeddingStore(tmp / "cache").load(m.embeddings_key).layers[layer], np.float64)
+
+
 def test_reference_points_stay_at_fitted_coordinates_and_other_model_is_in_its_frame(compared):
-    res, _ = compared
-    comp = res.comparison
+    from sklearn.decomposition import PCA
+
+    res, tmp = compared
+    comp = res.report.build_findings["compare_models"]
     assert comp.reference == "effnet"
-    ref = res.runs[0].layers[1]  # effnet · global_pool
+    ref = res.models[0].layer("global_pool")
     frame = next(f for f in comp.frames if f.layer == "global_pool" and f.method == "pca")
-    x_ref = np.asarray(res.runs[0].stored.layers["global_pool"], np.float64)
-    again = transform_projection(ref.projections["pca"], ref.pca_full, x_ref)
-    np.testing.assert_allclose(again.coords, ref.projections["pca"].coords, rtol=1e-5, atol=1e-4)
-    np.testing.assert_array_equal(frame.coords["effnet"], ref.projections["pca"].coords)
-    x_b = np.asarray(res.runs[1].stored.layers["global_pool"], np.float64)
-    expect = (x_b - ref.pca_full.mean) @ ref.pca_full.components[:2].T
-    np.testing.assert_allclose(frame.coords["random"], expect, rtol=1e-4, atol=1e-3)
+    np.testing.assert_array_equal(frame.coords["effnet"], ref.maps["pca"].coords)
+    # the other model in the reference's frame: scikit-learn's PCA fitted on the reference, applied
+    # to the other model's embeddings (components agree up to sign)
+    x_ref, x_b = _embeddings(res, tmp, "effnet", "global_pool"), _embeddings(res, tmp, "random", "global_pool")
+    sk = PCA(2, svd_solver="full").fit(x_ref)
+    signs = np.sign((sk.transform(x_ref) * ref.maps["pca"].coords).sum(0))
+    np.testing.assert_allclose(ref.maps["pca"].coords, sk.transform(x_ref) * signs, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(frame.coords["random"], sk.transform(x_b) * signs, rtol=1e-3, atol=1e-2)
     tsne = next(f for f in comp.frames if f.layer == "global_pool" and f.method == "tsne")
     assert tsne.coords["random"].shape == (300, 2) and np.isfinite(tsne.coords["random"]).all()
 
 
 def test_cka_matrix_and_report_section(compared):
     res, tmp = compared
-    comp = res.comparison
+    comp = res.report.build_findings["compare_models"]
     assert comp.cka.shape == (4, 4)
     np.testing.assert_allclose(np.diag(comp.cka), 1.0)
     assert np.allclose(comp.cka, comp.cka.T) and (comp.cka >= -1e-9).all() and (comp.cka <= 1 + 1e-9).all()
@@ -54,7 +63,7 @@ def test_cka_matrix_and_report_section(compared):
     ch = s["comparison"]["changes"][1]["per_class"]["0"]
     assert 0 <= ch["knn"] <= 1 and ch["centroid_shift"] >= 0
     html = (tmp / "out" / "report.html").read_text()
-    assert 'id="compare"' in html and "random vs effnet" in html
+    assert 'id="compare_models"' in html and "random vs effnet" in html
     assert (tmp / "out" / "figures" / "compare--cka.png").exists()
 
 

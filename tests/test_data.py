@@ -4,21 +4,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reportgen.data import (
-    BadImage,
-    load_dataset,
-    parse_idx,
-    read_image_file,
-    select_samples,
-)
+from reportgen.datasets import load_dataset, select_samples
+from reportgen.datasets.csv_manifest import CsvDataset
+from reportgen.datasets.digits import DigitsDataset
+from reportgen.datasets.idx import IdxDataset, parse_idx
+from reportgen.datasets.image_folder import ImageFolderDataset
+from reportgen.datasets.npz import NpzDataset
 from reportgen.errors import DataError
-from reportgen.spec import (
-    CsvDataset,
-    DigitsDataset,
-    IdxDataset,
-    ImageFolderDataset,
-    NpzDataset,
-)
+from reportgen.images import BadImage, read_image_file
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 

@@ -3,8 +3,8 @@ import json
 
 import numpy as np
 
-from reportgen.compare import domain_auc, mmd_permutation_test
-from tests.test_cli import run, write
+from reportgen.kernels import domain_auc, mmd_permutation_test
+from tests.conftest import run, write
 
 
 def test_mmd_and_auc_tell_shift_from_no_shift():
@@ -40,4 +40,4 @@ def test_clean_vs_corrupted_digits_through_raw_pixels(tmp_path):
     assert by["noisy"]["p_value"] < 0.05 and by["noisy"]["domain_auc"] > 0.9
     assert by["held-out clean"]["domain_auc"] < by["noisy"]["domain_auc"] and by["held-out clean"]["mmd2"] < by["noisy"]["mmd2"]
     html = (tmp_path / "out" / "report.html").read_text()
-    assert 'id="datasets"' in html and "datasets--pixels--pixels-tsne.png" in html
+    assert 'id="compare_datasets"' in html and "datasets--pixels--pixels-tsne.png" in html

@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 
-from tests.test_cli import run, small_spec, write
+from tests.conftest import run, small_spec, write
 
 
 def _npz(tmp, images, labels, names=None):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import run
+from tests.conftest import run
 
 ROOT = Path(__file__).parents[1]
 FASHION = Path("/usr/share/datasets/fashion-mnist")

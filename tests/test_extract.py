@@ -2,10 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from reportgen.data import load_dataset, select_samples
+from reportgen.datasets import load_dataset, select_samples
 from reportgen.errors import ModelError
 from reportgen.extract import extract_shard, list_layers, resolve_layers
-from reportgen.spec import DigitsDataset, LayerSpec
+from reportgen.datasets.digits import DigitsDataset
+from reportgen.spec import LayerSpec
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def test_k_layers_cost_one_forward_pass_per_batch(effnet, digits):
 def test_hooked_embedding_equals_running_modules_by_hand(effnet, digits):
     layers = _layers(effnet.module, "blocks.2", LayerSpec(name="global_pool", reshape="mean"))
     shard = extract_shard(effnet, digits, np.arange(8), layers, batch_size=8)
-    from reportgen.models import preprocess_image
+    from reportgen.images import preprocess_image
 
     x = torch.from_numpy(np.stack([preprocess_image(digits.read(i), effnet.preprocess) for i in range(8)]))
     m = effnet.module

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from reportgen.errors import ModelError
-from reportgen.models import load_model, preprocess_image, read_checkpoint
+from reportgen.images import preprocess_image
+from reportgen.models import load_model, read_checkpoint
 from reportgen.spec import ModelSpec
 
 
@@ -29,11 +30,11 @@ def test_checkpoint_state_dict_with_wrappers_and_prefix(tmp_path):
     state = {"state_dict": {f"module.{k}": v for k, v in src.module.state_dict().items()}, "epoch": 3}
     torch.save(state, tmp_path / "ck.pth")
     loaded = load_model(_tiny_spec(checkpoint=tmp_path / "ck.pth"), seed=2)
-    assert loaded.weights_sha256 == src.weights_sha256
+    assert loaded.info.weights_sha256 == src.info.weights_sha256
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in src.module.state_dict().items()}, str(tmp_path / "ck.safetensors"))
-    assert load_model(_tiny_spec(checkpoint=tmp_path / "ck.safetensors")).weights_sha256 == src.weights_sha256
+    assert load_model(_tiny_spec(checkpoint=tmp_path / "ck.safetensors")).info.weights_sha256 == src.info.weights_sha256
 
 
 def test_checkpoint_for_other_architecture_names_keys(tmp_path):
@@ -85,7 +86,7 @@ def test_factory_models(tmp_path, monkeypatch):
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     m = load_model(ModelSpec(name="f", factory="mymodels:small", layers=["1"]))
-    assert m.preprocess.input_size == 224 and m.arch == "mymodels:small"
+    assert m.preprocess.input_size == 224 and m.info.arch == "mymodels:small"
     with pytest.raises(ModelError, match="not a torch.nn.Module"):
         load_model(ModelSpec(name="f", factory="mymodels:not_a_module", layers=["1"]))
     with pytest.raises(ModelError, match="cannot import module"):

@@ -4,9 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from reportgen.data import load_dataset
-from reportgen.spec import EmbeddingsDataset, ProjectorDataset
-from tests.test_cli import run, small_spec, write
+from reportgen.datasets import load_dataset
+from reportgen.datasets.embeddings import EmbeddingsDataset, ProjectorDataset
+from tests.conftest import run, small_spec, write
 
 
 def test_export_then_import_round_trips_exactly(tmp_path):
@@ -23,10 +23,10 @@ def test_export_then_import_round_trips_exactly(tmp_path):
         from tests.conftest import make_spec
 
         _, _, runs = extract_embeddings(make_spec(spec), progress=False)
-        for name, x in runs[0].stored.layers.items():
+        for name, x in runs[0].embeddings.layers.items():
             np.testing.assert_array_equal(ds.vectors[f"small/{name}"], np.asarray(x))  # exact, TSV or bytes
-        assert [ds.class_names[y] for y in ds.labels] == [str(int(v)) for v in runs[0].stored.labels]
-        assert ds.metadata["id"] == list(runs[0].stored.ids)
+        assert [ds.class_names[y] for y in ds.labels] == [str(int(v)) for v in runs[0].embeddings.labels]
+        assert ds.metadata["id"] == list(runs[0].embeddings.ids)
         assert ds.read(0).shape == (32, 32, 3)  # the sprite cut back into thumbnails
 
 

@@ -13,10 +13,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reportgen.data import BadImage, read_image_file
+from reportgen.images import BadImage, read_image_file
 from reportgen.errors import ReportgenError
 from reportgen.spec import loads_spec, validate_data
-from tests.test_cli import run, small_spec, write
+from tests.conftest import run, small_spec, write
 
 ROOT = Path(__file__).parents[1]
 
@@ -92,7 +92,7 @@ def test_two_concurrent_builds_into_one_output_and_cache(tmp_path):
 
 
 def test_sanitised_file_names_for_hostile_layer_and_class_names(tmp_path):
-    from reportgen.store import slug
+    from reportgen.results import slug
 
     for name in ("../../x", "/etc/passwd", "a/b\\c", "..", "", "é" * 200, "con"):
         s = slug(name)
@@ -112,7 +112,7 @@ def test_corrupt_cache_entry_is_recomputed(tmp_path):
     from reportgen.spec import load_spec
 
     res = build(load_spec(spec), progress=False)
-    assert res.forward_calls > 0 and not res.runs[0].from_cache  # detected, recomputed
+    assert res.forward_calls > 0 and res.models[0].origin == "computed"  # detected, recomputed
     res2 = build(load_spec(spec), progress=False)
     assert res2.forward_calls == 0  # and the new entry is good
 

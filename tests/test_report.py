@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from reportgen.figures import grid_mosaic, image_mosaic, palette
+from tests.conftest import stored
 
 
 def _summary(out: Path) -> dict:
@@ -32,7 +33,7 @@ def test_variance_ratios_equal_sklearn(built):
     res, tmp = built
     s = _summary(tmp / "out")
     for layer in s["models"][0]["layers"]:
-        x = np.asarray(res.runs[0].stored.layers[layer["layer"]], np.float64)
+        x = np.asarray(stored(res, tmp).layers[layer["layer"]], np.float64)
         ref = PCA(n_components=8, svd_solver="full").fit(x).explained_variance_ratio_
         np.testing.assert_allclose(layer["pca"]["explained_variance_ratio"], ref, rtol=1e-4)
 
@@ -44,7 +45,7 @@ def test_galleries_hold_argmin_and_argmax(built):
     s = _summary(tmp / "out")
     ids = np.asarray(res.ids)
     for layer in s["models"][0]["layers"]:
-        x = np.asarray(res.runs[0].stored.layers[layer["layer"]], np.float64)
+        x = np.asarray(stored(res, tmp).layers[layer["layer"]], np.float64)
         scores = PCA(n_components=4, svd_solver="full").fit_transform(x)
         for e in layer["extremes"]:
             c = e["component"] - 1
@@ -62,7 +63,7 @@ def test_neighbours_equal_sklearn(built):
     s = _summary(tmp / "out")
     ids = list(res.ids)
     layer = s["models"][0]["layers"][1]
-    x = np.asarray(res.runs[0].stored.layers[layer["layer"]], np.float64)
+    x = np.asarray(stored(res, tmp).layers[layer["layer"]], np.float64)
     nn = NearestNeighbors(n_neighbors=9, metric="cosine").fit(x)
     for q in layer["neighbours"]:
         i = ids.index(q["query"])
@@ -78,8 +79,8 @@ def test_knn_accuracy_matches_sklearn_leave_one_out(built):
 
     res, tmp = built
     layer = _summary(tmp / "out")["models"][0]["layers"][1]
-    x = np.asarray(res.runs[0].stored.layers[layer["layer"]], np.float64)
-    ref = cross_val_score(KNeighborsClassifier(10, metric="cosine", algorithm="brute"), x, res.labels, cv=LeaveOneOut()).mean()
+    x = np.asarray(stored(res, tmp).layers[layer["layer"]], np.float64)
+    ref = cross_val_score(KNeighborsClassifier(10, metric="cosine", algorithm="brute"), x, res.report.samples.labels, cv=LeaveOneOut()).mean()
     assert abs(layer["metrics"]["knn_accuracy"] - ref) < 0.02  # tie-breaking differs only
     assert layer["metrics"]["knn_accuracy"] > 0.8  # 300 samples; the 500-sample floor of 0.85 is in test_extract
 
@@ -159,11 +160,11 @@ def test_hostile_class_names_are_escaped(tmp_path):
         "report": {"axes": [[evil[0], evil[1]]]},
         "output": {"dir": str(tmp_path / "out")}, "cache_dir": str(tmp_path / "cache"),
     })
-    build(spec, spec_text="title: '<script>alert(3)</script>'", progress=False)
+    build(spec, progress=False)
     html = (tmp_path / "out" / "report.html").read_text()
     p = _Refs()
     p.feed(html)
-    assert p.scripts == 0 and not p.handlers and "img" not in [t for t in p.tags if t == "x"]
+    assert p.scripts == 0 and not p.handlers and "x" not in p.refs  # the class name never became an <img src=x>
     assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
     assert "&lt;script&gt;" in html and "😀" in html and "עברית" in html and "<bdi>" in html
     assert all(r.startswith(("data:", "#")) for r in p.refs)
@@ -174,14 +175,18 @@ def test_summary_is_deterministic(built, tmp_path):
     from tests.conftest import make_spec, spec_dict
 
     res, tmp = built
-    d = spec_dict(tmp)
-    d["output"] = {"dir": str(tmp_path / "again")}
-    build(make_spec(d), spec_text="title: test", progress=False)
-    a = (tmp / "out" / "summary.json").read_bytes()
-    b = (tmp_path / "again" / "summary.json").read_bytes()
-    assert a == b
+    first = tmp_path / "first"
+    import shutil
+
+    shutil.copytree(tmp / "out", first)
+    again = build(make_spec(spec_dict(tmp)), progress=False)  # the same spec, rebuilt (from the caches) into the same folder
+    assert again.forward_calls == 0 and again.reducer_fits == 0
+    assert (first / "summary.json").read_bytes() == (tmp / "out" / "summary.json").read_bytes()
     for f in ("effnet--blocks.2--tsne-mosaic.png", "effnet--global_pool--pca-scatter.png"):
-        assert (tmp / "out" / "figures" / f).read_bytes() == (tmp_path / "again" / "figures" / f).read_bytes()
+        assert (first / "figures" / f).read_bytes() == (tmp / "out" / "figures" / f).read_bytes()
+    fresh = build(make_spec(spec_dict(tmp)), cache_dir=tmp_path / "empty-cache", progress=False)  # every cache empty: computed again
+    assert fresh.forward_calls > 0 and fresh.reducer_fits == 2
+    assert (first / "summary.json").read_bytes() == (tmp / "out" / "summary.json").read_bytes()
 
 
 def test_second_build_with_other_reducers_runs_no_forward_pass(built, tmp_path):
@@ -193,23 +198,23 @@ def test_second_build_with_other_reducers_runs_no_forward_pass(built, tmp_path):
     d = spec_dict(tmp, reducers=[{"pca": {"n_components": 5}}])
     d["output"] = {"dir": str(tmp_path / "o2")}
     again = build(make_spec(d), progress=False)
-    assert again.forward_calls == 0 and again.runs[0].from_cache
+    assert again.forward_calls == 0 and again.models[0].origin == "cache"
 
 
-def test_size_budget_shrinks_and_says_so(built, tmp_path):
-    from reportgen.render import write_report
-
-    res, tmp = built
+def test_size_budget_shrinks_and_says_so(built):
     import dataclasses
 
-    small = dataclasses.replace(res, spec=res.spec.model_copy(update={"output": res.spec.output.model_copy(update={"max_html_mb": 0.9})}), notes=[])
-    write_report(small, tmp_path / "small")
-    s = _summary(tmp_path / "small")
-    assert s["html"]["reductions"], s["html"]
-    run = json.loads((tmp_path / "small" / "run.json").read_text())
-    assert (tmp_path / "small" / "report.html").stat().st_size == run["html_bytes"] <= 0.9e6
-    assert "To stay within the size budget" in (tmp_path / "small" / "report.html").read_text()
-    assert sum(run["section_bytes"].values()) == run["html_bytes"]
+    from reportgen.render import render_report
+
+    res, tmp = built
+    spec = res.spec.model_copy(update={"output": res.spec.output.model_copy(update={"max_html_mb": 0.9})})
+    full = json.loads((tmp / "out" / "run.json").read_text())["html_bytes"]
+    assert full > 0.9e6  # the budget below really forces a reduction
+    small = render_report(dataclasses.replace(res.report, spec=spec))
+    assert small.stats.reductions and not small.stats.over_budget
+    assert len(small.html.encode("utf-8")) == small.stats.html_bytes <= 0.9e6
+    assert "To stay within the size budget" in small.html
+    assert sum(small.stats.section_bytes.values()) == small.stats.html_bytes
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -219,8 +224,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def test_headless_chromium_opens_report_offline(built, tmp_path):
     _, tmp = built
     html = tmp / "out" / "report.html"
-    shot = Path(__file__).parent / "output"
-    shot.mkdir(exist_ok=True)
+    shot = tmp_path  # test outputs stay under pytest's temporary folders
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,2400",
            "--proxy-server=http://0.0.0.0:9", "--proxy-bypass-list=<-loopback>", "--disable-background-networking",
            "--enable-logging=stderr", "--v=0", f"--user-data-dir={tmp_path / 'profile'}",
@@ -245,7 +249,7 @@ def test_rebuild_with_report_options_only_refits_nothing(built, tmp_path):
     d["output"] = {"dir": str(tmp_path / "o3")}
     again = build(make_spec(d), progress=False)
     assert again.forward_calls == 0 and again.reducer_fits == 0
-    np.testing.assert_array_equal(again.runs[0].layers[0].projections["tsne"].coords, res.runs[0].layers[0].projections["tsne"].coords)
+    np.testing.assert_array_equal(again.models[0].layers[0].maps["tsne"].coords, res.models[0].layers[0].maps["tsne"].coords)
     d["reducers"] = [{"pca": {"n_components": 8}}, {"tsne": {"perplexity": 15, "n_iter": 250}}]
     changed = build(make_spec(d), progress=False)
     assert changed.forward_calls == 0 and changed.reducer_fits == 2  # only the changed reducer, on each layer

@@ -12,7 +12,7 @@ SCRIPT = r"""
 import json, resource, sys
 import numpy as np
 from reportgen.pipeline import extract_embeddings
-from tests.test_cli import small_spec
+from tests.conftest import small_spec
 from tests.conftest import make_spec
 from pathlib import Path
 tmp = Path(sys.argv[1]); n = int(sys.argv[2])
@@ -21,7 +21,7 @@ d["models"][0]["layers"] = [{"name": "conv", "reshape": "flatten"}]   # 2,048 fl
 d["models"][0]["batch_size"] = 256
 d["cache_dir"] = str(tmp / f"cache{n}")
 ds, sel, runs = extract_embeddings(make_spec(d), progress=False)
-x = runs[0].stored.layers["conv"]
+x = runs[0].embeddings.layers["conv"]
 # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across execve, so a child started by a big pytest
 # process would report the parent's peak
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))

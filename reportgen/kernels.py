@@ -1,7 +1,7 @@
-"""Analyses: embeddings + projections -> findings (plain frozen dataclasses of NumPy arrays).
+"""Numeric kernels of the analyses: pure functions of arrays (no I/O, no model, no plotting).
 
-One neighbour graph per layer serves every kNN-based analysis (neighbours, hard samples,
-kNN accuracy, outliers).
+Each is checked against an independent computation in tests/test_kernels.py. The analyses in
+``reportgen.analyses`` call them; one neighbour graph per layer serves every kNN-based kernel.
 """
 from __future__ import annotations
 
@@ -9,19 +9,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .reduce import PcaResult
+from .neighbours import NeighbourGraph
+from .pca import PcaResult
 
 STAT_NAMES = ("brightness", "contrast", "saturation", "colour balance (R-B)")
 SHORTCUT_R = 0.5  # |r| at or above which a component is flagged as tracking an image statistic
-
-
-@dataclass(frozen=True)
-class NeighbourGraph:
-    """k nearest neighbours of every sample (self excluded), ascending distance."""
-
-    indices: np.ndarray  # (N, K) int
-    distances: np.ndarray  # (N, K) float
-    metric: str
 
 
 @dataclass(frozen=True)
@@ -29,8 +21,6 @@ class ComponentEnds:
     component: int  # 0-based
     low: np.ndarray  # sample rows, lowest score first
     high: np.ndarray  # sample rows, highest score first
-    low_makeup: tuple[tuple[str, int], ...]
-    high_makeup: tuple[tuple[str, int], ...]
 
 
 @dataclass(frozen=True)
@@ -58,55 +48,6 @@ def sanitize(x: np.ndarray) -> tuple[np.ndarray, int]:
     if n:
         arr = np.where(np.isfinite(arr), arr, 0).astype(np.float32)
     return arr, n
-
-
-def neighbour_graph(x: np.ndarray, k: int, *, metric: str = "cosine", block_bytes: int = 256 << 20) -> NeighbourGraph:
-    """Exact k nearest neighbours by brute force, blockwise: a float32 GEMM per block of rows, then top-k.
-
-    Cosine distance is 1 - cos of unit-normalised rows, straight from the GEMM. For euclidean the
-    GEMM ranks by a.b - |b|^2/2 and the best k+8 candidates are re-ranked by their distances
-    computed from differences (no cancellation), so rounding can only matter when more than 8
-    candidates tie at the k-th place. Peak memory: one (block, N) float32 score block
-    (``block_bytes``), never the N x N matrix. Ties in distance go to the lower sample row, so the
-    graph is the same on every run. About 2x faster than scikit-learn's brute force, which upcasts
-    float32 to float64 blocks (see docs/benchmarks.md).
-    """
-    import torch
-
-    n = len(x)
-    k = int(min(k, n - 1))
-    data = np.ascontiguousarray(x, dtype=np.float32)
-    if metric == "cosine":
-        norms = np.linalg.norm(data, axis=1, keepdims=True)
-        data = data / np.where(norms > 0, norms, 1)
-        bias, m = None, k
-    else:
-        bias = -0.5 * np.einsum("ij,ij->i", data, data)
-        m = min(n - 1, k + 8)
-    block = int(max(16, min(4096, block_bytes // (4 * n))))
-    buf = np.empty((min(block, n), n), np.float32)
-    indices = np.empty((n, k), np.int64)
-    distances = np.empty((n, k))
-    for s in range(0, n, block):
-        e = min(s + block, n)
-        scores = buf[: e - s]
-        np.matmul(data[s:e], data.T, out=scores)  # BLAS reads the transpose in place: no copy
-        if bias is not None:
-            scores += bias
-        scores[np.arange(e - s), np.arange(s, e)] = -np.inf  # never its own neighbour (duplicates still count)
-        top = torch.topk(torch.from_numpy(scores), m, dim=1, sorted=False)
-        cand = top.indices.numpy()
-        if metric == "cosine":
-            d = 1.0 - top.values.numpy().astype(np.float64)
-        else:
-            d = np.empty(cand.shape)
-            for r in range(s, e, 256):  # bounded temporaries: (256, k+8, dim)
-                q = data[r : min(r + 256, e), None, :]
-                d[r - s : r - s + len(q)] = np.sqrt(((data[cand[r - s : r - s + len(q)]] - q) ** 2).sum(-1, dtype=np.float64))
-        rank = np.lexsort((cand, d), axis=1)[:, :k]  # by distance, then by row
-        indices[s:e] = np.take_along_axis(cand, rank, 1)
-        distances[s:e] = np.clip(np.take_along_axis(d, rank, 1), 0, None)
-    return NeighbourGraph(indices=indices, distances=distances, metric=metric)
 
 
 def knn_predict(graph: NeighbourGraph, labels: np.ndarray, k: int) -> np.ndarray:
@@ -146,19 +87,12 @@ def outliers(graph: NeighbourGraph, k: int, count: int) -> np.ndarray:
     return np.argsort(-kth, kind="stable")[:count]
 
 
-def component_ends(pca: PcaResult, labels: np.ndarray, class_names, *, components: int, size: int) -> list[ComponentEnds]:
+def component_ends(pca: PcaResult, *, components: int, size: int) -> list[ComponentEnds]:
+    """The ``size`` samples at each end of each of the first ``components`` components."""
     out = []
     for c in range(min(components, pca.k)):
-        s = pca.scores[:, c]
-        order = np.argsort(s, kind="stable")
-        low, high = order[:size], order[::-1][:size]
-
-        def makeup(rows):
-            counts = np.bincount(labels[rows], minlength=len(class_names))
-            top = np.argsort(-counts, kind="stable")
-            return tuple((class_names[i], int(counts[i])) for i in top if counts[i])
-
-        out.append(ComponentEnds(c, low, high, makeup(low), makeup(high)))
+        order = np.argsort(pca.scores[:, c], kind="stable")
+        out.append(ComponentEnds(c, order[:size], order[::-1][:size]))
     return out
 
 
@@ -337,3 +271,58 @@ def linear_cka(a: np.ndarray, b: np.ndarray) -> float:
     cross = np.linalg.norm(a.T @ b) ** 2
     na, nb = np.linalg.norm(a.T @ a), np.linalg.norm(b.T @ b)
     return float(cross / (na * nb)) if na > 0 and nb > 0 else 0.0
+
+
+def per_class_accuracy(pred: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    out = np.full(n_classes, np.nan)
+    for c in range(n_classes):
+        m = labels == c
+        if m.any():
+            out[c] = float((pred[m] == c).mean())
+    return out
+
+
+def mmd_permutation_test(a: np.ndarray, b: np.ndarray, *, cap: int = 400, permutations: int = 200, seed: int = 0) -> tuple[float, float]:
+    """Unbiased MMD^2 with an RBF kernel (median-distance bandwidth) and a permutation p-value."""
+    rng = np.random.default_rng(seed)
+    a = np.asarray(a, np.float64)[rng.permutation(len(a))[:cap]]
+    b = np.asarray(b, np.float64)[rng.permutation(len(b))[:cap]]
+    z = np.concatenate([a, b])
+    sq = (z**2).sum(1)
+    d2 = np.clip(sq[:, None] + sq[None, :] - 2 * z @ z.T, 0, None)
+    med = np.median(d2[np.triu_indices(len(z), 1)])
+    k = np.exp(-d2 / (med if med > 0 else 1.0))
+    na = len(a)
+
+    def stat(idx: np.ndarray) -> float:
+        ia, ib = idx[:na], idx[na:]
+        kaa, kbb, kab = k[np.ix_(ia, ia)], k[np.ix_(ib, ib)], k[np.ix_(ia, ib)]
+        m, n = len(ia), len(ib)
+        return float((kaa.sum() - np.trace(kaa)) / (m * (m - 1)) + (kbb.sum() - np.trace(kbb)) / (n * (n - 1)) - 2 * kab.mean())
+
+    observed = stat(np.arange(len(z)))
+    exceed = sum(stat(rng.permutation(len(z))) >= observed for _ in range(permutations))
+    return observed, (1 + exceed) / (1 + permutations)
+
+
+def domain_auc(a: np.ndarray, b: np.ndarray, *, cap: int = 2000, seed: int = 0) -> float | None:
+    """ROC AUC of a logistic regression telling the two datasets apart (5-fold); 0.5 = indistinguishable."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(seed)
+    a = np.asarray(a, np.float64)[rng.permutation(len(a))[:cap]]
+    b = np.asarray(b, np.float64)[rng.permutation(len(b))[:cap]]
+    if min(len(a), len(b)) < 5:
+        return None
+    x = np.concatenate([a, b])
+    y = np.r_[np.zeros(len(a)), np.ones(len(b))]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s = cross_val_score(make_pipeline(StandardScaler(), LogisticRegression(max_iter=300)), x, y, scoring="roc_auc",
+                            cv=StratifiedKFold(5, shuffle=True, random_state=seed))
+    return float(s.mean())

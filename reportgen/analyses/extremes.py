@@ -1,0 +1,67 @@
+"""Extremity galleries (Captum's Embedding Explorer): for each component, the samples with the
+lowest and the highest scores, and the class make-up of each end."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+from ..kernels import ComponentEnds, component_ends
+from ..results import Finding, Samples
+from .base import LayerAnalysis, LayerInput
+
+
+@dataclass(frozen=True, eq=False)
+class ExtremesFinding(Finding):
+    ends: tuple[ComponentEnds, ...]
+    low_scores: tuple[np.ndarray, ...]  # scores of ``ends[i].low``
+    high_scores: tuple[np.ndarray, ...]
+    ratios: np.ndarray  # explained-variance ratio of each component with a gallery
+    eta2: np.ndarray
+
+
+def makeup(rows: np.ndarray, labels: np.ndarray, names) -> str:
+    """'7 of 8: Sneaker (+ 1× Sandal)' - the class make-up of one end of a component."""
+    counts = np.bincount(labels[rows], minlength=len(names))
+    top = [i for i in np.argsort(-counts, kind="stable") if counts[i]]
+    if not top:
+        return ""
+    rest = ", ".join(f"{counts[i]}× {names[i]}" for i in top[1:4]) + (" ..." if len(top) > 4 else "")
+    return f"{counts[top[0]]} of {len(rows)}: {names[top[0]]}" + (f" (+ {rest})" if rest else "")
+
+
+class Extremes(LayerAnalysis):
+    name = "extremes"
+    title = "Extremity galleries"
+    template = "sections/extremes.html"
+    requires = ("pca",)
+
+    def run(self, layer: LayerInput, found: Mapping[str, Finding]) -> ExtremesFinding:
+        pca = found["pca"]
+        n = len(layer.x)
+        opts = layer.options
+        ends = tuple(component_ends(layer.pca, components=min(opts.gallery_components, pca.k), size=min(opts.gallery_size, max(1, n // 2))))
+        sc = layer.pca.scores
+        return ExtremesFinding(ends, tuple(sc[e.low, e.component] for e in ends), tuple(sc[e.high, e.component] for e in ends),
+                               np.asarray([pca.explained_variance_ratio[e.component] for e in ends]), np.asarray([pca.eta2[e.component] for e in ends]))
+
+    def summary(self, f: ExtremesFinding, samples: Samples) -> dict:
+        ids = samples.ids
+        return {"extremes": [{"component": e.component + 1, "low": [ids[r] for r in e.low], "high": [ids[r] for r in e.high],
+                              "low_scores": [float(v) for v in lo], "high_scores": [float(v) for v in hi]}
+                             for e, lo, hi in zip(f.ends, f.low_scores, f.high_scores)]}
+
+    def context(self, f: ExtremesFinding, view) -> dict | None:
+        if not f.ends:
+            return None
+        g = view.gallery_size
+        galleries = []
+        for e, lo, hi, ratio, eta in zip(f.ends, f.low_scores, f.high_scores, f.ratios, f.eta2):
+            galleries.append({
+                "pc": e.component + 1, "ratio": float(ratio), "eta2": float(eta),
+                "low": [view.sample(r, score=float(s)) for r, s in zip(e.low[:g], lo[:g])],
+                "high": [view.sample(r, score=float(s)) for r, s in zip(e.high[:g], hi[:g])],
+                "low_makeup": makeup(e.low[:g], view.labels, view.class_names), "high_makeup": makeup(e.high[:g], view.labels, view.class_names),
+            })
+        return {"galleries": galleries}

@@ -1,0 +1,47 @@
+"""Image statistics: the correlation of every component with brightness, contrast, saturation and
+colour balance; a strong one flags a component that may track a shortcut, not content."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+from ..figures import heatmap
+from ..kernels import STAT_NAMES, correlations
+from ..results import Finding, Samples
+from .base import LayerAnalysis, LayerInput
+
+SHORTCUT_R = 0.5  # |r| at or above which a component is flagged as tracking an image statistic
+
+
+@dataclass(frozen=True, eq=False)
+class ImageStatsFinding(Finding):
+    correlation: np.ndarray  # (4, k) Pearson r of each statistic with each component
+    shortcuts: tuple[tuple[int, str, float], ...]  # (component, statistic, r) with |r| >= SHORTCUT_R
+
+
+class ImageStatistics(LayerAnalysis):
+    name = "image_statistics"
+    title = "Image statistics"
+    template = "sections/image_statistics.html"
+    requires = ("pca",)
+    code = ("reportgen.figures", "reportgen.kernels")
+
+    def run(self, layer: LayerInput, found: Mapping[str, Finding]) -> ImageStatsFinding:
+        r = correlations(layer.samples.image_stats, found["pca"].scores)
+        shortcuts = tuple((j, STAT_NAMES[i], float(r[i, j])) for j in range(r.shape[1]) for i in range(r.shape[0]) if abs(r[i, j]) >= SHORTCUT_R)
+        return ImageStatsFinding(r, shortcuts)
+
+    def summary(self, f: ImageStatsFinding, samples: Samples) -> dict:
+        return {"pca": {"image_stat_correlation": {s: [float(v) for v in f.correlation[i]] for i, s in enumerate(STAT_NAMES)}}}
+
+    def context(self, f: ImageStatsFinding, view) -> dict | None:
+        k = f.correlation.shape[1]
+        if not k:
+            return None
+        comps = [f"PC{i + 1}" for i in range(k)]
+        fig = view.figure("image-stats", lambda: heatmap(f.correlation, STAT_NAMES, comps, vlim=1.0, label="Pearson r", fmt=".2f"), data=(f.correlation,),
+                          alt=f"Correlation of components with image statistics for {view.layer}",
+                          caption=f"Pearson correlation of each component's scores with simple image statistics computed from the thumbnails. |r| >= {SHORTCUT_R} flags a component that may track a shortcut (lighting, colour) rather than content.")
+        return {"fig": fig, "shortcuts": [{"pc": j + 1, "stat": s, "r": r} for j, s, r in f.shortcuts]}

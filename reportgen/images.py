@@ -1,0 +1,182 @@
+"""Images: decode, convert to RGB, thumbnails, model preprocessing. A leaf module.
+
+Every dataset kind, the model loader, extraction and the TensorBoard reader import it; it
+imports none of them. Pillow's process-wide settings (``Image.MAX_IMAGE_PIXELS``,
+``ImageFile.LOAD_TRUNCATED_IMAGES``) are never changed here: the pixel limit is checked by
+this module itself, so a caller's own settings stay as they were.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
+#: Images larger than this many pixels are refused (decompression-bomb guard).
+MAX_IMAGE_PIXELS = 150_000_000  # a 10,000 x 10,000 photo is fine; a 40,000 x 40,000 header is not
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class BadImage(Exception):
+    """One sample could not be read; the build skips or fails according to ``on_bad_image``."""
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
+    """Any (H,W), (H,W,1), (H,W,3), (H,W,4) array of uint8/uint16/float -> RGB uint8."""
+    a = np.asarray(array)
+    if a.dtype == np.uint8:
+        pass
+    elif a.dtype == np.uint16:
+        a = (a >> 8).astype(np.uint8)
+    elif a.dtype == bool:
+        a = a.astype(np.uint8) * 255
+    elif np.issubdtype(a.dtype, np.floating):
+        a = np.nan_to_num(a.astype(np.float32))
+        hi = float(a.max()) if a.size else 1.0
+        scale = 255.0 if hi <= 1.0 else (255.0 / hi if hi > 255 else 1.0)
+        a = np.clip(a * scale, 0, 255).astype(np.uint8)
+    elif np.issubdtype(a.dtype, np.integer):
+        a = np.clip(a, 0, 255).astype(np.uint8)
+    else:
+        raise BadImage(f"unsupported pixel type {a.dtype}")
+    if a.ndim == 2:
+        a = np.repeat(a[:, :, None], 3, axis=2)
+    elif a.ndim == 3 and a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    elif a.ndim == 3 and a.shape[2] == 4:
+        alpha = a[:, :, 3:4].astype(np.float32) / 255.0
+        a = (a[:, :, :3] * alpha + 255 * (1 - alpha)).astype(np.uint8)
+    elif not (a.ndim == 3 and a.shape[2] == 3):
+        raise BadImage(f"unsupported image shape {a.shape}")
+    return np.ascontiguousarray(a)
+
+
+def read_image_file(path: Path | str) -> np.ndarray:
+    """Decode any PIL-readable file to RGB uint8; alpha composited on white; 16-bit scaled."""
+    try:
+        with open(path, "rb") as f:
+            return decode_image(f)
+    except FileNotFoundError:
+        raise BadImage("file not found") from None
+    except IsADirectoryError:
+        raise BadImage("is a folder, not an image") from None
+    except PermissionError:
+        raise BadImage("permission denied") from None
+
+
+def decode_image(source) -> np.ndarray:
+    """Decode an image from a binary file object or bytes to RGB uint8 (see ``read_image_file``)."""
+    from PIL import Image
+
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        source = io.BytesIO(source)
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns between its limit and twice it; this module applies its own limit below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(source) as im:
+                if im.width * im.height > MAX_IMAGE_PIXELS:
+                    raise BadImage(f"{im.width}x{im.height} pixels is over the {MAX_IMAGE_PIXELS:,}-pixel limit")
+                im.load()
+                if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+                    arr = np.asarray(im, dtype=np.float64)
+                    hi = arr.max() if arr.size and arr.max() > 0 else 1.0
+                    return to_rgb_uint8(np.clip(arr / (65535.0 if hi > 255 else 255.0), 0, 1).astype(np.float32))
+                if im.mode == "F":
+                    return to_rgb_uint8(np.asarray(im, dtype=np.float32))
+                if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                    return to_rgb_uint8(np.asarray(im.convert("RGBA")))
+                return to_rgb_uint8(np.asarray(im.convert("RGB")))
+    except BadImage:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise BadImage(f"refused as a decompression bomb ({exc})") from None
+    except (OSError, ValueError, SyntaxError, Image.UnidentifiedImageError, EOFError) as exc:
+        raise BadImage(f"cannot decode image ({type(exc).__name__}: {str(exc)[:120]})") from None
+
+
+# ----------------------------------------------------------------------------- thumbnails
+
+
+def make_thumbnail(image: np.ndarray, size: int) -> np.ndarray:
+    """Centre-square crop then resize to (size, size, 3) uint8."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    sq = image[top : top + side, left : left + side]
+    if side == size:
+        return np.ascontiguousarray(sq)
+    resample = Image.NEAREST if side * 2 <= size else Image.LANCZOS if side > size else Image.BICUBIC
+    return np.asarray(Image.fromarray(sq).resize((size, size), resample))
+
+
+# ----------------------------------------------------------------------------- model preprocessing
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an RGB uint8 image becomes a model input (timm's eval transform, without torchvision)."""
+
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.875
+
+    def as_dict(self) -> dict:
+        return {"input_size": self.input_size, "mean": list(self.mean), "std": list(self.std), "interpolation": self.interpolation, "crop_pct": self.crop_pct}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocess":
+        return cls(int(d["input_size"]), tuple(d["mean"]), tuple(d["std"]), str(d["interpolation"]), float(d["crop_pct"]))
+
+    def geometry(self, h: int, w: int) -> tuple[int, int, int, int]:
+        """(resized height, resized width, top, left): shorter side to input_size / crop_pct, then a
+        centre crop of input_size."""
+        s = self.input_size
+        scale = int(round(s / self.crop_pct))
+        if w <= h:
+            nw, nh = scale, max(scale, int(round(h * scale / w)))
+        else:
+            nw, nh = max(scale, int(round(w * scale / h))), scale
+        return nh, nw, (nh - s) // 2, (nw - s) // 2
+
+
+_PIL_FILTERS = {"bicubic": 3, "bilinear": 2, "nearest": 0, "lanczos": 1}  # PIL.Image.Resampling values
+
+
+def resize_crop(image: np.ndarray, prep: Preprocess) -> np.ndarray:
+    """RGB uint8 (H,W,3) -> uint8 (S,S,3): resize the shorter side to S/crop_pct, centre crop (Pillow)."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    nh, nw, top, left = prep.geometry(h, w)
+    s = prep.input_size
+    im = Image.fromarray(image)
+    if (nh, nw) != (h, w):
+        im = im.resize((nw, nh), _PIL_FILTERS.get(prep.interpolation, 3))
+    if (nh, nw) != (s, s):
+        im = im.crop((left, top, left + s, top + s))
+    return np.asarray(im)
+
+
+def normalise(pixels: np.ndarray, prep: Preprocess) -> np.ndarray:
+    """uint8 (S,S,3) -> normalised float32 (3,S,S)."""
+    arr = np.asarray(pixels, dtype=np.float32) * (1.0 / 255.0)
+    arr = (arr - np.asarray(prep.mean, dtype=np.float32)) / np.asarray(prep.std, dtype=np.float32)
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def preprocess_image(image: np.ndarray, prep: Preprocess) -> np.ndarray:
+    """RGB uint8 (H,W,3) -> normalised float32 (3,S,S): resize shorter side to S/crop_pct, centre crop."""
+    return normalise(resize_crop(image, prep), prep)

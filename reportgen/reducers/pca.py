@@ -1,0 +1,46 @@
+"""PCA map: the first two principal components of the layer's (mean-centred) PCA."""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from .base import FittedMap, Reducer, ReducerParams
+
+
+class PcaParams(ReducerParams):
+    """Principal components (always present, mean-centred)."""
+
+    method: Literal["pca"] = "pca"
+    n_components: int = Field(10, gt=0, le=512, description="Components analysed (table, galleries).")
+
+
+class PcaReducer(Reducer):
+    name = "pca"
+    title = "PCA (components 1 and 2)"
+    Params = PcaParams
+    code = ("reportgen.pca",)
+    caption = "Nearby dots have similar embeddings; axes are the first two principal components."
+
+    def pca_components(self, dim: int) -> int:
+        return 2
+
+    def fit(self, x: np.ndarray, *, seed: int, graph=None, pca=None) -> FittedMap:
+        if pca is None:
+            from ..pca import fit_pca
+
+            pca = fit_pca(x, 2)
+        coords = np.zeros((len(x), 2), np.float32)
+        m = min(2, pca.scores.shape[1])
+        coords[:, :m] = pca.scores[:, :m]
+
+        def transform(x_new: np.ndarray) -> np.ndarray:
+            out = np.zeros((len(x_new), 2), np.float32)
+            out[:, :m] = pca.transform(x_new)[:, :m]
+            return out
+
+        return FittedMap(coords, {"components": [1, 2]}, (), 0.0, transform)
+
+    def cache_parts(self) -> dict:
+        return {"method": "pca"}  # the map does not depend on n_components

@@ -1,0 +1,258 @@
+"""Typed, frozen results: what each stage hands to the next. No field is filled in later.
+
+    extract   -> ModelRun (ModelInfo + Embeddings)
+    analyse   -> LayerResult (maps + one Finding per analysis) per model and layer
+    pipeline  -> ReportData (everything the report shows) -> render -> BuildResult
+
+Every class here holds plain values and NumPy arrays, separate from whatever computed them: no
+model, no fitted estimator, no open file.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal, Mapping, Union
+
+import numpy as np
+
+from .images import Preprocess
+
+#: A number (or a small nested mapping of numbers) in summary.json's per-layer ``metrics``.
+MetricValue = Union[float, int, str, None, Mapping[str, Mapping[str, Union[float, int, None]]]]
+
+
+def slug(name: str, *, max_len: int = 80) -> str:
+    """A safe file-name fragment for any user-given name (layer ``../../x`` -> ``x``)."""
+    s = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._-")
+    s = re.sub(r"\.{2,}", ".", s)
+    if not s:
+        s = "x"
+    if len(s) > max_len or s != name:
+        s = f"{s[: max_len - 9]}-{hashlib.sha1(name.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
+    return s
+
+
+# ----------------------------------------------------------------------------- extraction
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a report says about a model: identity and preprocessing, never the module itself."""
+
+    name: str
+    arch: str
+    source: str  # "random init" / "packaged:..." / "checkpoint:..." / "hub (pretrained)" / "factory:..." / "input file"
+    weights_sha256: str
+    preprocess: Preprocess | None  # None: the embeddings were given as input
+    device: str  # where the forward pass ran, or why none ran
+    precision: str = "fp32"
+
+
+@dataclass(frozen=True, eq=False)
+class Embeddings:
+    """One model's embeddings of one dataset selection (memory-mapped from the store, or given)."""
+
+    key: str  # content key: the store entry, or the input's fingerprint for precomputed embeddings
+    origin: Literal["computed", "cache", "input"]
+    path: Path | None  # the store entry (None for embeddings given as input)
+    ids: tuple[str, ...]
+    indices: np.ndarray  # dataset indices of the rows
+    labels: np.ndarray
+    layers: Mapping[str, np.ndarray]  # layer -> (N, d) float32
+    reshapes: Mapping[str, str]  # layer -> the reshape that ran ("given" for precomputed vectors)
+    thumbnails: np.ndarray  # (N, t, t, 3) uint8
+    bad: tuple[tuple[str, str], ...]  # (sample id, reason) skipped as unreadable
+    forward_calls: int = 0
+    manifest: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class ModelRun:
+    model: ModelInfo
+    embeddings: Embeddings
+
+
+# ----------------------------------------------------------------------------- analysis
+
+
+@dataclass(frozen=True, eq=False)
+class Finding:
+    """Base class of every analysis's result (a frozen dataclass of plain values and arrays)."""
+
+
+@dataclass(frozen=True, eq=False)
+class MapResult:
+    """A 2-D map as the report shows it (the fitted estimator stays behind in the pipeline)."""
+
+    method: str
+    title: str
+    coords: np.ndarray  # (N, 2) float32
+    params: Mapping[str, object]
+    notes: tuple[str, ...]
+    caption: str
+    from_cache: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class Samples:
+    """The rows every model of a build describes, in order."""
+
+    ids: tuple[str, ...]
+    labels: np.ndarray  # int64 (N,)
+    class_names: tuple[str, ...]
+    thumbnails: np.ndarray  # (N, t, t, 3) uint8
+    image_stats: np.ndarray  # (N, 4): brightness, contrast, saturation, colour balance
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True, eq=False)
+class LayerResult:
+    model: str
+    layer: str
+    reshape: str
+    dim: int
+    n: int
+    nonfinite_rows: int
+    notes: tuple[str, ...]
+    maps: Mapping[str, MapResult]
+    findings: Mapping[str, Finding]  # analysis name -> its finding, in the registry's order
+    metrics: Mapping[str, MetricValue]  # every analysis's metrics (summary.json and checks)
+
+    @property
+    def slug(self) -> str:
+        return f"{slug(self.model)}--{slug(self.layer)}"
+
+    def __getitem__(self, analysis: str) -> Finding:
+        return self.findings[analysis]
+
+
+@dataclass(frozen=True, eq=False)
+class ModelResult:
+    model: ModelInfo
+    embeddings_key: str
+    origin: Literal["computed", "cache", "input"]
+    forward_calls: int
+    layers: tuple[LayerResult, ...]
+
+    def layer(self, name: str) -> LayerResult:
+        return next(l for l in self.layers if l.layer == name)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    kind: str
+    fingerprint: str
+    class_names: tuple[str, ...]
+    selection: str  # all / first / random / stratified
+    used_per_class: Mapping[str, int]
+    total_per_class: Mapping[str, int]
+    has_images: bool
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    metric: str
+    model: str
+    layer: str
+    value: float | None
+    baseline: float | None
+    passed: bool
+    message: str
+    skipped: bool = False
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunStats:
+    """Run-specific facts (they go to run.json, never to summary.json): time and memory per stage,
+    forward passes, fits, and what the caches gave back or had to compute."""
+
+    timings: Mapping[str, float]
+    peak_rss_mb: Mapping[str, float]
+    forward_calls: int
+    reducer_fits: int
+    computed: Mapping[str, int]  # cache kind -> entries computed this run
+    reused: Mapping[str, int]  # cache kind -> entries read back
+
+
+@dataclass(frozen=True, eq=False)
+class ReportData:
+    """Everything the report shows; the input of render and of summary.json."""
+
+    spec: "ReportSpec"  # reportgen.spec.ReportSpec (not imported: results sit below the spec)
+    dataset: DatasetInfo
+    samples: Samples
+    models: tuple[ModelResult, ...]
+    build_findings: Mapping[str, Finding]  # build-scope analyses (model / dataset comparison)
+    bad: tuple[tuple[str, str], ...]
+    notes: tuple[str, ...]
+    checks: tuple[CheckResult, ...]
+    stats: RunStats
+    versions: Mapping[str, str]
+
+    @property
+    def layers(self) -> tuple[LayerResult, ...]:
+        return tuple(l for m in self.models for l in m.layers)
+
+
+@dataclass(frozen=True)
+class HtmlStats:
+    """What render measured: sizes (section by section) and the size-budget steps it took."""
+
+    html_bytes: int
+    section_bytes: Mapping[str, int]
+    reductions: tuple[str, ...]
+    over_budget: bool
+
+
+@dataclass(frozen=True, eq=False)
+class BuildResult:
+    """What ``reportgen.build`` returns: the report's data, its checks and where it was written."""
+
+    report: ReportData
+    html: HtmlStats | None  # None when nothing was rendered (write=False)
+    output_dir: Path | None
+
+    @property
+    def spec(self) -> "ReportSpec":
+        return self.report.spec
+
+    @property
+    def models(self) -> tuple[ModelResult, ...]:
+        return self.report.models
+
+    @property
+    def checks(self) -> tuple[CheckResult, ...]:
+        return self.report.checks
+
+    @property
+    def checks_failed(self) -> list[CheckResult]:
+        return [c for c in self.report.checks if not c.passed]
+
+    @property
+    def stats(self) -> RunStats:
+        return self.report.stats
+
+    @property
+    def forward_calls(self) -> int:
+        return self.report.stats.forward_calls
+
+    @property
+    def reducer_fits(self) -> int:
+        return self.report.stats.reducer_fits
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return self.report.samples.ids
+
+    @property
+    def html_bytes(self) -> int:
+        return self.html.html_bytes if self.html else 0
