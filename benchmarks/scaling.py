@@ -56,13 +56,13 @@ cache_dir: {cache}
 CHILD = r"""
 import json, sys, time
 t0 = time.perf_counter()
-from reportgen.pipeline import build
+from reportgen.pipeline import ProcessHooks, build
 from reportgen.spec import load_spec
-res = build(load_spec(sys.argv[1]), progress=False)
+res = build(load_spec(sys.argv[1]), progress=False, hooks=ProcessHooks(reset_peaks=True, trim_memory=True))  # its own process, as the CLI
 wall = time.perf_counter() - t0
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) / 1024
 run = json.loads((res.output_dir / "run.json").read_text())
-print("RESULT " + json.dumps({"wall_s": wall, "timings_s": res.timings, "peak_rss_mb": res.peak_rss_mb, "final_hwm_mb": hwm,
+print("RESULT " + json.dumps({"wall_s": wall, "timings_s": dict(res.stats.timings), "peak_rss_mb": dict(res.stats.peak_rss_mb), "final_hwm_mb": hwm,
                               "samples": len(res.ids), "html_bytes": run.get("html_bytes")}))
 """
 
@@ -91,9 +91,10 @@ def raw_parts(spec_path: str) -> dict:
     import umap
     from openTSNE import TSNE
 
-    from reportgen.models import load_model, preprocess_image
+    from reportgen.images import preprocess_image
+    from reportgen.models import load_model
+    from reportgen.pca import fit_pca
     from reportgen.pipeline import extract_embeddings
-    from reportgen.reduce import fit_pca
     from reportgen.spec import load_spec
 
     spec = load_spec(spec_path)
@@ -111,7 +112,7 @@ def raw_parts(spec_path: str) -> dict:
     out["bare forward"] = time.perf_counter() - t0
     out["openTSNE defaults"] = out["umap-learn defaults"] = 0.0
     for layer in LAYERS:
-        x = np.asarray(runs[0].stored.layers[layer], np.float32)
+        x = np.asarray(runs[0].embeddings.layers[layer], np.float32)
         pca50 = fit_pca(x, 50).scores
         t0 = time.perf_counter()
         TSNE(n_jobs=os.cpu_count(), random_state=0).fit(pca50)

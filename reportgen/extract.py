@@ -346,6 +346,7 @@ def extract_shard(
     loader = DataLoader(
         _Prepared(ds, indices, model, thumbnail_px), batch_size=batch_size, shuffle=False, num_workers=workers,
         collate_fn=_collate, persistent_workers=False, prefetch_factor=4 if workers else None,
+        generator=torch.Generator(),  # its own: iterating must not draw from the caller's global RNG
     )
     chunks: dict[str, list[np.ndarray]] = {l.name: [] for l in layers}
     thumbs, kept, bad = [], [], []

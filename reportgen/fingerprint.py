@@ -51,3 +51,15 @@ def code_fingerprint(*parts) -> str:
     for part in parts:
         h.update(_source_of(part).encode())
     return h.hexdigest()[:16]
+
+
+def array_digest(*arrays) -> str:
+    """A short content digest of NumPy arrays (dtype, shape and bytes): part of a cache key."""
+    import numpy as np
+
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(str((a.dtype.str, a.shape)).encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()[:32]

@@ -290,8 +290,8 @@ def load_model(spec, *, seed: int = 0, module=None) -> LoadedModel:
         kwargs["num_classes"] = spec.num_classes
     if spec.in_chans is not None:
         kwargs["in_chans"] = spec.in_chans
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # random init is reproducible; global RNG state restored on exit
+    with torch.random.fork_rng():  # CPU and every CUDA device's generator restored on exit
+        torch.manual_seed(seed)  # random init is reproducible
         if module is not None:
             model, arch, source = module, type(module).__name__, "python object"
         elif spec.pixels:

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reportgen.images import BadImage, read_image_file
-from reportgen.errors import ReportgenError
+from reportgen.errors import SpecError
 from reportgen.spec import loads_spec, validate_data
 from tests.conftest import run, small_spec, write
 
@@ -150,8 +150,8 @@ def test_fuzz_spec_validation_raises_only_spec_error(data):
             node.append(data.draw(values))
     try:
         validate_data(spec)
-    except ReportgenError:
-        pass
+    except SpecError as exc:  # the only error a spec can cause: one line, with a YAML path
+        assert exc.message.count("\n") == 0 and exc.message.startswith("spec: ")
 
 
 @settings(max_examples=200, deadline=None)
@@ -159,8 +159,8 @@ def test_fuzz_spec_validation_raises_only_spec_error(data):
 def test_fuzz_yaml_text(text):
     try:
         loads_spec(text)
-    except ReportgenError:
-        pass
+    except SpecError as exc:
+        assert exc.message.count("\n") == 0 and exc.message.startswith("spec: ")
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -7,6 +7,7 @@ from typing import Mapping
 
 import numpy as np
 
+from ..fingerprint import array_digest
 from ..figures import CENTROID_LABELS, grid_mosaic, image_mosaic, scatter_plot
 from ..kernels import trust_and_continuity
 from ..reducers import REDUCERS
@@ -45,11 +46,14 @@ class Maps(LayerAnalysis):
         n = len(layer.x)
         if n < 6:  # trustworthiness needs k < N/2 neighbours
             quality = {name: MapQuality(None, None, n) for name in layer.maps}
-        else:
+        else:  # O(cap^2) ranks: cached by the maps' coordinates (and the code), like the probe
             opts = layer.options
-            tc = trust_and_continuity(layer.x, {name: m.coords for name, m in layer.maps.items()}, k=min(10, max(1, n // 2 - 1)),
-                                      cap=opts.trustworthiness_cap, seed=layer.seed, metric=opts.metric)
-            quality = {name: MapQuality(t, c, used) for name, (t, c, used) in tc.items()}
+            k = min(10, max(1, n // 2 - 1))
+            parts = {"maps": {name: array_digest(m.coords) for name, m in layer.maps.items()}, "k": k, "cap": opts.trustworthiness_cap,
+                     "seed": layer.seed, "metric": opts.metric}
+            tc = layer.cached("trust", parts, lambda: {name: list(v) for name, v in trust_and_continuity(
+                layer.x, {name: m.coords for name, m in layer.maps.items()}, k=k, cap=opts.trustworthiness_cap, seed=layer.seed, metric=opts.metric).items()})
+            quality = {name: MapQuality(*tc[name]) for name in layer.maps}
         return MapsFinding(dict(layer.maps), quality)
 
     def metric_values(self, f: MapsFinding) -> dict:

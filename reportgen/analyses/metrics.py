@@ -43,7 +43,8 @@ class Metrics(LayerAnalysis):
         if opts.linear_probe:  # the costliest analysis: cached by content and code like the maps
             probe = tuple(layer.cached("probe", {"cap": opts.probe_cap, "seed": layer.seed},
                                        lambda: list(linear_probe_accuracy(layer.x, layer.labels, cap=opts.probe_cap, seed=layer.seed))))
-        sil = silhouette(layer.x, layer.labels, cap=opts.trustworthiness_cap, seed=layer.seed, metric=opts.metric)
+        sil = layer.cached("silhouette", {"cap": opts.trustworthiness_cap, "seed": layer.seed, "metric": opts.metric},
+                           lambda: list(silhouette(layer.x, layer.labels, cap=opts.trustworthiness_cap, seed=layer.seed, metric=opts.metric)))
         return MetricsFinding(float((pred == layer.labels).mean()), k, layer.graph.metric, pred, probe[0], int(probe[1]), sil[0], sil[1])
 
     def metric_values(self, f: MetricsFinding) -> dict:
