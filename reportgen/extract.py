@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
@@ -52,7 +51,6 @@ class Shard:
     bad: tuple[tuple[int, str], ...] = ()  # (dataset index, reason)
     reshapes: dict[str, str] = field(default_factory=dict)
     forward_calls: int = 0
-    seconds: float = 0.0
 
 
 # ----------------------------------------------------------------------------- reshapes
@@ -340,7 +338,6 @@ def extract_shard(
     import torch
     from torch.utils.data import DataLoader
 
-    t0 = time.perf_counter()
     module = model.module
     workers = default_workers(len(indices)) if num_workers is None else num_workers
     loader = DataLoader(
@@ -406,4 +403,4 @@ def extract_shard(
         emb = {l.name: np.zeros((0, 0), np.float32) for l in layers}
         idx_all = np.zeros(0, np.int64)
         th_all = np.zeros((0, thumbnail_px, thumbnail_px, 3), np.uint8)
-    return Shard(indices=idx_all, embeddings=emb, thumbnails=th_all, bad=tuple(bad), reshapes=reshapes, forward_calls=calls, seconds=time.perf_counter() - t0)
+    return Shard(indices=idx_all, embeddings=emb, thumbnails=th_all, bad=tuple(bad), reshapes=reshapes, forward_calls=calls)

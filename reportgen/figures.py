@@ -83,7 +83,7 @@ def figure_png(fig) -> bytes:
 # ----------------------------------------------------------------------------- plots
 
 
-def scree_plot(ratio: np.ndarray, *, total_components: int | None = None) -> bytes:
+def scree_plot(ratio: np.ndarray) -> bytes:
     fig = _figure(5.2, 2.8)
     ax = fig.add_subplot()
     k = len(ratio)
@@ -175,7 +175,6 @@ class Mosaic:
     rows: np.ndarray  # sample rows shown, in draw order
     positions: np.ndarray  # (len(rows), 2) top-left (x, y) of each bordered tile
     tile: int  # tile side including the border
-    subsampled_from: int
 
 
 def _bordered(thumbs: np.ndarray, colours: np.ndarray, border: int) -> np.ndarray:
@@ -209,7 +208,7 @@ def image_mosaic(coords: np.ndarray, thumbnails: np.ndarray, labels: np.ndarray,
     tiles = _bordered(np.asarray(thumbnails[np.sort(rows)])[np.argsort(np.argsort(rows))], colours[labels[rows]], border)
     for (x, y), tile_px in zip(pos, tiles):
         img[y : y + tile, x : x + tile] = tile_px
-    return Mosaic(img, rows, pos, tile, n)
+    return Mosaic(img, rows, pos, tile)
 
 
 def grid_mosaic(coords: np.ndarray, thumbnails: np.ndarray, labels: np.ndarray, colours: np.ndarray, *, cap: int, seed: int, border: int = 2) -> Mosaic:
@@ -235,7 +234,7 @@ def grid_mosaic(coords: np.ndarray, thumbnails: np.ndarray, labels: np.ndarray, 
     pos = np.stack([(c % g) * tile, (c // g) * tile], 1)
     for (x, y), tp in zip(pos, tiles):
         img[y : y + tile, x : x + tile] = tp
-    return Mosaic(img, rows[r], pos, tile, n)
+    return Mosaic(img, rows[r], pos, tile)
 
 
 def thumbnail_uri(thumb: np.ndarray, quality: int = 85) -> str:

@@ -31,18 +31,6 @@ class PcaResult:
     def transform(self, x: np.ndarray) -> np.ndarray:
         return (np.asarray(x, np.float64) - self.mean) @ self.components.T
 
-    def components_for(self, share: float) -> int:
-        if self.total_variance <= 0:
-            return 0
-        cum = np.cumsum(self.eigenvalues) / self.total_variance
-        return int(min(len(cum), np.searchsorted(cum, share - 1e-12) + 1))
-
-    @property
-    def participation_ratio(self) -> float:
-        ev = np.clip(self.eigenvalues, 0, None)
-        s2 = float((ev**2).sum())
-        return float(ev.sum() ** 2 / s2) if s2 > 0 else 0.0
-
 
 def _spectrum_and_top(cov: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """All eigenvalues (descending) and the top-k eigenvectors (columns, descending) of a symmetric matrix.

@@ -388,7 +388,7 @@ def analyse_layer(spec: ReportSpec, run: ModelRun, layer: str, samples: Samples,
             hit = cache.get_arrays("maps", key) if key and not need_transform else None
             if hit is not None:
                 arrays, meta = hit
-                maps[r.name] = MapResult(r.name, r.title, arrays["coords"].astype(np.float32), meta["params"], tuple(meta["notes"]), r.caption, True)
+                maps[r.name] = MapResult(r.name, r.title, arrays["coords"].astype(np.float32), meta["params"], tuple(meta["notes"]), r.caption)
                 continue
             fm = call_fit(r, x, seed=spec.seed, graph=graph if use_graph else None, pca=pca)
             fitted[r.name] = fm

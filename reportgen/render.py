@@ -25,7 +25,7 @@ from .analyses import ANALYSES, Analysis, metric_docs
 from .figures import data_uri, encode_jpeg, encode_png, hex_colour, palette, thumbnail_uri
 from .fingerprint import code_fingerprint
 from .resources import templates_dir
-from .results import HtmlStats, LayerResult, ModelResult, ReportData, slug
+from .results import HtmlStats, LayerResult, ModelResult, ReportData
 
 log = logging.getLogger(__name__)
 

@@ -92,7 +92,6 @@ class MapResult:
     params: Mapping[str, object]
     notes: tuple[str, ...]
     caption: str
-    from_cache: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -187,7 +186,7 @@ class RunStats:
 class ReportData:
     """Everything the report shows; the input of render and of summary.json."""
 
-    spec: "ReportSpec"  # reportgen.spec.ReportSpec (not imported: results sit below the spec)
+    spec: "ReportSpec"  # noqa: F821 - reportgen.spec.ReportSpec, not imported: results sit below the spec
     dataset: DatasetInfo
     samples: Samples
     models: tuple[ModelResult, ...]
@@ -222,7 +221,7 @@ class BuildResult:
     output_dir: Path | None
 
     @property
-    def spec(self) -> "ReportSpec":
+    def spec(self) -> "ReportSpec":  # noqa: F821
         return self.report.spec
 
     @property

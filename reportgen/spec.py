@@ -28,7 +28,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from . import analyses, datasets, reducers
+from . import analyses
 from .datasets import DATASET_KINDS, DatasetParams, is_precomputed
 from .datasets.base import ResolvedPath
 from .errors import SpecError
@@ -57,11 +57,11 @@ def _tagged(value: Any, table: dict, key: str, base: type[BaseModel], context: A
     return table[tag].model_validate(value, context=context)
 
 
-def _dataset(value: Any, handler: ValidatorFunctionWrapHandler, info) -> Any:
+def _dataset(value: Any, _handler: ValidatorFunctionWrapHandler, info) -> Any:
     return _tagged(value, {k: v.params for k, v in DATASET_KINDS.items()}, "kind", DatasetParams, info.context) if not isinstance(value, DatasetParams) else value
 
 
-def _reducer(value: Any, handler: ValidatorFunctionWrapHandler, info) -> Any:
+def _reducer(value: Any, _handler: ValidatorFunctionWrapHandler, info) -> Any:
     return _tagged(value, {k: v.Params for k, v in REDUCERS.items()}, "method", ReducerParams, info.context) if not isinstance(value, ReducerParams) else value
 
 

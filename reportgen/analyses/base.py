@@ -70,7 +70,6 @@ class Analysis:
     name: ClassVar[str]
     title: ClassVar[str]  # the section heading
     template: ClassVar[str]  # sections/<name>.html, rendered with ``s`` (the context) and ``l`` (the layer)
-    scope: ClassVar[str] = "layer"
     #: metric name -> one sentence for the report's glossary; these names can be used in checks
     metrics: ClassVar[Mapping[str, str]] = {}
     #: analyses whose findings ``run`` reads (they run first)
@@ -104,8 +103,6 @@ class Analysis:
 
 
 class LayerAnalysis(Analysis):
-    scope = "layer"
-
     def enabled(self, spec: Any) -> bool:
         return True
 
@@ -114,8 +111,6 @@ class LayerAnalysis(Analysis):
 
 
 class BuildAnalysis(Analysis):
-    scope = "build"
-
     def enabled(self, spec: Any) -> bool:
         return True
 

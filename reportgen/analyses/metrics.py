@@ -8,7 +8,7 @@ from typing import Mapping
 import numpy as np
 
 from ..kernels import knn_predict, linear_probe_accuracy, silhouette
-from ..results import Finding, Samples
+from ..results import Finding
 from .base import LayerAnalysis, LayerInput
 
 

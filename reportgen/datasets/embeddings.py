@@ -6,7 +6,6 @@ sprite) and ``tensorboard_projector`` (a projector folder, e.g. written by
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 import numpy as np

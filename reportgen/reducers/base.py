@@ -35,7 +35,6 @@ class FittedMap:
     coords: np.ndarray  # (N, 2) float32
     params: Mapping[str, Any]
     notes: tuple[str, ...] = ()
-    seconds: float = 0.0
     transformer: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
 
     @property

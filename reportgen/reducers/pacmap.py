@@ -1,7 +1,6 @@
 """PaCMAP map (optional extra: pip install 'reportgen[pacmap]')."""
 from __future__ import annotations
 
-import time
 from typing import Literal
 
 import numpy as np
@@ -31,7 +30,6 @@ class PacmapReducer(Reducer):
         except ImportError:
             raise ReportgenError("reducer pacmap needs the pacmap package; pip install 'reportgen[pacmap]' or remove the reducer") from None
         p = self.params
-        t0 = time.perf_counter()
         k, notes = neighbours_for(len(x), p.n_neighbors, "PaCMAP", margin=2)
         reducer = pacmap.PaCMAP(n_components=2, n_neighbors=k, MN_ratio=p.MN_ratio, FP_ratio=p.FP_ratio, random_state=seed)
         coords = reducer.fit_transform(np.ascontiguousarray(x, dtype=np.float32), init="pca").astype(np.float32)
@@ -39,4 +37,4 @@ class PacmapReducer(Reducer):
         def transform(x_new: np.ndarray) -> np.ndarray:
             return reducer.transform(np.ascontiguousarray(x_new, dtype=np.float32))
 
-        return FittedMap(coords, {"n_neighbors": k, "MN_ratio": p.MN_ratio, "FP_ratio": p.FP_ratio}, tuple(notes), time.perf_counter() - t0, transform)
+        return FittedMap(coords, {"n_neighbors": k, "MN_ratio": p.MN_ratio, "FP_ratio": p.FP_ratio}, tuple(notes), transform)

@@ -40,7 +40,7 @@ class PcaReducer(Reducer):
             out[:, :m] = pca.transform(x_new)[:, :m]
             return out
 
-        return FittedMap(coords, {"components": [1, 2]}, (), 0.0, transform)
+        return FittedMap(coords, {"components": [1, 2]}, (), transform)
 
     def cache_parts(self) -> dict:
         return {"method": "pca"}  # the map does not depend on n_components

@@ -5,7 +5,6 @@ The settings were chosen by measurement (docs/benchmarks.md): Barnes-Hut on one 
 """
 from __future__ import annotations
 
-import time
 from typing import Literal
 
 import numpy as np
@@ -64,7 +63,6 @@ class TsneReducer(Reducer):
 
             pca = fit_pca(x, k)
         inp = pca.scores[:, :k] if k else x
-        t0 = time.perf_counter()
         n = len(inp)
         notes = []
         if n < 5:
@@ -103,4 +101,4 @@ class TsneReducer(Reducer):
             z = frame.transform(x_new)[:, :k] if k else np.asarray(x_new, np.float64)
             return np.asarray(emb.transform(np.ascontiguousarray(z)), np.float32)
 
-        return FittedMap(coords, used, tuple(notes), time.perf_counter() - t0, transform)
+        return FittedMap(coords, used, tuple(notes), transform)

@@ -9,7 +9,6 @@ no graph.
 """
 from __future__ import annotations
 
-import time
 from typing import Literal
 
 import numpy as np
@@ -48,7 +47,6 @@ class UmapReducer(Reducer):
         except ImportError:
             raise ReportgenError("reducer umap needs umap-learn; pip install 'reportgen[umap]'") from None
         params = self.params
-        t0 = time.perf_counter()
         n = len(x)
         k, notes = neighbours_for(n, params.n_neighbors, "UMAP", margin=1)
         if n < 4:
@@ -74,4 +72,4 @@ class UmapReducer(Reducer):
                 warnings.simplefilter("ignore")
                 return reducer.transform(np.ascontiguousarray(x_new, dtype=np.float32))
 
-        return FittedMap(coords, used, tuple(notes), time.perf_counter() - t0, None if knn is not None else transform)
+        return FittedMap(coords, used, tuple(notes), None if knn is not None else transform)
