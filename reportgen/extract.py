@@ -18,7 +18,7 @@ import numpy as np
 
 from .datasets import Dataset
 from .errors import DataError, ModelError
-from .images import BadImage, make_thumbnail, preprocess_image
+from .images import BadImage, make_thumbnail, resize_crop
 from .models import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -277,130 +277,335 @@ def freeze_tap(module, layers: Sequence[ResolvedLayer], reshapes: dict[str, str]
     return traced
 
 
-# ----------------------------------------------------------------------------- data loading
+# ----------------------------------------------------------------------------- feeding the device
+
+
+PRECISIONS = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}
+#: Samples of the first batch run in fp32 too, to measure a reduced precision's agreement.
+AGREEMENT_SAMPLES = 64
+
+
+def cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_workers(n: int) -> int:
+    """Decode workers: none for small jobs (starting processes costs more), else every core but one."""
+    c = cores()
+    if n < 2048 or c < 2:
+        return 0
+    return c - 1
+
+
+@dataclass(frozen=True)
+class Feeding:
+    """How images reach the model: where they are resized and decoded, and in what precision.
+
+    ``resize``: ``cpu`` (Pillow in the decode workers, uint8 to the device) or ``device`` (raw uint8
+    pixels of a fixed-size array dataset go to the device, which resizes with antialiased
+    interpolation, as Pillow does, and normalises). ``decode``: ``cpu`` (Pillow) or ``device`` (JPEG
+    files decoded by nvjpeg through torchvision.io). Recorded with the embeddings: it is part of
+    their identity.
+    """
+
+    resize: str = "cpu"
+    decode: str = "cpu"
+    precision: str = "fp32"
+
+    def as_dict(self) -> dict:
+        return {"resize": self.resize, "decode": self.decode, "precision": self.precision}
+
+
+def choose_feeding(ds: Dataset, device: str, precision: str = "fp32") -> Feeding:
+    """Device-side resizing and decoding where a GPU is there and the data allow it."""
+    if not device.startswith("cuda"):
+        return Feeding("cpu", "cpu", precision)
+    if ds.array is not None:
+        return Feeding("device", "cpu", precision)
+    if ds.paths and all(p.suffix.lower() in (".jpg", ".jpeg") for p in ds.paths) and _has_nvjpeg():
+        return Feeding("device", "device", precision)
+    return Feeding("cpu", "cpu", precision)
+
+
+def _has_nvjpeg() -> bool:
+    try:
+        from torchvision.io import decode_jpeg  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 class _Prepared:
-    """torch-Dataset-like view: index -> (input, thumbnail, ok, reason) decoded once."""
+    """torch-Dataset-like view: index -> (pixels, thumbnail, index, reason), decoded once.
 
-    def __init__(self, ds: Dataset, indices: np.ndarray, model: LoadedModel, thumb: int) -> None:
-        self.ds, self.indices, self.prep, self.thumb = ds, indices, model.preprocess, thumb
+    ``pixels`` is uint8 (S, S, 3) resized and centre-cropped on the CPU, raw uint8 (H, W, 3) for
+    device resizing, or the file's bytes for device decoding; images stay uint8 until the device.
+    """
+
+    def __init__(self, ds: Dataset, indices: np.ndarray, prep, thumb: int, feeding: Feeding) -> None:
+        self.ds, self.indices, self.prep, self.thumb, self.feeding = ds, indices, prep, thumb, feeding
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int):
         idx = int(self.indices[i])
-        s = self.prep.input_size
         try:
+            if self.feeding.decode == "device":
+                raw = self.ds.paths[idx].read_bytes()
+                if raw[:3] != b"\xff\xd8\xff":
+                    raise BadImage("not a JPEG file")
+                return np.frombuffer(raw, np.uint8), None, idx, ""
             img = self.ds.read(idx)
             if img.shape[0] < 1 or img.shape[1] < 1:
                 raise BadImage("image has no pixels")
-            return preprocess_image(img, self.prep), make_thumbnail(img, self.thumb), idx, ""
-        except BadImage as exc:
-            return np.zeros((3, s, s), np.float32), np.zeros((self.thumb, self.thumb, 3), np.uint8), idx, str(exc) or "unreadable"
+            pixels = img if self.feeding.resize == "device" else resize_crop(img, self.prep)
+            return pixels, make_thumbnail(img, self.thumb), idx, ""
+        except (BadImage, OSError) as exc:
+            return None, None, idx, str(exc) or "unreadable"
 
 
 def _collate(batch):
+    """Stacks what was read; bytes of JPEG files stay a list (decoded on the device)."""
     import torch
 
-    x = torch.from_numpy(np.stack([b[0] for b in batch]))
-    thumbs = np.stack([b[1] for b in batch])
+    good = [b for b in batch if not b[3]]
     idx = np.asarray([b[2] for b in batch], dtype=np.int64)
     reasons = [b[3] for b in batch]
-    return x, thumbs, idx, reasons
+    if not good:
+        return None, None, idx, reasons
+    first = good[0][0]
+    if good[0][1] is None:  # JPEG bytes
+        pixels = [torch.from_numpy(b[0].copy()) for b in good]
+        return pixels, None, idx, reasons
+    shapes = {b[0].shape for b in good}
+    if len(shapes) > 1:
+        raise DataError(f"dataset: images of several sizes ({sorted(shapes)[:3]}) in one batch of a fixed-size dataset")
+    pixels = torch.from_numpy(np.stack([b[0] for b in good])) if first is not None else None
+    thumbs = np.stack([b[1] for b in good])
+    return pixels, thumbs, idx, reasons
 
 
-def default_workers(n: int) -> int:
-    import os
+def resize_on_device(x, prep):
+    """float (B, 3, H, W) in 0..255 on any device -> (B, 3, S, S): shorter side to S / crop_pct,
+    centre crop - Pillow's resize reproduced: its antialiased filters (torch's ``antialias=True``
+    uses the same kernels), horizontal pass first, each pass rounded to whole grey levels. Within
+    one grey level of ``images.resize_crop`` (tests/test_feeding.py)."""
+    import torch.nn.functional as F
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if n < 2048 or cores < 2:
-        return 0
-    return max(1, min(4, cores - 1))
+    h, w = x.shape[-2:]
+    nh, nw, top, left = prep.geometry(h, w)
+    s = prep.input_size
+    mode = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest"}.get(prep.interpolation, "bicubic")
+    kw = {"mode": mode} if mode == "nearest" else {"mode": mode, "antialias": True, "align_corners": False}
+    if nw != w:
+        x = F.interpolate(x, size=(h, nw), **kw).round_().clamp_(0, 255)
+    if nh != h:
+        x = F.interpolate(x, size=(nh, nw), **kw).round_().clamp_(0, 255)
+    return x[..., top : top + s, left : left + s]
 
 
-def extract_shard(
-    model: LoadedModel,
-    ds: Dataset,
-    indices: np.ndarray,
-    layers: Sequence[ResolvedLayer],
-    *,
-    batch_size: int = 64,
-    thumbnail_px: int = 32,
-    on_bad_image: str = "skip",
-    max_features: int = 16_384,
-    num_workers: int | None = None,
-    progress: Callable[[int], None] | None = None,
-    jit: bool | str = "auto",
-) -> Shard:
-    """Run the model over ``ds[indices]`` once, capturing every layer in the same forward pass."""
+def normalise_on_device(x, prep, *, channels_last: bool):
+    """float (B, 3, S, S) in 0..255 -> normalised, in the same float32 operations as
+    ``images.normalise`` (so the CPU path gives the same numbers either way)."""
     import torch
-    from torch.utils.data import DataLoader
 
-    module = model.module
-    workers = default_workers(len(indices)) if num_workers is None else num_workers
-    loader = DataLoader(
-        _Prepared(ds, indices, model, thumbnail_px), batch_size=batch_size, shuffle=False, num_workers=workers,
-        collate_fn=_collate, persistent_workers=False, prefetch_factor=4 if workers else None,
-        generator=torch.Generator(),  # its own: iterating must not draw from the caller's global RNG
-    )
-    chunks: dict[str, list[np.ndarray]] = {l.name: [] for l in layers}
-    thumbs, kept, bad = [], [], []
-    calls = 0
-    traced = None
-    use_jit = (len(indices) >= JIT_MIN_SAMPLES and model.device == "cpu") if jit == "auto" else bool(jit)
-    was_training = module.training
-    module.eval()
+    mean = torch.tensor(prep.mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(prep.std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    x = (x * (1.0 / 255.0) - mean) / std
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
+
+
+def to_model_input(pixels, prep, *, device: str, resize: bool, channels_last: bool):
+    """uint8 (B, H, W, 3) on the CPU -> the normalised float32 batch the model reads, on ``device``:
+    copied as uint8 (pinned, non-blocking), then converted, resized (if asked) and normalised there."""
+    x = pixels.to(device, non_blocking=True)
+    x = x.permute(0, 3, 1, 2).float()
+    if resize:
+        x = resize_on_device(x, prep)
+    return normalise_on_device(x, prep, channels_last=channels_last)
+
+
+def decode_on_device(blobs, prep, thumb: int, *, device: str):
+    """JPEG bytes -> (pixels float (B, 3, S, S) in 0..255, thumbnails uint8 (B, t, t, 3), failures)
+    with nvjpeg (torchvision.io) on a GPU; the thumbnail is an antialiased downscale of the centre
+    square, as ``images.make_thumbnail``. ``failures`` lists (position, reason) of undecodable files."""
+    import torch
+    import torch.nn.functional as F
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    failures: list[tuple[int, str]] = []
     try:
-        with capture(module, layers, max_features=max_features) as store, torch.inference_mode():
-            for x, th, idx, reasons in loader:
-                ok = np.asarray([not r for r in reasons])
-                for i, r in zip(idx, reasons):
-                    if r:
-                        if on_bad_image == "fail":
-                            raise DataError(f"dataset: cannot read sample {ds.ids[int(i)]!r}: {r} (on_bad_image: fail; use skip to continue past it)")
-                        bad.append((int(i), r))
-                if ok.any():
-                    if not ok.all():
-                        x = x[torch.from_numpy(ok)]
-                    x = x.to(model.device, non_blocking=True)
-                    if model.channels_last:
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    if traced is not None:
-                        outs = traced(x)
+        images = decode_jpeg(blobs, device=device, mode=ImageReadMode.RGB)
+    except RuntimeError:  # one bad file fails the batch: decode one by one to name it
+        images = []
+        for j, b in enumerate(blobs):
+            try:
+                images.append(decode_jpeg(b, device=device, mode=ImageReadMode.RGB))
+            except RuntimeError as exc:
+                failures.append((j, f"cannot decode JPEG ({str(exc).splitlines()[0][:100]})"))
+    inputs, thumbs = [], []
+    for im in images:
+        x = im.unsqueeze(0).float()
+        inputs.append(resize_on_device(x, prep)[0])
+        h, w = x.shape[-2:]
+        side = min(h, w)
+        sq = x[..., (h - side) // 2 : (h - side) // 2 + side, (w - side) // 2 : (w - side) // 2 + side]
+        t = F.interpolate(sq, size=(thumb, thumb), mode="bicubic", antialias=True, align_corners=False) if side != thumb else sq
+        thumbs.append(t.clamp(0, 255).round().to(torch.uint8)[0].permute(1, 2, 0))
+    if not inputs:
+        return None, None, failures
+    return torch.stack(inputs), torch.stack(thumbs).cpu().numpy(), failures
+
+
+@contextlib.contextmanager
+def _cudnn_benchmark(device: str):
+    """cuDNN's autotuner on for the fixed-shape batches of an extraction, restored afterwards."""
+    if not device.startswith("cuda"):
+        yield
+        return
+    import torch
+
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
+class Extractor:
+    """One model's hooked extraction, reused for every shard of a job: the TorchScript graph is
+    traced once, the feeding chosen once. ``run(ds, indices)`` returns that slice's embeddings."""
+
+    def __init__(self, model: LoadedModel, layers: Sequence[ResolvedLayer], *, batch_size: int = 64, thumbnail_px: int = 32,
+                 on_bad_image: str = "skip", max_features: int = 16_384, num_workers: int | None = None, jit: bool | str = "auto",
+                 precision: str = "fp32", feeding: Feeding | None = None) -> None:
+        if precision not in PRECISIONS:
+            raise ModelError(f"precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
+        if precision != "fp32" and not model.device.startswith("cuda"):
+            raise ModelError(f"model {model.name}: precision {precision} runs on a GPU only and this model runs on {model.device}; use precision: fp32")
+        self.model, self.layers = model, list(layers)
+        self.batch_size, self.thumbnail_px, self.on_bad_image = batch_size, thumbnail_px, on_bad_image
+        self.max_features, self.num_workers, self.jit, self.precision = max_features, num_workers, jit, precision
+        self.forced_feeding = feeding  # None: chosen from the dataset and the device
+        self.traced = None
+        self.reshapes: dict[str, str] = {}
+        self.agreement: dict[str, dict] = {}  # layer -> agreement of the reduced precision with fp32
+
+    def feeding(self, ds: Dataset) -> Feeding:
+        return self.forced_feeding or choose_feeding(ds, self.model.device, self.precision)
+
+    def run(self, ds: Dataset, indices: np.ndarray, *, progress: Callable[[int], None] | None = None) -> Shard:
+        """Run the model over ``ds[indices]`` once, capturing every layer in the same forward pass."""
+        import torch
+        from torch.utils.data import DataLoader
+
+        model, layers, module = self.model, self.layers, self.model.module
+        feeding = self.feeding(ds)
+        device = model.device
+        workers = default_workers(len(indices)) if self.num_workers is None else self.num_workers
+        loader = DataLoader(
+            _Prepared(ds, indices, model.preprocess, self.thumbnail_px, feeding), batch_size=self.batch_size, shuffle=False, num_workers=workers,
+            collate_fn=_collate, persistent_workers=False, prefetch_factor=4 if workers else None, pin_memory=device.startswith("cuda"),
+            generator=torch.Generator(),  # its own: iterating must not draw from the caller's global RNG
+        )
+        chunks: dict[str, list] = {l.name: [] for l in layers}
+        thumbs, kept, bad = [], [], []
+        calls = 0
+        use_jit = (len(indices) >= JIT_MIN_SAMPLES and device == "cpu") if self.jit == "auto" else bool(self.jit)
+        dtype = getattr(torch, PRECISIONS[self.precision]) if PRECISIONS[self.precision] else None
+        was_training = module.training
+        module.eval()
+        try:
+            with capture(module, layers, max_features=self.max_features) as store, torch.inference_mode(), _cudnn_benchmark(device):
+                if self.reshapes:
+                    store["__reshapes__"].update(self.reshapes)
+                for pixels, th, idx, reasons in loader:
+                    if feeding.decode == "device" and pixels is not None:
+                        x, th, failed = decode_on_device(pixels, model.preprocess, self.thumbnail_px, device=device)
+                        good = [j for j, r in enumerate(reasons) if not r]
+                        for j, why in failed:
+                            reasons[good[j]] = why
+                    ok = np.asarray([not r for r in reasons])
+                    for i, r in zip(idx, reasons):
+                        if r:
+                            if self.on_bad_image == "fail":
+                                raise DataError(f"dataset: cannot read sample {ds.ids[int(i)]!r}: {r} (on_bad_image: fail; use skip to continue past it)")
+                            bad.append((int(i), r))
+                    if ok.any():
+                        if feeding.decode == "device":
+                            x = normalise_on_device(x, model.preprocess, channels_last=model.channels_last)
+                        else:
+                            x = to_model_input(pixels, model.preprocess, device=device, resize=feeding.resize == "device", channels_last=model.channels_last)
+                        outs = self._forward(x, store, dtype, calls == 0 and use_jit)
                         calls += 1
                         for l, o in zip(layers, outs):
-                            chunks[l.name].append(o.cpu().numpy())
-                    else:
-                        for l in layers:
-                            store.pop(l.name, None)
-                        try:
-                            module(x)
-                        except ModelError:
-                            raise
-                        except Exception as exc:
-                            raise ModelError(f"model {model.name}: forward pass failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
-                        calls += 1
-                        for l in layers:
-                            if l.name not in store:
-                                raise ModelError(f"layer {l.name!r} was not called during the forward pass; choose a layer the model uses")
-                            chunks[l.name].append(store[l.name].cpu().numpy())
-                        if calls == 1 and use_jit:
-                            traced = freeze_tap(module, layers, dict(store["__reshapes__"]), x, [store[l.name] for l in layers])
-                    thumbs.append(th[ok])
-                    kept.append(idx[ok])
-                if progress:
-                    progress(len(idx))
-            reshapes = dict(store["__reshapes__"])
-    finally:
-        module.train(was_training)
-    if kept:
-        emb = {name: np.concatenate(c).astype(np.float32, copy=False) for name, c in chunks.items()}
-        idx_all = np.concatenate(kept)
-        th_all = np.concatenate(thumbs)
-    else:
-        emb = {l.name: np.zeros((0, 0), np.float32) for l in layers}
-        idx_all = np.zeros(0, np.int64)
-        th_all = np.zeros((0, thumbnail_px, thumbnail_px, 3), np.uint8)
-    return Shard(indices=idx_all, embeddings=emb, thumbnails=th_all, bad=tuple(bad), reshapes=reshapes, forward_calls=calls)
+                            chunks[l.name].append(o)  # stays on the device: one copy back per shard, no sync per batch
+                        thumbs.append(th)
+                        kept.append(idx[ok])
+                    if progress:
+                        progress(len(idx))
+                self.reshapes = dict(store["__reshapes__"])
+        finally:
+            module.train(was_training)
+        if kept:
+            emb = {name: torch.cat(c).float().cpu().numpy() for name, c in chunks.items()}
+            idx_all = np.concatenate(kept)
+            th_all = np.concatenate(thumbs)
+        else:
+            emb = {l.name: np.zeros((0, 0), np.float32) for l in layers}
+            idx_all = np.zeros(0, np.int64)
+            th_all = np.zeros((0, self.thumbnail_px, self.thumbnail_px, 3), np.uint8)
+        return Shard(indices=idx_all, embeddings=emb, thumbnails=th_all, bad=tuple(bad), reshapes=dict(self.reshapes), forward_calls=calls)
+
+    def _forward(self, x, store: dict, dtype, trace: bool) -> list:
+        """One forward pass -> every layer's pooled output (float32, on the device)."""
+        import torch
+
+        model, layers, module = self.model, self.layers, self.model.module
+        if self.traced is not None:
+            return [o.float() for o in self.traced(x)]
+        for l in layers:
+            store.pop(l.name, None)
+        try:
+            if dtype is not None:
+                with torch.autocast(device_type=x.device.type, dtype=dtype):
+                    module(x)
+            else:
+                module(x)
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"model {model.name}: forward pass failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+        for l in layers:
+            if l.name not in store:
+                raise ModelError(f"layer {l.name!r} was not called during the forward pass; choose a layer the model uses")
+        outs = [store[l.name].float() for l in layers]
+        if dtype is not None and not self.agreement:
+            self.agreement = self._agreement(x[:AGREEMENT_SAMPLES], outs, store)
+        if trace and dtype is None:
+            self.traced = freeze_tap(module, layers, dict(store["__reshapes__"]), x, outs)
+        return outs
+
+    def _agreement(self, x, reduced: list, store: dict) -> dict:
+        """The reduced-precision outputs against an fp32 pass over the same samples, per layer."""
+        import torch
+
+        self.model.module(x)
+        out = {}
+        for l, r in zip(self.layers, reduced):
+            ref = store[l.name].float()
+            r = r[: len(ref)]
+            cos = torch.nn.functional.cosine_similarity(ref, r, dim=1)
+            rel = (r - ref).norm(dim=1) / ref.norm(dim=1).clamp_min(1e-12)
+            out[l.name] = {"samples": int(len(ref)), "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()), "relative_error_max": float(rel.max())}
+        return out
+
+
+def extract_shard(model: LoadedModel, ds: Dataset, indices: np.ndarray, layers: Sequence[ResolvedLayer], *, progress: Callable[[int], None] | None = None, **options) -> Shard:
+    """Run the model over ``ds[indices]`` once, capturing every layer in the same forward pass (a
+    one-shard ``Extractor``; reuse an ``Extractor`` across shards to trace the graph once)."""
+    return Extractor(model, layers, **options).run(ds, indices, progress=progress)

@@ -328,4 +328,5 @@ def load_model(spec, *, seed: int = 0, module=None) -> LoadedModel:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     log.info("model %s: %s, %s, weights sha256 %s..., device %s", spec.name, arch, source, digest[:12], device)
-    return LoadedModel(ModelInfo(name=spec.name, arch=arch, source=source, weights_sha256=digest, preprocess=prep, device=device), model, channels_last)
+    info = ModelInfo(name=spec.name, arch=arch, source=source, weights_sha256=digest, preprocess=prep, device=device, precision=getattr(spec, "precision", "fp32"))
+    return LoadedModel(info, model, channels_last)

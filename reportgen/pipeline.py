@@ -31,7 +31,7 @@ from .analyses import BuildInput, LayerInput, build_analyses, layer_analyses, ru
 from .checks import evaluate, junit_xml, read_summary
 from .datasets import Dataset, Selection, load_dataset, select_samples
 from .errors import DataError, ReportgenError, SpecError
-from .extract import Shard, extract_shard, resolve_layers
+from .extract import Extractor, Feeding, Shard, resolve_layers
 from .fingerprint import code_fingerprint
 from .images import make_thumbnail
 from .kernels import image_statistics, sanitize
@@ -171,13 +171,10 @@ def _embed(spec: ReportSpec, mspec, loaded: LoadedModel, ds: Dataset, sel: Selec
            on_bad_image: str | None = None) -> Embeddings:
     on_bad_image = on_bad_image or spec.dataset.on_bad_image
     layers = resolve_layers(loaded.module, mspec.layers)
-    key = content_key({
-        "code": code_fingerprint(*EMBEDDING_CODE),
-        "arch": loaded.info.arch, "weights": loaded.info.weights_sha256, "preprocess": loaded.preprocess.as_dict(),
-        "layers": [(l.name, l.reshape) for l in layers], "max_features": mspec.max_features,
-        "dataset": ds.fingerprint, "selection": hashlib.sha256(sel.indices.tobytes()).hexdigest(),
-        "thumb": spec.report.thumbnail_px, "on_bad_image": on_bad_image,
-    })
+    extractor = Extractor(loaded, layers, batch_size=mspec.batch_size, thumbnail_px=spec.report.thumbnail_px, on_bad_image=on_bad_image,
+                          max_features=mspec.max_features, num_workers=mspec.num_workers, jit=mspec.jit, precision=mspec.precision)
+    feeding = extractor.feeding(ds)
+    key = embeddings_key(loaded, layers, mspec, ds, sel, spec.report.thumbnail_px, on_bad_image, feeding)
     if use_cache:
         hit = store.load(key)
         if hit is not None:
@@ -192,11 +189,7 @@ def _embed(spec: ReportSpec, mspec, loaded: LoadedModel, ds: Dataset, sel: Selec
         try:
             for start in range(0, len(sel.indices), SHARD_SIZE):
                 part = sel.indices[start : start + SHARD_SIZE]
-                shard: Shard = extract_shard(
-                    loaded, ds, part, layers, batch_size=mspec.batch_size, thumbnail_px=spec.report.thumbnail_px,
-                    on_bad_image=on_bad_image, max_features=mspec.max_features, num_workers=mspec.num_workers, jit=mspec.jit,
-                    progress=bar.update,
-                )
+                shard: Shard = extractor.run(ds, part, progress=bar.update)
                 calls += shard.forward_calls
                 writer.append(shard, ds.labels[shard.indices])
                 del shard  # one shard in memory at a time
@@ -209,7 +202,8 @@ def _embed(spec: ReportSpec, mspec, loaded: LoadedModel, ds: Dataset, sel: Selec
         manifest = {
             "model": {"name": loaded.name, "arch": loaded.info.arch, "source": loaded.info.source, "weights_sha256": loaded.info.weights_sha256},
             "dataset": {"name": ds.name, "kind": ds.kind, "fingerprint": ds.fingerprint, "class_names": list(ds.class_names)},
-            "preprocess": loaded.preprocess.as_dict(), "thumbnail_px": spec.report.thumbnail_px,
+            "preprocess": loaded.preprocess.as_dict(), "thumbnail_px": spec.report.thumbnail_px, "feeding": feeding.as_dict(),
+            "agreement": extractor.agreement,
         }
         writer.commit(ids, bad, manifest)
     except BaseException:
@@ -219,6 +213,18 @@ def _embed(spec: ReportSpec, mspec, loaded: LoadedModel, ds: Dataset, sel: Selec
     if stored is None:
         raise ReportgenError(f"cache: entry {key} vanished right after it was written; is another process clearing {store.dir}?")
     return dataclasses.replace(stored, forward_calls=calls)
+
+
+def embeddings_key(loaded: LoadedModel, layers, mspec, ds: Dataset, sel: Selection, thumb: int, on_bad_image: str, feeding: Feeding) -> str:
+    """The content key of one model's embeddings of one selection: weights, preprocessing, layers,
+    data, how images were fed (where resized, decoded, in what precision) and the code that made them."""
+    return content_key({
+        "code": code_fingerprint(*EMBEDDING_CODE),
+        "arch": loaded.info.arch, "weights": loaded.info.weights_sha256, "preprocess": loaded.preprocess.as_dict(),
+        "layers": [(l.name, l.reshape) for l in layers], "max_features": mspec.max_features,
+        "dataset": ds.fingerprint, "selection": hashlib.sha256(sel.indices.tobytes()).hexdigest(),
+        "thumb": thumb, "on_bad_image": on_bad_image, **({"feeding": feeding.as_dict()} if feeding != Feeding() else {}),
+    })
 
 
 def check_axes(spec: ReportSpec, ds: Dataset) -> None:
@@ -278,8 +284,16 @@ def _info_from_manifest(mspec, manifest: Mapping) -> ModelInfo:
     from .images import Preprocess
 
     m = manifest["model"]
-    return ModelInfo(name=mspec.name, arch=m["arch"], source=m["source"], weights_sha256=m["weights_sha256"],
+    info = ModelInfo(name=mspec.name, arch=m["arch"], source=m["source"], weights_sha256=m["weights_sha256"],
                      preprocess=Preprocess.from_dict(manifest["preprocess"]), device="not loaded (embeddings from the cache)")
+    return _with_feeding(info, manifest)
+
+
+def _with_feeding(info: ModelInfo, manifest: Mapping) -> ModelInfo:
+    """The model's description plus how its embeddings were fed (precision, agreement with fp32)."""
+    feeding = manifest.get("feeding") or {}
+    return dataclasses.replace(info, precision=feeding.get("precision", info.precision), feeding={k: v for k, v in feeding.items() if k != "precision"},
+                               agreement=manifest.get("agreement") or {})
 
 
 def extract_embeddings(
@@ -325,7 +339,7 @@ def _extract(spec: ReportSpec, *, use_cache: bool, cache_dir, modules, max_sampl
             emb = _embed(spec, mspec, loaded, ds, sel, store, use_cache=use_cache, progress=progress)
             if quick:
                 store.save_alias(quick, emb.key)
-        runs.append(ModelRun(loaded.info, emb))
+        runs.append(ModelRun(_with_feeding(loaded.info, emb.manifest), emb))
     return ds, sel, tuple(runs), loaded_models
 
 

@@ -230,6 +230,7 @@ def render_html(report: ReportData, budget: Budget, *, figures: _Figures | None 
     classes = [{"name": c, "colour": hex_colour(colours[i]), "used": int(counts[i]), "total": report.dataset.total_per_class.get(c, 0)} for i, c in enumerate(names)]
     runs = [{"name": m.model.name, "arch": m.model.arch, "source": m.model.source, "sha": m.model.weights_sha256,
              "pre": m.model.preprocess.as_dict() if m.model.preprocess else None, "device": m.model.device, "precision": m.model.precision,
+             "feeding": dict(m.model.feeding), "agreement": {k: dict(v) for k, v in m.model.agreement.items()},
              "cached": m.origin == "cache", "origin": m.origin, "key": m.embeddings_key} for m in report.models]
     stats = report.stats
     source = spec.source

@@ -48,6 +48,8 @@ class ModelInfo:
     preprocess: Preprocess | None  # None: the embeddings were given as input
     device: str  # where the forward pass ran, or why none ran
     precision: str = "fp32"
+    feeding: Mapping[str, str] = field(default_factory=dict)  # where images were resized and decoded (extract.Feeding)
+    agreement: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # layer -> a reduced precision's agreement with fp32
 
 
 @dataclass(frozen=True, eq=False)

@@ -115,6 +115,7 @@ class ModelSpec(_Model):
     batch_size: int = Field(64, gt=0, le=65536)
     num_workers: int | None = Field(None, ge=0, description="Decode workers; default: chosen from the dataset size.")
     channels_last: bool = True
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Forward-pass precision; bf16/fp16 only on a GPU (the report states the measured agreement with fp32).")
     jit: bool | Literal["auto"] = Field("auto", description="Freeze the graph with TorchScript (auto: on CPU from 1,024 images); checked against eager, falls back.")
     max_features: int = Field(16_384, gt=0, description="Refuse layers whose reshaped output is larger.")
     layers: list[LayerSpec] = Field(min_length=1)

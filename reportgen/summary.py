@@ -67,6 +67,7 @@ def summary_dict(report: ReportData, html: HtmlStats | None = None) -> dict:
         out["models"].append({
             "name": info.name, "arch": info.arch, "source": info.source, "weights_sha256": info.weights_sha256,
             "preprocess": info.preprocess.as_dict() if info.preprocess else None, "embeddings_key": m.embeddings_key,
+            "feeding": {**info.feeding, "precision": info.precision}, "precision_agreement": {k: dict(v) for k, v in info.agreement.items()},
             "layers": [layer_entry(lr, samples, spec.report, spec.seed) for lr in m.layers],
         })
     merge(out, _contributions(report.build_findings, samples, spec.report, spec.seed))
