@@ -290,6 +290,69 @@ cache_dir: {tmp}/cache
         within(render / t_first, 0.15) if at_scale else None, "" if at_scale else "informational: the target applies to a 10,000-image build", 1)
 
 
+RAY_HEAD = r"""
+import sys, ray
+ray.init(num_cpus=int(sys.argv[1]), include_dashboard=False, log_to_driver=False, configure_logging=False)
+print(ray.get_runtime_context().gcs_address, flush=True)
+sys.stdin.read()  # the cluster lives until the benchmark closes this pipe
+"""
+
+
+def bench_ray(n: int) -> None:
+    """Extraction of n Fashion-MNIST images (96 px, 3 layers) through a local Ray cluster (started
+    beforehand, as ``ray start --head`` would) vs the local path, each a fresh ``reportgen extract``
+    process with an empty cache; the embeddings must agree (rtol 1e-5). Informational: the same job
+    when reportgen starts the cluster itself (its start-up is then part of the job)."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        print("note: ray is not installed; skipping the Ray rows (pip install 'reportgen[ray]')", flush=True)
+        return
+    if not FASHION.exists():
+        print("note: dataset-fashion-mnist is not installed; skipping the Ray rows", flush=True)
+        return
+    from reportgen.store import EmbeddingStore
+
+    cores = len(os.sched_getaffinity(0))
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = Path(tmp) / "spec.yaml"
+        spec.write_text(f"""
+title: ray bench
+dataset: {{kind: idx, images: {FASHION}/t10k-images-idx3-ubyte.gz, labels: {FASHION}/t10k-labels-idx1-ubyte.gz, limit: {n}}}
+models: [{{name: effnet, timm: tf_efficientnet_lite0, weights: efficientnet_lite0, input_size: 96, crop_pct: 1.0, batch_size: 128,
+          layers: [blocks.2, blocks.4, global_pool]}}]
+reducers: [pca]
+output: {{dir: {tmp}/out}}
+execution: {{shard_size: 1024, cpus_per_worker: {cores}}}
+""")
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled"}  # the benchmark's own throwaway cluster
+
+        def extract(cache: str, *extra: str) -> float:
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "reportgen", "extract", str(spec), "-q", "--cache-dir", f"{tmp}/{cache}", *extra], env=env, check=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+            return time.perf_counter() - t0
+
+        head = subprocess.Popen([sys.executable, "-c", RAY_HEAD, str(cores)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+                                stderr=subprocess.DEVNULL)
+        try:
+            address = head.stdout.readline().strip()
+            t_local = extract("local")
+            t_ray = extract("ray", "--engine", "ray", "--address", address)
+        finally:
+            head.stdin.close()
+            head.wait(timeout=120)
+        t_own = extract("own", "--engine", "ray")
+        stores = {c: EmbeddingStore(Path(tmp) / c) for c in ("local", "ray", "own")}
+        entries = {c: next(p.name for p in (Path(tmp) / c / "embeddings").iterdir() if not p.name.startswith(".")) for c in stores}
+        a, b = (stores[c].load(entries[c]) for c in ("local", "ray"))
+        same = entries["local"] == entries["ray"] == entries["own"] and all(
+            np.allclose(a.layers[l], b.layers[l], rtol=1e-5, atol=1e-6) for l in a.layers) and np.array_equal(a.thumbnails, b.thumbnails)
+    row("extract: Ray (running local cluster) vs local", n, t_ray, t_local, "<= 1.30", within(t_ray / t_local, 1.30) and same,
+        f"96 px, 3 layers, {cores} CPUs, shards of 1,024; same key, embeddings equal (rtol 1e-5): {same}", 1)
+    row("extract: Ray (cluster started by the job) vs local", n, t_own, t_local, "-", None, "informational: cluster and worker start-up inside the job", 1)
+
+
 def machine() -> dict:
     import torch
 
@@ -314,7 +377,7 @@ def main() -> int:
         lambda: bench_rebuild(1500),
     ]
     if not smoke:
-        benches += [lambda: bench_extraction_defaults(1024, 2), lambda: bench_umap_compile(raw=True), lambda: bench_tsne(10_000)]
+        benches += [lambda: bench_extraction_defaults(1024, 2), lambda: bench_ray(10_000), lambda: bench_umap_compile(raw=True), lambda: bench_tsne(10_000)]
     for bench in benches:
         start = len(ROWS)
         bench()

@@ -48,6 +48,15 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--cache-dir", type=Path, help="embedding cache folder (default: spec cache_dir or ~/.cache/reportgen)")
     b.add_argument("--max-samples", type=int, help="refuse to use more than N samples (a guard for CI)")
     b.add_argument("--baseline", type=Path, help="summary.json of a reference build, for max_drop checks")
+    _engine_flags(b)
+
+    x = add("extract", "Extract and store the embeddings a spec names (no report): e.g. on a Ray cluster, then 'reportgen build' anywhere.")
+    x.add_argument("spec", type=Path, help="YAML spec file")
+    x.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a spec field (repeatable)")
+    x.add_argument("--no-cache", action="store_true", help="recompute embeddings even when cached")
+    x.add_argument("--cache-dir", type=Path, help="embedding cache folder (default: spec cache_dir or ~/.cache/reportgen)")
+    x.add_argument("--max-samples", type=int, help="refuse to use more than N samples")
+    _engine_flags(x)
 
     k = add("check", "Evaluate checks again on a summary.json, without recomputing (exit 3 when one fails).")
     k.add_argument("summary", type=Path, help="summary.json of a build")
@@ -84,6 +93,20 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _engine_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=["local", "ray"], help="where extraction runs (overrides execution.engine)")
+    p.add_argument("--address", help="Ray cluster address, e.g. auto or ray://head:10001 (overrides execution.address)")
+
+
+def _engine_overrides(args) -> list[str]:
+    out = list(getattr(args, "overrides", []) or [])
+    if getattr(args, "engine", None):
+        out.append(f"execution.engine={args.engine}")
+    if getattr(args, "address", None):
+        out.append(f"execution.address={args.address}")
+    return out
+
+
 def _setup_logging(args, stderr: TextIO) -> None:
     level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING)
     root = logging.getLogger("reportgen")
@@ -116,7 +139,7 @@ def _cmd_build(args, out: TextIO, err: TextIO) -> int:
     from .pipeline import build
     from .spec import load_spec
 
-    spec = load_spec(args.spec, overrides=args.overrides)
+    spec = load_spec(args.spec, overrides=_engine_overrides(args))
     if args.max_samples is not None and args.max_samples <= 0:
         raise UsageError("--max-samples must be > 0")
     result = build(spec, use_cache=not args.no_cache, cache_dir=args.cache_dir, max_samples=args.max_samples,
@@ -133,6 +156,24 @@ def _report_checks(results, out: TextIO, err: TextIO, *, quiet: bool = False) ->
     for r in failed:
         print(f"reportgen: check failed: {r.name}: {r.message}", file=err)
     return ExitStatus.CHECKS_FAILED if failed else ExitStatus.OK
+
+
+def _cmd_extract(args, out: TextIO, err: TextIO) -> int:
+    from .pipeline import Stages, extract_embeddings
+    from .spec import load_spec
+
+    spec = load_spec(args.spec, overrides=_engine_overrides(args))
+    if args.max_samples is not None and args.max_samples <= 0:
+        raise UsageError("--max-samples must be > 0")
+    stages = Stages(_hooks())
+    ds, sel, runs = extract_embeddings(spec, use_cache=not args.no_cache, cache_dir=args.cache_dir, max_samples=args.max_samples,
+                                       progress=not args.quiet, stages=stages)
+    for r in runs:
+        e = r.embeddings
+        where = f"{e.path}" if e.path else "input file"
+        how = {"cache": "already in the cache", "computed": f"computed ({e.forward_calls} forward passes)", "input": "given as input"}[e.origin]
+        print(f"{r.model.name}: {len(e.ids):,} samples x {len(e.layers)} layer(s), {how}: {where}", file=out)
+    return ExitStatus.OK
 
 
 def _cmd_check(args, out: TextIO, err: TextIO) -> int:
@@ -226,7 +267,7 @@ def _cmd_cache(args, out: TextIO, err: TextIO) -> int:
     return ExitStatus.OK
 
 
-COMMANDS = {"build": _cmd_build, "check": _cmd_check, "export-projector": _cmd_export, "demo": _cmd_demo, "layers": _cmd_layers, "cache": _cmd_cache}
+COMMANDS = {"build": _cmd_build, "extract": _cmd_extract, "check": _cmd_check, "export-projector": _cmd_export, "demo": _cmd_demo, "layers": _cmd_layers, "cache": _cmd_cache}
 
 
 def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:

@@ -18,8 +18,14 @@ import numpy as np
 
 from .datasets import Dataset
 from .errors import DataError, ModelError
+from .fingerprint import code_fingerprint
 from .images import BadImage, make_thumbnail, resize_crop
 from .models import LoadedModel
+from .results import ModelInfo
+from .store import content_key
+
+#: Code that shapes embeddings: a change to decoding, preprocessing or pooling recomputes them.
+EMBEDDING_CODE = ("reportgen.images", "reportgen.extract")
 
 log = logging.getLogger(__name__)
 
@@ -482,7 +488,7 @@ class Extractor:
 
     def __init__(self, model: LoadedModel, layers: Sequence[ResolvedLayer], *, batch_size: int = 64, thumbnail_px: int = 32,
                  on_bad_image: str = "skip", max_features: int = 16_384, num_workers: int | None = None, jit: bool | str = "auto",
-                 precision: str = "fp32", feeding: Feeding | None = None) -> None:
+                 precision: str = "fp32", feeding: Feeding | None = None, expected_samples: int | None = None) -> None:
         if precision not in PRECISIONS:
             raise ModelError(f"precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
         if precision != "fp32" and not model.device.startswith("cuda"):
@@ -491,6 +497,7 @@ class Extractor:
         self.batch_size, self.thumbnail_px, self.on_bad_image = batch_size, thumbnail_px, on_bad_image
         self.max_features, self.num_workers, self.jit, self.precision = max_features, num_workers, jit, precision
         self.forced_feeding = feeding  # None: chosen from the dataset and the device
+        self.expected = expected_samples  # the whole job's size (all shards): decides tracing once for every shard
         self.traced = None
         self.reshapes: dict[str, str] = {}
         self.agreement: dict[str, dict] = {}  # layer -> agreement of the reduced precision with fp32
@@ -506,7 +513,7 @@ class Extractor:
         model, layers, module = self.model, self.layers, self.model.module
         feeding = self.feeding(ds)
         device = model.device
-        workers = default_workers(len(indices)) if self.num_workers is None else self.num_workers
+        workers = default_workers(self.expected or len(indices)) if self.num_workers is None else self.num_workers
         loader = DataLoader(
             _Prepared(ds, indices, model.preprocess, self.thumbnail_px, feeding), batch_size=self.batch_size, shuffle=False, num_workers=workers,
             collate_fn=_collate, persistent_workers=False, prefetch_factor=4 if workers else None, pin_memory=device.startswith("cuda"),
@@ -515,7 +522,7 @@ class Extractor:
         chunks: dict[str, list] = {l.name: [] for l in layers}
         thumbs, kept, bad = [], [], []
         calls = 0
-        use_jit = (len(indices) >= JIT_MIN_SAMPLES and device == "cpu") if self.jit == "auto" else bool(self.jit)
+        use_jit = ((self.expected or len(indices)) >= JIT_MIN_SAMPLES and device == "cpu") if self.jit == "auto" else bool(self.jit)
         dtype = getattr(torch, PRECISIONS[self.precision]) if PRECISIONS[self.precision] else None
         was_training = module.training
         module.eval()
@@ -588,6 +595,8 @@ class Extractor:
             self.agreement = self._agreement(x[:AGREEMENT_SAMPLES], outs, store)
         if trace and dtype is None:
             self.traced = freeze_tap(module, layers, dict(store["__reshapes__"]), x, outs)
+            if self.traced is not None:  # every batch from the same graph, whichever batch came first
+                outs = [o.float() for o in self.traced(x)]
         return outs
 
     def _agreement(self, x, reduced: list, store: dict) -> dict:
@@ -603,6 +612,22 @@ class Extractor:
             rel = (r - ref).norm(dim=1) / ref.norm(dim=1).clamp_min(1e-12)
             out[l.name] = {"samples": int(len(ref)), "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()), "relative_error_max": float(rel.max())}
         return out
+
+
+def embeddings_key(info: ModelInfo, layers: Sequence[ResolvedLayer], mspec, ds: Dataset, indices: np.ndarray, thumb: int, on_bad_image: str) -> str:
+    """The content key of one model's embeddings of one selection: weights, preprocessing, layers,
+    data, precision and the code that made them - the same for the local and the Ray engine, and
+    wherever images were resized or decoded (the device reproduces Pillow within one grey level;
+    the manifest records where)."""
+    import hashlib
+
+    return content_key({
+        "code": code_fingerprint(*EMBEDDING_CODE),
+        "arch": info.arch, "weights": info.weights_sha256, "preprocess": info.preprocess.as_dict() if info.preprocess else None,
+        "layers": [(l.name, l.reshape) for l in layers], "max_features": mspec.max_features,
+        "dataset": ds.fingerprint, "selection": hashlib.sha256(np.ascontiguousarray(indices, np.int64).tobytes()).hexdigest(),
+        "thumb": thumb, "on_bad_image": on_bad_image, **({"precision": mspec.precision} if mspec.precision != "fp32" else {}),
+    })
 
 
 def extract_shard(model: LoadedModel, ds: Dataset, indices: np.ndarray, layers: Sequence[ResolvedLayer], *, progress: Callable[[int], None] | None = None, **options) -> Shard:

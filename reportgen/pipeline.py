@@ -31,9 +31,9 @@ from .analyses import BuildInput, LayerInput, build_analyses, layer_analyses, ru
 from .checks import evaluate, junit_xml, read_summary
 from .datasets import Dataset, Selection, load_dataset, select_samples
 from .errors import DataError, ReportgenError, SpecError
-from .extract import Extractor, Feeding, Shard, resolve_layers
+from .extract import EMBEDDING_CODE, Extractor, Shard, embeddings_key, resolve_layers
 from .fingerprint import code_fingerprint
-from .images import make_thumbnail
+from .images import Preprocess, make_thumbnail
 from .kernels import image_statistics, sanitize
 from .models import PACKAGED_WEIGHTS, LoadedModel, load_model
 from .neighbours import NeighbourGraph, exact_graph
@@ -61,10 +61,6 @@ from .summary import metrics_view, summary_dict
 log = logging.getLogger(__name__)
 
 SHARD_SIZE = 8192
-
-#: Code that shapes embeddings: a change to decoding, preprocessing or pooling recomputes them.
-EMBEDDING_CODE = ("reportgen.images", "reportgen.extract")
-
 
 def as_path(value: str | os.PathLike | None) -> Path | None:
     """Every path the Python API takes may be a ``str`` or any ``os.PathLike``."""
@@ -171,15 +167,16 @@ def _embed(spec: ReportSpec, mspec, loaded: LoadedModel, ds: Dataset, sel: Selec
            on_bad_image: str | None = None) -> Embeddings:
     on_bad_image = on_bad_image or spec.dataset.on_bad_image
     layers = resolve_layers(loaded.module, mspec.layers)
-    extractor = Extractor(loaded, layers, batch_size=mspec.batch_size, thumbnail_px=spec.report.thumbnail_px, on_bad_image=on_bad_image,
-                          max_features=mspec.max_features, num_workers=mspec.num_workers, jit=mspec.jit, precision=mspec.precision)
-    feeding = extractor.feeding(ds)
-    key = embeddings_key(loaded, layers, mspec, ds, sel, spec.report.thumbnail_px, on_bad_image, feeding)
+    key = embeddings_key(loaded.info, layers, mspec, ds, sel.indices, spec.report.thumbnail_px, on_bad_image)
     if use_cache:
         hit = store.load(key)
         if hit is not None:
             log.info("model %s: embeddings from cache %s", loaded.name, hit.path)
             return hit
+    extractor = Extractor(loaded, layers, batch_size=mspec.batch_size, thumbnail_px=spec.report.thumbnail_px, on_bad_image=on_bad_image,
+                          max_features=mspec.max_features, num_workers=mspec.num_workers, jit=mspec.jit, precision=mspec.precision,
+                          expected_samples=len(sel.indices))
+    feeding = extractor.feeding(ds)
     writer = store.writer(key, spec.report.thumbnail_px)
     calls = 0
     try:
@@ -213,18 +210,6 @@ def _embed(spec: ReportSpec, mspec, loaded: LoadedModel, ds: Dataset, sel: Selec
     if stored is None:
         raise ReportgenError(f"cache: entry {key} vanished right after it was written; is another process clearing {store.dir}?")
     return dataclasses.replace(stored, forward_calls=calls)
-
-
-def embeddings_key(loaded: LoadedModel, layers, mspec, ds: Dataset, sel: Selection, thumb: int, on_bad_image: str, feeding: Feeding) -> str:
-    """The content key of one model's embeddings of one selection: weights, preprocessing, layers,
-    data, how images were fed (where resized, decoded, in what precision) and the code that made them."""
-    return content_key({
-        "code": code_fingerprint(*EMBEDDING_CODE),
-        "arch": loaded.info.arch, "weights": loaded.info.weights_sha256, "preprocess": loaded.preprocess.as_dict(),
-        "layers": [(l.name, l.reshape) for l in layers], "max_features": mspec.max_features,
-        "dataset": ds.fingerprint, "selection": hashlib.sha256(sel.indices.tobytes()).hexdigest(),
-        "thumb": thumb, "on_bad_image": on_bad_image, **({"feeding": feeding.as_dict()} if feeding != Feeding() else {}),
-    })
 
 
 def check_axes(spec: ReportSpec, ds: Dataset) -> None:
@@ -281,12 +266,23 @@ def _quick_key(spec: ReportSpec, mspec, ds: Dataset, sel: Selection) -> str | No
 
 
 def _info_from_manifest(mspec, manifest: Mapping) -> ModelInfo:
-    from .images import Preprocess
-
+    """What the report says about a model whose embeddings this process did not compute (cached, or
+    computed by Ray workers)."""
     m = manifest["model"]
+    engine = manifest.get("engine") or {}
+    device = f"Ray: {engine.get('workers', '?')} worker(s), {engine.get('device', 'cpu')}" if engine.get("name") == "ray" else "not loaded (embeddings from the cache)"
     info = ModelInfo(name=mspec.name, arch=m["arch"], source=m["source"], weights_sha256=m["weights_sha256"],
-                     preprocess=Preprocess.from_dict(manifest["preprocess"]), device="not loaded (embeddings from the cache)")
+                     preprocess=Preprocess.from_dict(manifest["preprocess"]), device=device)
     return _with_feeding(info, manifest)
+
+
+def _embed_on_ray(spec: ReportSpec, mspec, dspec, ds: Dataset, sel: Selection, store: EmbeddingStore, *, use_cache: bool, progress: bool, on_shard=None) -> Embeddings:
+    from .distributed import RayJob, embed_on_ray
+
+    ex = spec.execution
+    job = RayJob(model=mspec, dataset=dspec, seed=spec.seed, indices=sel.indices, folder=store.root / "shards", thumbnail_px=spec.report.thumbnail_px,
+                 on_bad_image=dspec.on_bad_image, jit=mspec.jit, threads=ex.cpus_per_worker, decode_workers=mspec.num_workers, dataset_fingerprint=ds.fingerprint)
+    return embed_on_ray(job, store, ds, ex, use_cache=use_cache, progress=progress, on_shard=on_shard, name=mspec.name)
 
 
 def _with_feeding(info: ModelInfo, manifest: Mapping) -> ModelInfo:
@@ -305,15 +301,21 @@ def extract_embeddings(
     max_samples: int | None = None,
     progress: bool = True,
     stages: Stages | None = None,
+    on_shard: Callable[[dict], None] | None = None,
 ) -> tuple[Dataset, Selection, tuple[ModelRun, ...]]:
-    """The data, model and extraction stages: every model's embeddings, from the cache or computed."""
-    ds, sel, runs, _ = _extract(spec, use_cache=use_cache, cache_dir=cache_dir, modules=modules, max_samples=max_samples, progress=progress, stages=stages or Stages())
+    """The data, model and extraction stages: every model's embeddings, from the cache or computed.
+    ``on_shard`` is called with each finished shard's record (shard, count, forward_calls, pid) when
+    extraction runs on Ray (``execution.engine: ray``)."""
+    ds, sel, runs, _ = _extract(spec, use_cache=use_cache, cache_dir=cache_dir, modules=modules, max_samples=max_samples, progress=progress,
+                                stages=stages or Stages(), on_shard=on_shard)
     return ds, sel, runs
 
 
-def _extract(spec: ReportSpec, *, use_cache: bool, cache_dir, modules, max_samples, progress: bool, stages: Stages):
+def _extract(spec: ReportSpec, *, use_cache: bool, cache_dir, modules, max_samples, progress: bool, stages: Stages, on_shard=None):
     """``extract_embeddings`` plus the models it loaded (compared datasets go through them too)."""
     modules = modules or {}
+    if spec.execution.engine == "ray" and modules:
+        raise SpecError(f"execution.engine: ray loads every model in its workers from the spec; a Python module object ({', '.join(modules)}) cannot travel there - use timm, factory or checkpoint, or engine: local")
     loaded_models: dict[str, LoadedModel] = {}
     with stages.stage("data: load"):
         ds = load_dataset(spec.dataset)
@@ -333,6 +335,13 @@ def _extract(spec: ReportSpec, *, use_cache: bool, cache_dir, modules, max_sampl
                 log.info("model %s: embeddings from cache %s (model not loaded)", mspec.name, hit.path)
                 runs.append(ModelRun(_info_from_manifest(mspec, hit.manifest), hit))
                 continue
+        if spec.execution.engine == "ray":  # the workers load the model; this process never imports torch
+            with stages.stage(f"extract: {mspec.name}"):
+                emb = _embed_on_ray(spec, mspec, spec.dataset, ds, sel, store, use_cache=use_cache, progress=progress, on_shard=on_shard)
+                if quick:
+                    store.save_alias(quick, emb.key)
+            runs.append(ModelRun(_info_from_manifest(mspec, emb.manifest), emb))
+            continue
         with stages.stage(f"model: load {mspec.name}"):
             loaded = loaded_models[mspec.name] = load_model(mspec, seed=spec.seed, module=modules.get(mspec.name))
         with stages.stage(f"extract: {mspec.name}"):
@@ -564,7 +573,10 @@ def _extra_datasets(spec: ReportSpec, runs: tuple[ModelRun, ...], loaded: dict[s
         xruns = []
         for mspec, run in zip(spec.models, runs):
             with stages.stage(f"extract: {mspec.name} (compared)"):
-                emb = _embed(spec, mspec, loaded[mspec.name], dx, sx, store, use_cache=use_cache, progress=progress, on_bad_image=dspec.on_bad_image)
+                if spec.execution.engine == "ray":
+                    emb = _embed_on_ray(spec, mspec, dspec, dx, sx, store, use_cache=use_cache, progress=progress)
+                else:
+                    emb = _embed(spec, mspec, loaded[mspec.name], dx, sx, store, use_cache=use_cache, progress=progress, on_bad_image=dspec.on_bad_image)
             xruns.append(ModelRun(run.model, emb))
         out.append((dspec.name or f"{dx.name} ({dspec.kind})", tuple(xruns)))
     return tuple(out)

@@ -227,6 +227,17 @@ class OutputSpec(_Model):
     figures: bool = True
 
 
+class ExecutionSpec(_Model):
+    """Where extraction runs: in this process (``local``) or on a Ray cluster (``ray``)."""
+
+    engine: Literal["local", "ray"] = "local"
+    address: str | None = Field(None, description="Ray cluster address (auto, ray://head:10001, head:6379); unset: start a local cluster for the job.")
+    workers: int | None = Field(None, gt=0, description="Model replicas (Ray actors); default: one per GPU, else one per cpus_per_worker CPUs.")
+    cpus_per_worker: int = Field(2, gt=0, description="CPUs each replica uses (torch threads and decoding).")
+    shard_size: int = Field(1024, gt=0, description="Samples per shard: the unit of work and of durability (a re-run computes missing shards only).")
+    num_cpus: int | None = Field(None, gt=0, description="CPUs of a local cluster started for the job (default: every core).")
+
+
 PIXELS_MODEL = {"name": "pixels", "pixels": True, "input_size": 32, "layers": [{"name": "pixels", "reshape": "flatten"}], "channels_last": False}
 
 
@@ -245,6 +256,7 @@ class ReportSpec(_Model):
     checks: list[CheckSpec] = Field(default_factory=list, description="Quality gates; a failure exits 3 (the report is still written).")
     fit_on: str | None = Field(None, description="With several models: the reference whose fitted reducers place the others (default: the first).")
     extra_datasets: list[DatasetSpec] = Field(default_factory=list, description="Set through `datasets:` (the first is the reference); compared against it.")  # type: ignore[valid-type]
+    execution: ExecutionSpec = ExecutionSpec()
 
     @model_validator(mode="before")
     @classmethod
