@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -123,7 +124,8 @@ def raw_parts(spec_path: str) -> dict:
     return out
 
 
-def figure(results: dict, path: Path) -> None:
+def figure(results: dict, path: Path, *, title: str = "reportgen on Fashion-MNIST (EfficientNet-Lite0, 96 px, 3 layers, PCA + t-SNE + UMAP), 2 CPU cores",
+           budget: int = 4096) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -143,7 +145,7 @@ def figure(results: dict, path: Path) -> None:
             b.plot(ns, m, marker="o", color=colours[s], label=s)
     a.plot(ns, [results[str(n)]["wall_s"] for n in ns], "k--", marker="s", label="whole build")
     b.plot(ns, [max(results[str(n)]["peak_rss_mb"].values()) for n in ns], "k--", marker="s", label="whole build (peak)")
-    b.axhline(4096, color="red", lw=0.8, ls=":", label="4 GiB budget")
+    b.axhline(budget, color="red", lw=0.8, ls=":", label=f"{budget // 1024} GiB budget")
     a.plot(ns, [ns[0] and results[str(ns[0])]["wall_s"] * n / ns[0] for n in ns], color="grey", lw=0.7, ls=":", label="linear in N")
     for ax, title, unit in ((a, "wall time per stage", "seconds"), (b, "peak RSS during each stage (process)", "MB")):
         ax.set_xscale("log")
@@ -154,11 +156,82 @@ def figure(results: dict, path: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
     a.legend(fontsize=7, loc="upper left")
     b.legend(fontsize=7, loc="upper left")
-    fig.suptitle("reportgen on Fashion-MNIST (EfficientNet-Lite0, 96 px, 3 layers, PCA + t-SNE + UMAP), 2 CPU cores", fontsize=9)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- a million precomputed embeddings
+
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+PRECOMPUTED_SPEC = """
+title: precomputed {n}
+seed: 0
+dataset: {{kind: embeddings, vectors: {data}/vectors.npy, images: {data}/images.npy, metadata: {data}/meta.tsv, name: Fashion-MNIST x{reps}, limit: {n}, sample: first}}
+reducers: [{{pca: {{n_components: 10}}}}, {{tsne: {{perplexity: 30}}}}, {{umap: {{n_neighbors: 15}}}}]
+report: {{mosaic_cap: 1500, axes: [[Shirt, T-shirt/top]], neighbour_index: {index}}}
+output: {{dir: {out}, max_html_mb: 10}}
+cache_dir: {cache}
+"""
+
+
+def prepare_precomputed(data: Path, n: int) -> Path:
+    """Fashion-MNIST's 70,000 global_pool embeddings (EfficientNet-Lite0, 96 px) tiled to n rows with
+    seeded noise (5 % of each dimension's std), their labels and images kept: vectors.npy (float32,
+    written in chunks), images.npy (uint8 28x28), meta.tsv. Made once, reused."""
+    if (data / "vectors.npy").exists() and len(np.load(data / "vectors.npy", mmap_mode="r")) >= n:
+        return data
+    from numpy.lib.format import open_memmap
+
+    from reportgen.pipeline import extract_embeddings
+    from reportgen.spec import loads_spec
+
+    data.mkdir(parents=True, exist_ok=True)
+    spec = loads_spec(SPEC.format(n=70_000, f=FASHION, out=data / "unused", cache=data / "cache").replace(
+        "layers: [blocks.2, blocks.4, {name: global_pool, reshape: mean}]", "layers: [{name: global_pool, reshape: mean}]"))
+    ds, sel, runs = extract_embeddings(spec, progress=False)
+    base = np.asarray(runs[0].embeddings.layers["global_pool"], np.float32)
+    labels = runs[0].embeddings.labels
+    images = np.stack([ds.read(int(i))[:, :, 0] for i in sel.indices])
+    std = base.std(0) * 0.05
+    vec = open_memmap(data / "vectors.npy", mode="w+", dtype=np.float32, shape=(n, base.shape[1]))
+    img = open_memmap(data / "images.npy", mode="w+", dtype=np.uint8, shape=(n, 28, 28))
+    rng = np.random.default_rng(0)
+    for s in range(0, n, 50_000):
+        rows = np.arange(s, min(s + 50_000, n)) % len(base)
+        vec[s : s + len(rows)] = base[rows] + (rng.normal(size=(len(rows), base.shape[1])) * std).astype(np.float32) * (np.arange(s, s + len(rows)) >= len(base))[:, None]
+        img[s : s + len(rows)] = images[rows]
+    vec.flush()
+    img.flush()
+    del vec, img
+    with open(data / "meta.tsv", "w") as f:
+        f.write("label\tsource_row\n")
+        for i in range(n):
+            f.write(f"{CLASSES[labels[i % len(base)]]}\t{i % len(base)}\n")
+    return data
+
+
+def build_precomputed(n: int, data: Path, tmp: Path, index: str = "auto") -> dict:
+    out, cache = tmp / f"pout{n}-{index}", tmp / f"pcache{n}-{index}"
+    spec = tmp / f"pspec{n}-{index}.yaml"
+    spec.write_text(PRECOMPUTED_SPEC.format(n=n, data=data, out=out, cache=cache, index=index, reps=round(len(np.load(data / "vectors.npy", mmap_mode="r")) / 70_000)))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-c", CHILD, str(spec)], capture_output=True, text=True, env=env, cwd=ROOT)
+    if p.returncode != 0:
+        raise SystemExit(f"precomputed build of {n} failed:\n{p.stderr[-3000:]}")
+    r = json.loads(next(line for line in p.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    r["process_s"] = time.perf_counter() - t0
+    summary = json.loads((out / "summary.json").read_text())
+    layer = summary["models"][0]["layers"][0]
+    r["metrics"] = {k: v for k, v in layer["metrics"].items() if k != "maps"}
+    r["maps"] = layer["maps"]
+    r["html_bytes"] = (out / "report.html").stat().st_size
+    shutil.rmtree(cache, ignore_errors=True)
+    return r
 
 
 def main() -> int:
@@ -168,7 +241,12 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/scaling.json")
     ap.add_argument("--figure", type=Path, default=ROOT / "docs/scaling.png")
     ap.add_argument("--plot-only", action="store_true", help="redraw the figure from --json")
+    ap.add_argument("--precomputed", action="store_true", help="a million precomputed embeddings: builds at 10k / 100k / 1M (--sizes) from a tiled .npy")
+    ap.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "reportgen-scale-data", help="where the tiled input is made once")
+    ap.add_argument("--compare-graph", action="store_true", help="at 70,000 precomputed rows: the approximate vs the exact neighbour graph, same run")
     args = ap.parse_args()
+    if args.precomputed or args.compare_graph:
+        return main_precomputed(args)
     if args.plot_only:
         figure(json.loads(args.json.read_text())["builds"], args.figure)
         print(f"wrote {args.figure}")
@@ -195,6 +273,38 @@ def main() -> int:
     if len(results) > 1:
         figure(results, args.figure)
     print(f"wrote {args.json}" + (f" and {args.figure}" if len(results) > 1 else ""))
+    return 0
+
+
+def main_precomputed(args) -> int:
+    sizes = args.sizes if args.sizes != [1000, 10_000, 70_000] else [10_000, 100_000, 1_000_000]
+    if not (FASHION / "train-images-idx3-ubyte.gz").exists():
+        print(f"skip: Fashion-MNIST not found in {FASHION} (apt-get install dataset-fashion-mnist)")
+        return 0
+    data = prepare_precomputed(args.data, max(sizes + [70_000]))
+    results: dict = {}
+    with tempfile.TemporaryDirectory(prefix="reportgen-scaling-") as tmp:
+        if args.compare_graph:
+            for index in ("exact", "auto"):
+                r = build_precomputed(70_000, data, Path(tmp), index)
+                results[f"70000-{index}"] = r
+                print(f"70,000 rows, neighbour_index {index}: {r['wall_s']:.1f} s, graph {r['timings_s'].get('neighbours', 0):.1f} s, recall "
+                      f"{r['metrics'].get('neighbour_recall')}, trustworthiness tsne {r['metrics'].get('trustworthiness_tsne')}, umap "
+                      f"{r['metrics'].get('trustworthiness_umap')}", flush=True)
+        else:
+            for n in sizes:
+                r = build_precomputed(n, data, Path(tmp))
+                results[str(n)] = r
+                top = sorted(r["timings_s"].items(), key=lambda kv: -kv[1])[:7]
+                print(f"N={n:>8}: {r['wall_s']:7.1f} s, peak RSS {r['final_hwm_mb']:6.0f} MB, HTML {r['html_bytes'] / 1e6:.1f} MB, recall "
+                      f"{r['metrics'].get('neighbour_recall')}; " + ", ".join(f"{k} {v:.1f}" for k, v in top), flush=True)
+    out = args.json.with_name("scaling-precomputed.json" if not args.compare_graph else "graph-70k.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": {**machine(), "date": time.strftime("%Y-%m-%d")}, "builds": results}, indent=1))
+    if not args.compare_graph and len(results) > 1:
+        figure(results, args.figure.with_name("scaling-1m.png"), title="reportgen on precomputed embeddings (Fashion-MNIST global_pool tiled, 1,280-d; PCA + t-SNE + UMAP), 2 CPU cores",
+               budget=8192)
+    print(f"wrote {out}")
     return 0
 
 

@@ -46,6 +46,10 @@ def evaluate(summary: dict, checks: list, *, baseline: dict | None = None) -> li
         c = c if isinstance(c, dict) else c.model_dump(mode="json")
         matched = [(m, l, met) for m, l, met in layers if (c.get("model") in (None, m)) and (c.get("layer") in (None, l))]
         label = c.get("name") or c["metric"]
+        if c.get("layer") is None and any(c["metric"] in met for _, _, met in matched):
+            # a metric measured on some layers only (the audit's, on the audit layer): a check that
+            # names no layer applies where it is measured
+            matched = [(m, l, met) for m, l, met in matched if c["metric"] in met]
         if not matched:
             results.append(CheckResult(label, c["metric"], c.get("model") or "*", c.get("layer") or "*", None, None, False,
                                        f"checks[{i}]: no layer matches model={c.get('model') or '*'} layer={c.get('layer') or '*'}"))

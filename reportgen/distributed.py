@@ -64,7 +64,7 @@ def write_shard(path: Path, shard: Shard, layer_names: list[str], about: dict) -
     buf = io.BytesIO()
     meta = {"layers": layer_names, "reshapes": shard.reshapes, "bad": [[int(i), r] for i, r in shard.bad], "forward_calls": shard.forward_calls, **about}
     arrays = {f"layer_{j}": shard.embeddings[name] for j, name in enumerate(layer_names)}
-    np.savez(buf, __meta__=np.asarray(json.dumps(meta)), indices=shard.indices, thumbnails=shard.thumbnails, **arrays)
+    np.savez(buf, __meta__=np.asarray(json.dumps(meta)), indices=shard.indices, thumbnails=shard.thumbnails, hashes=shard.hashes, **arrays)
     tmp = path.with_name(temp_name(path.name))
     try:
         tmp.write_bytes(buf.getvalue())
@@ -79,7 +79,7 @@ def read_shard(path: Path) -> tuple[Shard, dict] | None:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["__meta__"]))
             emb = {name: np.asarray(z[f"layer_{j}"]) for j, name in enumerate(meta["layers"])}
-            shard = Shard(indices=np.asarray(z["indices"]), embeddings=emb, thumbnails=np.asarray(z["thumbnails"]),
+            shard = Shard(indices=np.asarray(z["indices"]), embeddings=emb, thumbnails=np.asarray(z["thumbnails"]), hashes=np.asarray(z["hashes"]),
                           bad=tuple((int(i), str(r)) for i, r in meta["bad"]), reshapes=meta["reshapes"], forward_calls=int(meta["forward_calls"]))
     except (OSError, ValueError, KeyError, json.JSONDecodeError):
         return None
@@ -119,6 +119,7 @@ class ShardWorker:
             "key": embeddings_key(info, layers, m, self.ds, job.indices, job.thumbnail_px, job.on_bad_image),
             "model": {"name": info.name, "arch": info.arch, "source": info.source, "weights_sha256": info.weights_sha256},
             "preprocess": info.preprocess.as_dict(), "feeding": self.extractor.feeding(self.ds).as_dict(), "device": info.device,
+            "layer_index": {l.name: l.index for l in layers},
         }
         self.pid = os.getpid()
 
@@ -368,7 +369,7 @@ def embed_on_ray(job: RayJob, store: EmbeddingStore, ds: Dataset, execution, *, 
             "model": {**first["model"], "name": name},
             "dataset": {"name": ds.name, "kind": ds.kind, "fingerprint": ds.fingerprint, "class_names": list(ds.class_names)},
             "preprocess": first["preprocess"], "thumbnail_px": job.thumbnail_px, "feeding": {**first["feeding"], "precision": job.model.precision},
-            "agreement": first.get("agreement") or {},
+            "agreement": first.get("agreement") or {}, "layer_index": first.get("layer_index") or {},
             "engine": {"name": "ray", "workers": run.workers, "device": first.get("device", "cpu"), "shards": run.shards, "computed": run.computed, "reused": run.reused},
         }
         writer.commit(ids, bad, manifest)

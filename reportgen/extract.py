@@ -19,7 +19,7 @@ import numpy as np
 from .datasets import Dataset
 from .errors import DataError, ModelError
 from .fingerprint import code_fingerprint
-from .images import BadImage, make_thumbnail, resize_crop
+from .images import BadImage, image_hash, make_thumbnail, resize_crop
 from .models import LoadedModel
 from .results import ModelInfo
 from .store import content_key
@@ -55,6 +55,7 @@ class Shard:
     embeddings: dict[str, np.ndarray]  # layer -> (n, d) float32
     thumbnails: np.ndarray  # (n, t, t, 3) uint8
     bad: tuple[tuple[int, str], ...] = ()  # (dataset index, reason)
+    hashes: np.ndarray | None = None  # (n, 16) uint8 content hash of each decoded image (exact duplicates)
     reshapes: dict[str, str] = field(default_factory=dict)
     forward_calls: int = 0
 
@@ -363,35 +364,35 @@ class _Prepared:
                 raw = self.ds.paths[idx].read_bytes()
                 if raw[:3] != b"\xff\xd8\xff":
                     raise BadImage("not a JPEG file")
-                return np.frombuffer(raw, np.uint8), None, idx, ""
+                return np.frombuffer(raw, np.uint8), None, image_hash(np.frombuffer(raw, np.uint8)), idx, ""
             img = self.ds.read(idx)
             if img.shape[0] < 1 or img.shape[1] < 1:
                 raise BadImage("image has no pixels")
             pixels = img if self.feeding.resize == "device" else resize_crop(img, self.prep)
-            return pixels, make_thumbnail(img, self.thumb), idx, ""
+            return pixels, make_thumbnail(img, self.thumb), image_hash(img), idx, ""
         except (BadImage, OSError) as exc:
-            return None, None, idx, str(exc) or "unreadable"
+            return None, None, None, idx, str(exc) or "unreadable"
 
 
 def _collate(batch):
     """Stacks what was read; bytes of JPEG files stay a list (decoded on the device)."""
     import torch
 
-    good = [b for b in batch if not b[3]]
-    idx = np.asarray([b[2] for b in batch], dtype=np.int64)
-    reasons = [b[3] for b in batch]
+    good = [b for b in batch if not b[4]]
+    idx = np.asarray([b[3] for b in batch], dtype=np.int64)
+    reasons = [b[4] for b in batch]
     if not good:
-        return None, None, idx, reasons
-    first = good[0][0]
+        return None, None, None, idx, reasons
+    hashes = np.frombuffer(b"".join(b[2] for b in good), np.uint8).reshape(len(good), 16)
     if good[0][1] is None:  # JPEG bytes
         pixels = [torch.from_numpy(b[0].copy()) for b in good]
-        return pixels, None, idx, reasons
+        return pixels, None, hashes, idx, reasons
     shapes = {b[0].shape for b in good}
     if len(shapes) > 1:
         raise DataError(f"dataset: images of several sizes ({sorted(shapes)[:3]}) in one batch of a fixed-size dataset")
-    pixels = torch.from_numpy(np.stack([b[0] for b in good])) if first is not None else None
+    pixels = torch.from_numpy(np.stack([b[0] for b in good]))
     thumbs = np.stack([b[1] for b in good])
-    return pixels, thumbs, idx, reasons
+    return pixels, thumbs, hashes, idx, reasons
 
 
 def resize_on_device(x, prep):
@@ -520,7 +521,7 @@ class Extractor:
             generator=torch.Generator(),  # its own: iterating must not draw from the caller's global RNG
         )
         chunks: dict[str, list] = {l.name: [] for l in layers}
-        thumbs, kept, bad = [], [], []
+        thumbs, kept, bad, hashes = [], [], [], []
         calls = 0
         use_jit = ((self.expected or len(indices)) >= JIT_MIN_SAMPLES and device == "cpu") if self.jit == "auto" else bool(self.jit)
         dtype = getattr(torch, PRECISIONS[self.precision]) if PRECISIONS[self.precision] else None
@@ -530,12 +531,14 @@ class Extractor:
             with capture(module, layers, max_features=self.max_features) as store, torch.inference_mode(), _cudnn_benchmark(device):
                 if self.reshapes:
                     store["__reshapes__"].update(self.reshapes)
-                for pixels, th, idx, reasons in loader:
+                for pixels, th, hs, idx, reasons in loader:
                     if feeding.decode == "device" and pixels is not None:
                         x, th, failed = decode_on_device(pixels, model.preprocess, self.thumbnail_px, device=device)
                         good = [j for j, r in enumerate(reasons) if not r]
                         for j, why in failed:
                             reasons[good[j]] = why
+                        if failed:
+                            hs = np.delete(hs, [j for j, _ in failed], axis=0)
                     ok = np.asarray([not r for r in reasons])
                     for i, r in zip(idx, reasons):
                         if r:
@@ -552,6 +555,7 @@ class Extractor:
                         for l, o in zip(layers, outs):
                             chunks[l.name].append(o)  # stays on the device: one copy back per shard, no sync per batch
                         thumbs.append(th)
+                        hashes.append(hs)
                         kept.append(idx[ok])
                     if progress:
                         progress(len(idx))
@@ -562,11 +566,13 @@ class Extractor:
             emb = {name: torch.cat(c).float().cpu().numpy() for name, c in chunks.items()}
             idx_all = np.concatenate(kept)
             th_all = np.concatenate(thumbs)
+            h_all = np.concatenate(hashes)
         else:
             emb = {l.name: np.zeros((0, 0), np.float32) for l in layers}
             idx_all = np.zeros(0, np.int64)
             th_all = np.zeros((0, self.thumbnail_px, self.thumbnail_px, 3), np.uint8)
-        return Shard(indices=idx_all, embeddings=emb, thumbnails=th_all, bad=tuple(bad), reshapes=dict(self.reshapes), forward_calls=calls)
+            h_all = np.zeros((0, 16), np.uint8)
+        return Shard(indices=idx_all, embeddings=emb, thumbnails=th_all, bad=tuple(bad), reshapes=dict(self.reshapes), forward_calls=calls, hashes=h_all)
 
     def _forward(self, x, store: dict, dtype, trace: bool) -> list:
         """One forward pass -> every layer's pooled output (float32, on the device)."""

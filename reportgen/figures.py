@@ -103,15 +103,20 @@ def scree_plot(ratio: np.ndarray) -> bytes:
 CENTROID_LABELS = 60
 
 
-def scatter_plot(coords: np.ndarray, labels: np.ndarray, class_names, colours: np.ndarray, *, title: str = "", seed: int = 0) -> bytes:
-    """One colour per class, drawn in a seeded random order (no class always on top)."""
+def scatter_plot(coords: np.ndarray, labels: np.ndarray, class_names, colours: np.ndarray, *, title: str = "", seed: int = 0,
+                 density: np.ndarray | None = None, counts: np.ndarray | None = None) -> bytes:
+    """One colour per class, drawn in a seeded random order (no class always on top). ``density``:
+    the positions of all samples (when only some are dots), drawn behind as grey hexagons (log counts).
+    ``counts``: samples per class for the legend (default: the dots')."""
     n_classes = len(class_names)
     fig = _figure(6.4, 5.0 if n_classes <= 20 else 5.6)
     ax = fig.add_subplot()
+    if density is not None:
+        ax.hexbin(density[:, 0], density[:, 1], gridsize=90, bins="log", cmap="Greys", mincnt=1, linewidths=0, alpha=0.55, zorder=0)
     order = np.random.default_rng(seed).permutation(len(coords))
-    size = float(np.clip(2000 / max(len(coords), 1) ** 0.8, 1.5, 40))
-    ax.scatter(coords[order, 0], coords[order, 1], c=colours[labels[order]] / 255.0, s=size, linewidths=0, alpha=0.85, rasterized=True)
-    counts = np.bincount(labels, minlength=n_classes)
+    size = float(np.clip(2000 / max(len(coords), 1) ** 0.8, 0.6, 40))
+    ax.scatter(coords[order, 0], coords[order, 1], c=colours[labels[order]] / 255.0, s=size, linewidths=0, alpha=0.85, rasterized=True, zorder=1)
+    counts = np.bincount(labels, minlength=n_classes) if counts is None else counts
     if n_classes <= 20:
         from matplotlib.lines import Line2D
 
@@ -128,6 +133,49 @@ def scatter_plot(coords: np.ndarray, labels: np.ndarray, class_names, colours: n
     ax.set_yticks([])
     if title:
         ax.set_title(title, fontsize=9)
+    return figure_png(fig)
+
+
+def slices_plot(coords: np.ndarray, assignment: np.ndarray, shown: list[int], *, seed: int = 0, background_cap: int = 100_000) -> bytes:
+    """Slices on a map: every sample a grey dot (a seeded subset above ``background_cap``), the
+    members of each shown slice in its own colour, its number at its centre."""
+    from matplotlib import colormaps
+
+    fig = _figure(6.4, 5.0)
+    ax = fig.add_subplot()
+    rng = np.random.default_rng(seed)
+    bg = np.arange(len(coords)) if len(coords) <= background_cap else np.sort(rng.choice(len(coords), background_cap, replace=False))
+    size = float(np.clip(2000 / max(len(bg), 1) ** 0.8, 0.5, 30))
+    ax.scatter(coords[bg, 0], coords[bg, 1], s=size, c="#d5d9de", linewidths=0, rasterized=True)
+    cols = colormaps["tab20"].colors
+    for i, sid in enumerate(shown):
+        m = np.flatnonzero(assignment == sid)
+        if len(m) > background_cap // 10:
+            m = np.sort(rng.choice(m, background_cap // 10, replace=False))
+        ax.scatter(coords[m, 0], coords[m, 1], s=size * 1.5, color=cols[i % 20], linewidths=0, rasterized=True)
+        cx, cy = np.median(coords[m], axis=0)
+        ax.text(cx, cy, f"S{sid}", fontsize=8, weight="bold", ha="center", va="center", bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": cols[i % 20], "alpha": 0.85})
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return figure_png(fig)
+
+
+def depth_plot(layers: list[str], intrinsic: np.ndarray, participation: np.ndarray, knn: np.ndarray, probe: np.ndarray) -> bytes:
+    """Two small panels over the layers in order: dimensions (log scale) and accuracies."""
+    fig = _figure(6.2, 2.6)
+    a, b = fig.subplots(1, 2)
+    xs = np.arange(len(layers))
+    a.plot(xs, intrinsic, marker="o", color="#2f5d9b", label="intrinsic dim. (TwoNN)")
+    a.plot(xs, participation, marker="s", color="#dd8452", label="participation ratio")
+    a.set_yscale("log")
+    b.plot(xs, knn, marker="o", color="#1e7b34", label="kNN accuracy")
+    b.plot(xs, probe, marker="s", color="#7b3f9e", label="linear probe")
+    b.set_ylim(0, 1.02)
+    for ax in (a, b):
+        ax.set_xticks(xs, [l[-14:] for l in layers], rotation=35, ha="right", fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6.5, frameon=False)
     return figure_png(fig)
 
 
@@ -185,16 +233,18 @@ def _bordered(thumbs: np.ndarray, colours: np.ndarray, border: int) -> np.ndarra
     return out
 
 
-def image_mosaic(coords: np.ndarray, thumbnails: np.ndarray, labels: np.ndarray, colours: np.ndarray, *, cap: int, seed: int, border: int = 2, canvas: int | None = None) -> Mosaic:
+def image_mosaic(coords: np.ndarray, thumbnails: np.ndarray, labels: np.ndarray, colours: np.ndarray, *, cap: int, seed: int, border: int = 2, canvas: int | None = None,
+                 among: np.ndarray | None = None) -> Mosaic:
     """Thumbnails at their 2-D positions, bordered in the class colour.
 
     Overlap is handled deliberately: at most ``cap`` samples (a seeded random subset), drawn in
     a seeded random order so no class is systematically on top; the canvas grows with the
     number shown (about 1.7 tiles of width per sqrt(sample)).
     """
-    n = len(coords)
+    pool = np.arange(len(coords)) if among is None else np.asarray(among)
+    n = len(pool)
     rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(n, cap, replace=False)) if n > cap else np.arange(n)
+    rows = pool[np.sort(rng.choice(n, cap, replace=False))] if n > cap else pool
     rows = rows[rng.permutation(len(rows))]
     t = thumbnails.shape[1]
     tile = t + 2 * border
@@ -211,15 +261,17 @@ def image_mosaic(coords: np.ndarray, thumbnails: np.ndarray, labels: np.ndarray,
     return Mosaic(img, rows, pos, tile)
 
 
-def grid_mosaic(coords: np.ndarray, thumbnails: np.ndarray, labels: np.ndarray, colours: np.ndarray, *, cap: int, seed: int, border: int = 2) -> Mosaic:
+def grid_mosaic(coords: np.ndarray, thumbnails: np.ndarray, labels: np.ndarray, colours: np.ndarray, *, cap: int, seed: int, border: int = 2,
+                among: np.ndarray | None = None) -> Mosaic:
     """The map snapped to a regular grid by linear assignment: every chosen sample shown once, no overlap."""
     from scipy.optimize import linear_sum_assignment
 
-    n = len(coords)
+    pool = np.arange(len(coords)) if among is None else np.asarray(among)
+    n = len(pool)
     g = int(np.floor(np.sqrt(min(n, cap))))
     m = g * g
     rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(n, m, replace=False)) if n > m else np.arange(n)
+    rows = pool[np.sort(rng.choice(n, m, replace=False))] if n > m else pool
     xy = coords[rows].astype(np.float64)
     lo, hi = xy.min(0), xy.max(0)
     xy = (xy - lo) / np.where(hi - lo > 0, hi - lo, 1)
@@ -230,7 +282,11 @@ def grid_mosaic(coords: np.ndarray, thumbnails: np.ndarray, labels: np.ndarray, 
     t = thumbnails.shape[1]
     tile = t + 2 * border
     img = np.full((g * tile, g * tile, 3), 255, np.uint8)
-    tiles = _bordered(np.asarray(thumbnails)[rows[r]], colours[labels[rows[r]]], border)
+    picked = rows[r]
+    order = np.argsort(picked, kind="stable")  # read thumbnails in ascending rows (they may be made on demand)
+    thumbs = np.empty((len(picked),) + tuple(thumbnails.shape[1:]), np.uint8)
+    thumbs[order] = thumbnails[picked[order]]
+    tiles = _bordered(thumbs, colours[labels[picked]], border)
     pos = np.stack([(c % g) * tile, (c // g) * tile], 1)
     for (x, y), tp in zip(pos, tiles):
         img[y : y + tile, x : x + tile] = tp

@@ -106,6 +106,15 @@ def decode_image(source) -> np.ndarray:
 # ----------------------------------------------------------------------------- thumbnails
 
 
+def image_hash(image: np.ndarray) -> bytes:
+    """16-byte content hash of a decoded image (pixels and shape): equal for exact duplicates,
+    whatever their file names or formats."""
+    import hashlib
+
+    a = np.ascontiguousarray(image)
+    return hashlib.blake2b(memoryview(a).cast("B"), digest_size=16, person=str(a.shape).encode()[:16]).digest()
+
+
 def make_thumbnail(image: np.ndarray, size: int) -> np.ndarray:
     """Centre-square crop then resize to (size, size, 3) uint8."""
     from PIL import Image
@@ -180,3 +189,35 @@ def normalise(pixels: np.ndarray, prep: Preprocess) -> np.ndarray:
 def preprocess_image(image: np.ndarray, prep: Preprocess) -> np.ndarray:
     """RGB uint8 (H,W,3) -> normalised float32 (3,S,S): resize shorter side to S/crop_pct, centre crop."""
     return normalise(resize_crop(image, prep), prep)
+
+
+class LazyThumbnails:
+    """Thumbnails made on demand from a dataset's images, for inputs too large to hold them all
+    (a million precomputed embeddings with their images): indexing (a row, a slice, an array of
+    rows) returns uint8 thumbnails, as the (N, t, t, 3) array it stands in for would."""
+
+    def __init__(self, read, rows: np.ndarray, size: int, array: np.ndarray | None = None) -> None:
+        self.read, self.rows, self.size = read, np.asarray(rows, np.int64), int(size)
+        self.array = array  # the images as one (N, H, W[, C]) array, when the input has one (faster statistics)
+        self.shape = (len(self.rows), self.size, self.size, 3)
+        self.dtype = np.dtype(np.uint8)
+        self.ndim = 4
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _one(self, i: int) -> np.ndarray:
+        return make_thumbnail(self.read(int(self.rows[i])), self.size)
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, np.integer)):
+            return self._one(int(key))
+        picked = np.arange(len(self.rows))[key]
+        out = np.empty((len(picked), self.size, self.size, 3), np.uint8)
+        for j, i in enumerate(picked):
+            out[j] = self._one(int(i))
+        return out
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)

@@ -9,8 +9,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .images import to_rgb_uint8
 from .neighbours import NeighbourGraph
 from .pca import PcaResult
+from .streaming import gather_rows, row_chunks
 
 STAT_NAMES = ("brightness", "contrast", "saturation", "colour balance (R-B)")
 SHORTCUT_R = 0.5  # |r| at or above which a component is flagged as tracking an image statistic
@@ -38,16 +40,6 @@ class AxisFinding:
     t: np.ndarray  # (N,) position along centroid(a) -> centroid(b): 0 at a, 1 at b
     strip: np.ndarray  # rows, ordered along the axis
     separation: float  # fraction of a and b samples on their own side of 0.5
-
-
-def sanitize(x: np.ndarray) -> tuple[np.ndarray, int]:
-    """Replace non-finite values by 0; return the array and how many rows had them."""
-    arr = np.asarray(x, dtype=np.float32)
-    bad_rows = ~np.isfinite(arr).all(axis=1)
-    n = int(bad_rows.sum())
-    if n:
-        arr = np.where(np.isfinite(arr), arr, 0).astype(np.float32)
-    return arr, n
 
 
 def knn_predict(graph: NeighbourGraph, labels: np.ndarray, k: int) -> np.ndarray:
@@ -122,11 +114,18 @@ def class_means(scores: np.ndarray, labels: np.ndarray, n_classes: int) -> np.nd
 
 
 def image_statistics(thumbnails: np.ndarray, *, chunk: int = 8192) -> np.ndarray:
-    """(N, 4): brightness, contrast (grey std), saturation (HSV S), colour balance (mean R - mean B)."""
+    """(N, 4): brightness, contrast (grey std), saturation (HSV S), colour balance (mean R - mean B).
+    Thumbnails made on demand from an image array are measured on the array itself (no thumbnails)."""
     n = len(thumbnails)
     out = np.zeros((n, 4))
+    source = getattr(thumbnails, "array", None)
     for s in range(0, n, chunk):
-        t = np.asarray(thumbnails[s : s + chunk], np.float32) / 255.0
+        if source is not None:
+            raw = gather_rows(source, thumbnails.rows[s : s + chunk])
+            t = np.stack([to_rgb_uint8(im) for im in raw]) if raw.ndim == 4 or raw.dtype != np.uint8 else np.repeat(raw[..., None], 3, axis=3)
+            t = np.asarray(t, np.float32) / 255.0
+        else:
+            t = np.asarray(thumbnails[s : s + chunk], np.float32) / 255.0
         grey = t @ np.asarray([0.299, 0.587, 0.114], np.float32)
         mx, mn = t.max(-1), t.min(-1)
         sat = np.where(mx > 0, (mx - mn) / np.where(mx > 0, mx, 1), 0)
@@ -148,16 +147,29 @@ def correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.clip(r, -1, 1)
 
 
+def class_centroids(x: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """(C, d) float64 mean of each class's rows (NaN for an empty class), in one streamed pass."""
+    sums = np.zeros((n_classes, x.shape[1]))
+    for s, c in row_chunks(x):
+        lab = labels[s : s + len(c)]
+        for k in np.unique(lab):
+            sums[k] += np.asarray(c[lab == k], np.float64).sum(0)
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counts[:, None]
+
+
 def neighbour_queries(graph: NeighbourGraph, labels: np.ndarray, x: np.ndarray, hard: list[HardSample], *, n_classes: int, extra: int = 3) -> list[int]:
-    """One typical sample per class (nearest its class centroid), then the hardest samples."""
-    rows: list[int] = []
-    for c in range(n_classes):
-        m = np.flatnonzero(labels == c)
-        if len(m) == 0:
-            continue
-        centroid = np.asarray(x[m], np.float64).mean(0)
-        d = ((np.asarray(x[m], np.float64) - centroid) ** 2).sum(1)
-        rows.append(int(m[np.argmin(d)]))
+    """One typical sample per class (nearest its class centroid; the lowest row on ties), then the
+    hardest samples. Streamed: the layer is read twice in chunks, never copied whole."""
+    cent = class_centroids(x, labels, n_classes)
+    dist = np.empty(len(x))
+    for s, c in row_chunks(x):
+        lab = labels[s : s + len(c)]
+        dist[s : s + len(c)] = ((np.asarray(c, np.float64) - cent[lab]) ** 2).sum(1)
+    order = np.lexsort((np.arange(len(x)), dist, labels))
+    first = np.flatnonzero(np.r_[True, labels[order][1:] != labels[order][:-1]])
+    rows = [int(order[i]) for i in first]
     for h in hard[:extra]:
         if h.row not in rows:
             rows.append(h.row)
@@ -166,11 +178,14 @@ def neighbour_queries(graph: NeighbourGraph, labels: np.ndarray, x: np.ndarray, 
 
 def centroid_axis(x: np.ndarray, labels: np.ndarray, class_names, a: str, b: str, *, strip: int = 16) -> AxisFinding:
     ia, ib = class_names.index(a), class_names.index(b)
-    xa = np.asarray(x, np.float64)
-    ca, cb = xa[labels == ia].mean(0), xa[labels == ib].mean(0)
+    cent = class_centroids(x, labels, len(class_names))
+    ca, cb = cent[ia], cent[ib]
     v = cb - ca
     vv = float(v @ v)
-    t = (xa - ca) @ v / vv if vv > 0 else np.zeros(len(xa))
+    t = np.zeros(len(x))
+    if vv > 0:
+        for s, c in row_chunks(x):
+            t[s : s + len(c)] = (np.asarray(c, np.float64) - ca) @ v / vv
     pair = np.flatnonzero((labels == ia) | (labels == ib))
     order = pair[np.argsort(t[pair], kind="stable")]
     picks = order[np.unique(np.linspace(0, len(order) - 1, min(strip, len(order))).round().astype(int))]
@@ -203,17 +218,18 @@ def _penalty(rank: np.ndarray, knn: np.ndarray, k: int) -> float:
     return 1.0 - float(r[r > 0].sum()) * (2.0 / (n * k * (2.0 * n - 3.0 * k - 1.0)))
 
 
-def trust_and_continuity(x: np.ndarray, maps: dict[str, np.ndarray], *, k: int = 10, cap: int = 3000, seed: int = 0, metric: str = "euclidean") -> dict[str, tuple[float, float, int]]:
+def trust_and_continuity(x: np.ndarray, maps: dict[str, np.ndarray], *, k: int = 10, cap: int = 3000, seed: int = 0, metric: str = "euclidean",
+                         among: np.ndarray | None = None) -> dict[str, tuple[float, float, int]]:
     """Trustworthiness (are map neighbours true neighbours?) and continuity (are true neighbours kept
     on the map?) of every map of one layer, on the same ``cap`` samples, as scikit-learn defines them.
 
     The layer's distances are ranked once for all maps (the costly part); each map adds one ranking
     of its 2-D distances. Returns {map: (trustworthiness, continuity, samples)}.
     """
-    rows = sample_rows(len(x), cap, seed)
+    rows = sample_rows(len(x), cap, seed) if among is None else among[sample_rows(len(among), cap, seed)]
     n = len(rows)
     k = int(min(k, max(1, n // 2 - 1)))
-    order_x, rank_x = _ranked(np.asarray(x[rows], np.float64), metric)
+    order_x, rank_x = _ranked(np.asarray(gather_rows(x, rows), np.float64), metric)
     knn_x = order_x[:, :k]
     del order_x
     out = {}

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ReportgenError
+from .streaming import row_chunks
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,8 @@ def fit_pca(x: np.ndarray, n_components: int, *, chunk: int = 16384) -> PcaResul
     k = int(min(n_components, d, n - 1))
     f32 = x.dtype == np.float32
     mean = np.zeros(d)
-    for s in range(0, n, chunk):  # summed in float64: identical samples give exactly zero variance
-        mean += np.asarray(x[s : s + chunk]).sum(0, dtype=np.float64)
+    for _, c in row_chunks(x, chunk):  # summed in float64: identical samples give exactly zero variance
+        mean += np.asarray(c).sum(0, dtype=np.float64)
     mean /= n
     if d <= n:
         # centred chunks (a reused buffer) multiplied in float32 - the costly part - and summed in float64
@@ -88,8 +89,8 @@ def fit_pca(x: np.ndarray, n_components: int, *, chunk: int = 16384) -> PcaResul
         mean_c = mean.astype(dt)
         buf = np.empty((min(chunk, n), d), dt)
         prod = np.empty((d, d), dt)
-        for s in range(0, n, chunk):
-            b = np.asarray(x[s : s + chunk], dt)
+        for _, c in row_chunks(x, chunk):
+            b = np.asarray(c, dt)
             bc = buf[: len(b)]
             np.subtract(b, mean_c, out=bc)
             np.matmul(bc.T, bc, out=prod)
@@ -115,10 +116,10 @@ def fit_pca(x: np.ndarray, n_components: int, *, chunk: int = 16384) -> PcaResul
     if f32:  # (x - mean) W = x W - mean W: no centred copy of the data
         comps32 = comps.T.astype(np.float32)
         offset = mean @ comps.T
-        for s in range(0, n, chunk):
-            np.subtract(np.asarray(x[s : s + chunk]) @ comps32, offset, out=scores[s : s + chunk])
+        for s, c in row_chunks(x, chunk):
+            np.subtract(np.asarray(c) @ comps32, offset, out=scores[s : s + len(c)])
     else:
-        for s in range(0, n, chunk):
-            scores[s : s + chunk] = (np.asarray(x[s : s + chunk], np.float64) - mean) @ comps.T
+        for s, c in row_chunks(x, chunk):
+            scores[s : s + len(c)] = (np.asarray(c, np.float64) - mean) @ comps.T
     ratio = evals[:k] / total if total > 0 else np.zeros(k)
     return PcaResult(mean=mean, components=comps, scores=scores, explained_variance=evals[:k], explained_variance_ratio=ratio, eigenvalues=evals, total_variance=total)

@@ -27,16 +27,18 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ._version import __version__
-from .analyses import BuildInput, LayerInput, build_analyses, layer_analyses, run_order
+from .analyses import ANALYSES, BuildInput, LayerInput, build_analyses, layer_analyses, run_order
+from .analyses.audit import audit_k
+from .analyses.base import Where
 from .checks import evaluate, junit_xml, read_summary
 from .datasets import Dataset, Selection, load_dataset, select_samples
 from .errors import DataError, ReportgenError, SpecError
 from .extract import EMBEDDING_CODE, Extractor, Shard, embeddings_key, resolve_layers
 from .fingerprint import code_fingerprint
-from .images import Preprocess, make_thumbnail
-from .kernels import image_statistics, sanitize
+from .images import LazyThumbnails, Preprocess, make_thumbnail
+from .kernels import image_statistics
 from .models import PACKAGED_WEIGHTS, LoadedModel, load_model
-from .neighbours import NeighbourGraph, exact_graph
+from .neighbours import GraphQuality, NeighbourGraph, build_graph, nearest_fitted
 from .output import check_output_dir, write_report
 from .pca import PcaResult, fit_pca
 from .reducers import FittedMap, call_fit, make_reducer
@@ -56,6 +58,7 @@ from .results import (
 )
 from .spec import ReportSpec
 from .store import Cache, EmbeddingStore, content_key, file_sha256
+from .streaming import cleaned, gather_rows, select_rows
 from .summary import metrics_view, summary_dict
 
 log = logging.getLogger(__name__)
@@ -200,6 +203,7 @@ def _embed(spec: ReportSpec, mspec, loaded: LoadedModel, ds: Dataset, sel: Selec
             "model": {"name": loaded.name, "arch": loaded.info.arch, "source": loaded.info.source, "weights_sha256": loaded.info.weights_sha256},
             "dataset": {"name": ds.name, "kind": ds.kind, "fingerprint": ds.fingerprint, "class_names": list(ds.class_names)},
             "preprocess": loaded.preprocess.as_dict(), "thumbnail_px": spec.report.thumbnail_px, "feeding": feeding.as_dict(),
+            "layer_index": {l.name: l.index for l in layers},
             "agreement": extractor.agreement,
         }
         writer.commit(ids, bad, manifest)
@@ -225,17 +229,30 @@ def check_axes(spec: ReportSpec, ds: Dataset) -> None:
             raise SpecError(f"report.axes[{i}]: both ends are {a!r}; name two different classes")
 
 
-def _precomputed_run(spec: ReportSpec, ds: Dataset, sel: Selection) -> ModelRun:
-    """Embeddings given as input (vectors, a projector folder): no model, no forward pass."""
+#: Above this many samples, thumbnails of precomputed inputs are made on demand (only those shown).
+LAZY_THUMBNAILS_ABOVE = 50_000
+
+
+def _precomputed_run(spec: ReportSpec, ds: Dataset, sel: Selection, scratch: Path) -> ModelRun:
+    """Embeddings given as input (vectors, a projector folder): no model, no forward pass. A
+    memory-mapped .npy stays memory-mapped; thumbnails of a large input are made on demand."""
     idx = sel.indices
     t = spec.report.thumbnail_px
-    thumbs = np.stack([make_thumbnail(ds.read(int(i)), t) for i in idx])
-    layers = {name: np.asarray(v[idx], np.float32) for name, v in (ds.vectors or {}).items()}
+    if len(idx) > LAZY_THUMBNAILS_ABOVE:
+        thumbs = LazyThumbnails(ds.read, idx, t, ds.array)
+    else:
+        thumbs = np.stack([make_thumbnail(ds.read(int(i)), t) for i in idx])
+    layers = {name: select_rows(v, idx, scratch) for name, v in (ds.vectors or {}).items()}
     key = content_key({"input": ds.fingerprint, "selection": hashlib.sha256(idx.tobytes()).hexdigest(), "thumb": t})
     info = ModelInfo(name="embeddings", arch="precomputed", source=f"input file {ds.source}", weights_sha256=hashlib.sha256(ds.fingerprint.encode()).hexdigest(),
                      preprocess=None, device="none (embeddings given as input)")
+    hashes = None
+    if ds.has_images:  # exact duplicates among the given images
+        from .images import image_hash
+
+        hashes = np.frombuffer(b"".join(image_hash(ds.read(int(i))) for i in idx), np.uint8).reshape(len(idx), 16)
     emb = Embeddings(key=key, origin="input", path=None, ids=tuple(ds.ids[int(i)] for i in idx), indices=idx, labels=ds.labels[idx],
-                     layers=layers, reshapes={k: "given" for k in layers}, thumbnails=thumbs, bad=())
+                     layers=layers, reshapes={k: "given" for k in layers}, thumbnails=thumbs, bad=(), hashes=hashes)
     return ModelRun(info, emb)
 
 
@@ -322,8 +339,9 @@ def _extract(spec: ReportSpec, *, use_cache: bool, cache_dir, modules, max_sampl
         sel = select_samples(ds, limit=spec.dataset.limit, method=spec.dataset.sample, seed=spec.seed, max_samples=max_samples)
         check_axes(spec, ds)
     if ds.vectors is not None:
+        store = EmbeddingStore(as_path(cache_dir) or spec.cache_dir)
         with stages.stage("extract: precomputed"):
-            return ds, sel, (_precomputed_run(spec, ds, sel),), loaded_models
+            return ds, sel, (_precomputed_run(spec, ds, sel, store.root / "scratch"),), loaded_models
     store = EmbeddingStore(as_path(cache_dir) or spec.cache_dir)
     runs: list[ModelRun] = []
     for mspec in spec.models:
@@ -363,24 +381,31 @@ class _LayerWork:
     fitted: Mapping[str, FittedMap]  # maps fitted in this build (they can place other samples)
     pca: PcaResult
     x: np.ndarray
+    graph: NeighbourGraph
 
 
-def _graph(cache: Cache, x: np.ndarray, k: int, metric: str, emb_key: str, layer: str) -> NeighbourGraph:
-    key = cache.key("graphs", {"emb": emb_key, "layer": layer, "k": k, "metric": metric}, code_fingerprint("reportgen.neighbours"))
+def _graph(cache: Cache, x: np.ndarray, k: int, opts, seed: int, emb_key: str, layer: str) -> tuple[NeighbourGraph, GraphQuality]:
+    method = opts.neighbour_index
+    if method == "auto":
+        method = "approximate" if len(x) > opts.approximate_above else "exact"
+    key = cache.key("graphs", {"emb": emb_key, "layer": layer, "k": k, "metric": opts.metric, "method": method, "seed": seed}, code_fingerprint("reportgen.neighbours"))
     hit = cache.get_arrays("graphs", key)
     if hit is not None:
         arrays, meta = hit
-        return NeighbourGraph(arrays["indices"].astype(np.int64), arrays["distances"], meta["metric"], meta["method"])
-    g = exact_graph(x, k, metric=metric)
-    cache.put_arrays("graphs", key, {"indices": g.indices, "distances": g.distances}, {"metric": g.metric, "method": g.method})
-    return g
+        return NeighbourGraph(arrays["indices"].astype(np.int64), arrays["distances"], meta["metric"], meta["method"]), GraphQuality(**meta["quality"])
+    g, quality = build_graph(x, k, metric=opts.metric, method=method, seed=seed)
+    cache.put_arrays("graphs", key, {"indices": g.indices, "distances": g.distances},
+                     {"metric": g.metric, "method": g.method, "quality": dataclasses.asdict(quality)})
+    return g, quality
 
 
-def analyse_layer(spec: ReportSpec, run: ModelRun, layer: str, samples: Samples, stages: Stages, cache: Cache, *, need_transform: bool, fits: Callable[[], None]) -> _LayerWork:
-    """PCA, the neighbour graph, every reducer's map and every layer analysis of one layer."""
+def analyse_layer(spec: ReportSpec, run: ModelRun, layer: str, samples: Samples, stages: Stages, cache: Cache, *, need_transform: bool, fits: Callable[[], None],
+                  audit: bool = False, twins: Callable[[], Any] = lambda: None) -> _LayerWork:
+    """PCA, the neighbour graph, every reducer's map and every layer analysis of one layer
+    (``audit``: the layer the data audit and the slices run on)."""
     opts = spec.report
     emb = run.embeddings
-    x, nonfinite = sanitize(emb.layers[layer])
+    x, nonfinite = cleaned(emb.layers[layer], cache.root / "scratch")  # streamed: no copy of a clean memory-mapped layer
     notes = []
     if nonfinite:
         notes.append(f"{nonfinite} sample(s) had NaN or Inf values in this layer; they were set to 0 for the analyses (check the model).")
@@ -396,32 +421,48 @@ def analyse_layer(spec: ReportSpec, run: ModelRun, layer: str, samples: Samples,
     kq = max(opts.knn_k, opts.neighbours)
     shared = {r.name for r in reducers if not need_transform and r.graph_neighbours(n) > 0}
     kq = max([kq] + [r.graph_neighbours(n) for r in reducers if r.name in shared])
+    audit = audit and opts.audit
+    if audit:
+        kq = max(kq, audit_k(n))
     with stages.stage("neighbours"):
-        graph = _graph(cache, x, kq, opts.metric, emb.key, layer)
+        graph, graph_quality = _graph(cache, x, kq, opts, spec.seed, emb.key, layer)
     maps: dict[str, MapResult] = {}
     fitted: dict[str, FittedMap] = {}
+    sampling = _MapSample(spec, x, pca, samples.labels, len(samples.class_names), cache, emb.key, layer) if n > opts.map_cap else None
     for r in reducers:
         if r.name != "pca" and pca.total_variance <= 0:
             notes.append(f"{r.name} skipped: every sample has the same embedding, so there is nothing to map.")
             continue
         with stages.stage(f"reduce: {r.name}"):
             use_graph = r.name in shared
+            capped = sampling is not None and not r.fits_all
             key = cache.key("maps", {"emb": emb.key, "layer": layer, "reducer": r.cache_parts(), "seed": spec.seed, "graph": use_graph,
-                                     "pca": r.pca_components(dim)}, r.fingerprint()) if r.name != "pca" else None
+                                     "pca": r.pca_components(dim), **({"cap": opts.map_cap, "place_all": opts.place_all} if capped else {})},
+                            r.fingerprint()) if r.name != "pca" else None
             hit = cache.get_arrays("maps", key) if key and not need_transform else None
             if hit is not None:
                 arrays, meta = hit
-                maps[r.name] = MapResult(r.name, r.title, arrays["coords"].astype(np.float32), meta["params"], tuple(meta["notes"]), r.caption)
+                maps[r.name] = MapResult(r.name, r.title, arrays["coords"].astype(np.float32), meta["params"], tuple(meta["notes"]), r.caption,
+                                         arrays.get("fitted_rows"), meta.get("placement", ""))
                 continue
-            fm = call_fit(r, x, seed=spec.seed, graph=graph if use_graph else None, pca=pca)
+            if capped:
+                fm, m = sampling.fit(r, use_graph)
+            else:
+                fm = call_fit(r, x, seed=spec.seed, graph=graph if use_graph else None, pca=pca)
+                m = MapResult(r.name, r.title, np.asarray(fm.coords, np.float32), dict(fm.params), tuple(fm.notes), r.caption)
             fitted[r.name] = fm
-            maps[r.name] = MapResult(r.name, r.title, np.asarray(fm.coords, np.float32), dict(fm.params), tuple(fm.notes), r.caption)
+            maps[r.name] = m
             if key:
                 fits()
-                cache.put_arrays("maps", key, {"coords": np.asarray(fm.coords, np.float32)}, {"params": dict(fm.params), "notes": list(fm.notes)})
+                arrays = {"coords": m.coords} if m.fitted_rows is None else {"coords": m.coords, "fitted_rows": m.fitted_rows}
+                cache.put_arrays("maps", key, arrays, {"params": dict(m.params), "notes": list(m.notes), "placement": m.placement})
     n_show = min(spec.pca.n_components, pca.k)
-    base = LayerInput(model=run.model.name, layer=layer, x=x, samples=samples, pca=pca, n_components=n_show, graph=graph, maps=maps,
-                      options=opts, seed=spec.seed, cached=lambda kind, parts, compute: None)
+    twin = None
+    if audit:
+        with stages.stage("audit: image signatures"):
+            twin = twins()
+    base = LayerInput(model=run.model.name, layer=layer, x=x, samples=samples, pca=pca, n_components=n_show, graph=graph, graph_quality=graph_quality, maps=maps,
+                      options=opts, seed=spec.seed, cached=lambda kind, parts, compute: None, audit=audit, twins=twin)
     findings: dict = {}
     metrics: dict = {}
     with stages.stage("analyse"):
@@ -438,14 +479,76 @@ def analyse_layer(spec: ReportSpec, run: ModelRun, layer: str, samples: Samples,
                     cache.put_json(kind, key, value)
                 return value
 
-            finding = analysis.run(dataclasses.replace(base, cached=cached), findings)
+            def cached_array(kind: str, parts: dict, compute: Callable[[], np.ndarray], code=code) -> np.ndarray:
+                key = cache.key(kind, {"emb": emb.key, "layer": layer, **parts}, code)
+                hit = cache.get_arrays(kind, key)
+                if hit is not None:
+                    return hit[0]["value"]
+                value = compute()
+                cache.put_arrays(kind, key, {"value": value}, {})
+                return value
+
+            with stages.stage(f"analyse: {cls.name}"):
+                finding = analysis.run(dataclasses.replace(base, cached=cached, cached_array=cached_array), findings)
             if finding is not None:
                 findings[cls.name] = finding
                 metrics.update(analysis.metric_values(finding))
     order = [c.name for c in layer_analyses() if c.name in findings]  # report order
     result = LayerResult(model=run.model.name, layer=layer, reshape=emb.reshapes.get(layer) or "as computed", dim=int(dim), n=int(n),
                          nonfinite_rows=nonfinite, notes=tuple(notes), maps=maps, findings={k: findings[k] for k in order}, metrics=metrics)
-    return _LayerWork(result, fitted, pca, x)
+    return _LayerWork(result, fitted, pca, x, graph)
+
+
+class _MapSample:
+    """Above ``report.map_cap`` samples, maps other than PCA are fitted on a seeded stratified
+    sample; the rest are placed by the fitted map's transform (``place_all``) or at the
+    inverse-distance-weighted mean of their 5 nearest fitted samples in PCA space (for the density
+    layer of all N). Shared by every reducer of the layer: one sample, one placement index."""
+
+    def __init__(self, spec: ReportSpec, x, pca: PcaResult, labels: np.ndarray, n_classes: int, cache: Cache, emb_key: str, layer: str) -> None:
+        from .datasets.selection import stratified_rows
+
+        self.spec, self.x, self.pca, self.cache, self.emb_key, self.layer = spec, x, pca, cache, emb_key, layer
+        self.rows = stratified_rows(labels, n_classes, spec.report.map_cap, spec.seed)
+        self.rest = np.setdiff1d(np.arange(len(x)), self.rows)
+        self._xs = None
+        self._placement = None
+        self._graphs: dict[int, NeighbourGraph] = {}
+
+    @property
+    def xs(self) -> np.ndarray:
+        if self._xs is None:
+            self._xs = gather_rows(self.x, self.rows)
+        return self._xs
+
+    def fit(self, r, use_graph: bool) -> tuple[FittedMap, MapResult]:
+        opts, n, m = self.spec.report, len(self.x), len(self.rows)
+        graph = None
+        if use_graph:
+            k = r.graph_neighbours(m)
+            if k not in self._graphs:
+                self._graphs[k], _ = _graph(self.cache, self.xs, k, opts, self.spec.seed, f"{self.emb_key}/sample{m}", self.layer)
+            graph = self._graphs[k]
+        sub = dataclasses.replace(self.pca, scores=self.pca.scores[self.rows])
+        fm = call_fit(r, self.xs, seed=self.spec.seed, graph=graph, pca=sub)
+        coords = np.empty((n, 2), np.float32)
+        coords[self.rows] = fm.coords
+        if opts.place_all and fm.can_transform:
+            for s in range(0, len(self.rest), 20_000):
+                part = self.rest[s : s + 20_000]
+                coords[part] = fm.transform(gather_rows(self.x, part))
+            placement = "transform"
+        else:
+            if self._placement is None:
+                z = self.pca.scores[:, : min(self.pca.k, 32)]
+                self._placement = nearest_fitted(z, self.rows, self.rest)
+            pos, w = self._placement
+            coords[self.rest] = (fm.coords[pos] * w[:, :, None]).sum(1)
+            placement = "nearest fitted samples"
+        how = ("placed by the fitted map's transform" if placement == "transform" else
+               "placed at the weighted mean of their 5 nearest fitted samples (PCA space), for the density layer only")
+        note = (f"fitted on a stratified sample of {m:,} of {n:,} samples (seed {self.spec.seed}, report.map_cap); the other {n - m:,} are {how}")
+        return fm, MapResult(r.name, r.title, coords, dict(fm.params), (note, *fm.notes), r.caption, self.rows, placement)
 
 
 # ----------------------------------------------------------------------------- build
@@ -496,7 +599,8 @@ def build(
     if len(labels) < 2 or len(np.unique(labels)) < 2:
         raise DataError(f"dataset: only {len(labels)} readable sample(s) in {len(np.unique(labels))} class(es) remain after skipping bad images; a report needs two classes")
     with stages.stage("analyse: image statistics"):
-        samples = Samples(ids=base.ids, labels=labels, class_names=ds.class_names, thumbnails=base.thumbnails, image_stats=image_statistics(base.thumbnails))
+        samples = Samples(ids=base.ids, labels=labels, class_names=ds.class_names, thumbnails=base.thumbnails, image_stats=image_statistics(base.thumbnails),
+                          hashes=base.hashes)
     cache = Cache(cache_root, enabled=use_cache)
     need_transform = len(runs) > 1 or bool(spec.extra_datasets)
     fit_count = [0]
@@ -506,10 +610,13 @@ def build(
 
     work: dict[tuple[str, str], _LayerWork] = {}
     models = []
+    twin_data = _twin_data(spec, ds, base)
     for run in runs:
         done = []
+        audit_layer = _audit_layer(spec, run)
         for layer in run.embeddings.layers:
-            w = analyse_layer(spec, run, layer, samples, stages, cache, need_transform=need_transform, fits=count_fit)
+            w = analyse_layer(spec, run, layer, samples, stages, cache, need_transform=need_transform, fits=count_fit, audit=layer == audit_layer,
+                              twins=twin_data)
             work[(run.model.name, layer)] = w
             done.append(w.result)
         models.append(ModelResult(run.model, run.embeddings.key, run.embeddings.origin, run.embeddings.forward_calls, tuple(done)))
@@ -520,8 +627,9 @@ def build(
     build_input = BuildInput(
         runs=runs, layers={k: w.result for k, w in work.items()}, x=lambda m, l: work[(m, l)].x, fitted={k: w.fitted for k, w in work.items()},
         pca={k: w.pca for k, w in work.items()}, extra=extra, samples=samples, dataset_name=ds.name, reference=spec.reference,
-        options=spec.report, seed=spec.seed)
+        options=spec.report, seed=spec.seed, graphs={k: w.graph for k, w in work.items()}, twins=twin_data)
     build_findings: dict = {}
+    build_metrics: dict = {}
     for cls in build_analyses():
         analysis = cls(spec.report, spec.seed)
         if not analysis.enabled(spec):
@@ -530,11 +638,14 @@ def build(
             finding = analysis.run(build_input)
         if finding is not None:
             build_findings[cls.name] = finding
+            for (m, l), values in analysis.layer_metrics(finding).items():
+                build_metrics.setdefault(m, {}).setdefault(l, {}).update(values)
     checks: tuple = ()
     if spec.checks:
         with stages.stage("checks"):
             ref = read_summary(baseline_path, what="--baseline") if baseline_path else None
-            checks = tuple(evaluate(metrics_view(models), spec.checks, baseline=ref))
+            checks = tuple(evaluate(metrics_view(models, build_metrics), spec.checks, baseline=ref))
+    headlines = _headlines(spec, models, build_findings, checks, samples)
     dataset = DatasetInfo(ds.name, ds.kind, ds.fingerprint, ds.class_names, sel.method, sel.used_per_class, sel.total_per_class, ds.has_images)
 
     def stats() -> RunStats:
@@ -542,7 +653,7 @@ def build(
                         fit_count[0], dict(cache.computed), dict(cache.reused))
 
     report = ReportData(spec=spec, dataset=dataset, samples=samples, models=tuple(models), build_findings=build_findings, bad=base.bad,
-                        notes=tuple(notes), checks=checks, stats=stats(), versions=library_versions())
+                        notes=tuple(notes), checks=checks, stats=stats(), versions=library_versions(), headlines=headlines, build_metrics=build_metrics)
     if not write:
         return BuildResult(report, None, None)
     with stages.stage("render"):
@@ -556,6 +667,60 @@ def build(
         write_report(out_dir, html=rendered.html, summary=summary, run=run_info, figures=rendered.figures if spec.output.figures else None,
                      checks_xml=junit_xml(list(checks)) if spec.checks else None)
     return BuildResult(dataclasses.replace(report, stats=stats()), rendered.stats, out_dir)
+
+
+def _audit_layer(spec: ReportSpec, run: ModelRun) -> str | None:
+    """The layer the data audit and the slices run on: report.audit_layer, else the deepest."""
+    layers = list(run.embeddings.layers)
+    if not layers:
+        return None
+    if spec.report.audit_layer is not None:
+        if spec.report.audit_layer not in layers:
+            hint = difflib.get_close_matches(spec.report.audit_layer, layers, n=1)
+            raise SpecError(f"report.audit_layer: {spec.report.audit_layer!r} is not a layer of {run.model.name}" + (f"; did you mean {hint[0]!r}?" if hint else f" ({', '.join(layers)})"))
+        return spec.report.audit_layer
+    index = run.embeddings.manifest.get("layer_index") or {}
+    return max(layers, key=lambda l: (index.get(l, -1), layers.index(l)))
+
+
+def _twin_data(spec: ReportSpec, ds: Dataset, emb) -> Callable[[], Any]:
+    """The reference dataset's image signatures and near-duplicate calibration, made on first use
+    (once for every model) and only for a dataset with images."""
+    memo: list = []
+
+    def get():
+        if not memo:
+            from .twins import twin_data
+
+            ok = ds.has_images and emb.thumbnails is not None and len(emb.indices) > 1
+            memo.append(twin_data(ds.read, emb.indices, emb.thumbnails, spec.report.thumbnail_px, seed=spec.seed) if ok else None)
+        return memo[0]
+
+    return get
+
+
+SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2, "info": 3}
+
+
+def _headlines(spec: ReportSpec, models, build_findings: Mapping, checks, samples: Samples) -> tuple:
+    """Every analysis's findings and every failed check, ranked: severity, then size, then id."""
+    from .results import Headline
+
+    out = []
+    for m in models:
+        for lr in m.layers:
+            for name, finding in lr.findings.items():
+                cls = ANALYSES.get(name)
+                if cls is not None:
+                    out += cls(spec.report, spec.seed).headlines(finding, Where(lr.model, lr.layer, f"l-{lr.slug}-{name}", samples))
+    for name, finding in build_findings.items():
+        cls = ANALYSES.get(name)
+        if cls is not None:
+            out += cls(spec.report, spec.seed).headlines(finding, Where("", "", name, samples))
+    for c in checks:
+        if not c.passed:
+            out.append(Headline(f"check/{c.name}/{c.model}/{c.layer}", "high", f"Check {c.name!r} failed: {c.message}.", "#checks", 1.0))
+    return tuple(sorted(out, key=lambda h: (SEVERITY_RANK.get(h.severity, 9), -h.value, h.id)))
 
 
 def _extra_datasets(spec: ReportSpec, runs: tuple[ModelRun, ...], loaded: dict[str, LoadedModel], cache_root: Path | None, *, use_cache: bool,

@@ -153,6 +153,13 @@ class View:
         c = int(self.labels[row])
         return {"row": row, "id": self.ids[row], "label": self.class_names[c], "colour": self.colour(c), "thumb": self._thumbs(row), **extra}
 
+    def image(self, thumbnail: np.ndarray, label: str, id: str, **extra) -> dict:
+        """A sample-like dict for an image that is not a row of the report's samples (a compared
+        dataset's), bordered in its class colour when the class is known."""
+        c = self.class_names.index(label) if label in self.class_names else None
+        return {"row": -1, "id": id, "label": label, "colour": self.colour(c) if c is not None else "#9aa3ad",
+                "thumb": thumbnail_uri(np.asarray(thumbnail), self.budget.thumb_quality), **extra}
+
     def _key(self, name: str, data: tuple, *extra) -> str:
         code = self.analysis.fingerprint() if self.analysis is not None else ""
         return _digest(self._base_key, self.prefix, name, code, *extra, *data)
@@ -194,7 +201,10 @@ def _sections(env: Environment, view: View, findings: Mapping[str, Any], layer_c
         view.analysis = None
         if ctx is None:
             continue
-        html = env.get_template(cls.template).render(s=ctx, l=layer_ctx, anchor=f"{layer_ctx['anchor']}-{name}" if layer_ctx else name)
+        anchor = f"{layer_ctx['anchor']}-{name}" if layer_ctx else name
+        html = env.get_template(cls.template).render(s=ctx, l=layer_ctx, anchor=anchor)
+        if f'id="{anchor}"' not in html:  # every section can be linked to (findings point at their evidence)
+            html = f'<div id="{anchor}">{html}</div>'
         out.append({"name": name, "title": cls.title, "html": Markup(html), "bytes": len(html.encode("utf-8"))})
     return out
 
@@ -241,7 +251,7 @@ def render_html(report: ReportData, budget: Budget, *, figures: _Figures | None 
         "overrides": list(source.overrides), "seed": spec.seed, "versions": dict(report.versions),
         "timings": sorted(stats.timings.items(), key=lambda kv: -kv[1]), "peak": max(stats.peak_rss_mb.values() or [0]),
         "notes": list(report.notes), "reductions": ([budget.label] if budget.label else []) + list(extra_notes), "metric_name": spec.report.metric,
-        "checks": list(report.checks), "metric_docs": metric_docs(),
+        "checks": list(report.checks), "metric_docs": metric_docs(), "findings": list(report.headlines[:40]),
     }
     timing = env.get_template("timings.html").render(**ctx)
     html = env.get_template("base.html").render(**ctx, timing=Markup(timing))

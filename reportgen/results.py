@@ -68,6 +68,7 @@ class Embeddings:
     bad: tuple[tuple[str, str], ...]  # (sample id, reason) skipped as unreadable
     forward_calls: int = 0
     manifest: Mapping[str, object] = field(default_factory=dict)
+    hashes: np.ndarray | None = None  # (N, 16) uint8 content hash of each decoded image (None: no images)
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,16 +85,41 @@ class Finding:
     """Base class of every analysis's result (a frozen dataclass of plain values and arrays)."""
 
 
+SEVERITIES = ("high", "medium", "low", "info")
+
+
+@dataclass(frozen=True)
+class Headline:
+    """One finding for the top of the report: a sentence a reviewer can act on, how much it
+    matters, and a link to its evidence (a gallery, a table or a map)."""
+
+    id: str  # stable across builds: "<analysis>/<model>/<layer>/<what>"
+    severity: str  # high | medium | low | info
+    text: str
+    evidence: str  # the anchor of the evidence in the report ("#l-effnet--global_pool-audit")
+    value: float = 0.0  # the size of the problem, to rank findings of one severity
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
 @dataclass(frozen=True, eq=False)
 class MapResult:
     """A 2-D map as the report shows it (the fitted estimator stays behind in the pipeline)."""
 
     method: str
     title: str
-    coords: np.ndarray  # (N, 2) float32
+    coords: np.ndarray  # (N, 2) float32: every sample's position (fitted, or placed - see ``placement``)
     params: Mapping[str, object]
     notes: tuple[str, ...]
     caption: str
+    fitted_rows: np.ndarray | None = None  # the sample the map was fitted on (None: every sample)
+    placement: str = ""  # how the others were placed: "transform" or "nearest fitted samples"
+
+    @property
+    def rows(self) -> np.ndarray:
+        """The rows the map was fitted on (all of them when it was not sampled)."""
+        return np.arange(len(self.coords)) if self.fitted_rows is None else self.fitted_rows
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,6 +131,7 @@ class Samples:
     class_names: tuple[str, ...]
     thumbnails: np.ndarray  # (N, t, t, 3) uint8
     image_stats: np.ndarray  # (N, 4): brightness, contrast, saturation, colour balance
+    hashes: np.ndarray | None = None  # (N, 16) uint8 content hash of each image (None: no images)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -198,6 +225,8 @@ class ReportData:
     checks: tuple[CheckResult, ...]
     stats: RunStats
     versions: Mapping[str, str]
+    headlines: tuple[Headline, ...] = ()  # the findings, ranked: what is wrong and where
+    build_metrics: Mapping[str, Mapping[str, Mapping[str, MetricValue]]] = field(default_factory=dict)  # model -> layer -> metrics from build analyses
 
     @property
     def layers(self) -> tuple[LayerResult, ...]:

@@ -181,6 +181,14 @@ class ReportOptions(_Model):
     trustworthiness_cap: int = Field(3000, gt=10, description="Samples used for trustworthiness, continuity and silhouette (O(N^2)).")
     linear_probe: bool = Field(True, description="Measure linear-probe accuracy (logistic regression, stratified 5-fold).")
     probe_cap: int = Field(5000, gt=10, description="At most this many samples for the linear probe.")
+    neighbour_index: Literal["auto", "exact", "approximate"] = Field(
+        "auto", description="The layer's neighbour graph: exact, or approximate (faiss HNSW, recall measured); auto: exact up to approximate_above samples.")
+    approximate_above: int = Field(20_000, gt=10, description="With neighbour_index auto: samples above which the graph is approximate.")
+    map_cap: int = Field(100_000, gt=10, description="t-SNE, UMAP (any reducer but PCA) are fitted on at most this many samples, a seeded stratified sample; the report says so.")
+    place_all: bool = Field(False, description="Above map_cap, place the other samples with the fitted map's transform (slower); else at their nearest fitted samples, for the density layer.")
+    audit: bool = Field(True, description="Data audit on one layer per model: likely label errors, exact and near duplicates, outliers (and leakage across datasets).")
+    audit_layer: str | None = Field(None, description="The layer the audit and the slices run on (default: the deepest).")
+    slices: bool = Field(True, description="Slices: clusters of the audit layer ranked by how badly the representation handles them.")
     templates: ResolvedPath | None = Field(None, description="A folder of templates that override the built-in ones by file name (branding, an extra section); same autoescape and Content-Security-Policy.")
 
 

@@ -33,7 +33,7 @@ from .results import Embeddings, slug
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2
 
 
 def default_cache_dir() -> Path:
@@ -146,6 +146,7 @@ class EntryWriter:
         self.layers: dict[str, _RowFile] = {}
         self.files: dict[str, str] = {}
         self.thumbs = _RowFile(self.tmp / "thumbnails.npy", np.uint8, (thumb, thumb, 3))
+        self.hashes = _RowFile(self.tmp / "hashes.npy", np.uint8, (16,))
         self.labels: list[np.ndarray] = []
         self.indices: list[np.ndarray] = []
         self.bad: list[tuple[int, str]] = []
@@ -164,6 +165,7 @@ class EntryWriter:
                 self.layers[name] = _RowFile(self.tmp / fname, np.float32, (arr.shape[1],))
             self.layers[name].write(arr)
         self.thumbs.write(shard.thumbnails)
+        self.hashes.write(shard.hashes if shard.hashes is not None else np.zeros((n, 16), np.uint8))
         self.labels.append(np.asarray(labels, np.int64))
         self.indices.append(np.asarray(shard.indices, np.int64))
         self.count += n
@@ -175,6 +177,7 @@ class EntryWriter:
         for f in self.layers.values():
             f.close()
         self.thumbs.close()
+        self.hashes.close()
         labels, indices = np.concatenate(self.labels), np.concatenate(self.indices)
         np.save(self.tmp / "labels.npy", labels)
         samples = {"ids": ids, "indices": indices.tolist(), "bad": [[i, r] for i, r in bad]}
@@ -186,7 +189,7 @@ class EntryWriter:
             del a
         manifest = {
             **manifest, "format": FORMAT, "key": self.key, "count": self.count, "layers": layer_meta,
-            "files": {f: file_sha256(self.tmp / f) for f in ("labels.npy", "thumbnails.npy", "samples.json")},
+            "files": {f: file_sha256(self.tmp / f) for f in ("labels.npy", "thumbnails.npy", "hashes.npy", "samples.json")},
         }
         (self.tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         final = self.root / self.key
@@ -207,7 +210,7 @@ class EntryWriter:
         return final
 
     def abort(self) -> None:
-        for f in [*self.layers.values(), self.thumbs]:
+        for f in [*self.layers.values(), self.thumbs, self.hashes]:
             try:
                 f.f.close()
             except Exception:  # closing is best effort on the way out
@@ -249,6 +252,7 @@ class EmbeddingStore:
                 layers[name] = arr
             labels = np.load(path / "labels.npy")
             thumbs = np.load(path / "thumbnails.npy", mmap_mode="r")
+            hashes = np.load(path / "hashes.npy") if (path / "hashes.npy").exists() else None
             n = manifest["count"]
             if len(labels) != n or len(samples["ids"]) != n or len(thumbs) != n:
                 raise ValueError("row counts disagree")
@@ -259,7 +263,7 @@ class EmbeddingStore:
         return Embeddings(
             key=key, origin=origin, path=path, ids=tuple(samples["ids"]), indices=np.asarray(samples["indices"], np.int64), labels=labels,
             layers=layers, reshapes={k: v["reshape"] for k, v in manifest["layers"].items()}, thumbnails=thumbs,
-            bad=tuple((str(i), str(r)) for i, r in samples["bad"]), manifest=manifest,
+            bad=tuple((str(i), str(r)) for i, r in samples["bad"]), manifest=manifest, hashes=hashes,
         )
 
     def save_alias(self, quick: str, key: str) -> None:

@@ -32,16 +32,19 @@ def _contributions(findings: Mapping[str, Any], samples: Samples, options: Any, 
     return out
 
 
-def layer_entry(lr: LayerResult, samples: Samples, options: Any, seed: int) -> dict:
+def layer_entry(lr: LayerResult, samples: Samples, options: Any, seed: int, extra_metrics: Mapping | None = None) -> dict:
     entry = {"layer": lr.layer, "reshape": lr.reshape, "dim": lr.dim, "samples": lr.n, "nonfinite_rows": lr.nonfinite_rows, "notes": list(lr.notes)}
     merge(entry, _contributions(lr.findings, samples, options, seed))
-    entry["metrics"] = dict(lr.metrics)
+    entry["metrics"] = {**lr.metrics, **(extra_metrics or {})}
     return entry
 
 
-def metrics_view(models: Iterable[ModelResult]) -> dict:
-    """The part of summary.json that checks read: every model's layers and their metrics."""
-    return {"generator": "reportgen", "models": [{"name": m.model.name, "layers": [{"layer": l.layer, "metrics": dict(l.metrics)} for l in m.layers]} for m in models]}
+def metrics_view(models: Iterable[ModelResult], build_metrics: Mapping | None = None) -> dict:
+    """The part of summary.json that checks read: every model's layers and their metrics (with the
+    metrics build analyses measured for them, e.g. a diff against the reference model)."""
+    extra = build_metrics or {}
+    return {"generator": "reportgen", "models": [{"name": m.model.name, "layers": [
+        {"layer": l.layer, "metrics": {**l.metrics, **extra.get(m.model.name, {}).get(l.layer, {})}} for l in m.layers]} for m in models]}
 
 
 def summary_dict(report: ReportData, html: HtmlStats | None = None) -> dict:
@@ -58,6 +61,7 @@ def summary_dict(report: ReportData, html: HtmlStats | None = None) -> dict:
             "samples_used": len(samples.ids), "selection": ds.selection, "used_per_class": dict(ds.used_per_class),
             "total_per_class": dict(ds.total_per_class), "skipped": [{"id": i, "reason": r} for i, r in report.bad],
         },
+        "findings": [h.as_dict() for h in report.headlines],
         "models": [],
         "notes": list(report.notes),
         "html": {"bytes": sum(stable.values()), "section_bytes": stable, "reductions": list(html.reductions) if html else []},
@@ -68,7 +72,7 @@ def summary_dict(report: ReportData, html: HtmlStats | None = None) -> dict:
             "name": info.name, "arch": info.arch, "source": info.source, "weights_sha256": info.weights_sha256,
             "preprocess": info.preprocess.as_dict() if info.preprocess else None, "embeddings_key": m.embeddings_key,
             "feeding": {**info.feeding, "precision": info.precision}, "precision_agreement": {k: dict(v) for k, v in info.agreement.items()},
-            "layers": [layer_entry(lr, samples, spec.report, spec.seed) for lr in m.layers],
+            "layers": [layer_entry(lr, samples, spec.report, spec.seed, report.build_metrics.get(info.name, {}).get(lr.layer)) for lr in m.layers],
         })
     merge(out, _contributions(report.build_findings, samples, spec.report, spec.seed))
     out["checks"] = [c.as_dict() for c in report.checks]

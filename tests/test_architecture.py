@@ -165,12 +165,20 @@ def _layer_input(n: int = 120, d: int = 16, seed: int = 0):
     labels = np.arange(n) % 3
     x = (rng.normal(size=(n, d)) + labels[:, None] * 2.0).astype(np.float32)
     thumbs = rng.integers(0, 255, (n, 8, 8, 3), dtype=np.uint8)
-    samples = Samples(tuple(f"s{i}" for i in range(n)), labels, ("a", "b", "c"), thumbs, image_statistics(thumbs))
+    thumbs[-1] = thumbs[0]  # one exact duplicate
+    from reportgen.images import image_hash
+    from reportgen.twins import Calibration, TwinData, signatures
+
+    hashes = np.frombuffer(b"".join(image_hash(t) for t in thumbs), np.uint8).reshape(n, 16)
+    samples = Samples(tuple(f"s{i}" for i in range(n)), labels, ("a", "b", "c"), thumbs, image_statistics(thumbs), hashes=hashes)
     pca = fit_pca(x, 10)
     opts = ReportOptions(axes=[("a", "c")], gallery_components=3, probe_cap=100)
     maps = {"pca": MapResult("pca", "PCA", pca.scores[:, :2].astype(np.float32), {}, (), "")}
     assert len(STAT_NAMES) == samples.image_stats.shape[1]
-    return LayerInput("m", "l", x, samples, pca, 5, exact_graph(x, 10, metric="cosine"), maps, opts, 0, lambda kind, parts, compute: compute())
+    from reportgen.neighbours import GraphQuality
+
+    return LayerInput("m", "l", x, samples, pca, 5, exact_graph(x, 60, metric="cosine"), GraphQuality("exact", 1.0, 0, 60), maps, opts, 0,
+                      lambda kind, parts, compute: compute(), audit=True, twins=TwinData(signatures(thumbs), Calibration(0.05, 0, 0.05, "test")))
 
 
 def test_every_registered_layer_analysis_meets_the_contract():
@@ -318,8 +326,9 @@ def test_a_changed_stage_is_recomputed_and_the_others_reused(tmp_path):
     assert changed["forward"] == 0 and changed["fits"] == 2  # both layers' t-SNE maps, nothing else refitted
     assert changed["computed"]["maps"] == 2 and "graphs" not in changed["computed"] and "probe" not in changed["computed"]
     assert changed["reused"]["graphs"] == 2 and changed["reused"]["probe"] == 2
-    # the t-SNE figures (scatter, grid and mosaic PNGs of each layer) are redrawn; the others are reused
-    assert changed["computed"]["figures"] == 6 and changed["reused"]["figures"] == same["reused"]["figures"] - 6
+    # the t-SNE figures (scatter, grid and mosaic PNGs of each layer, and the slices drawn on the
+    # audit layer's t-SNE map) are redrawn; the others are reused
+    assert changed["computed"]["figures"] == 7 and changed["reused"]["figures"] == same["reused"]["figures"] - 7
     extract = src / "reportgen" / "extract.py"
     extract.write_text(extract.read_text() + "\n# a changed pooling step\n")
     assert _child_build(src, spec)["forward"] > 0  # embeddings are keyed by the extraction code too

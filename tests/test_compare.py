@@ -20,6 +20,7 @@ def compared(tmp_path_factory):
         "title": "compare", "dataset": {"kind": "digits", "limit": 300},
         "models": [{**EFFNET, "layers": ["blocks.2", "global_pool"]}, {**random_init, "layers": ["blocks.2", "global_pool"]}],
         "reducers": ["pca", {"tsne": {"perplexity": 20, "n_iter": 250}}], "report": {"gallery_components": 2},
+        "checks": [{"metric": "neighbour_overlap", "min": 0.5}],
         "output": {"dir": str(tmp / "out")}, "cache_dir": str(tmp / "cache"),
     })
     return build(spec, progress=False), tmp
@@ -65,6 +66,31 @@ def test_cka_matrix_and_report_section(compared):
     html = (tmp / "out" / "report.html").read_text()
     assert 'id="compare_models"' in html and "random vs effnet" in html
     assert (tmp / "out" / "figures" / "compare--cka.png").exists()
+
+
+def test_neighbour_diff_against_an_independent_search(compared):
+    """The diff's per-sample overlap is the Jaccard overlap of the two models' 10-neighbour sets
+    (checked with scikit-learn's exact search); a random network keeps few neighbourhoods, so the
+    neighbour_overlap check fails for it, and the finding links to the diff's gallery."""
+    from sklearn.neighbors import NearestNeighbors
+
+    res, tmp = compared
+    comp = res.report.build_findings["compare_models"]
+    d = next(d for d in comp.diffs if d.layer == "global_pool")
+    nn = lambda x: NearestNeighbors(n_neighbors=11, metric="cosine").fit(x).kneighbors(x, return_distance=False)[:, 1:]  # noqa: E731
+    a, b = nn(_embeddings(res, tmp, "effnet", "global_pool")), nn(_embeddings(res, tmp, "random", "global_pool"))
+    ref = np.array([len(set(p) & set(q)) / len(set(p) | set(q)) for p, q in zip(a, b)])
+    assert abs(ref.mean() - d.mean_overlap) < 0.01 and np.corrcoef(ref, d.overlap)[0, 1] > 0.95
+    assert d.mean_overlap < 0.5 and d.moved > 0.3
+    s = json.loads((tmp / "out" / "summary.json").read_text())
+    diff = next(x for x in s["comparison"]["diffs"] if x["layer"] == "global_pool")
+    assert diff["neighbour_overlap"] == pytest.approx(d.mean_overlap) and len(diff["most_changed"]) == 8
+    assert min(x["overlap"] for x in diff["most_changed"]) == pytest.approx(d.overlap.min())
+    failed = {(c.model, c.layer) for c in res.report.checks if not c.passed}
+    assert ("random", "global_pool") in failed and not any(m == "effnet" for m, _ in failed)  # the reference has no diff to itself
+    html = (tmp / "out" / "report.html").read_text()
+    head = next(f for f in s["findings"] if f["id"].startswith("diff/") and "global_pool" in f["id"])
+    assert f'id="{head["evidence"][1:]}"' in html and html.index('id="findings"') < html.index(head["evidence"][1:] + '"')
 
 
 def _orthogonal(rng, d):

@@ -18,6 +18,7 @@ from reportgen.analyses.neighbours import NeighboursFinding
 from reportgen.analyses.pca import PcaFinding
 from reportgen.images import Preprocess
 from reportgen.kernels import AxisFinding, ComponentEnds, HardSample
+from reportgen.neighbours import GraphQuality
 from reportgen.render import LADDER, render_html
 from reportgen.results import (
     CheckResult,
@@ -48,7 +49,7 @@ def hand_built() -> ReportData:
     maps = {"pca": MapResult("pca", "PCA (components 1 and 2)", coords, {"components": [1, 2]}, (), "axes are the first two principal components."),
             "tsne": MapResult("tsne", "t-SNE (openTSNE)", coords[::-1].copy(), {"perplexity": 1.5}, ("perplexity lowered from 30 to 1.5",), "")}
     findings = {
-        "metrics": MetricsFinding(0.8333, 3, "cosine", labels, 0.75, 6, 0.41, 6),
+        "metrics": MetricsFinding(0.8333, 3, "cosine", labels, 0.75, 6, 0.41, 6, GraphQuality("approximate (test index)", 0.97, 4, 3), 4.25),
         "pca": pca,
         "class_association": ClassMeansFinding(np.array([[-1.2, 0.1], [1.2, -0.1]])),
         "image_statistics": ImageStatsFinding(np.array([[0.7, 0.0], [0.0, 0.1], [0.0, 0.0], [0.0, 0.0]]), ((0, "brightness", 0.7),)),
@@ -109,6 +110,7 @@ def test_layer_header_and_metrics(html):
     assert '<p class="warn">a note about this layer</p>' in sec
     metrics = _section(html, f"{anchor}-metrics")
     assert "0.833" in metrics and "0.750" in metrics and "logistic regression, stratified 5-fold, 6 samples" in metrics and "0.410" in metrics
+    assert "0.970" in metrics and "recall@3 against exact search on 4 seeded queries; approximate (test index)" in metrics
 
 
 def test_pca_class_and_image_statistic_sections(html):

@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+from .audit import Audit
 from .axes import Axes
 from .base import (
     ANALYSES,
@@ -23,6 +24,7 @@ from .base import (
 )
 from .classes import ClassAssociation
 from .compare import CompareModels
+from .depth import Depth
 from .extremes import Extremes
 from .hard import HardSamples
 from .image_stats import ImageStatistics
@@ -31,8 +33,9 @@ from .metrics import Metrics
 from .neighbours import Neighbours
 from .pca import PcaAnalysis
 from .shift import CompareDatasets
+from .slices import Slices
 
-for _cls in (Metrics, PcaAnalysis, ClassAssociation, ImageStatistics, Extremes, Maps, Neighbours, HardSamples, Axes, CompareModels, CompareDatasets):
+for _cls in (Metrics, Audit, Slices, PcaAnalysis, ClassAssociation, ImageStatistics, Extremes, Maps, Neighbours, HardSamples, Axes, CompareModels, CompareDatasets, Depth):
     register_analysis(_cls)
 
 __all__ = [

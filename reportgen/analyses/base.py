@@ -10,15 +10,15 @@ the findings of the analyses before them; build analyses see every model and dat
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 
 from ..fingerprint import code_fingerprint
-from ..neighbours import NeighbourGraph
+from ..neighbours import GraphQuality, NeighbourGraph
 from ..pca import PcaResult
-from ..results import Finding, LayerResult, MapResult, MetricValue, ModelRun, Samples
+from ..results import Finding, Headline, LayerResult, MapResult, MetricValue, ModelRun, Samples
 
 
 @dataclass(frozen=True, eq=False)
@@ -33,10 +33,14 @@ class LayerInput:
     pca: PcaResult
     n_components: int  # principal components the report shows (the spec's pca.n_components, at most pca.k)
     graph: NeighbourGraph
+    graph_quality: GraphQuality  # exact, or approximate with its measured recall
     maps: Mapping[str, MapResult]
     options: Any  # the spec's ReportOptions
     seed: int
     cached: Callable[[str, dict, Callable[[], Any]], Any]  # cached(kind, parts, compute): a JSON value by content and code
+    cached_array: Callable[[str, dict, Callable[[], np.ndarray]], np.ndarray] = lambda kind, parts, compute: compute()  # the same for an array
+    audit: bool = False  # this is the layer the data audit and the slices run on (report.audit_layer, default the deepest)
+    twins: Any = None  # twins.TwinData of the dataset (image signatures, calibrated threshold) on the audit layer; None: no images
 
     @property
     def labels(self) -> np.ndarray:
@@ -62,6 +66,8 @@ class BuildInput:
     reference: str
     options: Any
     seed: int
+    graphs: Mapping[tuple[str, str], NeighbourGraph] = field(default_factory=dict)  # (model, layer) -> the layer's neighbour graph
+    twins: Callable[[], Any] = lambda: None  # the reference dataset's twins.TwinData (made on first call), None without images
 
 
 class Analysis:
@@ -101,6 +107,28 @@ class Analysis:
         """The template's context (``s``); None: the section is not shown."""
         return None
 
+    def headlines(self, finding: Finding, where: "Where") -> list[Headline]:
+        """Findings for the top of the report: one sentence each, with severity and evidence."""
+        return []
+
+
+@dataclass(frozen=True, eq=False)
+class Where:
+    """Where a finding sits: its model and layer (empty for a build analysis), the anchor of its
+    section (the evidence link) and the samples (labels and class names, for sentences)."""
+
+    model: str
+    layer: str
+    anchor: str
+    samples: Samples
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.samples.class_names
+
+    def id(self, analysis: str, what: str) -> str:
+        return "/".join(p for p in (analysis, self.model, self.layer, what) if p)
+
 
 class LayerAnalysis(Analysis):
     def enabled(self, spec: Any) -> bool:
@@ -111,6 +139,11 @@ class LayerAnalysis(Analysis):
 
 
 class BuildAnalysis(Analysis):
+    def layer_metrics(self, finding: Finding) -> dict[tuple[str, str], dict[str, MetricValue]]:
+        """Metrics this build analysis measures for a model's layer (e.g. a diff against the
+        reference): merged into that layer's ``metrics`` in summary.json, usable in checks."""
+        return {}
+
     def enabled(self, spec: Any) -> bool:
         return True
 

@@ -32,6 +32,29 @@ class ClassChange:
 
 
 @dataclass(frozen=True, eq=False)
+class NeighbourDiff:
+    """How one layer's neighbourhoods changed from the reference model to another."""
+
+    model: str
+    layer: str
+    k: int
+    overlap: np.ndarray  # (N,) Jaccard overlap of each sample's k-neighbour sets
+    most_changed: np.ndarray  # rows with the lowest overlap
+    before: np.ndarray  # (len(most_changed), m) their neighbours in the reference
+    after: np.ndarray  # ... and in the other model
+    confusion_growth: tuple[tuple[int, int, float, float], ...]  # (class, neighbour class, before, after), largest growth first
+
+    @property
+    def mean_overlap(self) -> float:
+        return float(self.overlap.mean())
+
+    @property
+    def moved(self) -> float:
+        """Share of samples that kept fewer than half their neighbours (Jaccard < 1/3)."""
+        return float((self.overlap < 1 / 3).mean())
+
+
+@dataclass(frozen=True, eq=False)
 class Comparison(Finding):
     reference: str
     names: tuple[str, ...]  # "model · layer" for every CKA row/column
@@ -39,6 +62,41 @@ class Comparison(Finding):
     frames: tuple[SharedFrame, ...] = ()
     changes: tuple[ClassChange, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    mutual_knn: np.ndarray | None = None  # (L, L) mean share of k nearest neighbours two layers agree on
+    diffs: tuple[NeighbourDiff, ...] = ()
+
+
+#: Neighbours compared by the diff (and the mutual-kNN alignment).
+DIFF_K = 10
+
+
+def neighbour_confusion(indices: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """(C, C): for samples of class c, the mean share of their neighbours of class c'."""
+    k = indices.shape[1]
+    m = np.zeros((n_classes, n_classes))
+    np.add.at(m, (np.repeat(labels, k), labels[indices].ravel()), 1.0 / k)
+    counts = np.bincount(labels, minlength=n_classes)
+    return m / np.where(counts > 0, counts, 1)[:, None]
+
+
+def jaccard_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per row, |A ∩ B| / |A ∪ B| of two (N, k) neighbour index arrays."""
+    both = np.sort(np.concatenate([a, b], axis=1), axis=1)
+    shared = (both[:, 1:] == both[:, :-1]).sum(1)
+    k = a.shape[1]
+    return shared / (2 * k - shared)
+
+
+def neighbour_diff(model: str, layer: str, before: np.ndarray, after: np.ndarray, labels: np.ndarray, n_classes: int, k: int = DIFF_K) -> NeighbourDiff:
+    a, b = before[:, :k], after[:, :k]
+    j = jaccard_rows(a, b)
+    worst = np.argsort(j, kind="stable")[:8]
+    ca, cb = neighbour_confusion(a, labels, n_classes), neighbour_confusion(b, labels, n_classes)
+    delta = cb - ca
+    np.fill_diagonal(delta, -np.inf)
+    order = np.argsort(-delta, axis=None, kind="stable")[:6]
+    grown = tuple((int(i // n_classes), int(i % n_classes), float(ca.flat[i]), float(cb.flat[i])) for i in order if delta.flat[i] > 0.01)
+    return NeighbourDiff(model, layer, k, j, worst, before[worst, :6], after[worst, :6], grown)
 
 
 class CompareModels(BuildAnalysis):
@@ -46,6 +104,7 @@ class CompareModels(BuildAnalysis):
     title = "Model comparison"
     template = "sections/compare.html"
     code = ("reportgen.kernels", "reportgen.figures")
+    metrics = {"neighbour_overlap": "Mean Jaccard overlap of each sample's 10 nearest neighbours in this model's layer and the reference model's (1: the same neighbourhoods)."}
 
     def enabled(self, spec) -> bool:
         return len(spec.models) > 1
@@ -97,7 +156,43 @@ class CompareModels(BuildAnalysis):
                 else:
                     notes.append(f"{other} · {layer} has {mine.dim} dimensions, the reference {base.dim}: no shared frame (CKA and per-class kNN still compare them).")
                 changes.append(ClassChange(other, layer, ref_acc, oth_acc, shift))
-        return Comparison(ref, names, cka, tuple(frames.values()), tuple(changes), tuple(notes))
+        diffs, mutual = [], None
+        if b.graphs:
+            k = min([DIFF_K] + [b.graphs[key].k for key in keys if key in b.graphs])
+            mutual = np.eye(len(keys))
+            for i in range(len(keys)):
+                for j in range(i + 1, len(keys)):
+                    gi, gj = b.graphs.get(keys[i]), b.graphs.get(keys[j])
+                    if gi is not None and gj is not None:
+                        both = np.sort(np.concatenate([gi.indices[:, :k], gj.indices[:, :k]], axis=1), axis=1)
+                        mutual[i, j] = mutual[j, i] = float((both[:, 1:] == both[:, :-1]).sum(1).mean() / k)
+            for run in b.runs:
+                if run.model.name == ref:
+                    continue
+                for layer in run.embeddings.layers:
+                    g0, g1 = b.graphs.get((ref, layer)), b.graphs.get((run.model.name, layer))
+                    if g0 is not None and g1 is not None:
+                        diffs.append(neighbour_diff(run.model.name, layer, g0.indices, g1.indices, labels, n_classes, k))
+        return Comparison(ref, names, cka, tuple(frames.values()), tuple(changes), tuple(notes), mutual, tuple(diffs))
+
+    def layer_metrics(self, comp: Comparison) -> dict:
+        return {(d.model, d.layer): {"neighbour_overlap": d.mean_overlap, "neighbours_moved": d.moved} for d in comp.diffs}
+
+    def headlines(self, comp: Comparison, where) -> list:
+        from ..results import Headline
+
+        names = where.class_names
+        out = []
+        for d in sorted(comp.diffs, key=lambda d: d.mean_overlap)[:3]:
+            grown = ""
+            if d.confusion_growth:
+                c, c2, before, after = d.confusion_growth[0]
+                grown = f"; {names[c]} → {names[c2]} neighbour confusion up {100 * (after - before):.0f} points"
+            sev = "high" if d.moved > 0.3 else "medium" if d.moved > 0.1 else "low"
+            out.append(Headline(where.id("diff", f"{d.model}/{d.layer}"), sev,
+                                f"{d.model} moved {100 * d.moved:.0f} % of samples' neighbourhoods in {d.layer} against {comp.reference} (mean overlap {d.mean_overlap:.2f}){grown}.",
+                                f"#{where.anchor}-diff-{slug(d.model)}-{slug(d.layer)}", d.moved))
+        return out
 
     def summary(self, comp: Comparison, samples: Samples) -> dict:
         names = samples.class_names
@@ -111,6 +206,10 @@ class CompareModels(BuildAnalysis):
                                           "centroid_shift": None if ch.centroid_shift is None else _f(ch.centroid_shift[c])} for c in range(len(names))},
             } for ch in comp.changes],
             "notes": list(comp.notes),
+            "diffs": [{"model": d.model, "layer": d.layer, "k": d.k, "neighbour_overlap": d.mean_overlap, "neighbours_moved": d.moved,
+                       "most_changed": [{"id": samples.ids[r], "overlap": float(d.overlap[r])} for r in d.most_changed],
+                       "confusion_growth": [{"class": names[c], "neighbour_class": names[c2], "before": bef, "after": aft} for c, c2, bef, aft in d.confusion_growth]}
+                      for d in comp.diffs],
         }}
 
     def context(self, comp: Comparison, view) -> dict:
@@ -124,6 +223,20 @@ class CompareModels(BuildAnalysis):
                               data=tuple(f.coords.values()), alt=f"{title} of {f.layer} in one frame",
                               caption=f"{title} fitted on {comp.reference} and applied to the other models: the panels share axes, so a class that moves between panels moved in the embedding space.")
             ctx["frames"].append({"layer": f.layer, "method": f.method, "title": title, "fig": fig})
+        if comp.mutual_knn is not None:
+            ctx["mutual"] = view.figure("compare--mutual-knn", lambda: matrix_heatmap(comp.mutual_knn, list(comp.names), label="mutual kNN"), data=(comp.mutual_knn,),
+                                        alt="Mutual nearest-neighbour alignment between layers",
+                                        caption=f"Mutual kNN alignment (0 to 1) between every pair of layers: the mean share of each sample's {DIFF_K} nearest neighbours the two layers agree on. Unlike CKA it reads only local structure.")
+        else:
+            ctx["mutual"] = None
+        ctx["diffs"] = []
+        for d in comp.diffs:
+            ctx["diffs"].append({
+                "model": d.model, "layer": d.layer, "anchor": f"{slug(d.model)}-{slug(d.layer)}", "overlap": d.mean_overlap, "moved": d.moved, "k": d.k,
+                "grown": [{"a": names[c], "b": names[c2], "before": bef, "after": aft} for c, c2, bef, aft in d.confusion_growth],
+                "changed": [{"query": view.sample(r, overlap=float(d.overlap[r])), "before": [view.sample(j) for j in bef], "after": [view.sample(j) for j in aft]}
+                            for r, bef, aft in zip(d.most_changed, d.before, d.after)],
+            })
         for ch in comp.changes:
             rows = []
             for c, n in enumerate(names):

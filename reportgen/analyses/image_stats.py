@@ -9,8 +9,8 @@ import numpy as np
 
 from ..figures import heatmap
 from ..kernels import STAT_NAMES, correlations
-from ..results import Finding, Samples
-from .base import LayerAnalysis, LayerInput
+from ..results import Finding, Headline, Samples
+from .base import LayerAnalysis, LayerInput, Where
 
 SHORTCUT_R = 0.5  # |r| at or above which a component is flagged as tracking an image statistic
 
@@ -32,6 +32,14 @@ class ImageStatistics(LayerAnalysis):
         r = correlations(layer.samples.image_stats, found["pca"].scores)
         shortcuts = tuple((j, STAT_NAMES[i], float(r[i, j])) for j in range(r.shape[1]) for i in range(r.shape[0]) if abs(r[i, j]) >= SHORTCUT_R)
         return ImageStatsFinding(r, shortcuts)
+
+    def headlines(self, f: ImageStatsFinding, where: Where) -> list[Headline]:
+        out = []
+        for j, stat, r in sorted(f.shortcuts, key=lambda s: -abs(s[2]))[:3]:
+            out.append(Headline(where.id("shortcut", f"pc{j + 1}-{stat.split()[0]}"), "medium" if abs(r) >= 0.7 and j < 3 else "low",
+                                f"PC{j + 1} of {where.layer} tracks image {stat} (r = {r:.2f}): a possible shortcut, not content.",
+                                f"#{where.anchor}", abs(r)))
+        return out
 
     def summary(self, f: ImageStatsFinding, samples: Samples) -> dict:
         return {"pca": {"image_stat_correlation": {s: [float(v) for v in f.correlation[i]] for i, s in enumerate(STAT_NAMES)}}}

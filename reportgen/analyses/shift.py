@@ -8,7 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..figures import overlay_scatter
-from ..kernels import domain_auc, mmd_permutation_test, sanitize
+from ..kernels import domain_auc, mmd_permutation_test
+from ..neighbours import cross_nearest
+from ..streaming import cleaned
 from ..reducers import REDUCERS
 from ..results import Finding, Samples, slug
 from .base import BuildAnalysis, BuildInput
@@ -30,15 +32,35 @@ class DatasetShift:
 
 
 @dataclass(frozen=True, eq=False)
+class Leak:
+    """Samples of a compared dataset with a twin in the reference dataset (train -> test leakage)."""
+
+    dataset: str
+    model: str
+    layer: str
+    rows: np.ndarray  # rows of the compared dataset
+    twins: np.ndarray  # their twins' rows in the reference
+    distances: np.ndarray  # image differences (reportgen.twins), 0 for identical images
+    exact: np.ndarray  # bool: identical image content
+    threshold: float | None  # the twin threshold (None: the images could not be compared, identical ones only)
+    ids: tuple[str, ...]  # ids of ``rows`` in the compared dataset
+    thumbnails: np.ndarray  # thumbnails of ``rows`` (shown beside their twins)
+    labels: np.ndarray  # their labels
+
+
+@dataclass(frozen=True, eq=False)
 class ShiftFinding(Finding):
     shifts: tuple[DatasetShift, ...]
+    leaks: tuple[Leak, ...] = ()
+    reference: str = ""
 
 
 class CompareDatasets(BuildAnalysis):
     name = "compare_datasets"
     title = "Dataset comparison"
     template = "sections/datasets.html"
-    code = ("reportgen.kernels", "reportgen.figures")
+    code = ("reportgen.kernels", "reportgen.figures", "reportgen.twins")
+    metrics = {"leakage_count": "Images of the compared datasets with a twin in the reference dataset: identical, or the same picture re-encoded, re-lit or shifted."}
 
     def enabled(self, spec) -> bool:
         return bool(spec.extra_datasets)
@@ -52,7 +74,7 @@ class CompareDatasets(BuildAnalysis):
                 m = run.model.name
                 for layer in run.embeddings.layers:
                     a = b.x(m, layer)
-                    other = sanitize(xrun.embeddings.layers[layer])[0]
+                    other = cleaned(xrun.embeddings.layers[layer])[0]
                     mmd2, p = mmd_permutation_test(a, other, seed=b.seed, permutations=PERMUTATIONS)
                     coords = {}
                     for method, fitted in b.fitted.get((m, layer), {}).items():
@@ -63,10 +85,74 @@ class CompareDatasets(BuildAnalysis):
                         except Exception:  # a reducer that cannot transform: no overlay for it
                             continue
                     out.append(DatasetShift(name, m, layer, len(other), mmd2, p, PERMUTATIONS, domain_auc(a, other, seed=b.seed), coords))
-        return ShiftFinding(tuple(out))
+        return ShiftFinding(tuple(out), tuple(self._leaks(b)), b.dataset_name)
+
+    def _leaks(self, b: BuildInput) -> list[Leak]:
+        """Twins across datasets (reported on the first model's audit layer): identical images by
+        content hash, near-twins by ``reportgen.twins`` with the reference's calibrated threshold;
+        candidates from the layer (each sample's nearest reference sample) and from the images."""
+        from ..twins import cross_twins, signatures
+
+        run = b.runs[0]
+        m = run.model.name
+        layer = next((l for (mm, l), r in b.layers.items() if mm == m and "audit" in r.findings), None)
+        if layer is None:
+            return []
+        ref_hashes = b.samples.hashes
+        lookup = {}
+        if ref_hashes is not None:
+            keys = np.ascontiguousarray(ref_hashes).view(np.dtype((np.void, 16))).ravel()
+            lookup = {bytes(k): i for i, k in enumerate(keys)}
+        twin = b.twins()
+        out = []
+        for name, xruns in b.extra:
+            xr = xruns[0]
+            n_other = len(xr.embeddings.ids)
+            rows_to = np.full(n_other, -1, np.int64)
+            diff = np.full(n_other, np.inf, np.float32)
+            exact = np.zeros(n_other, bool)
+            if twin is not None and xr.embeddings.thumbnails is not None and n_other:
+                other = cleaned(xr.embeddings.layers[layer])[0]
+                nearest, _ = cross_nearest(b.x(m, layer), other, metric=b.options.metric)
+                r, t, d = cross_twins(twin.signatures, signatures(xr.embeddings.thumbnails), nearest[:, None], twin.calibration.threshold, seed=b.seed)
+                rows_to[r], diff[r] = t, d
+            if xr.embeddings.hashes is not None and lookup:
+                for i, h in enumerate(np.ascontiguousarray(xr.embeddings.hashes).view(np.dtype((np.void, 16))).ravel()):
+                    j = lookup.get(bytes(h))
+                    if j is not None:
+                        exact[i], rows_to[i], diff[i] = True, j, 0.0
+            rows = np.flatnonzero(rows_to >= 0)
+            rows = rows[np.lexsort((rows, diff[rows]))]
+            thumbs = np.asarray(xr.embeddings.thumbnails[np.sort(rows)])[np.argsort(np.argsort(rows))] if len(rows) else np.zeros((0, 1, 1, 3), np.uint8)
+            out.append(Leak(name, m, layer, rows, rows_to[rows], diff[rows], exact[rows], twin.calibration.threshold if twin else None,
+                            tuple(xr.embeddings.ids[r] for r in rows), thumbs, xr.embeddings.labels[rows]))
+        return out
+
+    def layer_metrics(self, f: ShiftFinding) -> dict:
+        out: dict = {}
+        for leak in f.leaks:
+            entry = out.setdefault((leak.model, leak.layer), {"leakage_count": 0})
+            entry["leakage_count"] += int(len(leak.rows))
+        return out
+
+    def headlines(self, f: ShiftFinding, where) -> list:
+        from ..results import Headline
+
+        out = []
+        for leak in f.leaks:
+            if len(leak.rows):
+                n_exact = int(leak.exact.sum())
+                out.append(Headline(where.id("leakage", f"{leak.dataset}/{leak.layer}"), "high",
+                                    f"{len(leak.rows):,} images of {leak.dataset} have a near-twin in {f.reference}"
+                                    + (f" ({n_exact:,} identical)" if n_exact else "") + ": leakage across splits.",
+                                    f"#{where.anchor}-leaks", float(len(leak.rows))))
+        return out
 
     def summary(self, f: ShiftFinding, samples: Samples) -> dict:
-        return {"dataset_shift": [{"dataset": d.dataset, "model": d.model, "layer": d.layer, "samples": d.n, "mmd2": d.mmd2,
+        return {"leakage": [{"dataset": l.dataset, "model": l.model, "layer": l.layer, "threshold": l.threshold, "count": int(len(l.rows)),
+                             "pairs": [{"id": i, "twin": samples.ids[t], "difference": round(float(d), 5), "identical": bool(e)}
+                                       for i, t, d, e in zip(l.ids[:500], l.twins, l.distances, l.exact)]} for l in f.leaks],
+                "dataset_shift": [{"dataset": d.dataset, "model": d.model, "layer": d.layer, "samples": d.n, "mmd2": d.mmd2,
                                    "p_value": d.p_value, "permutations": d.permutations, "domain_auc": d.auc} for d in f.shifts]}
 
     def context(self, f: ShiftFinding, view) -> dict:
@@ -82,4 +168,9 @@ class CompareDatasets(BuildAnalysis):
                                     lambda ref=ref, others=others: overlay_scatter(ref, others, reference_name=view.dataset_name, seed=view.seed),
                                     data=(ref, *others.values()), alt=f"{title} of {layer}: datasets overlaid",
                                     caption=f"{model} · {layer}: {title} fitted on {view.dataset_name} (grey) with the other datasets placed in the same frame. Regions covered by one dataset only show where they differ."))
-        return {"rows": rows, "figs": figs, "reference": view.dataset_name}
+        leaks = []
+        for l in f.leaks:
+            pairs = [{"a": view.image(th, view.class_names[int(y)], i), "b": view.sample(t), "d": float(d), "exact": bool(e)}
+                     for th, y, i, t, d, e in zip(l.thumbnails[: view.gallery_size * 2], l.labels, l.ids, l.twins, l.distances, l.exact)]
+            leaks.append({"dataset": l.dataset, "layer": l.layer, "count": len(l.rows), "threshold": l.threshold, "pairs": pairs})
+        return {"rows": rows, "figs": figs, "reference": view.dataset_name, "leaks": leaks}

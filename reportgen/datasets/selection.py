@@ -29,24 +29,8 @@ def select_samples(ds: Dataset, *, limit: int | None, method: str, seed: int, ma
         idx = np.arange(cap)
     elif method == "random":
         idx = np.sort(np.random.default_rng(seed).choice(n, size=cap, replace=False))
-    else:  # stratified: proportional allocation, largest remainders, at least one per class where possible
-        rng = np.random.default_rng(seed)
-        counts = ds.counts
-        share = counts / counts.sum() * cap
-        take = np.floor(share).astype(int)
-        take = np.minimum(np.maximum(take, (counts > 0).astype(int)), counts)
-        order = np.argsort(-(share - np.floor(share)), kind="stable")
-        i = 0
-        while take.sum() < cap and i < 10 * len(order):
-            c = order[i % len(order)]
-            if take[c] < counts[c]:
-                take[c] += 1
-            i += 1
-        while take.sum() > cap:
-            c = int(np.argmax(take))
-            take[c] -= 1
-        chosen = [rng.choice(np.flatnonzero(ds.labels == c), size=int(t), replace=False) for c, t in enumerate(take) if t]
-        idx = np.sort(np.concatenate(chosen))
+    else:
+        idx = stratified_rows(ds.labels, len(ds.class_names), cap, seed)
     used = np.bincount(ds.labels[idx], minlength=len(ds.class_names))
     return Selection(
         indices=idx.astype(np.int64),
@@ -54,3 +38,25 @@ def select_samples(ds: Dataset, *, limit: int | None, method: str, seed: int, ma
         total_per_class={c: int(t) for c, t in zip(ds.class_names, ds.counts)},
         method=method,
     )
+
+
+def stratified_rows(labels: np.ndarray, n_classes: int, cap: int, seed: int) -> np.ndarray:
+    """A seeded stratified sample of ``cap`` rows (sorted): proportional allocation with largest
+    remainders, at least one per class where possible."""
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(labels, minlength=n_classes)
+    share = counts / counts.sum() * cap
+    take = np.floor(share).astype(int)
+    take = np.minimum(np.maximum(take, (counts > 0).astype(int)), counts)
+    order = np.argsort(-(share - np.floor(share)), kind="stable")
+    i = 0
+    while take.sum() < cap and i < 10 * len(order):
+        c = order[i % len(order)]
+        if take[c] < counts[c]:
+            take[c] += 1
+        i += 1
+    while take.sum() > cap:
+        c = int(np.argmax(take))
+        take[c] -= 1
+    chosen = [rng.choice(np.flatnonzero(labels == c), size=int(t), replace=False) for c, t in enumerate(take) if t]
+    return np.sort(np.concatenate(chosen)).astype(np.int64)

@@ -62,6 +62,8 @@ class Reducer:
     code: ClassVar[tuple[str, ...]] = ()
     #: A one-line description for the map's caption.
     caption: ClassVar[str] = "Nearby dots have similar embeddings in this map; distances between far-apart clusters are not meaningful."
+    #: True when fitting costs nothing per sample (PCA projects every sample): never sampled (report.map_cap).
+    fits_all: ClassVar[bool] = False
 
     def __init__(self, params: ReducerParams, options: Any = None) -> None:
         self.params = params

@@ -22,6 +22,7 @@ class PcaReducer(Reducer):
     Params = PcaParams
     code = ("reportgen.pca",)
     caption = "Nearby dots have similar embeddings; axes are the first two principal components."
+    fits_all = True
 
     def pca_components(self, dim: int) -> int:
         return 2

@@ -1,0 +1,212 @@
+"""Findings first: the data audit (label errors, exact and near duplicates, leakage across
+splits), slices, the checkpoint diff, the ranked findings at the top of the report, and their
+checks. Planted problems in real Fashion-MNIST images through the packaged EfficientNet-Lite0."""
+from __future__ import annotations
+
+import io
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reportgen import twins
+from tests.conftest import EFFNET, run, write
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+needs_fashion = pytest.mark.skipif(not (FASHION / "t10k-images-idx3-ubyte.gz").exists(),
+                                   reason="Fashion-MNIST not installed (Debian package dataset-fashion-mnist; .ci/run installs it)")
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+def _fashion(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    from reportgen.datasets import load_dataset
+    from reportgen.datasets.idx import IdxDataset
+
+    ds = load_dataset(IdxDataset(kind="idx", images=FASHION / "t10k-images-idx3-ubyte.gz", labels=FASHION / "t10k-labels-idx1-ubyte.gz"))
+    rows = np.sort(np.random.default_rng(seed).choice(len(ds), n, replace=False))
+    return np.stack([ds.read(int(i))[:, :, 0] for i in rows]), ds.labels[rows].copy()
+
+
+def _jpeg(img: np.ndarray, quality: int = 80) -> np.ndarray:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("L"))
+
+
+def _edited(img: np.ndarray, k: int) -> np.ndarray:
+    """A copy a data set really gets: re-encoded, re-lit, or shifted by one pixel and re-encoded."""
+    if k % 3 == 0:
+        return _jpeg(img)
+    if k % 3 == 1:
+        return np.clip(img.astype(np.float32) * 1.04, 0, 255).astype(np.uint8)
+    return _jpeg(np.roll(img, 1, axis=1))
+
+
+def _sig(images: np.ndarray) -> np.ndarray:
+    from reportgen.images import make_thumbnail
+
+    return twins.signatures(np.stack([make_thumbnail(np.repeat(x[:, :, None], 3, 2), 32) for x in images]))
+
+
+# ----------------------------------------------------------------------------- twins, no model
+
+
+@needs_fashion
+def test_image_difference_tells_copies_from_look_alikes():
+    images, labels = _fashion(400)
+    sig = _sig(images)
+    same = twins.differences(sig, sig)
+    assert np.all(same < 1e-5)
+    copies = _sig(np.stack([_edited(x, k) for k, x in enumerate(images)]))
+    d_copy = twins.differences(sig, copies)
+    # an image's most similar other image of the same class (by the difference itself)
+    d_other = []
+    for i in range(0, 400, 8):
+        peers = np.flatnonzero((labels == labels[i]) & (np.arange(400) != i))
+        d_other.append(twins.differences(np.repeat(sig[i : i + 1], len(peers), 0), sig[peers]).min())
+    assert np.median(d_copy) < 0.02 < np.quantile(d_other, 0.1)
+    assert np.mean(d_copy <= 0.05) > 0.9 and np.mean(np.asarray(d_other) <= 0.05) < 0.05
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000), st.integers(-3, 3), st.integers(-3, 3))
+def test_spectra_do_not_move_with_a_cyclic_shift(seed, dy, dx):
+    g = np.random.default_rng(seed).uniform(0, 255, (3, 32, 32)).astype(np.float32)
+    a = twins.spectra(g)
+    b = twins.spectra(np.roll(g, (dy, dx), axis=(1, 2)))
+    np.testing.assert_allclose(a, b, atol=2e-3)  # float32 FFT; the square root magnifies rounding near 0
+    assert np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
+
+
+@needs_fashion
+def test_find_twins_recovers_planted_copies_and_nothing_else():
+    images, _ = _fashion(1500, seed=1)
+    rng = np.random.default_rng(0)
+    src = rng.choice(1500, 30, replace=False)
+    allimg = np.concatenate([images, np.stack([_edited(images[i], k) for k, i in enumerate(src)])])
+    cal = twins.calibrate(lambda i: np.repeat(allimg[i][:, :, None], 3, 2), np.arange(1500), 32, seed=0)
+    assert cal is not None and 0 < cal.threshold <= twins.MAX_THRESHOLD and cal.copies == 4 * twins.CALIBRATION_IMAGES
+    pairs, d = twins.find_twins(_sig(allimg), None, 0, cal.threshold, seed=0)
+    truth = {(int(i), 1500 + j) for j, i in enumerate(src)}
+    found = {tuple(p) for p in pairs.tolist()}
+    assert len(found & truth) >= 27, (len(found & truth), cal)
+    assert len(found - truth) <= 1
+    assert np.all(np.diff(d) >= 0) and np.all(d <= cal.threshold)
+    # across data sets: rows of "other" that repeat a reference image
+    other_rows, ref_rows, _ = twins.cross_twins(_sig(images), _sig(allimg[1500:]), None, cal.threshold, seed=0)
+    assert len(set(zip(other_rows.tolist(), ref_rows.tolist())) & {(j, int(i)) for j, i in enumerate(src)}) >= 27
+
+
+# ----------------------------------------------------------------------------- the audit in a build
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """600 Fashion-MNIST images with 4 % of labels flipped, 6 exact and 6 edited copies, and a
+    second split of 100 images of which 8 repeat the first (4 identical, 4 edited): built through
+    the CLI with checks that must fail."""
+    tmp = tmp_path_factory.mktemp("planted")
+    images, labels = _fashion(706, seed=2)
+    a_img, a_lab = images[:600].copy(), labels[:600].copy()
+    t_img, t_lab = images[600:].copy(), labels[600:].copy()
+    rng = np.random.default_rng(1)
+    flips = np.sort(rng.choice(600, 24, replace=False))
+    a_lab[flips] = (a_lab[flips] + rng.integers(1, 10, 24)) % 10
+    clean = np.setdiff1d(np.arange(600), flips)
+    src = rng.choice(clean, 20, replace=False)
+    exact_src, near_src, leak_src = src[:6], src[6:12], src[12:20]
+    near = np.stack([_edited(a_img[i], k) for k, i in enumerate(near_src)])
+    all_img = np.concatenate([a_img, a_img[exact_src], near])
+    all_lab = np.concatenate([a_lab, a_lab[exact_src], a_lab[near_src]])
+    leak_rows = np.arange(0, 100, 13)[:8]
+    for k, (r, s) in enumerate(zip(leak_rows, leak_src)):
+        t_img[r] = a_img[s] if k % 2 == 0 else _edited(a_img[s], k)
+        t_lab[r] = a_lab[s]
+    np.savez(tmp / "train.npz", images=all_img, labels=all_lab)
+    np.savez(tmp / "test.npz", images=t_img[:100], labels=t_lab[:100])
+    spec = {
+        "title": "planted <problems>", "seed": 0,
+        "datasets": [{"kind": "npz", "path": str(tmp / "train.npz"), "name": "train", "class_names": CLASSES},
+                     {"kind": "npz", "path": str(tmp / "test.npz"), "name": "test", "class_names": CLASSES}],
+        "models": [{**EFFNET, "layers": ["blocks.4", {"name": "global_pool", "reshape": "mean"}]}],
+        "reducers": ["pca"],
+        "checks": [{"metric": "label_issue_rate", "max": 0.01}, {"metric": "duplicate_rate", "max": 0.5},
+                   {"metric": "leakage_count", "max": 0, "layer": "global_pool"}, {"metric": "worst_slice_accuracy", "min": 0.0}],
+        "output": {"dir": str(tmp / "out")}, "cache_dir": str(tmp / "cache"),
+    }
+    code, out, err = run("build", str(write(tmp, spec)), "-q")
+    truth = {"flips": set(flips.tolist()), "exact": {(int(i), 600 + j) for j, i in enumerate(exact_src)},
+             "near": {(int(i), 606 + j) for j, i in enumerate(near_src)}, "leaks": {int(r): int(s) for r, s in zip(leak_rows, leak_src)},
+             "leak_exact": {int(r) for k, r in enumerate(leak_rows) if k % 2 == 0}}
+    return code, err, tmp, truth
+
+
+def _summary(tmp: Path) -> dict:
+    return json.loads((tmp / "out" / "summary.json").read_text())
+
+
+def _row(ident: str) -> int:
+    return int(ident.rsplit("-", 1)[1])
+
+
+@needs_fashion
+def test_audit_finds_the_planted_label_errors_and_duplicates(planted):
+    code, err, tmp, truth = planted
+    layer = next(l for l in _summary(tmp)["models"][0]["layers"] if l["layer"] == "global_pool")
+    audit = layer["audit"]
+    flagged = {_row(x["id"]) for x in audit["label_issues"]}
+    hit = len(flagged & truth["flips"])
+    assert hit >= 0.7 * len(truth["flips"]) and hit >= 0.6 * len(flagged), (hit, len(flagged))
+    # each flagged label comes with a suggestion that differs from it
+    assert all(x["suggested"] != x["label"] for x in audit["label_issues"])
+    groups = {tuple(sorted(_row(i) for i in g)) for g in audit["duplicate_groups"]}
+    assert groups == truth["exact"]
+    found_near = {tuple(sorted((_row(p["a"]), _row(p["b"])))) for p in audit["near_duplicates"]}
+    assert len(found_near & truth["near"]) >= 5 and found_near <= truth["near"], found_near
+    assert audit["near_threshold"] > 0 and "edited copies" in audit["calibration"]
+    assert layer["metrics"]["duplicate_rate"] == pytest.approx(6 / 612)
+    assert layer["metrics"]["label_issue_rate"] == pytest.approx(len(flagged) / 612)
+
+
+@needs_fashion
+def test_leakage_across_splits_is_found_identical_and_edited(planted):
+    code, err, tmp, truth = planted
+    leak = _summary(tmp)["leakage"][0]
+    assert leak["dataset"] == "test" and leak["layer"] == "global_pool"
+    found = {_row(p["id"]): _row(p["twin"]) for p in leak["pairs"]}
+    assert found == truth["leaks"], found
+    assert {_row(p["id"]) for p in leak["pairs"] if p["identical"]} == truth["leak_exact"]
+
+
+@needs_fashion
+def test_findings_come_first_with_links_and_failed_checks_exit_3(planted):
+    code, err, tmp, truth = planted
+    assert code == 3, err
+    s = _summary(tmp)
+    ids = [f["id"] for f in s["findings"]]
+    assert len(ids) == len(set(ids))
+    assert any(i.startswith("check/") for i in ids) and any("label_issues" in i for i in ids) and any(i.startswith("leakage/") for i in ids)
+    ranks = [{"high": 0, "medium": 1, "low": 2, "info": 3}[f["severity"]] for f in s["findings"]]
+    assert ranks == sorted(ranks)
+    html = (tmp / "out" / "report.html").read_text()
+    assert "<script" not in html.lower() and "planted &lt;problems&gt;" in html
+    start = html.index('id="findings"')
+    assert start < html.index('id="data"')
+    for f in s["findings"]:
+        assert f["evidence"].startswith("#") and f'id="{f["evidence"][1:]}"' in html, f["evidence"]
+    xml = ET.parse(tmp / "out" / "checks.xml").getroot()
+    failed = {c.get("name") for c in xml.iter("testcase") if c.find("failure") is not None}
+    assert any("label_issue_rate" in n for n in failed) and any("leakage_count" in n for n in failed)
+    assert not any("duplicate_rate" in n or "worst_slice_accuracy" in n for n in failed)
+    by_metric = {}
+    for c in s["checks"]:
+        by_metric.setdefault(c["metric"], []).append(c)
+    # audit metrics exist on the audit layer only: a check naming no layer applies there
+    assert [c["layer"] for c in by_metric["label_issue_rate"]] == ["global_pool"]
+    assert [c["value"] for c in by_metric["leakage_count"]] == [len(truth["leaks"])]
