@@ -68,17 +68,23 @@ print("RESULT " + json.dumps({"wall_s": wall, "timings_s": dict(res.stats.timing
 """
 
 
-def build_once(n: int, tmp: Path) -> dict:
-    out, cache = tmp / f"out{n}", tmp / f"cache{n}"
-    spec = tmp / f"spec{n}.yaml"
-    spec.write_text(SPEC.format(n=n, f=FASHION, out=out, cache=cache))
+def _child_build(spec: Path, what: str) -> dict:
+    """Build ``spec`` in a fresh process (CHILD): its RESULT line, and the process's wall time."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     t0 = time.perf_counter()
     p = subprocess.run([sys.executable, "-c", CHILD, str(spec)], capture_output=True, text=True, env=env, cwd=ROOT)
     if p.returncode != 0:
-        raise SystemExit(f"build of {n} failed:\n{p.stderr[-3000:]}")
+        raise SystemExit(f"{what} failed:\n{p.stderr[-3000:]}")
     r = json.loads(next(line for line in p.stdout.splitlines() if line.startswith("RESULT "))[7:])
     r["process_s"] = time.perf_counter() - t0
+    return r
+
+
+def build_once(n: int, tmp: Path) -> dict:
+    out, cache = tmp / f"out{n}", tmp / f"cache{n}"
+    spec = tmp / f"spec{n}.yaml"
+    spec.write_text(SPEC.format(n=n, f=FASHION, out=out, cache=cache))
+    r = _child_build(spec, f"build of {n}")
     html = out / "report.html"
     r["html_bytes"] = html.stat().st_size if html.exists() else r.get("html_bytes")
     r["spec"] = str(spec)
@@ -218,13 +224,7 @@ def build_precomputed(n: int, data: Path, tmp: Path, index: str = "auto") -> dic
     out, cache = tmp / f"pout{n}-{index}", tmp / f"pcache{n}-{index}"
     spec = tmp / f"pspec{n}-{index}.yaml"
     spec.write_text(PRECOMPUTED_SPEC.format(n=n, data=data, out=out, cache=cache, index=index, reps=round(len(np.load(data / "vectors.npy", mmap_mode="r")) / 70_000)))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-c", CHILD, str(spec)], capture_output=True, text=True, env=env, cwd=ROOT)
-    if p.returncode != 0:
-        raise SystemExit(f"precomputed build of {n} failed:\n{p.stderr[-3000:]}")
-    r = json.loads(next(line for line in p.stdout.splitlines() if line.startswith("RESULT "))[7:])
-    r["process_s"] = time.perf_counter() - t0
+    r = _child_build(spec, f"precomputed build of {n}")
     summary = json.loads((out / "summary.json").read_text())
     layer = summary["models"][0]["layers"][0]
     r["metrics"] = {k: v for k, v in layer["metrics"].items() if k != "maps"}

@@ -259,6 +259,15 @@ def approximate_graph(x: np.ndarray, k: int, *, metric: str = "cosine", seed: in
     return NeighbourGraph(indices=indices, distances=distances, metric=metric, method=f"approximate (faiss HNSW on a PCA-{r} projection, exact re-ranking)")
 
 
+def _query_distances(q: np.ndarray, qq: np.ndarray, c, metric: str) -> np.ndarray:
+    """(len(q), len(c)) float64 distances of float32 queries ``q`` (unit rows for cosine; ``qq``
+    their squared norms) to a chunk of rows ``c``."""
+    c = np.asarray(c, np.float32)
+    if metric == "cosine":
+        return 1.0 - (q @ _unit(c).T).astype(np.float64)
+    return np.sqrt(np.clip(qq[:, None] - 2.0 * (q @ c.T) + np.einsum("ij,ij->i", c, c)[None, :], 0, None)).astype(np.float64)
+
+
 def exact_neighbours_of(x: np.ndarray, rows: np.ndarray, k: int, *, metric: str = "cosine") -> np.ndarray:
     """Exact k nearest neighbours (self excluded) of a few rows, by one streamed pass over x: the
     recall's reference."""
@@ -271,11 +280,7 @@ def exact_neighbours_of(x: np.ndarray, rows: np.ndarray, k: int, *, metric: str 
     best_d = np.full((len(rows), k), np.inf)
     best_i = np.full((len(rows), k), -1, np.int64)
     for start, c in row_chunks(x):
-        c = np.asarray(c, np.float32)
-        if metric == "cosine":
-            d = 1.0 - (q @ _unit(c).T).astype(np.float64)
-        else:
-            d = np.sqrt(np.clip(qq[:, None] - 2.0 * (q @ c.T) + np.einsum("ij,ij->i", c, c)[None, :], 0, None)).astype(np.float64)
+        d = _query_distances(q, qq, c, metric)
         ids = np.arange(start, start + len(c))
         d[rows[:, None] == ids[None, :]] = np.inf
         kk = min(k, d.shape[1] - 1)
@@ -307,11 +312,7 @@ def cross_nearest(a: np.ndarray, b: np.ndarray, *, metric: str = "cosine") -> tu
     best = np.full(len(q), np.inf)
     arg = np.full(len(q), -1, np.int64)
     for start, c in row_chunks(a):
-        c = np.asarray(c, np.float32)
-        if metric == "cosine":
-            d = 1.0 - (q @ _unit(c).T).astype(np.float64)
-        else:
-            d = np.sqrt(np.clip(qq[:, None] - 2.0 * (q @ c.T) + np.einsum("ij,ij->i", c, c)[None, :], 0, None)).astype(np.float64)
+        d = _query_distances(q, qq, c, metric)
         j = np.argmin(d, axis=1)
         dj = d[np.arange(len(q)), j]
         better = dj < best
