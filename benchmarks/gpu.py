@@ -7,12 +7,18 @@ Rows: the bare channels_last forward of EfficientNet-Lite0 at 224 px (fp32 and b
 baselines); reportgen's extraction of 3 layers of Fashion-MNIST (10,000 and 70,000 images) in fp32
 and bf16, as a ratio of the bare forward of the same precision (target >= 0.8); a JPEG image folder
 with nvjpeg decoding; CPU-vs-GPU agreement on 600 digits; the Ray path with one GPU actor.
-Writes benchmarks/results/gpu.json; copy the table into docs/benchmarks.md with the card's name.
+Writes benchmarks/results/gpu.json (after every row, so a run cut short keeps what it measured);
+copy the table into docs/benchmarks.md with the card's name. ``--parts`` runs a subset (e.g. the Ray
+row alone, where Ray is installed); a part that fails is reported as a row and the others still run.
 """
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import json
+import pstats
+import traceback
 import os
 import platform
 import sys
@@ -30,12 +36,21 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 FASHION = Path(os.environ.get("FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
 LAYERS = ["blocks.2", "blocks.4", "global_pool"]
 ROWS: list[dict] = []
+OUT: dict = {}
+PARTS = ("bare", "extract", "jpeg", "parity", "ray")
+
+
+def save() -> None:
+    out = OUT["path"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": OUT["machine"], "rows": ROWS}, indent=1) + "\n")
 
 
 def row(stage: str, n: int, per_s: float, baseline: float | None, target: str, ok: bool | None, note: str = "") -> None:
     r = {"stage": stage, "N": n, "images_per_s": round(per_s, 1), "baseline_images_per_s": None if baseline is None else round(baseline, 1),
          "ratio": None if not baseline else round(per_s / baseline, 3), "target": target, "pass": ok, "note": note}
     ROWS.append(r)
+    save()
     print(f"{stage:<52} {n:>7} {per_s:>10.1f} {('-' if baseline is None else f'{baseline:.1f}'):>10} {('-' if r['ratio'] is None else r['ratio']):>7} "
           f"{target:>8} {('-' if ok is None else ('pass' if ok else 'MISS')):>5}  {note}", flush=True)
 
@@ -114,6 +129,58 @@ def extraction(device: str, n: int, size: int, batch: int, precision: str, ds=No
     return len(idx) / (time.perf_counter() - t0), (ex, shard)
 
 
+def loader_ceiling(device: str, n: int, size: int, batch: int, ds, idx) -> float:
+    """Images/s of the decode workers alone (read, thumbnail, hash, collate, pinned copy): the most
+    any extraction of this dataset can reach with these workers, whatever the device."""
+    from torch.utils.data import DataLoader
+
+    from reportgen.extract import _collate, _Prepared, default_workers
+    from reportgen.models import load_model
+
+    m = load_model(model_spec(size, device=device, batch_size=batch))
+    ex_feeding = __import__("reportgen.extract", fromlist=["choose_feeding"]).choose_feeding(ds, device)
+    workers = default_workers(len(idx))
+    t0 = time.perf_counter()
+    if ex_feeding.resize == "device" and ex_feeding.decode == "cpu" and ds.array is not None:  # what Extractor.run does for arrays
+        from reportgen.extract import _array_extras, _array_pixels, _PinnedRing
+
+        ring = _PinnedRing() if device.startswith("cuda") else None
+        for b in range(0, len(idx), batch):
+            raw = _array_pixels(ds, idx[b : b + batch])
+            if ring is not None:
+                ring.stage(raw).to(device, non_blocking=True)
+                ring.sent()
+            _array_extras(ds, raw, 32)
+    else:
+        loader = DataLoader(_Prepared(ds, idx, m.preprocess, 32, ex_feeding), batch_size=batch, num_workers=workers, collate_fn=_collate,
+                            prefetch_factor=4 if workers else None, pin_memory=device.startswith("cuda"))
+        for pixels, *_ in loader:
+            if pixels is not None and not isinstance(pixels, list):
+                pixels.to(device, non_blocking=True)
+    sync(device)
+    return len(idx) / (time.perf_counter() - t0)
+
+
+def profiled(device: str, n: int, size: int, batch: int, precision: str, ds, idx, dest: Path) -> None:
+    """cProfile of the driver process over one extraction: where its time goes when a target is missed."""
+    prof = cProfile.Profile()
+    prof.enable()
+    extraction(device, n, size, batch, precision, ds, idx)
+    prof.disable()
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(45)
+    dest.write_text(buf.getvalue())
+    print(f"profile written to {dest}", flush=True)
+
+
+def guarded(part: str, fn) -> None:
+    try:
+        fn()
+    except Exception as exc:  # one broken part must not hide the other rows
+        traceback.print_exc()
+        row(f"{part}: FAILED", 0, 0.0, None, "-", False, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
+
+
 def jpeg_folder(tmp: Path, n: int) -> Path:
     """n JPEG photos (scikit-image's samples, shifted and cropped so each differs) in 4 classes."""
     from PIL import Image
@@ -132,41 +199,76 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--small", action="store_true", help="small sizes (a smoke test of the script itself)")
+    ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "gpu.json")
     args = ap.parse_args()
     import torch
 
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        ap.error(f"--parts: unknown {', '.join(unknown)}; choose from {', '.join(PARTS)}")
     device = args.device
     if device.startswith("cuda") and not torch.cuda.is_available():
         print("no CUDA device here; run with --device cpu --small to exercise the script", file=sys.stderr)
         return 2
     small = args.small
     size, batch, secs = (64, 32, 2.0) if small else (224, 256, 10.0)
-    sizes = (300, 600) if small else (10_000, 70_000)
+    sizes = (300, 2600) if small else (10_000, 70_000)
     card = torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu"
     machine = {"device": device, "card": card, "torch": torch.__version__, "python": platform.python_version(), "cpus": len(os.sched_getaffinity(0))}
+    try:
+        import timm
+
+        machine["timm"] = timm.__version__
+    except ImportError:
+        pass
+    OUT.update(path=args.out, machine=machine)
     print(f"machine: {machine}")
     print(f"{'stage':<52} {'N':>7} {'img/s':>10} {'baseline':>10} {'ratio':>7} {'target':>8} {'pass':>5}")
     precisions = ("fp32", "bf16") if device.startswith("cuda") else ("fp32",)
-    bare = {p: bare_forward(device, size, batch, p, secs) for p in precisions}
-    for p in precisions:
-        row(f"bare forward, channels_last, {p}", 0, bare[p], None, "-", None, f"{size} px, batch {batch}, device-resident input")
-    for n in sizes:
-        ds, idx = fashion(n)
-        for p in precisions:
-            rate, (ex, _) = extraction(device, n, size, batch, p, ds, idx)
-            row(f"extraction, 3 layers, {p}", len(idx), rate, bare[p], ">= 0.80", rate / bare[p] >= 0.8,
-                f"{size} px; feeding {ex.feeding(ds).as_dict()}" + (f"; agreement {ex.agreement}" if ex.agreement else ""))
-    with tempfile.TemporaryDirectory() as tmp:
-        root = jpeg_folder(Path(tmp), 200 if small else 8_000)
-        from reportgen.datasets import load_dataset
-        from reportgen.datasets.image_folder import ImageFolderDataset
+    bare: dict[str, float] = {}
 
-        ds = load_dataset(ImageFolderDataset(kind="image_folder", path=root))
-        rate, (ex, _) = extraction(device, len(ds), size, batch, "fp32", ds, np.arange(len(ds)))
-        row("extraction, JPEG folder (decoded on the device where it can)", len(ds), rate, bare["fp32"], "stated", None, f"feeding {ex.feeding(ds).as_dict()}")
-    # CPU vs GPU agreement on 600 digits: the same Extractor on both devices
-    if device.startswith("cuda"):
+    def run_bare() -> None:
+        for p in precisions:
+            bare[p] = bare_forward(device, size, batch, p, secs)
+            row(f"bare forward, channels_last, {p}", 0, bare[p], None, "-", None, f"{size} px, batch {batch}, device-resident input")
+
+    def run_extract() -> None:
+        for n in sizes:
+            ds, idx = fashion(n)
+            try:
+                ceiling = loader_ceiling(device, n, size, batch, ds, idx)
+            except Exception as exc:  # the extraction rows still run
+                traceback.print_exc()
+                row("reading alone: FAILED", len(idx), 0.0, None, "-", False, f"{type(exc).__name__}: {exc}")
+                ceiling = None
+            if ceiling is not None:
+                row("reading alone (the feeding ceiling)", len(idx), ceiling, bare.get("fp32"), "-", None, f"read, thumbnail, hash, pinned copy; {'in the driving thread' if ds.array is not None and device.startswith('cuda') else 'decode workers'}")
+            for p in precisions:
+                rate, (ex, _) = extraction(device, n, size, batch, p, ds, idx)
+                ok = rate / bare[p] >= 0.8 if p in bare else None
+                row(f"extraction, 3 layers, {p}", len(idx), rate, bare.get(p), ">= 0.80", ok,
+                    f"{size} px; feeding {ex.feeding(ds).as_dict()}" + (f"; agreement {ex.agreement}" if ex.agreement else ""))
+                if ok is False and n == sizes[0]:
+                    profiled(device, n, size, batch, p, ds, idx, args.out.with_name(f"gpu-profile-{p}.txt"))
+
+    def run_jpeg() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = jpeg_folder(Path(tmp), 200 if small else 8_000)
+            from reportgen.datasets import load_dataset
+            from reportgen.datasets.image_folder import ImageFolderDataset
+
+            ds = load_dataset(ImageFolderDataset(kind="image_folder", path=root))
+            idx = np.arange(len(ds))
+            ceiling = loader_ceiling(device, len(ds), size, batch, ds, idx)
+            row("decode workers alone, JPEG folder", len(ds), ceiling, bare.get("fp32"), "-", None, "reading the files (nvjpeg decodes on the device)")
+            rate, (ex, _) = extraction(device, len(ds), size, batch, "fp32", ds, idx)
+            row("extraction, JPEG folder (decoded on the device where it can)", len(ds), rate, bare.get("fp32"), "stated", None, f"feeding {ex.feeding(ds).as_dict()}")
+
+    def run_parity() -> None:  # CPU vs GPU agreement on 600 digits: the same Extractor on both devices
+        if not device.startswith("cuda"):
+            return
         from reportgen.datasets import load_dataset
         from reportgen.datasets.digits import DigitsDataset
         from reportgen.kernels import knn_accuracy, linear_cka
@@ -183,29 +285,36 @@ def main() -> int:
             rel = float(np.abs(a - b).max() / (np.abs(a).max() or 1))
             notes.append(f"{layer}: CKA {linear_cka(a, b):.5f}, max rel diff {rel:.2e}, kNN {knn_accuracy(exact_graph(a, 10), y, 10):.3f} vs {knn_accuracy(exact_graph(b, 10), y, 10):.3f}")
         row("CPU vs GPU agreement, 600 digits", 600, 0.0, None, "-", None, "; ".join(notes))
-    # Ray with one GPU actor
-    try:
-        import ray  # noqa: F401
 
+    def run_ray() -> None:  # Ray with one GPU actor
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            print("note: ray not installed; Ray row skipped", flush=True)
+            return
         from reportgen.pipeline import extract_embeddings
         from reportgen.spec import loads_spec
 
         n = sizes[0]
-        with tempfile.TemporaryDirectory() as tmp:
-            text = (f"dataset: {{kind: idx, images: {FASHION}/t10k-images-idx3-ubyte.gz, labels: {FASHION}/t10k-labels-idx1-ubyte.gz, limit: {n}}}\n"
-                    if FASHION.exists() else f"dataset: {{kind: digits, limit: {min(n, 1797)}}}\n")
-            text += (f"models: [{{name: effnet, timm: tf_efficientnet_lite0, weights: efficientnet_lite0, input_size: {size}, crop_pct: 1.0, batch_size: {batch},"
-                     f" device: {'cuda' if device.startswith('cuda') else 'cpu'}, layers: [blocks.2, blocks.4, global_pool]}}]\n"
-                     f"cache_dir: {tmp}/cache\nexecution: {{engine: ray, shard_size: {max(256, n // 8)}, cpus_per_worker: {max(1, len(os.sched_getaffinity(0)) - 1)}}}\n")
-            t0 = time.perf_counter()
-            _, sel, runs = extract_embeddings(loads_spec(text), progress=False)
-            wall = time.perf_counter() - t0
-            row("extraction on Ray, one actor (incl. cluster start)", len(sel.indices), len(sel.indices) / wall, bare["fp32"], "-", None,
-                f"engine {runs[0].embeddings.manifest.get('engine')}")
-    except ImportError:
-        print("note: ray not installed; Ray row skipped", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine, "rows": ROWS}, indent=1) + "\n")
+        for label, engine in (("local path", "local"), ("Ray, one actor (incl. cluster start)", "ray")):
+            with tempfile.TemporaryDirectory() as tmp:
+                text = (f"dataset: {{kind: idx, images: {FASHION}/t10k-images-idx3-ubyte.gz, labels: {FASHION}/t10k-labels-idx1-ubyte.gz, limit: {n}}}\n"
+                        if (FASHION / "t10k-images-idx3-ubyte.gz").exists() else f"dataset: {{kind: digits, limit: {min(n, 1797)}}}\n")
+                text += (f"models: [{{name: effnet, timm: tf_efficientnet_lite0, weights: efficientnet_lite0, input_size: {size}, crop_pct: 1.0, batch_size: {batch},"
+                         f" device: {'cuda' if device.startswith('cuda') else 'cpu'}, layers: [blocks.2, blocks.4, global_pool]}}]\n"
+                         f"cache_dir: {tmp}/cache\nexecution: {{engine: {engine}, shard_size: {max(256, n // 8)}, cpus_per_worker: {max(1, len(os.sched_getaffinity(0)) - 1)}}}\n")
+                t0 = time.perf_counter()
+                _, sel, runs = extract_embeddings(loads_spec(text), progress=False)
+                wall = time.perf_counter() - t0
+                row(f"extraction through the pipeline, {label}", len(sel.indices), len(sel.indices) / wall, bare.get("fp32"), "-", None,
+                    f"engine {runs[0].embeddings.manifest.get('engine')}, wall {wall:.1f} s incl. model load")
+
+    if any(p in parts for p in ("extract", "jpeg", "ray")) and "bare" not in parts:
+        parts.insert(0, "bare")  # every ratio needs its baseline from the same run
+    for part, fn in (("bare", run_bare), ("extract", run_extract), ("jpeg", run_jpeg), ("parity", run_parity), ("ray", run_ray)):
+        if part in parts:
+            guarded(part, fn)
+    save()
     missed = [r["stage"] for r in ROWS if r["pass"] is False]
     print(f"\nwritten {args.out}; {len(missed)} target(s) missed" + (f": {', '.join(missed)}" if missed else ""))
     return 1 if missed else 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
@@ -19,7 +20,7 @@ import numpy as np
 from .datasets import Dataset
 from .errors import DataError, ModelError
 from .fingerprint import code_fingerprint
-from .images import BadImage, image_hash, make_thumbnail, resize_crop
+from .images import BadImage, image_hash, make_thumbnail, make_thumbnails, resize_crop
 from .models import LoadedModel
 from .results import ModelInfo
 from .store import content_key
@@ -395,23 +396,114 @@ def _collate(batch):
     return pixels, thumbs, hashes, idx, reasons
 
 
+def _array_pixels(ds: Dataset, idx: np.ndarray) -> np.ndarray:
+    """Raw pixels of an in-memory uint8 array dataset for resizing on the device: grey (B, H, W)
+    or RGB (B, H, W, 3) as stored (a slice), other channel counts converted as ``ds.read`` does."""
+    arr = ds.array
+    if arr.ndim == 3 or arr.shape[3] == 3:
+        return np.ascontiguousarray(arr[idx])
+    return np.stack([ds.read(int(i)) for i in idx])
+
+
+def _array_extras(ds: Dataset, pixels: np.ndarray, thumb: int) -> tuple[np.ndarray, np.ndarray]:
+    """Thumbnails and hashes of a batch from ``_array_pixels``, byte for byte as the per-image path
+    computes them, in whole-batch operations (a grey image's thumbnail is the grey thumbnail in all
+    three channels: Pillow filters each channel alike)."""
+    rgb = np.repeat(pixels[..., None], 3, axis=-1) if pixels.ndim == 3 else pixels
+    thumbs = make_thumbnails(pixels, thumb)
+    if thumbs.ndim == 3:
+        thumbs = np.repeat(thumbs[..., None], 3, axis=-1)
+    hashes = np.frombuffer(b"".join(image_hash(im) for im in rgb), np.uint8).reshape(len(pixels), 16)
+    return thumbs, hashes
+
+
+class _PinnedRing:
+    """A few reusable page-locked host buffers for the batches of an array dataset: a batch is
+    copied into one and sent to the device without blocking; a buffer is reused only once the copy
+    out of it has finished (its event). Page-locked memory is allocated once per job, not per batch,
+    and a copy from it does not wait for the device's queued work as one from pageable memory does."""
+
+    def __init__(self, slots: int = 3) -> None:
+        self.slots, self.buffers, self.events, self.k = slots, [], [], -1
+
+    def stage(self, pixels: np.ndarray):
+        import torch
+
+        self.k = (self.k + 1) % self.slots
+        if len(self.buffers) <= self.k or self.buffers[self.k].shape[1:] != pixels.shape[1:] or len(self.buffers[self.k]) < len(pixels):
+            buf = torch.empty(pixels.shape, dtype=torch.uint8).pin_memory()
+            if len(self.buffers) <= self.k:
+                self.buffers.append(buf)
+                self.events.append(None)
+            else:
+                self.buffers[self.k] = buf
+        elif self.events[self.k] is not None:
+            self.events[self.k].synchronize()
+        dst = self.buffers[self.k][: len(pixels)]
+        dst.copy_(torch.from_numpy(pixels))
+        return dst
+
+    def sent(self) -> None:
+        """Called after the non-blocking copy of the last staged buffer was queued."""
+        import torch
+
+        ev = torch.cuda.Event()
+        ev.record()
+        self.events[self.k] = ev
+
+
+@functools.lru_cache(maxsize=32)
+def _resize_weights(in_size: int, out_size: int, first: int, count: int, mode: str, device):
+    """Pillow's integer weights for one resampling pass, only the rows the centre crop keeps, as a
+    float64 (count, in_size) matrix on ``device`` - made once, not per batch."""
+    import torch
+
+    from .images import pil_coefficients
+
+    return torch.from_numpy(pil_coefficients(in_size, out_size, mode)[first : first + count]).to(device)
+
+
 def resize_on_device(x, prep):
-    """float (B, 3, H, W) in 0..255 on any device -> (B, 3, S, S): shorter side to S / crop_pct,
-    centre crop - Pillow's resize reproduced: its antialiased filters (torch's ``antialias=True``
-    uses the same kernels), horizontal pass first, each pass rounded to whole grey levels. Within
-    one grey level of ``images.resize_crop`` (tests/test_feeding.py)."""
+    """(B, 3, H, W) in 0..255 on any device -> float32 (B, 3, S, S): shorter side to S / crop_pct,
+    centre crop - Pillow's resize reproduced byte for byte for bicubic, bilinear and Lanczos: its
+    integer weights, its rounding after each pass, the horizontal pass first, each pass one matrix
+    product in float64 (exact for these integers) over only the rows and columns the crop keeps.
+    No per-batch host work and no synchronisation: a GPU runs it queued behind the forward pass.
+    Nearest-neighbour resizing goes through ``F.interpolate`` (within a pixel of Pillow's)."""
     import torch.nn.functional as F
+
+    from .images import PIL_PRECISION
 
     h, w = x.shape[-2:]
     nh, nw, top, left = prep.geometry(h, w)
     s = prep.input_size
-    mode = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest"}.get(prep.interpolation, "bicubic")
-    kw = {"mode": mode} if mode == "nearest" else {"mode": mode, "antialias": True, "align_corners": False}
+    mode = prep.interpolation if prep.interpolation in ("bicubic", "bilinear", "lanczos", "nearest") else "bicubic"
+    if mode == "nearest":
+        x = x.float()
+        if (nh, nw) != (h, w):
+            x = F.interpolate(x, size=(nh, nw), mode="nearest")
+        return x[..., top : top + s, left : left + s]
+    half, unit = float(1 << (PIL_PRECISION - 1)), 1.0 / (1 << PIL_PRECISION)
+    x = x.double()
     if nw != w:
-        x = F.interpolate(x, size=(h, nw), **kw).round_().clamp_(0, 255)
+        x = (x @ _resize_weights(w, nw, left, s, mode, x.device).T).add_(half).mul_(unit).floor_().clamp_(0, 255)
+    else:
+        x = x[..., left : left + s]
     if nh != h:
-        x = F.interpolate(x, size=(nh, nw), **kw).round_().clamp_(0, 255)
-    return x[..., top : top + s, left : left + s]
+        x = (_resize_weights(h, nh, top, s, mode, x.device) @ x).add_(half).mul_(unit).floor_().clamp_(0, 255)
+    else:
+        x = x[..., top : top + s, :]
+    return x.float()
+
+
+@functools.lru_cache(maxsize=16)
+def _norm_constants(mean: tuple, std: tuple, device):
+    """The normalisation's (1, 3, 1, 1) mean and std on ``device``, made once: creating them for
+    every batch copies from the host, which on a GPU waits for all queued work - one stall per batch."""
+    import torch
+
+    return (torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1),
+            torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1))
 
 
 def normalise_on_device(x, prep, *, channels_last: bool):
@@ -419,24 +511,24 @@ def normalise_on_device(x, prep, *, channels_last: bool):
     ``images.normalise`` (so the CPU path gives the same numbers either way)."""
     import torch
 
-    mean = torch.tensor(prep.mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(prep.std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    mean, std = _norm_constants(prep.mean, prep.std, x.device)
     x = (x * (1.0 / 255.0) - mean) / std
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
 
 
 def to_model_input(pixels, prep, *, device: str, resize: bool, channels_last: bool):
-    """uint8 (B, H, W, 3) on the CPU -> the normalised float32 batch the model reads, on ``device``:
+    """uint8 (B, H, W, 3) or grey (B, H, W) on the CPU -> the normalised float32 batch the model reads, on ``device``:
     copied as uint8 (pinned, non-blocking), then converted, resized (if asked) and normalised there."""
     x = pixels.to(device, non_blocking=True)
-    x = x.permute(0, 3, 1, 2).float()
-    if resize:
-        x = resize_on_device(x, prep)
+    if x.ndim == 3:  # grey (B, H, W): a third of the bytes to copy, channels made on the device
+        x = x.unsqueeze(-1).expand(-1, -1, -1, 3)
+    x = x.permute(0, 3, 1, 2)
+    x = resize_on_device(x, prep) if resize else x.float()
     return normalise_on_device(x, prep, channels_last=channels_last)
 
 
 def decode_on_device(blobs, prep, thumb: int, *, device: str):
-    """JPEG bytes -> (pixels float (B, 3, S, S) in 0..255, thumbnails uint8 (B, t, t, 3), failures)
+    """JPEG bytes -> (pixels float (B, 3, S, S) in 0..255, thumbnails uint8 (B, t, t, 3) on the device, failures)
     with nvjpeg (torchvision.io) on a GPU; the thumbnail is an antialiased downscale of the centre
     square, as ``images.make_thumbnail``. ``failures`` lists (position, reason) of undecodable files."""
     import torch
@@ -464,7 +556,7 @@ def decode_on_device(blobs, prep, thumb: int, *, device: str):
         thumbs.append(t.clamp(0, 255).round().to(torch.uint8)[0].permute(1, 2, 0))
     if not inputs:
         return None, None, failures
-    return torch.stack(inputs), torch.stack(thumbs).cpu().numpy(), failures
+    return torch.stack(inputs), torch.stack(thumbs), failures  # thumbnails copied back once per shard
 
 
 @contextlib.contextmanager
@@ -515,11 +607,21 @@ class Extractor:
         feeding = self.feeding(ds)
         device = model.device
         workers = default_workers(self.expected or len(indices)) if self.num_workers is None else self.num_workers
-        loader = DataLoader(
-            _Prepared(ds, indices, model.preprocess, self.thumbnail_px, feeding), batch_size=self.batch_size, shuffle=False, num_workers=workers,
-            collate_fn=_collate, persistent_workers=False, prefetch_factor=4 if workers else None, pin_memory=device.startswith("cuda"),
-            generator=torch.Generator(),  # its own: iterating must not draw from the caller's global RNG
-        )
+        on_gpu = device.startswith("cuda")
+        ring = _PinnedRing() if on_gpu else None
+        if feeding.resize == "device" and feeding.decode == "cpu" and ds.array is not None:
+            # An in-memory array: no decode workers (starting them costs more than 10,000 images take
+            # on a GPU) and no reading thread (it contends with this one for Python's lock, which
+            # every queued operation takes back). This thread slices the batch, queues its forward
+            # pass, then makes its thumbnails and hashes while the device computes.
+            loader = ((_array_pixels(ds, indices[b : b + self.batch_size]), None, None, indices[b : b + self.batch_size], None)
+                      for b in range(0, len(indices), self.batch_size))
+        else:
+            loader = DataLoader(
+                _Prepared(ds, indices, model.preprocess, self.thumbnail_px, feeding), batch_size=self.batch_size, shuffle=False, num_workers=workers,
+                collate_fn=_collate, persistent_workers=False, prefetch_factor=4 if workers else None, pin_memory=on_gpu,
+                generator=torch.Generator(),  # its own: iterating must not draw from the caller's global RNG
+            )
         chunks: dict[str, list] = {l.name: [] for l in layers}
         thumbs, kept, bad, hashes = [], [], [], []
         calls = 0
@@ -532,6 +634,10 @@ class Extractor:
                 if self.reshapes:
                     store["__reshapes__"].update(self.reshapes)
                 for pixels, th, hs, idx, reasons in loader:
+                    array_batch = reasons is None
+                    if array_batch:
+                        raw, reasons = pixels, [""] * len(idx)
+                        pixels = ring.stage(raw) if ring is not None else torch.from_numpy(raw)
                     if feeding.decode == "device" and pixels is not None:
                         x, th, failed = decode_on_device(pixels, model.preprocess, self.thumbnail_px, device=device)
                         good = [j for j, r in enumerate(reasons) if not r]
@@ -550,10 +656,19 @@ class Extractor:
                             x = normalise_on_device(x, model.preprocess, channels_last=model.channels_last)
                         else:
                             x = to_model_input(pixels, model.preprocess, device=device, resize=feeding.resize == "device", channels_last=model.channels_last)
-                        outs = self._forward(x, store, dtype, calls == 0 and use_jit)
+                            if array_batch and ring is not None:
+                                ring.sent()
+                        real = x.shape[0]
+                        if on_gpu and real < self.batch_size:  # the last batch padded to the others' shape: no second cuDNN autotuning
+                            x = torch.cat([x, x.new_zeros((self.batch_size - real, *x.shape[1:]))]).contiguous(memory_format=torch.channels_last if model.channels_last else torch.contiguous_format)
+                        outs = self._forward(x, store, dtype, calls == 0 and use_jit, real=real)
+                        if x.shape[0] != real:
+                            outs = [o[:real] for o in outs]
                         calls += 1
                         for l, o in zip(layers, outs):
                             chunks[l.name].append(o)  # stays on the device: one copy back per shard, no sync per batch
+                        if array_batch:  # while the device runs this batch
+                            th, hs = _array_extras(ds, raw, self.thumbnail_px)
                         thumbs.append(th)
                         hashes.append(hs)
                         kept.append(idx[ok])
@@ -565,7 +680,7 @@ class Extractor:
         if kept:
             emb = {name: torch.cat(c).float().cpu().numpy() for name, c in chunks.items()}
             idx_all = np.concatenate(kept)
-            th_all = np.concatenate(thumbs)
+            th_all = torch.cat(thumbs).cpu().numpy() if isinstance(thumbs[0], torch.Tensor) else np.concatenate(thumbs)
             h_all = np.concatenate(hashes)
         else:
             emb = {l.name: np.zeros((0, 0), np.float32) for l in layers}
@@ -574,8 +689,9 @@ class Extractor:
             h_all = np.zeros((0, 16), np.uint8)
         return Shard(indices=idx_all, embeddings=emb, thumbnails=th_all, bad=tuple(bad), reshapes=dict(self.reshapes), forward_calls=calls, hashes=h_all)
 
-    def _forward(self, x, store: dict, dtype, trace: bool) -> list:
-        """One forward pass -> every layer's pooled output (float32, on the device)."""
+    def _forward(self, x, store: dict, dtype, trace: bool, real: int | None = None) -> list:
+        """One forward pass -> every layer's pooled output (float32, on the device); ``real``: how
+        many leading samples are images (the rest pad the last batch)."""
         import torch
 
         model, layers, module = self.model, self.layers, self.model.module
@@ -598,7 +714,7 @@ class Extractor:
                 raise ModelError(f"layer {l.name!r} was not called during the forward pass; choose a layer the model uses")
         outs = [store[l.name].float() for l in layers]
         if dtype is not None and not self.agreement:
-            self.agreement = self._agreement(x[:AGREEMENT_SAMPLES], outs, store)
+            self.agreement = self._agreement(x[: min(AGREEMENT_SAMPLES, real or len(x))], outs, store)
         if trace and dtype is None:
             self.traced = freeze_tap(module, layers, dict(store["__reshapes__"]), x, outs)
             if self.traced is not None:  # every batch from the same graph, whichever batch came first
@@ -623,7 +739,7 @@ class Extractor:
 def embeddings_key(info: ModelInfo, layers: Sequence[ResolvedLayer], mspec, ds: Dataset, indices: np.ndarray, thumb: int, on_bad_image: str) -> str:
     """The content key of one model's embeddings of one selection: weights, preprocessing, layers,
     data, precision and the code that made them - the same for the local and the Ray engine, and
-    wherever images were resized or decoded (the device reproduces Pillow within one grey level;
+    wherever images were resized or decoded (the device reproduces Pillow's resize byte for byte;
     the manifest records where)."""
     import hashlib
 

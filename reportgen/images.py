@@ -129,6 +129,100 @@ def make_thumbnail(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(sq).resize((size, size), resample))
 
 
+#: Pillow's fixed-point precision for 8-bit resampling (Resample.c: PRECISION_BITS = 32 - 8 - 2).
+_PIL_PRECISION = 22
+
+
+def _pil_filter(name: str):
+    """Pillow's filter functions and supports (Resample.c), in the same double arithmetic."""
+    import math
+
+    if name == "bicubic":
+        def f(x: float) -> float:
+            a = -0.5
+            x = -x if x < 0.0 else x
+            if x < 1.0:
+                return ((a + 2.0) * x - (a + 3.0)) * x * x + 1
+            if x < 2.0:
+                return (((x - 5) * x + 8) * x - 4) * a
+            return 0.0
+        return f, 2.0
+
+    if name == "bilinear":
+        return (lambda x: 1.0 - abs(x) if abs(x) < 1.0 else 0.0), 1.0
+
+    def sinc(x: float) -> float:
+        if x == 0.0:
+            return 1.0
+        x = x * math.pi
+        return math.sin(x) / x
+
+    return (lambda x: sinc(x) * sinc(x / 3) if -3.0 <= x < 3.0 else 0.0), 3.0  # lanczos
+
+
+_COEFFS: dict = {}
+
+
+def pil_coefficients(in_size: int, out_size: int, name: str) -> np.ndarray:
+    """(out_size, in_size) matrix of Pillow's integer resampling weights (precompute_coeffs and
+    normalize_coeffs_8bpc), as float64: products with 8-bit pixels and their sums are exact."""
+    key = (in_size, out_size, name)
+    if key not in _COEFFS:
+        filt, support = _pil_filter(name)
+        scale = filterscale = in_size / out_size
+        filterscale = max(filterscale, 1.0)
+        support = support * filterscale
+        m = np.zeros((out_size, in_size))
+        for xx in range(out_size):
+            center = (xx + 0.5) * scale
+            ss = 1.0 / filterscale
+            xmin = max(int(center - support + 0.5), 0)
+            xmax = min(int(center + support + 0.5), in_size) - xmin
+            ws = [filt((x + xmin - center + 0.5) * ss) for x in range(xmax)]
+            ww = 0.0
+            for w in ws:
+                ww += w
+            for x, w in enumerate(ws):
+                k = w / ww if ww != 0.0 else w
+                m[xx, xmin + x] = int(-0.5 + k * (1 << _PIL_PRECISION)) if k < 0 else int(0.5 + k * (1 << _PIL_PRECISION))
+        _COEFFS[key] = m
+    return _COEFFS[key]
+
+
+PIL_PRECISION = _PIL_PRECISION
+
+
+def _pil_pass(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """One of Pillow's 8-bit resampling passes along the last axis: integer weights, a half for
+    rounding, shift and clip (clip8)."""
+    acc = x.astype(np.float64) @ weights.T
+    acc += 1 << (_PIL_PRECISION - 1)
+    np.floor(acc * (1.0 / (1 << _PIL_PRECISION)), out=acc)
+    return np.clip(acc, 0, 255).astype(np.uint8)
+
+
+def make_thumbnails(images: np.ndarray, size: int) -> np.ndarray:
+    """``make_thumbnail`` of a batch of same-shape images (B, H, W) or (B, H, W, 3) at once,
+    equal to it byte for byte: Pillow's resampling (its weights, its fixed-point rounding, the
+    horizontal pass first) as two matrix products, which leave Python's lock free while they run.
+    A grey batch gives grey thumbnails (B, size, size); nearest-neighbour upscaling (2x or more)
+    goes through Pillow image by image."""
+    h, w = images.shape[1:3]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    sq = images[:, top : top + side, left : left + side]
+    if side == size:
+        return np.ascontiguousarray(sq)
+    if side * 2 <= size:
+        return np.stack([make_thumbnail(im, size) for im in sq]) if len(sq) else np.zeros((0, size, size, *images.shape[3:]), np.uint8)
+    weights = pil_coefficients(side, size, "lanczos" if side > size else "bicubic")
+    if sq.ndim == 3:  # (B, y, x): x last, then y last
+        return np.ascontiguousarray(_pil_pass(_pil_pass(sq, weights).transpose(0, 2, 1), weights).transpose(0, 2, 1))
+    x = _pil_pass(sq.transpose(0, 1, 3, 2), weights)  # (B, y, c, x')
+    y = _pil_pass(x.transpose(0, 3, 2, 1), weights)  # (B, x', c, y')
+    return np.ascontiguousarray(y.transpose(0, 3, 1, 2))
+
+
 # ----------------------------------------------------------------------------- model preprocessing
 
 
