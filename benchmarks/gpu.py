@@ -149,7 +149,7 @@ def loader_ceiling(device: str, n: int, size: int, batch: int, ds, idx) -> float
             raw = _array_pixels(ds, idx[b : b + batch])
             if ring is not None:
                 ring.stage(raw).to(device, non_blocking=True)
-                ring.sent()
+                ring.sent(device)
             _array_extras(ds, raw, 32)
     else:
         loader = DataLoader(_Prepared(ds, idx, m.preprocess, 32, ex_feeding), batch_size=batch, num_workers=workers, collate_fn=_collate,

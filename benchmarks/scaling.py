@@ -130,6 +130,9 @@ def raw_parts(spec_path: str) -> dict:
     return out
 
 
+PRECOMPUTED_TITLE = "reportgen on precomputed embeddings (Fashion-MNIST global_pool tiled, 1,280-d; PCA + t-SNE + UMAP), 2 CPU cores"
+
+
 def figure(results: dict, path: Path, *, title: str = "reportgen on Fashion-MNIST (EfficientNet-Lite0, 96 px, 3 layers, PCA + t-SNE + UMAP), 2 CPU cores",
            budget: int = 4096) -> None:
     import matplotlib
@@ -139,8 +142,10 @@ def figure(results: dict, path: Path, *, title: str = "reportgen on Fashion-MNIS
 
     ns = sorted(int(n) for n in results)
     last = results[str(ns[-1])]
-    stages = sorted({s for r in results.values() for s in r["timings_s"]}, key=lambda s: -last["timings_s"].get(s, 0))
-    colours = dict(zip(stages, plt.get_cmap("tab10").colors + plt.get_cmap("Dark2").colors))
+    palette = plt.get_cmap("tab10").colors + plt.get_cmap("Dark2").colors
+    # the stages that cost most at the largest N, one colour each (more lines would be unreadable)
+    stages = sorted({s for r in results.values() for s in r["timings_s"]}, key=lambda s: -last["timings_s"].get(s, 0))[: len(palette)]
+    colours = dict(zip(stages, palette))
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.8), dpi=110)
     for s in stages:  # one colour per stage in both panels; times under 0.05 s drawn at 0.05
         t = [results[str(n)]["timings_s"].get(s) for n in ns]
@@ -153,12 +158,12 @@ def figure(results: dict, path: Path, *, title: str = "reportgen on Fashion-MNIS
     b.plot(ns, [max(results[str(n)]["peak_rss_mb"].values()) for n in ns], "k--", marker="s", label="whole build (peak)")
     b.axhline(budget, color="red", lw=0.8, ls=":", label=f"{budget // 1024} GiB budget")
     a.plot(ns, [ns[0] and results[str(ns[0])]["wall_s"] * n / ns[0] for n in ns], color="grey", lw=0.7, ls=":", label="linear in N")
-    for ax, title, unit in ((a, "wall time per stage", "seconds"), (b, "peak RSS during each stage (process)", "MB")):
+    for ax, panel, unit in ((a, "wall time per stage", "seconds"), (b, "peak RSS during each stage (process)", "MB")):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("images (N)")
         ax.set_ylabel(unit)
-        ax.set_title(title)
+        ax.set_title(panel)
         ax.grid(True, which="both", alpha=0.3)
     a.legend(fontsize=7, loc="upper left")
     b.legend(fontsize=7, loc="upper left")
@@ -248,7 +253,11 @@ def main() -> int:
     if args.precomputed or args.compare_graph:
         return main_precomputed(args)
     if args.plot_only:
-        figure(json.loads(args.json.read_text())["builds"], args.figure)
+        data = json.loads(args.json.read_text())
+        if "precomputed" in args.json.name:
+            figure(data["builds"], args.figure, title=PRECOMPUTED_TITLE, budget=8192)
+        else:
+            figure(data["builds"], args.figure)
         print(f"wrote {args.figure}")
         return 0
     if not (FASHION / "train-images-idx3-ubyte.gz").exists():
@@ -296,14 +305,13 @@ def main_precomputed(args) -> int:
                 r = build_precomputed(n, data, Path(tmp))
                 results[str(n)] = r
                 top = sorted(r["timings_s"].items(), key=lambda kv: -kv[1])[:7]
-                print(f"N={n:>8}: {r['wall_s']:7.1f} s, peak RSS {r['final_hwm_mb']:6.0f} MB, HTML {r['html_bytes'] / 1e6:.1f} MB, recall "
+                print(f"N={n:>8}: {r['wall_s']:7.1f} s, peak RSS {max(r['peak_rss_mb'].values()):6.0f} MB, HTML {r['html_bytes'] / 1e6:.1f} MB, recall "
                       f"{r['metrics'].get('neighbour_recall')}; " + ", ".join(f"{k} {v:.1f}" for k, v in top), flush=True)
     out = args.json.with_name("scaling-precomputed.json" if not args.compare_graph else "graph-70k.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": {**machine(), "date": time.strftime("%Y-%m-%d")}, "builds": results}, indent=1))
     if not args.compare_graph and len(results) > 1:
-        figure(results, args.figure.with_name("scaling-1m.png"), title="reportgen on precomputed embeddings (Fashion-MNIST global_pool tiled, 1,280-d; PCA + t-SNE + UMAP), 2 CPU cores",
-               budget=8192)
+        figure(results, args.figure.with_name("scaling-1m.png"), title=PRECOMPUTED_TITLE, budget=8192)
     print(f"wrote {out}")
     return 0
 

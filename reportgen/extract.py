@@ -443,12 +443,13 @@ class _PinnedRing:
         dst.copy_(torch.from_numpy(pixels))
         return dst
 
-    def sent(self) -> None:
-        """Called after the non-blocking copy of the last staged buffer was queued."""
+    def sent(self, device: str) -> None:
+        """Called after the non-blocking copy of the last staged buffer to ``device`` was queued:
+        marks where on that device's stream the copy ends."""
         import torch
 
         ev = torch.cuda.Event()
-        ev.record()
+        ev.record(torch.cuda.current_stream(torch.device(device)))
         self.events[self.k] = ev
 
 
@@ -657,7 +658,7 @@ class Extractor:
                         else:
                             x = to_model_input(pixels, model.preprocess, device=device, resize=feeding.resize == "device", channels_last=model.channels_last)
                             if array_batch and ring is not None:
-                                ring.sent()
+                                ring.sent(device)
                         real = x.shape[0]
                         if on_gpu and real < self.batch_size:  # the last batch padded to the others' shape: no second cuDNN autotuning
                             x = torch.cat([x, x.new_zeros((self.batch_size - real, *x.shape[1:]))]).contiguous(memory_format=torch.channels_last if model.channels_last else torch.contiguous_format)

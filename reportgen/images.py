@@ -303,11 +303,25 @@ class LazyThumbnails:
     def _one(self, i: int) -> np.ndarray:
         return make_thumbnail(self.read(int(self.rows[i])), self.size)
 
+    def _batched(self) -> bool:
+        """Images in one uint8 array, grey or RGB: thumbnails a batch at a time (``make_thumbnails``,
+        equal to ``make_thumbnail`` image by image, about 5x faster)."""
+        a = self.array
+        return a is not None and a.dtype == np.uint8 and (a.ndim == 3 or (a.ndim == 4 and a.shape[3] == 3))
+
     def __getitem__(self, key):
         if isinstance(key, (int, np.integer)):
             return self._one(int(key))
         picked = np.arange(len(self.rows))[key]
         out = np.empty((len(picked), self.size, self.size, 3), np.uint8)
+        if self._batched():
+            rows = self.rows[picked]
+            order = np.argsort(rows, kind="stable")  # ascending rows: a memory-mapped array is read in order
+            for s in range(0, len(order), 4096):
+                part = order[s : s + 4096]
+                th = make_thumbnails(np.asarray(self.array[rows[part]]), self.size)
+                out[part] = th[..., None] if th.ndim == 3 else th
+            return out
         for j, i in enumerate(picked):
             out[j] = self._one(int(i))
         return out

@@ -58,7 +58,7 @@ from .results import (
 )
 from .spec import ReportSpec
 from .store import Cache, EmbeddingStore, content_key, file_sha256
-from .streaming import cleaned, gather_rows, select_rows
+from .streaming import cleaned, gather_rows, release_all, select_rows
 from .summary import metrics_view, summary_dict
 
 log = logging.getLogger(__name__)
@@ -142,6 +142,7 @@ class Stages:
         finally:
             dt = time.perf_counter() - t0
             peak = max(entry[1], peak_rss_mb())
+            release_all()  # pages of memory-mapped layers this stage read: not carried into the next
             self.hooks.trim()
             self._open.remove(entry)
             for outer in self._open:

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CacheError
+from .streaming import track
 from .results import Embeddings, slug
 
 log = logging.getLogger(__name__)
@@ -184,7 +185,7 @@ class EntryWriter:
         (self.tmp / "samples.json").write_text(json.dumps(samples), encoding="utf-8")
         layer_meta = {}
         for name, fname in self.files.items():
-            a = np.load(self.tmp / fname, mmap_mode="r")
+            a = track(np.load(self.tmp / fname, mmap_mode="r"))
             layer_meta[name] = {"file": fname, "shape": list(a.shape), "reshape": self.reshapes.get(name), "sha256": file_sha256(self.tmp / fname)}
             del a
         manifest = {
@@ -246,12 +247,12 @@ class EmbeddingStore:
             for name, meta in manifest["layers"].items():
                 if verify and file_sha256(path / meta["file"]) != meta["sha256"]:
                     raise ValueError(f"{meta['file']} changed")
-                arr = np.load(path / meta["file"], mmap_mode="r")
+                arr = track(np.load(path / meta["file"], mmap_mode="r"))
                 if list(arr.shape) != meta["shape"] or arr.dtype != np.float32:
                     raise ValueError(f"{meta['file']} has shape {arr.shape}")
                 layers[name] = arr
             labels = np.load(path / "labels.npy")
-            thumbs = np.load(path / "thumbnails.npy", mmap_mode="r")
+            thumbs = track(np.load(path / "thumbnails.npy", mmap_mode="r"))
             hashes = np.load(path / "hashes.npy") if (path / "hashes.npy").exists() else None
             n = manifest["count"]
             if len(labels) != n or len(samples["ids"]) != n or len(thumbs) != n:

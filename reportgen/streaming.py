@@ -11,6 +11,7 @@ from __future__ import annotations
 import mmap
 import os
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Iterator
 
@@ -51,6 +52,27 @@ def release(x: np.ndarray, start: int, stop: int) -> None:
         mm.madvise(mmap.MADV_DONTNEED, lo, max(0, min(hi, len(mm)) - lo))
     except (OSError, ValueError):
         pass
+
+
+_MAPPED: dict[int, weakref.ref] = {}  # id -> weak reference (arrays are not hashable)
+
+
+def track(x: np.ndarray) -> np.ndarray:
+    """Remember a memory-mapped array so that ``release_all`` can hand its pages back; returns it."""
+    if _mmap_of(x)[0] is not None:
+        key = id(x)
+        _MAPPED[key] = weakref.ref(x, lambda _r, key=key: _MAPPED.pop(key, None))
+    return x
+
+
+def release_all() -> None:
+    """Hand back the pages of every live tracked memory map (called at the end of each build stage):
+    a stage that read a layer all over (a neighbour search, a sample) leaves its pages resident, and
+    the next stage would carry them - 5 GB for a million 1,280-d rows."""
+    for ref in list(_MAPPED.values()):
+        x = ref()
+        if x is not None:
+            release(x, 0, len(x))
 
 
 def row_chunks(x: np.ndarray, chunk: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
@@ -120,7 +142,7 @@ def select_rows(x: np.ndarray, rows: np.ndarray, folder: Path | None = None, *, 
     folder.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=".selected-", suffix=".npy", dir=folder)
     os.close(fd)
-    out = np.lib.format.open_memmap(name, mode="w+", dtype=x.dtype, shape=(len(rows),) + x.shape[1:])
+    out = track(np.lib.format.open_memmap(name, mode="w+", dtype=x.dtype, shape=(len(rows),) + x.shape[1:]))
     os.unlink(name)
     step = chunk_rows(out)
     for s in range(0, len(rows), step):

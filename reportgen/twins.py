@@ -69,7 +69,7 @@ def edits(image: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def signatures(thumbnails, chunk: int = 65_536) -> np.ndarray:
+def signatures(thumbnails, chunk: int = 8_192) -> np.ndarray:
     """(N, SIG_PX, SIG_PX) uint8 grey signatures of (N, t, t, 3) uint8 thumbnails (an array or
     anything that slices like one): the luma, box-averaged to SIG_PX when t is larger, rounded
     (1 KB a sample: a million take 1 GB)."""
@@ -99,7 +99,7 @@ def _box(g: np.ndarray, side: int) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(x, mode="F").resize((side, side), Image.BOX)) for x in g])
 
 
-def spectra(sig: np.ndarray, keep: int = SPECTRUM, chunk: int = 65_536) -> np.ndarray:
+def spectra(sig: np.ndarray, keep: int = SPECTRUM, chunk: int = 16_384) -> np.ndarray:
     """Shift-invariant descriptors of signatures: the square-rooted magnitudes of their lowest
     ``keep`` x ``keep`` spatial frequencies (both signs of the vertical one), centred, unit norm.
     A shifted copy keeps them (a cyclic shift exactly); measured on Fashion-MNIST, every edited

@@ -153,3 +153,18 @@ def test_array_batches_equal_the_per_image_path(channels):
         t2, h2 = _array_extras(ds, pixels, 32)
         rgb = pixels if pixels.ndim == 4 else np.repeat(pixels[..., None], 3, axis=-1)
         assert np.array_equal(p1.numpy(), rgb) and np.array_equal(t1, t2) and np.array_equal(h1, h2)
+
+
+def test_lazy_thumbnails_of_an_image_array_are_made_a_batch_at_a_time_and_equal_pillows():
+    """Thumbnails made on demand from a large input's image array (grey, RGB, upscaled 8 px) are
+    made in batches and equal Pillow's image by image, in any order of rows asked for."""
+    from reportgen.images import LazyThumbnails, make_thumbnail, to_rgb_uint8
+
+    rng = np.random.default_rng(2)
+    for shape in [(600, 28, 28), (200, 40, 30, 3), (100, 8, 8)]:
+        a = rng.integers(0, 256, shape, dtype=np.uint8)
+        rows = rng.permutation(len(a))[: len(a) // 2]
+        lazy = LazyThumbnails(lambda i: to_rgb_uint8(a[i]), rows, 32, a)
+        assert lazy._batched()
+        ref = np.stack([make_thumbnail(to_rgb_uint8(a[r]), 32) for r in rows])
+        assert np.array_equal(lazy[:], ref) and np.array_equal(lazy[5:50:3], ref[5:50:3]) and np.array_equal(lazy[np.array([7, 1, 7])], ref[[7, 1, 7]])

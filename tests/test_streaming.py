@@ -46,3 +46,27 @@ def test_peak_memory_of_extraction_is_flat_in_n(tmp_path):
     SUMMARY_LINES.append(f"extraction peak RSS: {out[10_000]['peak_mb']:.0f} MB at N=10,000, {out[20_000]['peak_mb']:.0f} MB at N=20,000")
     print(f"\nextraction peak RSS: {out[10_000]['peak_mb']:.0f} MB at N=10,000, {out[20_000]['peak_mb']:.0f} MB at N=20,000 (growth {growth:.0f} MB; keeping rows would add {kept_in_memory:.0f} MB)")
     assert growth < 40, out
+
+
+def test_a_stage_hands_back_the_pages_of_the_memory_maps_it_read(tmp_path):
+    """A memory-mapped layer read all over by one stage (a neighbour search) does not stay resident
+    into the next: ``release_all`` (run at every stage's end) drops its pages from the process's
+    resident memory, the data still readable; a map no longer used is forgotten."""
+    import gc
+
+    from reportgen import streaming
+
+    def rss_file_mb() -> float:
+        return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("RssFile")) / 1024
+
+    np.save(tmp_path / "a.npy", np.arange(40_000 * 256, dtype=np.float32).reshape(40_000, 256))  # 40 MB
+    a = streaming.track(np.load(tmp_path / "a.npy", mmap_mode="r"))
+    before = rss_file_mb()
+    a[np.random.default_rng(0).permutation(40_000)].sum()  # read all over, as a gather does
+    assert rss_file_mb() - before > 30
+    streaming.release_all()
+    assert rss_file_mb() - before < 5
+    assert np.array_equal(a[123], np.arange(123 * 256, 124 * 256, dtype=np.float32))  # still there
+    del a
+    gc.collect()
+    assert not streaming._MAPPED

@@ -15,6 +15,7 @@ from pydantic import Field
 from ..errors import DataError
 from ..images import IMAGE_EXTENSIONS, BadImage, make_thumbnail, read_image_file, to_rgb_uint8
 from ..projector import parse_config, read_metadata, read_sprite, read_tensor, read_vectors_tsv
+from ..streaming import track
 from .base import Dataset, DatasetParams, ResolvedPath, hash_arrays, label_codes
 
 
@@ -109,7 +110,7 @@ def load_embeddings(spec: EmbeddingsDataset) -> Dataset:
     budget = memory_budget(spec)
     try:
         if p.suffix == ".npy":  # memory-mapped: read in chunks by every stage, never whole
-            arr = np.load(p, mmap_mode="r", allow_pickle=False)
+            arr = track(np.load(p, mmap_mode="r", allow_pickle=False))
             if arr.dtype != np.float32 and arr.nbytes > budget:
                 raise _too_large(p, f"{arr.dtype} vectors", arr.nbytes, budget, "save them as float32 (x.astype('float32')) to stream them")
             vectors = {"embedding": arr}
@@ -135,7 +136,7 @@ def load_embeddings(spec: EmbeddingsDataset) -> Dataset:
     thumbs = None
     if spec.images is not None and spec.images.suffix == ".npy":
         try:
-            images = np.load(spec.images, mmap_mode="r", allow_pickle=False)
+            images = track(np.load(spec.images, mmap_mode="r", allow_pickle=False))
         except (ValueError, OSError) as exc:
             raise DataError(f"dataset.images: cannot read {spec.images} ({str(exc)[:100]})") from None
         if images.ndim not in (3, 4) or len(images) != n:
