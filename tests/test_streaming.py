@@ -67,6 +67,8 @@ def test_a_stage_hands_back_the_pages_of_the_memory_maps_it_read(tmp_path):
     streaming.release_all()
     assert rss_file_mb() - before < 5
     assert np.array_equal(a[123], np.arange(123 * 256, 124 * 256, dtype=np.float32))  # still there
+    key = id(a)
+    assert key in streaming._MAPPED
     del a
     gc.collect()
-    assert not streaming._MAPPED
+    assert key not in streaming._MAPPED and all(r() is not None for r in streaming._MAPPED.values())  # forgotten, no dead entries
