@@ -4,7 +4,7 @@ EfficientNet-Lite0, and what the audit, slices and diff cost.
     python benchmarks/findings.py            # about 15 minutes on 2 cores
     python benchmarks/findings.py --n 2000   # a quicker, smaller run
 
-Plants, in one data set of n test images (96 px, layer global_pool):
+Plants, in one data set of n test images (at the model's own 224 px by default; ``--px``; layer global_pool):
 - 4 % of labels flipped to a random other class  -> "likely label errors";
 - 1 % of images copied exactly (new rows)         -> exact duplicates;
 - 1 % near-copies (JPEG 80, up to 4 % brighter or darker, 1 px shift: a random mix, never none) -> near duplicates;
@@ -56,6 +56,7 @@ def pr(found: set, truth: set) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=10_000)
+    ap.add_argument("--px", type=int, default=224, help="input size (224: EfficientNet-Lite0's own; 96 is faster and its features weaker)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "findings.json")
     args = ap.parse_args()
     if not (FASHION / "t10k-images-idx3-ubyte.gz").exists():
@@ -100,12 +101,12 @@ def main() -> int:
     for k, (r, s) in enumerate(zip(leak_rows, leak_src)):
         t_img[r] = a_img[s] if k % 2 == 0 else edit(a_img[s], rng)
         t_lab[r] = a_lab[s]
-    results: dict = {"n": n, "machine": machine()}
+    results: dict = {"n": n, "px": args.px, "machine": machine()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         np.savez(tmp / "train.npz", images=all_img, labels=all_lab)
         np.savez(tmp / "test.npz", images=t_img, labels=t_lab)
-        model = "{name: effnet, timm: tf_efficientnet_lite0, weights: efficientnet_lite0, input_size: 96, crop_pct: 1.0, batch_size: 128, layers: [blocks.4, blocks.6, {name: global_pool, reshape: mean}]}"
+        model = "{name: effnet, timm: tf_efficientnet_lite0, weights: efficientnet_lite0, input_size: %d, crop_pct: 1.0, batch_size: 128, layers: [blocks.4, blocks.6, {name: global_pool, reshape: mean}]}" % args.px
         spec = f"""
 title: planted problems
 seed: 0
@@ -160,7 +161,7 @@ cache_dir: {tmp}/cache
         from reportgen.models import load_model
         from reportgen.spec import ModelSpec
 
-        m = load_model(ModelSpec(name="x", timm="tf_efficientnet_lite0", weights="efficientnet_lite0", input_size=96, layers=["global_pool"]))
+        m = load_model(ModelSpec(name="x", timm="tf_efficientnet_lite0", weights="efficientnet_lite0", input_size=args.px, layers=["global_pool"]))
         state = m.module.state_dict()
         g = torch.Generator().manual_seed(0)
         for k, v in state.items():
