@@ -134,11 +134,11 @@ def loader_ceiling(device: str, n: int, size: int, batch: int, ds, idx) -> float
     any extraction of this dataset can reach with these workers, whatever the device."""
     from torch.utils.data import DataLoader
 
-    from reportgen.extract import _collate, _Prepared, default_workers
+    from reportgen.extract import _collate, _Prepared, choose_feeding, default_workers
     from reportgen.models import load_model
 
     m = load_model(model_spec(size, device=device, batch_size=batch))
-    ex_feeding = __import__("reportgen.extract", fromlist=["choose_feeding"]).choose_feeding(ds, device)
+    ex_feeding = choose_feeding(ds, device)
     workers = default_workers(len(idx))
     t0 = time.perf_counter()
     if ex_feeding.resize == "device" and ex_feeding.decode == "cpu" and ds.array is not None:  # what Extractor.run does for arrays

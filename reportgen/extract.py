@@ -405,6 +405,14 @@ def _array_pixels(ds: Dataset, idx: np.ndarray) -> np.ndarray:
     return np.stack([ds.read(int(i)) for i in idx])
 
 
+def _array_batches(ds: Dataset, indices: np.ndarray, batch_size: int) -> Iterator:
+    """Batches of an array dataset shaped as the loader's (pixels, thumbnails, hashes, rows,
+    reasons); thumbnails and hashes come later (``_array_extras``), while the device computes."""
+    for b in range(0, len(indices), batch_size):
+        idx = indices[b : b + batch_size]
+        yield _array_pixels(ds, idx), None, None, idx, [""] * len(idx)
+
+
 def _array_extras(ds: Dataset, pixels: np.ndarray, thumb: int) -> tuple[np.ndarray, np.ndarray]:
     """Thumbnails and hashes of a batch from ``_array_pixels``, byte for byte as the per-image path
     computes them, in whole-batch operations (a grey image's thumbnail is the grey thumbnail in all
@@ -609,14 +617,14 @@ class Extractor:
         device = model.device
         workers = default_workers(self.expected or len(indices)) if self.num_workers is None else self.num_workers
         on_gpu = device.startswith("cuda")
-        ring = _PinnedRing() if on_gpu else None
-        if feeding.resize == "device" and feeding.decode == "cpu" and ds.array is not None:
+        from_array = feeding.resize == "device" and feeding.decode == "cpu" and ds.array is not None
+        ring = _PinnedRing() if from_array and on_gpu else None
+        if from_array:
             # An in-memory array: no decode workers (starting them costs more than 10,000 images take
             # on a GPU) and no reading thread (it contends with this one for Python's lock, which
             # every queued operation takes back). This thread slices the batch, queues its forward
             # pass, then makes its thumbnails and hashes while the device computes.
-            loader = ((_array_pixels(ds, indices[b : b + self.batch_size]), None, None, indices[b : b + self.batch_size], None)
-                      for b in range(0, len(indices), self.batch_size))
+            loader = _array_batches(ds, indices, self.batch_size)
         else:
             loader = DataLoader(
                 _Prepared(ds, indices, model.preprocess, self.thumbnail_px, feeding), batch_size=self.batch_size, shuffle=False, num_workers=workers,
@@ -635,9 +643,8 @@ class Extractor:
                 if self.reshapes:
                     store["__reshapes__"].update(self.reshapes)
                 for pixels, th, hs, idx, reasons in loader:
-                    array_batch = reasons is None
-                    if array_batch:
-                        raw, reasons = pixels, [""] * len(idx)
+                    if from_array:
+                        raw = pixels
                         pixels = ring.stage(raw) if ring is not None else torch.from_numpy(raw)
                     if feeding.decode == "device" and pixels is not None:
                         x, th, failed = decode_on_device(pixels, model.preprocess, self.thumbnail_px, device=device)
@@ -657,7 +664,7 @@ class Extractor:
                             x = normalise_on_device(x, model.preprocess, channels_last=model.channels_last)
                         else:
                             x = to_model_input(pixels, model.preprocess, device=device, resize=feeding.resize == "device", channels_last=model.channels_last)
-                            if array_batch and ring is not None:
+                            if ring is not None:
                                 ring.sent(device)
                         real = x.shape[0]
                         if on_gpu and real < self.batch_size:  # the last batch padded to the others' shape: no second cuDNN autotuning
@@ -668,7 +675,7 @@ class Extractor:
                         calls += 1
                         for l, o in zip(layers, outs):
                             chunks[l.name].append(o)  # stays on the device: one copy back per shard, no sync per batch
-                        if array_batch:  # while the device runs this batch
+                        if from_array:  # while the device runs this batch
                             th, hs = _array_extras(ds, raw, self.thumbnail_px)
                         thumbs.append(th)
                         hashes.append(hs)

@@ -130,7 +130,7 @@ def make_thumbnail(image: np.ndarray, size: int) -> np.ndarray:
 
 
 #: Pillow's fixed-point precision for 8-bit resampling (Resample.c: PRECISION_BITS = 32 - 8 - 2).
-_PIL_PRECISION = 22
+PIL_PRECISION = 22
 
 
 def _pil_filter(name: str):
@@ -184,20 +184,18 @@ def pil_coefficients(in_size: int, out_size: int, name: str) -> np.ndarray:
                 ww += w
             for x, w in enumerate(ws):
                 k = w / ww if ww != 0.0 else w
-                m[xx, xmin + x] = int(-0.5 + k * (1 << _PIL_PRECISION)) if k < 0 else int(0.5 + k * (1 << _PIL_PRECISION))
+                m[xx, xmin + x] = int(-0.5 + k * (1 << PIL_PRECISION)) if k < 0 else int(0.5 + k * (1 << PIL_PRECISION))
         _COEFFS[key] = m
     return _COEFFS[key]
 
-
-PIL_PRECISION = _PIL_PRECISION
 
 
 def _pil_pass(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """One of Pillow's 8-bit resampling passes along the last axis: integer weights, a half for
     rounding, shift and clip (clip8)."""
     acc = x.astype(np.float64) @ weights.T
-    acc += 1 << (_PIL_PRECISION - 1)
-    np.floor(acc * (1.0 / (1 << _PIL_PRECISION)), out=acc)
+    acc += 1 << (PIL_PRECISION - 1)
+    np.floor(acc * (1.0 / (1 << PIL_PRECISION)), out=acc)
     return np.clip(acc, 0, 255).astype(np.uint8)
 
 
