@@ -142,15 +142,20 @@ def loader_ceiling(device: str, n: int, size: int, batch: int, ds, idx) -> float
     workers = default_workers(len(idx))
     t0 = time.perf_counter()
     if ex_feeding.resize == "device" and ex_feeding.decode == "cpu" and ds.array is not None:  # what Extractor.run does for arrays
-        from reportgen.extract import _array_extras, _array_pixels, _PinnedRing
+        import torch
+
+        from reportgen.extract import _array_extras, _array_hashes, _array_pixels, _PinnedRing, thumbnails_on_device
 
         ring = _PinnedRing() if device.startswith("cuda") else None
         for b in range(0, len(idx), batch):
             raw = _array_pixels(ds, idx[b : b + batch])
+            sent = (ring.stage(raw) if ring is not None else torch.from_numpy(raw)).to(device, non_blocking=True)
             if ring is not None:
-                ring.stage(raw).to(device, non_blocking=True)
                 ring.sent(device)
-            _array_extras(ds, raw, 32)
+            if thumbnails_on_device(sent, 32) is None:
+                _array_extras(ds, raw, 32)
+            else:
+                _array_hashes(raw)
     else:
         loader = DataLoader(_Prepared(ds, idx, m.preprocess, 32, ex_feeding), batch_size=batch, num_workers=workers, collate_fn=_collate,
                             prefetch_factor=4 if workers else None, pin_memory=device.startswith("cuda"))

@@ -407,7 +407,7 @@ def _array_pixels(ds: Dataset, idx: np.ndarray) -> np.ndarray:
 
 def _array_batches(ds: Dataset, indices: np.ndarray, batch_size: int) -> Iterator:
     """Batches of an array dataset shaped as the loader's (pixels, thumbnails, hashes, rows,
-    reasons); thumbnails and hashes come later (``_array_extras``), while the device computes."""
+    reasons); thumbnails and hashes come later, while the device computes."""
     for b in range(0, len(indices), batch_size):
         idx = indices[b : b + batch_size]
         yield _array_pixels(ds, idx), None, None, idx, [""] * len(idx)
@@ -417,12 +417,17 @@ def _array_extras(ds: Dataset, pixels: np.ndarray, thumb: int) -> tuple[np.ndarr
     """Thumbnails and hashes of a batch from ``_array_pixels``, byte for byte as the per-image path
     computes them, in whole-batch operations (a grey image's thumbnail is the grey thumbnail in all
     three channels: Pillow filters each channel alike)."""
-    rgb = np.repeat(pixels[..., None], 3, axis=-1) if pixels.ndim == 3 else pixels
     thumbs = make_thumbnails(pixels, thumb)
     if thumbs.ndim == 3:
         thumbs = np.repeat(thumbs[..., None], 3, axis=-1)
-    hashes = np.frombuffer(b"".join(image_hash(im) for im in rgb), np.uint8).reshape(len(pixels), 16)
-    return thumbs, hashes
+    return thumbs, _array_hashes(pixels)
+
+
+def _array_hashes(pixels: np.ndarray) -> np.ndarray:
+    """(B, 16) content hashes of a batch from ``_array_pixels``, each ``image_hash`` of the RGB image
+    the per-image path decodes (a grey image's three equal channels)."""
+    rgb = np.repeat(pixels[..., None], 3, axis=-1) if pixels.ndim == 3 else pixels
+    return np.frombuffer(b"".join(image_hash(im) for im in rgb), np.uint8).reshape(len(pixels), 16)
 
 
 class _PinnedRing:
@@ -481,8 +486,6 @@ def resize_on_device(x, prep):
     Nearest-neighbour resizing goes through ``F.interpolate`` (within a pixel of Pillow's)."""
     import torch.nn.functional as F
 
-    from .images import PIL_PRECISION
-
     h, w = x.shape[-2:]
     nh, nw, top, left = prep.geometry(h, w)
     s = prep.input_size
@@ -492,17 +495,50 @@ def resize_on_device(x, prep):
         if (nh, nw) != (h, w):
             x = F.interpolate(x, size=(nh, nw), mode="nearest")
         return x[..., top : top + s, left : left + s]
-    half, unit = float(1 << (PIL_PRECISION - 1)), 1.0 / (1 << PIL_PRECISION)
     x = x.double()
-    if nw != w:
-        x = (x @ _resize_weights(w, nw, left, s, mode, x.device).T).add_(half).mul_(unit).floor_().clamp_(0, 255)
-    else:
+    if nw == w:
         x = x[..., left : left + s]
-    if nh != h:
-        x = (_resize_weights(h, nh, top, s, mode, x.device) @ x).add_(half).mul_(unit).floor_().clamp_(0, 255)
-    else:
+    if nh == h:
         x = x[..., top : top + s, :]
-    return x.float()
+    return _pil_passes(x, _resize_weights(h, nh, top, s, mode, x.device) if nh != h else None,
+                       _resize_weights(w, nw, left, s, mode, x.device) if nw != w else None).float()
+
+
+def _pil_passes(x, rows, cols):
+    """Pillow's two 8-bit resampling passes over a float64 (..., H, W) tensor: ``cols`` (W', W)
+    along the width first, then ``rows`` (H', H) along the height, each a matrix product followed
+    by Pillow's rounding and clipping (exact: integer weights times 8-bit pixels stay far below
+    2**53); ``None`` skips a pass."""
+    from .images import PIL_PRECISION
+
+    half, unit = float(1 << (PIL_PRECISION - 1)), 1.0 / (1 << PIL_PRECISION)
+    if cols is not None:
+        x = (x @ cols.T).add_(half).mul_(unit).floor_().clamp_(0, 255)
+    if rows is not None:
+        x = (rows @ x).add_(half).mul_(unit).floor_().clamp_(0, 255)
+    return x
+
+
+def thumbnails_on_device(pixels, size: int):
+    """``images.make_thumbnails`` on the device, byte for byte: uint8 (B, H, W) grey or (B, H, W, 3)
+    RGB where it already is -> uint8 (B, size, size, 3) there (centre square, Pillow's Lanczos down,
+    bicubic up). Queued behind the forward pass, it leaves the host thread free, and the thumbnails
+    come back with the embeddings, once per shard. ``None`` where Pillow's nearest-neighbour
+    upscaling (2x or more) applies: the host makes those."""
+    import torch
+
+    h, w = pixels.shape[1:3]
+    side = min(h, w)
+    if side != size and side * 2 <= size:
+        return None
+    top, left = (h - side) // 2, (w - side) // 2
+    sq = pixels[:, top : top + side, left : left + side]
+    if sq.ndim == 3:
+        sq = sq.unsqueeze(-1)
+    if side != size:
+        wts = _resize_weights(side, size, 0, size, "lanczos" if side > size else "bicubic", sq.device)
+        sq = _pil_passes(sq.permute(0, 3, 1, 2).double(), wts, wts).to(torch.uint8).permute(0, 2, 3, 1)
+    return sq.expand(-1, -1, -1, 3).contiguous() if sq.shape[-1] == 1 else sq.contiguous()
 
 
 @functools.lru_cache(maxsize=16)
@@ -526,8 +562,8 @@ def normalise_on_device(x, prep, *, channels_last: bool):
 
 
 def to_model_input(pixels, prep, *, device: str, resize: bool, channels_last: bool):
-    """uint8 (B, H, W, 3) or grey (B, H, W) on the CPU -> the normalised float32 batch the model reads, on ``device``:
-    copied as uint8 (pinned, non-blocking), then converted, resized (if asked) and normalised there."""
+    """uint8 (B, H, W, 3) or grey (B, H, W), on the CPU or already sent -> the normalised float32 batch the model reads, on
+    ``device``: copied as uint8 (pinned, non-blocking), then converted, resized (if asked) and normalised there."""
     x = pixels.to(device, non_blocking=True)
     if x.ndim == 3:  # grey (B, H, W): a third of the bytes to copy, channels made on the device
         x = x.unsqueeze(-1).expand(-1, -1, -1, 3)
@@ -622,8 +658,9 @@ class Extractor:
         if from_array:
             # An in-memory array: no decode workers (starting them costs more than 10,000 images take
             # on a GPU) and no reading thread (it contends with this one for Python's lock, which
-            # every queued operation takes back). This thread slices the batch, queues its forward
-            # pass, then makes its thumbnails and hashes while the device computes.
+            # every queued operation takes back). This thread slices the batch, sends it as uint8,
+            # queues its forward pass and thumbnails (both made on the device), then hashes it while
+            # the device computes.
             loader = _array_batches(ds, indices, self.batch_size)
         else:
             loader = DataLoader(
@@ -643,9 +680,11 @@ class Extractor:
                 if self.reshapes:
                     store["__reshapes__"].update(self.reshapes)
                 for pixels, th, hs, idx, reasons in loader:
-                    if from_array:
+                    if from_array:  # uint8 to the device once: the model's input and the thumbnails are made there
                         raw = pixels
-                        pixels = ring.stage(raw) if ring is not None else torch.from_numpy(raw)
+                        pixels = (ring.stage(raw) if ring is not None else torch.from_numpy(raw)).to(device, non_blocking=True)
+                        if ring is not None:
+                            ring.sent(device)
                     if feeding.decode == "device" and pixels is not None:
                         x, th, failed = decode_on_device(pixels, model.preprocess, self.thumbnail_px, device=device)
                         good = [j for j, r in enumerate(reasons) if not r]
@@ -664,8 +703,6 @@ class Extractor:
                             x = normalise_on_device(x, model.preprocess, channels_last=model.channels_last)
                         else:
                             x = to_model_input(pixels, model.preprocess, device=device, resize=feeding.resize == "device", channels_last=model.channels_last)
-                            if ring is not None:
-                                ring.sent(device)
                         real = x.shape[0]
                         if on_gpu and real < self.batch_size:  # the last batch padded to the others' shape: no second cuDNN autotuning
                             x = torch.cat([x, x.new_zeros((self.batch_size - real, *x.shape[1:]))]).contiguous(memory_format=torch.channels_last if model.channels_last else torch.contiguous_format)
@@ -675,8 +712,9 @@ class Extractor:
                         calls += 1
                         for l, o in zip(layers, outs):
                             chunks[l.name].append(o)  # stays on the device: one copy back per shard, no sync per batch
-                        if from_array:  # while the device runs this batch
-                            th, hs = _array_extras(ds, raw, self.thumbnail_px)
+                        if from_array:  # queued behind the forward pass; the hashes made while the device runs it
+                            th = thumbnails_on_device(pixels, self.thumbnail_px)
+                            th, hs = _array_extras(ds, raw, self.thumbnail_px) if th is None else (th, _array_hashes(raw))
                         thumbs.append(th)
                         hashes.append(hs)
                         kept.append(idx[ok])

@@ -192,11 +192,15 @@ def pil_coefficients(in_size: int, out_size: int, name: str) -> np.ndarray:
 
 def _pil_pass(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """One of Pillow's 8-bit resampling passes along the last axis: integer weights, a half for
-    rounding, shift and clip (clip8)."""
-    acc = x.astype(np.float64) @ weights.T
+    rounding, shift and clip (clip8). One 2-D matrix product over every row of the batch (a 3-D
+    product would call the BLAS once per image: 2.3x slower for 28 px images), in place after it."""
+    shape = x.shape
+    acc = np.ascontiguousarray(x, dtype=np.float64).reshape(-1, shape[-1]) @ weights.T
     acc += 1 << (PIL_PRECISION - 1)
-    np.floor(acc * (1.0 / (1 << PIL_PRECISION)), out=acc)
-    return np.clip(acc, 0, 255).astype(np.uint8)
+    acc *= 1.0 / (1 << PIL_PRECISION)
+    np.floor(acc, out=acc)
+    np.clip(acc, 0, 255, out=acc)
+    return acc.astype(np.uint8).reshape(*shape[:-1], weights.shape[0])
 
 
 def make_thumbnails(images: np.ndarray, size: int) -> np.ndarray:

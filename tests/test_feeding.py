@@ -55,6 +55,44 @@ def test_batched_thumbnails_equal_pillows():
                 assert got.shape == ref.shape and np.array_equal(got, ref), (shape, size)
 
 
+def test_device_thumbnails_equal_pillows():
+    """Thumbnails made on the device (where the GPU's array batches already are) equal
+    ``make_thumbnails`` and so Pillow's, byte for byte: down (Lanczos), up (bicubic), the same size,
+    squares and oblongs, grey and colour; Pillow's nearest-neighbour upscales are left to the host."""
+    from reportgen.extract import thumbnails_on_device
+    from reportgen.images import make_thumbnails
+
+    rng = np.random.default_rng(2)
+    for h, w in [(28, 28), (25, 25), (9, 14), (20, 31), (32, 32), (64, 50), (255, 300)]:
+        for size in (16, 32, 48):
+            for shape in [(5, h, w), (5, h, w, 3)]:
+                imgs = rng.integers(0, 256, shape, dtype=np.uint8)
+                got = thumbnails_on_device(torch.from_numpy(imgs), size)
+                if min(h, w) * 2 <= size and min(h, w) != size:
+                    assert got is None
+                    continue
+                ref = make_thumbnails(imgs, size)
+                ref = np.repeat(ref[..., None], 3, axis=-1) if ref.ndim == 3 else ref
+                assert got.dtype == torch.uint8 and np.array_equal(got.numpy(), ref), (shape, size)
+
+
+def test_device_thumbnails_in_an_extraction_equal_the_cpu_paths(effnet):
+    """Real 25 px faces (scikit-image's LFW subset) through the device feeding: thumbnails made on
+    the device, hashes on the host, both equal to the per-image path's."""
+    from skimage.data import lfw_subset
+
+    from reportgen.datasets.base import array_dataset
+
+    faces = (lfw_subset() * 255).round().astype(np.uint8)
+    ds = array_dataset("lfw", "npz", faces, np.arange(len(faces)) % 2, None, "lfw")
+    idx = np.arange(0, len(faces), 3)
+    cpu = _embed(None, ds, idx, effnet)
+    dev = _embed(Feeding("device", "cpu"), ds, idx, effnet)
+    assert np.array_equal(cpu.indices, dev.indices) and np.array_equal(cpu.hashes, dev.hashes)
+    assert dev.thumbnails.shape == (len(idx), 32, 32, 3) and np.array_equal(cpu.thumbnails, dev.thumbnails)
+    assert linear_cka(cpu.embeddings["global_pool"], dev.embeddings["global_pool"]) > 0.9999
+
+
 def _embed(feeding: Feeding | None, ds, idx, effnet, **kw):
     layers = resolve_layers(effnet.module, [LayerSpec(name="blocks.4"), LayerSpec(name="global_pool")])
     return Extractor(effnet, layers, batch_size=64, feeding=feeding, **kw).run(ds, idx)
