@@ -122,9 +122,12 @@ class ShardWorker:
             "layer_index": {l.name: l.index for l in layers},
         }
         self.pid = os.getpid()
+        import ray
+
+        self.node = ray.get_runtime_context().get_node_id()  # which machine of the cluster ran each shard
 
     def __call__(self, batch: dict) -> dict:
-        out: dict[str, list] = {"shard": [], "count": [], "forward_calls": [], "seconds": [], "pid": [], "key": []}
+        out: dict[str, list] = {"shard": [], "count": [], "forward_calls": [], "seconds": [], "pid": [], "node": [], "key": []}
         for i, start, stop in zip(batch["shard"], batch["start"], batch["stop"]):
             i = int(i)
             path = shard_path(self.job.folder, i)
@@ -137,7 +140,7 @@ class ShardWorker:
             else:
                 calls, count = 0, len(done[0].indices) + len(done[0].bad)
             for k, v in (("shard", i), ("count", count), ("forward_calls", calls), ("seconds", time.perf_counter() - t0), ("pid", self.pid),
-                         ("key", self.about["key"])):
+                         ("node", self.node), ("key", self.about["key"])):
                 out[k].append(v)
         return out
 
@@ -183,6 +186,7 @@ class RayRun:
     workers: int
     seconds: float
     device: str
+    nodes: int = 0  # how many of the cluster's machines computed shards
 
 
 class _Connection:
@@ -195,18 +199,29 @@ class _Connection:
     def __enter__(self):
         ray = import_ray()
         if not ray.is_initialized():
-            kwargs: dict = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+            # No address (and no RAY_ADDRESS, Ray's own convention): a new local cluster for this job,
+            # as documented - not whichever cluster 'ray start' last left running on this machine,
+            # which is what ray.init() alone would join.
+            self.address = self.address or os.environ.get("RAY_ADDRESS") or None
+            kwargs: dict = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False, "address": self.address or "local"}
             if self.address:
                 probe_address(self.address)
-                kwargs["address"] = self.address
             elif self.num_cpus:
                 kwargs["num_cpus"] = self.num_cpus
+            quiet = logging.getLogger("ray")
+            before = quiet.level
+            quiet.setLevel(logging.ERROR)  # start-up notices (e.g. that the job's own cluster uses token authentication)
             try:
                 ray.init(**kwargs)
             except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
                 first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+                if not self.address:
+                    raise RayError(f"execution: cannot start a local Ray cluster for the job ({first}); run 'ray start --head' and pass --address auto") from None
                 raise RayError(f"execution.address: cannot join the Ray cluster at {self.address!r} ({first}); check that it runs ('ray status') and, "
-                               "when it uses token authentication, that this machine has its token") from None
+                               "as 'ray start' turns on token authentication, that this machine has RAY_AUTH_MODE=token and the head's token "
+                               "(its ~/.ray/auth_token, or RAY_AUTH_TOKEN)") from None
+            finally:
+                quiet.setLevel(before)
             self.started = True
         self.ray = ray
         self.loggers = {name: logging.getLogger(name).level for name in ("ray", "ray.data")}
@@ -248,6 +263,37 @@ def probe_address(address: str, timeout: float = 5.0) -> None:
     except OSError as exc:
         raise RayError(f"execution.address: cannot reach a Ray cluster at {address!r} ({exc.strerror or exc}); start one with 'ray start --head' "
                        "or leave the address out to run a local cluster") from None
+    if "://" not in address and not _token_accepted(hostport):
+        raise RayError(f"execution.address: the Ray cluster at {address!r} refuses this machine's token; 'ray start' turns on token authentication: "
+                       "set RAY_AUTH_MODE=token here and give this machine the head's token (its ~/.ray/auth_token, or RAY_AUTH_TOKEN)")
+
+
+def _token_accepted(hostport: str, wait: float = 3.0) -> bool:
+    """False only when the cluster's GCS answers that this process's token is missing or wrong (it
+    answers at once). ``ray.init`` would retry for seconds, logging a warning each time, and end with
+    a message that does not name the token. Any other outcome - no answer within ``wait``, another
+    error, a Ray without this (internal) client - is left for ``ray.init`` to report."""
+    import threading
+
+    try:
+        from ray._raylet import GcsClient
+        from ray.exceptions import AuthenticationError
+    except ImportError:
+        return True
+    refused: list[bool] = []
+
+    def probe() -> None:
+        try:
+            GcsClient(address=hostport)
+        except AuthenticationError:
+            refused.append(True)
+        except Exception:  # noqa: BLE001 - not this probe's to report
+            pass
+
+    t = threading.Thread(target=probe, name="reportgen-ray-token-probe", daemon=True)
+    t.start()
+    t.join(wait)
+    return not refused
 
 
 def extract_on_ray(job: RayJob, *, address: str | None, workers: int | None, cpus_per_worker: int, shard_size: int, num_cpus: int | None = None,
@@ -279,6 +325,7 @@ def extract_on_ray(job: RayJob, *, address: str | None, workers: int | None, cpu
         total = sum(e - s for _, s, e in missing)
         bar = tqdm(total=total, desc=f"extract {name} on Ray", unit="img", disable=None if progress else True, leave=False, file=sys.stderr)
         done: set[int] = set()
+        nodes: set[str] = set()
         calls = 0
         try:
             for b in results.iter_batches(batch_size=1, batch_format="numpy"):
@@ -286,6 +333,7 @@ def extract_on_ray(job: RayJob, *, address: str | None, workers: int | None, cpu
                 if i in done:  # at-least-once: a retried task may report a shard twice
                     continue
                 done.add(i)
+                nodes.add(str(b["node"][0]))
                 calls += int(b["forward_calls"][0])
                 bar.update(int(b["count"][0]))
                 bar.set_postfix_str(f"shards {len(done)}/{len(missing)}")
@@ -302,7 +350,8 @@ def extract_on_ray(job: RayJob, *, address: str | None, workers: int | None, cpu
     lost = [i for i, _, _ in missing if read_shard(shard_path(job.folder, i)) is None]
     if lost:
         raise RayError(f"ray: {len(lost)} shard(s) reported done are not in {job.folder} (first: {lost[0]}); is the cache folder on a filesystem every node sees?")
-    return RayRun(len(bounds), len(missing), len(bounds) - len(missing), calls, count, time.perf_counter() - t0, f"{gpus} GPU(s)" if gpus else "CPU")
+    return RayRun(len(bounds), len(missing), len(bounds) - len(missing), calls, count, time.perf_counter() - t0, f"{gpus} GPU(s)" if gpus else "CPU",
+                  len(nodes))
 
 
 def _user_error(exc: BaseException) -> ReportgenError | None:
@@ -370,7 +419,7 @@ def embed_on_ray(job: RayJob, store: EmbeddingStore, ds: Dataset, execution, *, 
             "dataset": {"name": ds.name, "kind": ds.kind, "fingerprint": ds.fingerprint, "class_names": list(ds.class_names)},
             "preprocess": first["preprocess"], "thumbnail_px": job.thumbnail_px, "feeding": {**first["feeding"], "precision": job.model.precision},
             "agreement": first.get("agreement") or {}, "layer_index": first.get("layer_index") or {},
-            "engine": {"name": "ray", "workers": run.workers, "device": first.get("device", "cpu"), "shards": run.shards, "computed": run.computed, "reused": run.reused},
+            "engine": {"name": "ray", "workers": run.workers, "nodes": run.nodes, "device": first.get("device", "cpu"), "shards": run.shards, "computed": run.computed, "reused": run.reused},
         }
         writer.commit(ids, bad, manifest)
     except BaseException:

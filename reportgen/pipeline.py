@@ -288,7 +288,8 @@ def _info_from_manifest(mspec, manifest: Mapping) -> ModelInfo:
     computed by Ray workers)."""
     m = manifest["model"]
     engine = manifest.get("engine") or {}
-    device = f"Ray: {engine.get('workers', '?')} worker(s), {engine.get('device', 'cpu')}" if engine.get("name") == "ray" else "not loaded (embeddings from the cache)"
+    nodes = f" on {engine['nodes']} node(s)" if engine.get("nodes") else ""
+    device = f"Ray: {engine.get('workers', '?')} worker(s){nodes}, {engine.get('device', 'cpu')}" if engine.get("name") == "ray" else "not loaded (embeddings from the cache)"
     info = ModelInfo(name=mspec.name, arch=m["arch"], source=m["source"], weights_sha256=m["weights_sha256"],
                      preprocess=Preprocess.from_dict(manifest["preprocess"]), device=device)
     return _with_feeding(info, manifest)
