@@ -311,28 +311,10 @@ def bench_ray(n: int) -> None:
     if not FASHION.exists():
         print("note: dataset-fashion-mnist is not installed; skipping the Ray rows", flush=True)
         return
-    from reportgen.store import EmbeddingStore
 
     cores = len(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory() as tmp:
-        spec = Path(tmp) / "spec.yaml"
-        spec.write_text(f"""
-title: ray bench
-dataset: {{kind: idx, images: {FASHION}/t10k-images-idx3-ubyte.gz, labels: {FASHION}/t10k-labels-idx1-ubyte.gz, limit: {n}}}
-models: [{{name: effnet, timm: tf_efficientnet_lite0, weights: efficientnet_lite0, input_size: 96, crop_pct: 1.0, batch_size: 128,
-          layers: [blocks.2, blocks.4, global_pool]}}]
-reducers: [pca]
-output: {{dir: {tmp}/out}}
-execution: {{shard_size: 1024, cpus_per_worker: {cores}}}
-""")
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled"}  # the benchmark's own throwaway cluster
-
-        def extract(cache: str, *extra: str) -> float:
-            t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "reportgen", "extract", str(spec), "-q", "--cache-dir", f"{tmp}/{cache}", *extra], env=env, check=True, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
-            return time.perf_counter() - t0
-
+        extract, env = _ray_job(Path(tmp), n, cores)
         head = subprocess.Popen([sys.executable, "-c", RAY_HEAD, str(cores)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
                                 stderr=subprocess.DEVNULL)
         try:
@@ -343,14 +325,94 @@ execution: {{shard_size: 1024, cpus_per_worker: {cores}}}
             head.stdin.close()
             head.wait(timeout=120)
         t_own = extract("own", "--engine", "ray")
-        stores = {c: EmbeddingStore(Path(tmp) / c) for c in ("local", "ray", "own")}
-        entries = {c: next(p.name for p in (Path(tmp) / c / "embeddings").iterdir() if not p.name.startswith(".")) for c in stores}
-        a, b = (stores[c].load(entries[c]) for c in ("local", "ray"))
-        same = entries["local"] == entries["ray"] == entries["own"] and all(
-            np.allclose(a.layers[l], b.layers[l], rtol=1e-5, atol=1e-6) for l in a.layers) and np.array_equal(a.thumbnails, b.thumbnails)
+        same = _same_embeddings(Path(tmp), "local", "ray", "own")
     row("extract: Ray (running local cluster) vs local", n, t_ray, t_local, "<= 1.30", within(t_ray / t_local, 1.30) and same,
         f"96 px, 3 layers, {cores} CPUs, shards of 1,024; same key, embeddings equal (rtol 1e-5): {same}", 1)
     row("extract: Ray (cluster started by the job) vs local", n, t_own, t_local, "-", None, "informational: cluster and worker start-up inside the job", 1)
+
+
+def _ray_job(tmp: Path, n: int, cpus_per_worker: int):
+    """The Ray rows' job (n Fashion-MNIST images, 96 px, 3 layers, shards of 1,024) as a spec in
+    ``tmp``; returns ``extract(cache, *cli args) -> seconds`` (a fresh ``reportgen extract`` process
+    with its own empty cache) and the environment it runs in."""
+    spec = tmp / "spec.yaml"
+    spec.write_text(f"""
+title: ray bench
+dataset: {{kind: idx, images: {FASHION}/t10k-images-idx3-ubyte.gz, labels: {FASHION}/t10k-labels-idx1-ubyte.gz, limit: {n}}}
+models: [{{name: effnet, timm: tf_efficientnet_lite0, weights: efficientnet_lite0, input_size: 96, crop_pct: 1.0, batch_size: 128,
+          layers: [blocks.2, blocks.4, global_pool]}}]
+reducers: [pca]
+output: {{dir: {tmp}/out}}
+execution: {{shard_size: 1024, cpus_per_worker: {cpus_per_worker}}}
+""")
+    # the benchmark's own throwaway clusters, in their own folder (not the machine's /tmp/ray)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": str(tmp), "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+
+    def extract(cache: str, *extra: str) -> float:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "reportgen", "extract", str(spec), "-q", "--cache-dir", f"{tmp}/{cache}", *extra], env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return time.perf_counter() - t0
+
+    return extract, env
+
+
+def _same_embeddings(tmp: Path, *caches: str) -> bool:
+    """One content key in every cache, and the first two caches' embeddings equal (rtol 1e-5)."""
+    from reportgen.store import EmbeddingStore
+
+    entries = {c: next(p.name for p in (tmp / c / "embeddings").iterdir() if not p.name.startswith(".")) for c in caches}
+    a, b = (EmbeddingStore(tmp / c).load(entries[c]) for c in caches[:2])
+    return len(set(entries.values())) == 1 and all(np.allclose(a.layers[l], b.layers[l], rtol=1e-5, atol=1e-6) for l in a.layers) \
+        and np.array_equal(a.thumbnails, b.thumbnails)
+
+
+def bench_ray_nodes(n: int) -> None:
+    """The Ray job on two nodes of one machine, started as the README says (``ray start --head``, then
+    ``ray start --address``; one CPU each, so each node has one worker) vs the local engine on the
+    same machine's cores: what spreading a job over machines costs in itself. Informational (one
+    machine cannot show a speed-up from more machines)."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return
+    if not FASHION.exists():
+        return
+    import socket
+
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    with tempfile.TemporaryDirectory(prefix="rgb", dir="/tmp") as tmp:  # short: Ray's socket paths live under it
+        extract, env = _ray_job(Path(tmp), n, 1)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            address = f"127.0.0.1:{sock.getsockname()[1]}"
+        nodes = [subprocess.Popen([ray_cli, "start", "--head", "--port", address.split(":")[1], "--num-cpus", "1", "--include-dashboard=false",
+                                   "--disable-usage-stats", "--block"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+        try:
+            def count() -> int:
+                p = subprocess.run([ray_cli, "status", "--address", address], env=env, capture_output=True, text=True)
+                return p.stdout.count(" node_") if p.returncode == 0 else 0
+
+            for want in (1, 2):
+                end = time.monotonic() + 120
+                while count() < want and time.monotonic() < end:
+                    time.sleep(1)
+                if want == 1:
+                    nodes.append(subprocess.Popen([ray_cli, "start", "--address", address, "--num-cpus", "1", "--block"], env=env,
+                                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            ready = count() == 2
+            t_nodes = extract("nodes", "--engine", "ray", "--address", address)
+        finally:
+            for p in reversed(nodes):
+                p.terminate()
+                p.wait(timeout=60)
+        t_local = extract("local")
+        same = _same_embeddings(Path(tmp), "local", "nodes")
+        engine = json.loads(next((Path(tmp) / "nodes" / "embeddings").glob("*/manifest.json")).read_text())["engine"]
+    row("extract: Ray on two nodes (1 CPU each) vs local", n, t_nodes, t_local, "-", None,
+        f"informational: {engine.get('nodes')} nodes worked ({'both up' if ready else 'second node late'}), {engine.get('workers')} workers; "
+        f"same key, embeddings equal (rtol 1e-5): {same}", 1)
 
 
 def machine() -> dict:
@@ -377,7 +439,7 @@ def main() -> int:
         lambda: bench_rebuild(1500),
     ]
     if not smoke:
-        benches += [lambda: bench_extraction_defaults(1024, 2), lambda: bench_ray(10_000), lambda: bench_umap_compile(raw=True), lambda: bench_tsne(10_000)]
+        benches += [lambda: bench_extraction_defaults(1024, 2), lambda: bench_ray(10_000), lambda: bench_ray_nodes(10_000), lambda: bench_umap_compile(raw=True), lambda: bench_tsne(10_000)]
     for bench in benches:
         start = len(ROWS)
         bench()
