@@ -156,6 +156,59 @@ def bench_extraction_defaults(n: int, repeat: int) -> None:
     row("extract: defaults vs naive loop", n, to, tn, "<= 0.50", within(to / tn, 0.50), f"224 px; torch threads {torch.get_num_threads()}", repeat)
 
 
+def bench_resizer(n: int, repeat: int) -> None:
+    """``resizer: opencv`` against Pillow on a CPU: one image resized (28 px enlarged to 224, a
+    512 px photo shrunk to 224), then a whole default extraction of a folder of n JPEG photos at
+    224 px - what the faster resize is worth once decoding and the forward pass are counted.
+    Informational: OpenCV is not the default (other pixels, another cache key; the GPU reproduces
+    Pillow)."""
+    try:
+        import cv2
+    except ImportError:
+        print("note: OpenCV is not installed; skipping the resizer rows (pip install 'reportgen[opencv]')", flush=True)
+        return
+    from dataclasses import replace
+
+    from PIL import Image
+    from skimage import data
+
+    from reportgen.datasets import load_dataset
+    from reportgen.datasets.image_folder import ImageFolderDataset
+    from reportgen.extract import extract_shard, resolve_layers
+    from reportgen.images import Preprocess, resize_crop
+    from reportgen.spec import LayerSpec
+
+    pil = Preprocess(224, (0.5,) * 3, (0.5,) * 3, "bicubic", 0.875)
+    cv = replace(pil, resizer="opencv")
+    small = np.random.default_rng(0).integers(0, 256, (28, 28, 3), dtype=np.uint8)
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # one image on one thread, as in a decode worker
+    try:
+        for label, img, count in (("28 px -> 224", small, 2000), ("512 px photo -> 224", data.astronaut(), 500)):
+            tp, _ = timed(lambda: [resize_crop(img, pil) for _ in range(count)], repeat)
+            tc, _ = timed(lambda: [resize_crop(img, cv) for _ in range(count)], repeat)
+            diff = np.abs(resize_crop(img, pil).astype(int) - resize_crop(img, cv).astype(int)).mean()
+            row(f"resize: OpenCV vs Pillow, {label}", count, tc, tp, "-", None, f"informational; one thread; mean difference {diff:.2f} grey levels", repeat)
+    finally:
+        cv2.setNumThreads(threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
+        for c, img in enumerate(photos):
+            (Path(tmp) / f"c{c}").mkdir()
+            for j in range(n // len(photos)):
+                Image.fromarray(np.roll(img, 13 * j, axis=1)).save(Path(tmp) / f"c{c}" / f"{j:05d}.jpg", quality=90)
+        ds = load_dataset(ImageFolderDataset(kind="image_folder", path=Path(tmp)))
+        idx = np.arange(len(ds.ids))
+        times = {}
+        for resizer in ("pillow", "opencv"):
+            m = effnet(224, resizer=resizer)
+            layers = resolve_layers(m.module, [LayerSpec(name="global_pool")])
+            extract_shard(m, ds, idx[:64], layers, batch_size=64)  # warm-up
+            times[resizer], _ = timed(lambda: extract_shard(m, ds, idx, layers, batch_size=64), repeat)
+    row("extract: JPEG photos, OpenCV resizer vs Pillow", len(idx), times["opencv"], times["pillow"], "-", None,
+        "informational; 224 px, 300-512 px photos, decoded in the main process (no workers below 2,048 images)", repeat)
+
+
 def bench_pca(n: int, d: int, repeat: int) -> None:
     from sklearn.decomposition import PCA
 
@@ -439,7 +492,7 @@ def main() -> int:
         lambda: bench_rebuild(1500),
     ]
     if not smoke:
-        benches += [lambda: bench_extraction_defaults(1024, 2), lambda: bench_ray(10_000), lambda: bench_ray_nodes(10_000), lambda: bench_umap_compile(raw=True), lambda: bench_tsne(10_000)]
+        benches += [lambda: bench_extraction_defaults(1024, 2), lambda: bench_resizer(512, 2), lambda: bench_ray(10_000), lambda: bench_ray_nodes(10_000), lambda: bench_umap_compile(raw=True), lambda: bench_tsne(10_000)]
     for bench in benches:
         start = len(ROWS)
         bench()

@@ -326,9 +326,10 @@ class Feeding:
         return {"resize": self.resize, "decode": self.decode, "precision": self.precision}
 
 
-def choose_feeding(ds: Dataset, device: str, precision: str = "fp32") -> Feeding:
-    """Device-side resizing and decoding where a GPU is there and the data allow it."""
-    if not device.startswith("cuda"):
+def choose_feeding(ds: Dataset, device: str, precision: str = "fp32", resizer: str = "pillow") -> Feeding:
+    """Device-side resizing and decoding where a GPU is there and the data allow it (the device
+    reproduces Pillow's resize: OpenCV's, when asked for, runs on the CPU)."""
+    if not device.startswith("cuda") or resizer != "pillow":
         return Feeding("cpu", "cpu", precision)
     if ds.array is not None:
         return Feeding("device", "cpu", precision)
@@ -373,6 +374,14 @@ class _Prepared:
             return pixels, make_thumbnail(img, self.thumb), image_hash(img), idx, ""
         except (BadImage, OSError) as exc:
             return None, None, None, idx, str(exc) or "unreadable"
+
+
+def _one_opencv_thread(_worker: int) -> None:
+    """In each decode worker (its own process): OpenCV on one thread, as torch is there - the
+    workers already use every core between them."""
+    import cv2
+
+    cv2.setNumThreads(1)
 
 
 def _collate(batch):
@@ -641,7 +650,7 @@ class Extractor:
         self.agreement: dict[str, dict] = {}  # layer -> agreement of the reduced precision with fp32
 
     def feeding(self, ds: Dataset) -> Feeding:
-        return self.forced_feeding or choose_feeding(ds, self.model.device, self.precision)
+        return self.forced_feeding or choose_feeding(ds, self.model.device, self.precision, self.model.preprocess.resizer)
 
     def run(self, ds: Dataset, indices: np.ndarray, *, progress: Callable[[int], None] | None = None) -> Shard:
         """Run the model over ``ds[indices]`` once, capturing every layer in the same forward pass."""
@@ -666,6 +675,7 @@ class Extractor:
             loader = DataLoader(
                 _Prepared(ds, indices, model.preprocess, self.thumbnail_px, feeding), batch_size=self.batch_size, shuffle=False, num_workers=workers,
                 collate_fn=_collate, persistent_workers=False, prefetch_factor=4 if workers else None, pin_memory=on_gpu,
+                worker_init_fn=_one_opencv_thread if workers and model.preprocess.resizer == "opencv" else None,
                 generator=torch.Generator(),  # its own: iterating must not draw from the caller's global RNG
             )
         chunks: dict[str, list] = {l.name: [] for l in layers}

@@ -13,7 +13,7 @@ import logging
 import os
 import pickle
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -264,6 +264,14 @@ def RawPixels():  # noqa: N802 - a constructor
     return _raw_pixels_class()()
 
 
+def _check_resizer(resizer: str) -> None:
+    if resizer == "opencv":
+        try:
+            import cv2  # noqa: F401
+        except ImportError:
+            raise ModelError("models[].resizer: opencv needs OpenCV; pip install 'reportgen[opencv]' (opencv-python-headless), or set resizer: pillow") from None
+
+
 def _preprocess_for(module, spec) -> Preprocess:
     try:
         from timm.data import resolve_data_config
@@ -322,6 +330,9 @@ def load_model(spec, *, seed: int = 0, module=None) -> LoadedModel:
     if spec.weights and PACKAGED_WEIGHTS[spec.weights].mean and spec.mean is None:
         pw = PACKAGED_WEIGHTS[spec.weights]
         prep = Preprocess(prep.input_size, pw.mean, pw.std or prep.std, prep.interpolation, prep.crop_pct)
+    if getattr(spec, "resizer", "pillow") != "pillow":
+        prep = replace(prep, resizer=spec.resizer)
+        _check_resizer(spec.resizer)
     digest = state_dict_sha256(model)
     model = model.to(device)
     channels_last = bool(spec.channels_last)

@@ -111,6 +111,9 @@ class ModelSpec(_Model):
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     crop_pct: float | None = Field(None, gt=0, le=1, description="Centre-crop fraction (timm's crop_pct); 1.0 keeps the whole image.")
+    resizer: Literal["pillow", "opencv"] = Field(
+        "pillow", description="Resizing on the CPU: pillow (the GPU reproduces it byte for byte) or opencv (pip install 'reportgen[opencv]'; "
+        "much faster per image, pixels within a few grey levels of Pillow's, its own cache key; images are then resized on the CPU on any device).")
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     batch_size: int = Field(64, gt=0, le=65536)
     num_workers: int | None = Field(None, ge=0, description="Decode workers; default: chosen from the dataset size.")
