@@ -427,17 +427,22 @@ def parse_yaml(text: str, *, source: str = "spec") -> tuple[Any, _Positions]:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"{source}: malformed YAML{where}: {problem}") from None
+        raise _yaml_error(exc, source) from None
     if node is not None and _count_nodes(node) > MAX_YAML_NODES:
         raise SpecError(f"{source}: YAML expands to more than {MAX_YAML_NODES:,} nodes through aliases; refusing (alias bomb?)")
     try:
         data = yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - SafeLoader
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{source}: malformed YAML: {exc}") from None
+    except yaml.YAMLError as exc:  # e.g. a tag the safe loader does not construct ('=', !!python/...)
+        raise _yaml_error(exc, source) from None
     return data, _Positions(node)
+
+
+def _yaml_error(exc: Exception, source: str) -> SpecError:
+    """PyYAML's error as one line: where (line, column) and what, without its excerpt of the text."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return SpecError(f"{source}: malformed YAML{where}: {' '.join(str(problem).split())}")
 
 
 def format_loc(loc: tuple) -> str:
@@ -445,6 +450,8 @@ def format_loc(loc: tuple) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif not str(part) or not str(part).isprintable() or str(part) != str(part).strip() or any(c in str(part) for c in ".[]"):
+            out += f"[{str(part)!r}]"  # a key that would not read as one (empty, a line break, a dot): quoted, on one line
         else:
             out += ("." if out else "") + str(part)
     return out or "(top level)"
@@ -496,7 +503,7 @@ def _clean_loc(loc: tuple) -> tuple:
     for part in loc:
         if isinstance(part, str) and (part.startswith("function-") or part in ("list[...]",)):
             continue
-        if isinstance(part, str) and "[" in part and part.endswith("]"):
+        if isinstance(part, str) and "[" in part[1:] and part.endswith("]"):  # a tag such as "tagged-union[...]", not a key "[0]"
             continue
         out.append(part)
     return tuple(out)

@@ -131,7 +131,7 @@ values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.di
 keys = st.sampled_from(["title", "seed", "dataset", "models", "reducers", "report", "output", "cache_dir", "kind", "limit", "layers", "name", "timm", "perplexity", "x"])
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 300)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_fuzz_spec_validation_raises_only_spec_error(data):
     spec = json.loads(json.dumps(VALID))
@@ -154,7 +154,25 @@ def test_fuzz_spec_validation_raises_only_spec_error(data):
         assert exc.message.count("\n") == 0 and exc.message.startswith("spec: ")
 
 
-@settings(max_examples=200, deadline=None)
+@pytest.mark.parametrize("key", ["\n", "", " x", "a.b", "[0]", "\x00", "tab\tkey"])
+def test_an_unknown_key_that_would_not_read_as_one_is_quoted_on_one_line(key):
+    """Found by the fuzz test above: an unknown key with a line break split the one-line error."""
+    spec = {**json.loads(json.dumps(VALID)), "report": {key: 1}}
+    with pytest.raises(SpecError) as err:
+        validate_data(spec)
+    assert err.value.message == f"spec: report[{key!r}]: unknown key; remove it"
+
+
+def test_a_yaml_tag_the_safe_loader_cannot_construct_is_one_line():
+    """Found by the fuzz test below: '=' (YAML's value tag) failed after composing, with PyYAML's
+    three-line excerpt in the message."""
+    for text, where in (("=", "line 1, column 1"), ("a: !!python/object:os.system x", "line 1, column 4")):
+        with pytest.raises(SpecError) as err:
+            loads_spec(text)
+        assert err.value.message.count("\n") == 0 and f"malformed YAML ({where}): could not determine a constructor" in err.value.message
+
+
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 200)), deadline=None)
 @given(st.text(max_size=300))
 def test_fuzz_yaml_text(text):
     try:
