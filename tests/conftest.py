@@ -13,6 +13,15 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+try:  # CI (CI=1, as .ci/run sets it) replays the same fuzz examples every run; a developer's run explores new ones
+    from hypothesis import settings as _hypothesis_settings
+
+    _hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+    if os.environ.get("CI"):
+        _hypothesis_settings.load_profile("ci")
+except ImportError:
+    pass
+
 from reportgen.cli import main  # noqa: E402
 from reportgen.spec import loads_spec  # noqa: E402
 
