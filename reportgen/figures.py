@@ -168,6 +168,16 @@ def depth_plot(layers: list[str], intrinsic: np.ndarray, participation: np.ndarr
     a.plot(xs, intrinsic, marker="o", color="#2f5d9b", label="intrinsic dim. (TwoNN)")
     a.plot(xs, participation, marker="s", color="#dd8452", label="participation ratio")
     a.set_yscale("log")
+    # plain numbers on the log axis ("14", not "1.4 x 10^1", which matplotlib writes when the values
+    # span less than a decade)
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda v, _pos: f"{v:g}")
+    a.yaxis.set_major_formatter(plain)
+    values = np.concatenate([np.asarray(intrinsic, float), np.asarray(participation, float)])
+    values = values[np.isfinite(values) & (values > 0)]
+    if len(values) and values.max() / values.min() < 10:  # within a decade only minor ticks carry numbers; wider, they would crowd
+        a.yaxis.set_minor_formatter(plain)
     b.plot(xs, knn, marker="o", color="#1e7b34", label="kNN accuracy")
     b.plot(xs, probe, marker="s", color="#7b3f9e", label="linear probe")
     b.set_ylim(0, 1.02)
