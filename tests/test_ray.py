@@ -73,6 +73,35 @@ def test_ray_gives_the_local_paths_embeddings_and_thumbnails(cluster, tmp_path):
     assert json.loads((tmp_path / "out" / "run.json").read_text())["forward_calls"] == 0
 
 
+@pytest.mark.parametrize("kind", ["image_folder", "csv", "digits"])
+def test_every_dataset_kind_through_ray_reports_a_corrupt_image_as_the_local_path_does(cluster, tmp_path, kind):
+    """Files read by the workers (an image folder, a CSV manifest) and a built-in dataset: the same
+    samples, embeddings and skipped files as the local engine; one corrupt JPEG reported, not hidden."""
+    from tests.conftest import corrupt_folder
+
+    if kind == "digits":
+        dataset = {"kind": "digits", "limit": 60}
+    else:
+        root = corrupt_folder(tmp_path)
+        if kind == "image_folder":
+            dataset = {"kind": "image_folder", "path": str(root)}
+        else:
+            rows = ["path,label"] + [f"{p.relative_to(root)},{p.parent.name}" for p in sorted(root.rglob("*.*"))]
+            (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+            dataset = {"kind": "csv", "path": str(root / "manifest.csv")}
+    d = {**_spec(tmp_path, 0), "dataset": dataset}
+    d["execution"] = {**d["execution"], "shard_size": 4}
+    _, _, (on_ray,) = extract_embeddings(make_spec(d), progress=False)
+    _, _, (here,) = extract_embeddings(make_spec({**d, "execution": {"engine": "local"}, "cache_dir": str(tmp_path / "local-cache")}), progress=False)
+    a, b = on_ray.embeddings, here.embeddings
+    assert a.key == b.key and a.ids == b.ids and a.bad == b.bad
+    if kind != "digits":
+        assert len(a.ids) == 8 and [i for i, _ in a.bad] == ["cat/broken.jpg"] and a.manifest["engine"]["shards"] == 3
+    np.testing.assert_array_equal(a.thumbnails, b.thumbnails)
+    for layer in a.layers:
+        np.testing.assert_allclose(a.layers[layer], b.layers[layer], rtol=1e-5, atol=1e-6)
+
+
 def test_a_killed_worker_does_not_lose_or_repeat_a_sample(cluster, tmp_path):
     killed = []
 
