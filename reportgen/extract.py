@@ -536,16 +536,19 @@ def thumbnails_on_device(pixels, size: int):
     upscaling (2x or more) applies: the host makes those."""
     import torch
 
+    from .images import thumbnail_filter
+
     h, w = pixels.shape[1:3]
     side = min(h, w)
-    if side != size and side * 2 <= size:
+    how = thumbnail_filter(side, size)
+    if how == "nearest":
         return None
     top, left = (h - side) // 2, (w - side) // 2
     sq = pixels[:, top : top + side, left : left + side]
     if sq.ndim == 3:
         sq = sq.unsqueeze(-1)
-    if side != size:
-        wts = _resize_weights(side, size, 0, size, "lanczos" if side > size else "bicubic", sq.device)
+    if how is not None:
+        wts = _resize_weights(side, size, 0, size, how, sq.device)
         sq = _pil_passes(sq.permute(0, 3, 1, 2).double(), wts, wts).to(torch.uint8).permute(0, 2, 3, 1)
     return sq.expand(-1, -1, -1, 3).contiguous() if sq.shape[-1] == 1 else sq.contiguous()
 

@@ -115,6 +115,15 @@ def image_hash(image: np.ndarray) -> bytes:
     return hashlib.blake2b(memoryview(a).cast("B"), digest_size=16, person=str(a.shape).encode()[:16]).digest()
 
 
+def thumbnail_filter(side: int, size: int) -> str | None:
+    """How a centre square of ``side`` pixels becomes a ``size`` thumbnail, for every maker of
+    thumbnails (Pillow image by image, batched matrix products, the device): None (already that
+    size), ``nearest`` (enlarged 2x or more: crisp pixels), ``lanczos`` (shrunk), ``bicubic``."""
+    if side == size:
+        return None
+    return "nearest" if side * 2 <= size else "lanczos" if side > size else "bicubic"
+
+
 def make_thumbnail(image: np.ndarray, size: int) -> np.ndarray:
     """Centre-square crop then resize to (size, size, 3) uint8."""
     from PIL import Image
@@ -123,10 +132,10 @@ def make_thumbnail(image: np.ndarray, size: int) -> np.ndarray:
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
     sq = image[top : top + side, left : left + side]
-    if side == size:
+    how = thumbnail_filter(side, size)
+    if how is None:
         return np.ascontiguousarray(sq)
-    resample = Image.NEAREST if side * 2 <= size else Image.LANCZOS if side > size else Image.BICUBIC
-    return np.asarray(Image.fromarray(sq).resize((size, size), resample))
+    return np.asarray(Image.fromarray(sq).resize((size, size), _PIL_FILTERS[how]))
 
 
 #: Pillow's fixed-point precision for 8-bit resampling (Resample.c: PRECISION_BITS = 32 - 8 - 2).
@@ -213,11 +222,12 @@ def make_thumbnails(images: np.ndarray, size: int) -> np.ndarray:
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
     sq = images[:, top : top + side, left : left + side]
-    if side == size:
+    how = thumbnail_filter(side, size)
+    if how is None:
         return np.ascontiguousarray(sq)
-    if side * 2 <= size:
+    if how == "nearest":
         return np.stack([make_thumbnail(im, size) for im in sq]) if len(sq) else np.zeros((0, size, size, *images.shape[3:]), np.uint8)
-    weights = pil_coefficients(side, size, "lanczos" if side > size else "bicubic")
+    weights = pil_coefficients(side, size, how)
     if sq.ndim == 3:  # (B, y, x): x last, then y last
         return np.ascontiguousarray(_pil_pass(_pil_pass(sq, weights).transpose(0, 2, 1), weights).transpose(0, 2, 1))
     x = _pil_pass(sq.transpose(0, 1, 3, 2), weights)  # (B, y, c, x')
