@@ -153,7 +153,7 @@ def loader_ceiling(device: str, n: int, size: int, batch: int, ds, idx) -> float
             if ring is not None:
                 ring.sent(device)
             if thumbnails_on_device(sent, 32) is None:
-                _array_extras(ds, raw, 32)
+                _array_extras(raw, 32)
             else:
                 _array_hashes(raw)
     else:

@@ -422,7 +422,7 @@ def _array_batches(ds: Dataset, indices: np.ndarray, batch_size: int) -> Iterato
         yield _array_pixels(ds, idx), None, None, idx, [""] * len(idx)
 
 
-def _array_extras(ds: Dataset, pixels: np.ndarray, thumb: int) -> tuple[np.ndarray, np.ndarray]:
+def _array_extras(pixels: np.ndarray, thumb: int) -> tuple[np.ndarray, np.ndarray]:
     """Thumbnails and hashes of a batch from ``_array_pixels``, byte for byte as the per-image path
     computes them, in whole-batch operations (a grey image's thumbnail is the grey thumbnail in all
     three channels: Pillow filters each channel alike)."""
@@ -727,7 +727,7 @@ class Extractor:
                             chunks[l.name].append(o)  # stays on the device: one copy back per shard, no sync per batch
                         if from_array:  # queued behind the forward pass; the hashes made while the device runs it
                             th = thumbnails_on_device(pixels, self.thumbnail_px)
-                            th, hs = _array_extras(ds, raw, self.thumbnail_px) if th is None else (th, _array_hashes(raw))
+                            th, hs = _array_extras(raw, self.thumbnail_px) if th is None else (th, _array_hashes(raw))
                         thumbs.append(th)
                         hashes.append(hs)
                         kept.append(idx[ok])

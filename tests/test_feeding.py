@@ -188,7 +188,7 @@ def test_array_batches_equal_the_per_image_path(channels):
         chunk = idx[b : b + 16]
         p1, t1, h1, _, _ = _collate([_Prepared(ds, chunk, prep, 32, Feeding("device", "cpu"))[j] for j in range(len(chunk))])
         pixels = _array_pixels(ds, chunk)
-        t2, h2 = _array_extras(ds, pixels, 32)
+        t2, h2 = _array_extras(pixels, 32)
         rgb = pixels if pixels.ndim == 4 else np.repeat(pixels[..., None], 3, axis=-1)
         assert np.array_equal(p1.numpy(), rgb) and np.array_equal(t1, t2) and np.array_equal(h1, h2)
 
