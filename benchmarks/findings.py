@@ -14,6 +14,7 @@ Plants, in one data set of n test images (at the model's own 224 px by default; 
 - a checkpoint whose blocks.5 weights are scrambled -> the diff (neighbourhoods of layers after it).
 Writes benchmarks/results/findings.json; the table goes into docs/benchmarks.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from run import FASHION, ROOT, machine
 
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -49,14 +49,24 @@ def edit(img: np.ndarray, rng) -> np.ndarray:
 
 def pr(found: set, truth: set) -> dict:
     tp = len(found & truth)
-    return {"found": len(found), "planted": len(truth), "true_positives": tp, "precision": tp / len(found) if found else None,
-            "recall": tp / len(truth) if truth else None}
+    return {
+        "found": len(found),
+        "planted": len(truth),
+        "true_positives": tp,
+        "precision": tp / len(found) if found else None,
+        "recall": tp / len(truth) if truth else None,
+    }
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=10_000)
-    ap.add_argument("--px", type=int, default=224, help="input size (224: EfficientNet-Lite0's own; 96 is faster and its features weaker)")
+    ap.add_argument(
+        "--px",
+        type=int,
+        default=224,
+        help="input size (224: EfficientNet-Lite0's own; 96 is faster and its features weaker)",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "findings.json")
     args = ap.parse_args()
     if not (FASHION / "t10k-images-idx3-ubyte.gz").exists():
@@ -67,7 +77,11 @@ def main() -> int:
     from reportgen.pipeline import build
     from reportgen.spec import loads_spec
 
-    ds = load_dataset(IdxDataset(kind="idx", images=FASHION / "train-images-idx3-ubyte.gz", labels=FASHION / "train-labels-idx1-ubyte.gz"))
+    ds = load_dataset(
+        IdxDataset(
+            kind="idx", images=FASHION / "train-images-idx3-ubyte.gz", labels=FASHION / "train-labels-idx1-ubyte.gz"
+        )
+    )
     rng = np.random.default_rng(0)
     n = args.n
     base = np.sort(rng.choice(len(ds), n + n // 5, replace=False))
@@ -80,7 +94,9 @@ def main() -> int:
     a_lab[flips] = (a_lab[flips] + rng.integers(1, 10, len(flips))) % 10
     # a corrupted batch (a slice): Gaussian noise on 4 % of the images, among rows not flipped
     noisy = np.sort(rng.choice(np.setdiff1d(np.arange(n), flips), n // 25, replace=False))
-    a_img[noisy] = np.clip(a_img[noisy].astype(np.float32) + rng.normal(0, 60, a_img[noisy].shape), 0, 255).astype(np.uint8)
+    a_img[noisy] = np.clip(a_img[noisy].astype(np.float32) + rng.normal(0, 60, a_img[noisy].shape), 0, 255).astype(
+        np.uint8
+    )
     # exact and near copies appended as new rows
     src_exact = rng.choice(np.setdiff1d(np.arange(n), np.r_[flips, noisy]), n // 100, replace=False)
     src_near = rng.choice(np.setdiff1d(np.arange(n), np.r_[flips, noisy, src_exact]), n // 100, replace=False)
@@ -106,7 +122,10 @@ def main() -> int:
         tmp = Path(tmp)
         np.savez(tmp / "train.npz", images=all_img, labels=all_lab)
         np.savez(tmp / "test.npz", images=t_img, labels=t_lab)
-        model = "{name: effnet, timm: tf_efficientnet_lite0, weights: efficientnet_lite0, input_size: %d, crop_pct: 1.0, batch_size: 128, layers: [blocks.4, blocks.6, {name: global_pool, reshape: mean}]}" % args.px
+        model = (
+            "{name: effnet, timm: tf_efficientnet_lite0, weights: efficientnet_lite0, input_size: %d, crop_pct: 1.0, batch_size: 128, layers: [blocks.4, blocks.6, {name: global_pool, reshape: mean}]}"
+            % args.px
+        )
         spec = f"""
 title: planted problems
 seed: 0
@@ -141,34 +160,63 @@ cache_dir: {tmp}/cache
         sl = lr.findings.get("slices")
         if sl is not None:
             planted = set(noisy.tolist())
-            best = max(sl.slices, key=lambda z: len(planted & set(z.rows.tolist())) / len(planted | set(z.rows.tolist())))
+            best = max(
+                sl.slices, key=lambda z: len(planted & set(z.rows.tolist())) / len(planted | set(z.rows.tolist()))
+            )
             jac = len(planted & set(best.rows.tolist())) / len(planted | set(best.rows.tolist()))
-            results["slice"] = {"planted": len(planted), "best_jaccard": jac, "its_rank": best.id, "its_size": int(len(best.rows)), "its_knn_accuracy": best.knn_accuracy,
-                                "overall_accuracy": sl.overall, "slices": len(sl.slices), "worst": {"size": int(len(sl.slices[0].rows)), "knn_accuracy": sl.slices[0].knn_accuracy}}
+            results["slice"] = {
+                "planted": len(planted),
+                "best_jaccard": jac,
+                "its_rank": best.id,
+                "its_size": int(len(best.rows)),
+                "its_knn_accuracy": best.knn_accuracy,
+                "overall_accuracy": sl.overall,
+                "slices": len(sl.slices),
+                "worst": {"size": int(len(sl.slices[0].rows)), "knn_accuracy": sl.slices[0].knn_accuracy},
+            }
         timings = res.stats.timings
-        cost = sum(v for k, v in timings.items() if k in ("audit: image signatures", "analyse: audit", "analyse: slices"))
+        cost = sum(
+            v for k, v in timings.items() if k in ("audit: image signatures", "analyse: audit", "analyse: slices")
+        )
         # the same build without the audit and the slices (and so without leakage), from a fresh cache
-        off = spec.replace(f"cache_dir: {tmp}/cache", f"cache_dir: {tmp}/cache-off").replace(f"output: {{dir: {tmp}/out}}", f"output: {{dir: {tmp}/out-off}}")
+        off = spec.replace(f"cache_dir: {tmp}/cache", f"cache_dir: {tmp}/cache-off").replace(
+            f"output: {{dir: {tmp}/out}}", f"output: {{dir: {tmp}/out-off}}"
+        )
         off += "report: {audit: false, slices: false}\n"
         t0 = time.perf_counter()
         build(loads_spec(off), progress=False)
         wall_off = time.perf_counter() - t0
-        results["cost"] = {"build_s": wall, "build_without_s": wall_off, "added": wall / wall_off - 1, "audit_and_slices_stages_s": cost,
-                           "timings": {k: round(v, 2) for k, v in timings.items()}}
+        results["cost"] = {
+            "build_s": wall,
+            "build_without_s": wall_off,
+            "added": wall / wall_off - 1,
+            "audit_and_slices_stages_s": cost,
+            "timings": {k: round(v, 2) for k, v in timings.items()},
+        }
         # the checkpoint with a damaged layer: blocks.5 scrambled
         import torch
 
         from reportgen.models import load_model
         from reportgen.spec import ModelSpec
 
-        m = load_model(ModelSpec(name="x", timm="tf_efficientnet_lite0", weights="efficientnet_lite0", input_size=args.px, layers=["global_pool"]))
+        m = load_model(
+            ModelSpec(
+                name="x",
+                timm="tf_efficientnet_lite0",
+                weights="efficientnet_lite0",
+                input_size=args.px,
+                layers=["global_pool"],
+            )
+        )
         state = m.module.state_dict()
         g = torch.Generator().manual_seed(0)
         for k, v in state.items():
             if k.startswith("blocks.5.") and v.is_floating_point() and v.ndim == 4:
                 state[k] = v[torch.randperm(v.shape[0], generator=g)]
         torch.save(state, tmp / "damaged.pt")
-        damaged = model.replace("name: effnet", "name: damaged").replace("weights: efficientnet_lite0", f"checkpoint: {tmp}/damaged.pt")
+        damaged = model.replace("name: effnet", "name: damaged").replace(
+            "weights: efficientnet_lite0", f"checkpoint: {tmp}/damaged.pt"
+        )
         spec2 = f"""
 title: damaged checkpoint
 dataset: {{kind: npz, path: {tmp}/test.npz, name: test, class_names: {json.dumps(CLASSES)}}}
@@ -179,21 +227,30 @@ cache_dir: {tmp}/cache
 """
         t0 = time.perf_counter()
         res2 = build(loads_spec(spec2), progress=False)
-        results["diff"] = {"build_s": time.perf_counter() - t0,
-                           "overlap": {l.layer: res2.report.build_metrics["damaged"][l.layer]["neighbour_overlap"] for l in res2.models[1].layers},
-                           "findings": [h.text for h in res2.report.headlines if h.id.startswith("diff/")],
-                           "diff_s": res2.stats.timings.get("model comparison", 0)}
+        results["diff"] = {
+            "build_s": time.perf_counter() - t0,
+            "overlap": {
+                l.layer: res2.report.build_metrics["damaged"][l.layer]["neighbour_overlap"]
+                for l in res2.models[1].layers
+            },
+            "findings": [h.text for h in res2.report.headlines if h.id.startswith("diff/")],
+            "diff_s": res2.stats.timings.get("model comparison", 0),
+        }
         results["findings_top"] = [f["text"] for f in s["findings"][:8]]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1, default=str) + "\n")
     for k in ("label_issues", "exact_duplicates", "near_duplicates", "leakage"):
         r = results[k]
-        print(f"{k:<18} planted {r['planted']:>5} found {r['found']:>5} precision {r['precision'] if r['precision'] is None else round(r['precision'], 3)} "
-              f"recall {r['recall'] if r['recall'] is None else round(r['recall'], 3)}")
+        print(
+            f"{k:<18} planted {r['planted']:>5} found {r['found']:>5} precision {r['precision'] if r['precision'] is None else round(r['precision'], 3)} "
+            f"recall {r['recall'] if r['recall'] is None else round(r['recall'], 3)}"
+        )
     print(f"slice: {results.get('slice')}")
     print(f"diff overlap per layer: {results['diff']['overlap']}")
     c = results["cost"]
-    print(f"audit + slices + leakage: build {c['build_s']:.1f} s with, {c['build_without_s']:.1f} s without: +{100 * c['added']:.1f} % (their own stages {c['audit_and_slices_stages_s']:.1f} s)")
+    print(
+        f"audit + slices + leakage: build {c['build_s']:.1f} s with, {c['build_without_s']:.1f} s without: +{100 * c['added']:.1f} % (their own stages {c['audit_and_slices_stages_s']:.1f} s)"
+    )
     d = results["diff"]
     print(f"diff: {d['diff_s']:.1f} s of the comparison stage in a {d['build_s']:.1f} s two-model build")
     print(json.dumps(results["findings_top"], indent=1))

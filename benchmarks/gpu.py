@@ -11,19 +11,20 @@ Writes benchmarks/results/gpu.json (after every row, so a run cut short keeps wh
 copy the table into docs/benchmarks.md with the card's name. ``--parts`` runs a subset (e.g. the Ray
 row alone, where Ray is installed); a part that fails is reported as a row and the others still run.
 """
+
 from __future__ import annotations
 
 import argparse
 import cProfile
 import io
 import json
-import pstats
-import traceback
 import os
 import platform
+import pstats
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -47,12 +48,23 @@ def save() -> None:
 
 
 def row(stage: str, n: int, per_s: float, baseline: float | None, target: str, ok: bool | None, note: str = "") -> None:
-    r = {"stage": stage, "N": n, "images_per_s": round(per_s, 1), "baseline_images_per_s": None if baseline is None else round(baseline, 1),
-         "ratio": None if not baseline else round(per_s / baseline, 3), "target": target, "pass": ok, "note": note}
+    r = {
+        "stage": stage,
+        "N": n,
+        "images_per_s": round(per_s, 1),
+        "baseline_images_per_s": None if baseline is None else round(baseline, 1),
+        "ratio": None if not baseline else round(per_s / baseline, 3),
+        "target": target,
+        "pass": ok,
+        "note": note,
+    }
     ROWS.append(r)
     save()
-    print(f"{stage:<52} {n:>7} {per_s:>10.1f} {('-' if baseline is None else f'{baseline:.1f}'):>10} {('-' if r['ratio'] is None else r['ratio']):>7} "
-          f"{target:>8} {('-' if ok is None else ('pass' if ok else 'MISS')):>5}  {note}", flush=True)
+    print(
+        f"{stage:<52} {n:>7} {per_s:>10.1f} {('-' if baseline is None else f'{baseline:.1f}'):>10} {('-' if r['ratio'] is None else r['ratio']):>7} "
+        f"{target:>8} {('-' if ok is None else ('pass' if ok else 'MISS')):>5}  {note}",
+        flush=True,
+    )
 
 
 def sync(device: str) -> None:
@@ -65,7 +77,15 @@ def sync(device: str) -> None:
 def model_spec(size: int, **kw):
     from reportgen.spec import ModelSpec
 
-    return ModelSpec(name="effnet", timm="tf_efficientnet_lite0", weights="efficientnet_lite0", input_size=size, crop_pct=1.0, layers=LAYERS, **kw)
+    return ModelSpec(
+        name="effnet",
+        timm="tf_efficientnet_lite0",
+        weights="efficientnet_lite0",
+        input_size=size,
+        crop_pct=1.0,
+        layers=LAYERS,
+        **kw,
+    )
 
 
 def bare_forward(device: str, size: int, batch: int, precision: str, seconds: float) -> float:
@@ -104,8 +124,13 @@ def fashion(n: int):
     from reportgen.datasets.idx import IdxDataset
 
     if FASHION.exists():
-        ds = load_dataset(IdxDataset(kind="idx", images=[FASHION / "train-images-idx3-ubyte.gz", FASHION / "t10k-images-idx3-ubyte.gz"],
-                                     labels=[FASHION / "train-labels-idx1-ubyte.gz", FASHION / "t10k-labels-idx1-ubyte.gz"]))
+        ds = load_dataset(
+            IdxDataset(
+                kind="idx",
+                images=[FASHION / "train-images-idx3-ubyte.gz", FASHION / "t10k-images-idx3-ubyte.gz"],
+                labels=[FASHION / "train-labels-idx1-ubyte.gz", FASHION / "t10k-labels-idx1-ubyte.gz"],
+            )
+        )
     else:
         print("note: Fashion-MNIST not found (set FASHION_MNIST=folder); using digits", flush=True)
         ds = load_dataset(DigitsDataset(kind="digits"))
@@ -120,7 +145,13 @@ def extraction(device: str, n: int, size: int, batch: int, precision: str, ds=No
     if ds is None:
         ds, idx = fashion(n)
     m = load_model(model_spec(size, device=device, batch_size=batch, precision=precision))
-    ex = Extractor(m, resolve_layers(m.module, model_spec(size).layers), batch_size=batch, precision=precision, expected_samples=len(idx))
+    ex = Extractor(
+        m,
+        resolve_layers(m.module, model_spec(size).layers),
+        batch_size=batch,
+        precision=precision,
+        expected_samples=len(idx),
+    )
     ex.run(ds, idx[: batch * 2])  # warm-up: cuDNN autotuning, worker start, tracing
     sync(device)
     t0 = time.perf_counter()
@@ -141,7 +172,9 @@ def loader_ceiling(device: str, n: int, size: int, batch: int, ds, idx) -> float
     ex_feeding = choose_feeding(ds, device)
     workers = default_workers(len(idx))
     t0 = time.perf_counter()
-    if ex_feeding.resize == "device" and ex_feeding.decode == "cpu" and ds.array is not None:  # what Extractor.run does for arrays
+    if (
+        ex_feeding.resize == "device" and ex_feeding.decode == "cpu" and ds.array is not None
+    ):  # what Extractor.run does for arrays
         import torch
 
         from reportgen.extract import _array_extras, _array_hashes, _array_pixels, _PinnedRing, thumbnails_on_device
@@ -157,8 +190,14 @@ def loader_ceiling(device: str, n: int, size: int, batch: int, ds, idx) -> float
             else:
                 _array_hashes(raw)
     else:
-        loader = DataLoader(_Prepared(ds, idx, m.preprocess, 32, ex_feeding), batch_size=batch, num_workers=workers, collate_fn=_collate,
-                            prefetch_factor=4 if workers else None, pin_memory=device.startswith("cuda"))
+        loader = DataLoader(
+            _Prepared(ds, idx, m.preprocess, 32, ex_feeding),
+            batch_size=batch,
+            num_workers=workers,
+            collate_fn=_collate,
+            prefetch_factor=4 if workers else None,
+            pin_memory=device.startswith("cuda"),
+        )
         for pixels, *_ in loader:
             if pixels is not None and not isinstance(pixels, list):
                 pixels.to(device, non_blocking=True)
@@ -183,7 +222,15 @@ def guarded(part: str, fn) -> None:
         fn()
     except Exception as exc:  # one broken part must not hide the other rows
         traceback.print_exc()
-        row(f"{part}: FAILED", 0, 0.0, None, "-", False, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
+        row(
+            f"{part}: FAILED",
+            0,
+            0.0,
+            None,
+            "-",
+            False,
+            f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}",
+        )
 
 
 def jpeg_folder(tmp: Path, n: int) -> Path:
@@ -221,7 +268,13 @@ def main() -> int:
     size, batch, secs = (64, 32, 2.0) if small else (224, 256, 10.0)
     sizes = (300, 2600) if small else (10_000, 70_000)
     card = torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu"
-    machine = {"device": device, "card": card, "torch": torch.__version__, "python": platform.python_version(), "cpus": len(os.sched_getaffinity(0))}
+    machine = {
+        "device": device,
+        "card": card,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpus": len(os.sched_getaffinity(0)),
+    }
     try:
         import timm
 
@@ -237,7 +290,15 @@ def main() -> int:
     def run_bare() -> None:
         for p in precisions:
             bare[p] = bare_forward(device, size, batch, p, secs)
-            row(f"bare forward, channels_last, {p}", 0, bare[p], None, "-", None, f"{size} px, batch {batch}, device-resident input")
+            row(
+                f"bare forward, channels_last, {p}",
+                0,
+                bare[p],
+                None,
+                "-",
+                None,
+                f"{size} px, batch {batch}, device-resident input",
+            )
 
     def run_extract() -> None:
         for n in sizes:
@@ -249,12 +310,28 @@ def main() -> int:
                 row("reading alone: FAILED", len(idx), 0.0, None, "-", False, f"{type(exc).__name__}: {exc}")
                 ceiling = None
             if ceiling is not None:
-                row("reading alone (the feeding ceiling)", len(idx), ceiling, bare.get("fp32"), "-", None, f"read, thumbnail, hash, pinned copy; {'in the driving thread' if ds.array is not None and device.startswith('cuda') else 'decode workers'}")
+                row(
+                    "reading alone (the feeding ceiling)",
+                    len(idx),
+                    ceiling,
+                    bare.get("fp32"),
+                    "-",
+                    None,
+                    f"read, thumbnail, hash, pinned copy; {'in the driving thread' if ds.array is not None and device.startswith('cuda') else 'decode workers'}",
+                )
             for p in precisions:
                 rate, (ex, _) = extraction(device, n, size, batch, p, ds, idx)
                 ok = rate / bare[p] >= 0.8 if p in bare else None
-                row(f"extraction, 3 layers, {p}", len(idx), rate, bare.get(p), ">= 0.80", ok,
-                    f"{size} px; feeding {ex.feeding(ds).as_dict()}" + (f"; agreement {ex.agreement}" if ex.agreement else ""))
+                row(
+                    f"extraction, 3 layers, {p}",
+                    len(idx),
+                    rate,
+                    bare.get(p),
+                    ">= 0.80",
+                    ok,
+                    f"{size} px; feeding {ex.feeding(ds).as_dict()}"
+                    + (f"; agreement {ex.agreement}" if ex.agreement else ""),
+                )
                 if ok is False and n == sizes[0]:
                     profiled(device, n, size, batch, p, ds, idx, args.out.with_name(f"gpu-profile-{p}.txt"))
 
@@ -267,9 +344,25 @@ def main() -> int:
             ds = load_dataset(ImageFolderDataset(kind="image_folder", path=root))
             idx = np.arange(len(ds))
             ceiling = loader_ceiling(device, len(ds), size, batch, ds, idx)
-            row("decode workers alone, JPEG folder", len(ds), ceiling, bare.get("fp32"), "-", None, "reading the files (nvjpeg decodes on the device)")
+            row(
+                "decode workers alone, JPEG folder",
+                len(ds),
+                ceiling,
+                bare.get("fp32"),
+                "-",
+                None,
+                "reading the files (nvjpeg decodes on the device)",
+            )
             rate, (ex, _) = extraction(device, len(ds), size, batch, "fp32", ds, idx)
-            row("extraction, JPEG folder (decoded on the device where it can)", len(ds), rate, bare.get("fp32"), "stated", None, f"feeding {ex.feeding(ds).as_dict()}")
+            row(
+                "extraction, JPEG folder (decoded on the device where it can)",
+                len(ds),
+                rate,
+                bare.get("fp32"),
+                "stated",
+                None,
+                f"feeding {ex.feeding(ds).as_dict()}",
+            )
 
     def run_parity() -> None:  # CPU vs GPU agreement on 600 digits: the same Extractor on both devices
         if not device.startswith("cuda"):
@@ -288,7 +381,9 @@ def main() -> int:
         for layer in LAYERS:
             a, b = on_cpu.embeddings[layer], on_gpu.embeddings[layer]
             rel = float(np.abs(a - b).max() / (np.abs(a).max() or 1))
-            notes.append(f"{layer}: CKA {linear_cka(a, b):.5f}, max rel diff {rel:.2e}, kNN {knn_accuracy(exact_graph(a, 10), y, 10):.3f} vs {knn_accuracy(exact_graph(b, 10), y, 10):.3f}")
+            notes.append(
+                f"{layer}: CKA {linear_cka(a, b):.5f}, max rel diff {rel:.2e}, kNN {knn_accuracy(exact_graph(a, 10), y, 10):.3f} vs {knn_accuracy(exact_graph(b, 10), y, 10):.3f}"
+            )
         row("CPU vs GPU agreement, 600 digits", 600, 0.0, None, "-", None, "; ".join(notes))
 
     def run_ray() -> None:  # Ray with one GPU actor
@@ -303,20 +398,38 @@ def main() -> int:
         n = sizes[0]
         for label, engine in (("local path", "local"), ("Ray, one actor (incl. cluster start)", "ray")):
             with tempfile.TemporaryDirectory() as tmp:
-                text = (f"dataset: {{kind: idx, images: {FASHION}/t10k-images-idx3-ubyte.gz, labels: {FASHION}/t10k-labels-idx1-ubyte.gz, limit: {n}}}\n"
-                        if (FASHION / "t10k-images-idx3-ubyte.gz").exists() else f"dataset: {{kind: digits, limit: {min(n, 1797)}}}\n")
-                text += (f"models: [{{name: effnet, timm: tf_efficientnet_lite0, weights: efficientnet_lite0, input_size: {size}, crop_pct: 1.0, batch_size: {batch},"
-                         f" device: {'cuda' if device.startswith('cuda') else 'cpu'}, layers: [blocks.2, blocks.4, global_pool]}}]\n"
-                         f"cache_dir: {tmp}/cache\nexecution: {{engine: {engine}, shard_size: {max(256, n // 8)}, cpus_per_worker: {max(1, len(os.sched_getaffinity(0)) - 1)}}}\n")
+                text = (
+                    f"dataset: {{kind: idx, images: {FASHION}/t10k-images-idx3-ubyte.gz, labels: {FASHION}/t10k-labels-idx1-ubyte.gz, limit: {n}}}\n"
+                    if (FASHION / "t10k-images-idx3-ubyte.gz").exists()
+                    else f"dataset: {{kind: digits, limit: {min(n, 1797)}}}\n"
+                )
+                text += (
+                    f"models: [{{name: effnet, timm: tf_efficientnet_lite0, weights: efficientnet_lite0, input_size: {size}, crop_pct: 1.0, batch_size: {batch},"
+                    f" device: {'cuda' if device.startswith('cuda') else 'cpu'}, layers: [blocks.2, blocks.4, global_pool]}}]\n"
+                    f"cache_dir: {tmp}/cache\nexecution: {{engine: {engine}, shard_size: {max(256, n // 8)}, cpus_per_worker: {max(1, len(os.sched_getaffinity(0)) - 1)}}}\n"
+                )
                 t0 = time.perf_counter()
                 _, sel, runs = extract_embeddings(loads_spec(text), progress=False)
                 wall = time.perf_counter() - t0
-                row(f"extraction through the pipeline, {label}", len(sel.indices), len(sel.indices) / wall, bare.get("fp32"), "-", None,
-                    f"engine {runs[0].embeddings.manifest.get('engine')}, wall {wall:.1f} s incl. model load")
+                row(
+                    f"extraction through the pipeline, {label}",
+                    len(sel.indices),
+                    len(sel.indices) / wall,
+                    bare.get("fp32"),
+                    "-",
+                    None,
+                    f"engine {runs[0].embeddings.manifest.get('engine')}, wall {wall:.1f} s incl. model load",
+                )
 
     if any(p in parts for p in ("extract", "jpeg", "ray")) and "bare" not in parts:
         parts.insert(0, "bare")  # every ratio needs its baseline from the same run
-    for part, fn in (("bare", run_bare), ("extract", run_extract), ("jpeg", run_jpeg), ("parity", run_parity), ("ray", run_ray)):
+    for part, fn in (
+        ("bare", run_bare),
+        ("extract", run_extract),
+        ("jpeg", run_jpeg),
+        ("parity", run_parity),
+        ("ray", run_ray),
+    ):
         if part in parts:
             guarded(part, fn)
     save()

@@ -8,6 +8,7 @@ as JSON (benchmarks/results/latest.json) and exits 1 when a ratio misses its tar
 than the noise allowance. Each timing is the median of --repeat runs (default 3; 1 for the
 slow full-suite items, stated in the table).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,12 +49,34 @@ def timed(fn, repeat: int) -> tuple[float, object]:
     return statistics.median(times), out
 
 
-def row(stage: str, n: int, seconds: float, baseline: float | None, target: str, ok: bool | None, note: str = "", repeat: int = 1) -> None:
-    r = {"stage": stage, "N": n, "seconds": round(seconds, 3), "peak_rss_mb": round(peak_mb()), "baseline_seconds": None if baseline is None else round(baseline, 3),
-         "ratio": None if not baseline else round(seconds / baseline, 3), "target": target, "pass": ok, "repeat": repeat, "note": note}
+def row(
+    stage: str,
+    n: int,
+    seconds: float,
+    baseline: float | None,
+    target: str,
+    ok: bool | None,
+    note: str = "",
+    repeat: int = 1,
+) -> None:
+    r = {
+        "stage": stage,
+        "N": n,
+        "seconds": round(seconds, 3),
+        "peak_rss_mb": round(peak_mb()),
+        "baseline_seconds": None if baseline is None else round(baseline, 3),
+        "ratio": None if not baseline else round(seconds / baseline, 3),
+        "target": target,
+        "pass": ok,
+        "repeat": repeat,
+        "note": note,
+    }
     ROWS.append(r)
     ratio = "-" if r["ratio"] is None else f"{r['ratio']:.3f}"
-    print(f"{stage:<42} {n:>7} {seconds:>9.3f} {r['peak_rss_mb']:>7} {('-' if baseline is None else f'{baseline:.3f}'):>9} {ratio:>7} {target:>10} {('-' if ok is None else ('pass' if ok else 'FAIL')):>5}  {note}", flush=True)
+    print(
+        f"{stage:<42} {n:>7} {seconds:>9.3f} {r['peak_rss_mb']:>7} {('-' if baseline is None else f'{baseline:.3f}'):>9} {ratio:>7} {target:>10} {('-' if ok is None else ('pass' if ok else 'FAIL')):>5}  {note}",
+        flush=True,
+    )
 
 
 PCA_NOISE = 0.20  # measured: the PCA ratio spread 0.119-0.178 over 5 runs here (memory-bound GEMM on a shared machine)
@@ -72,7 +95,11 @@ def dataset(n: int):
     from reportgen.datasets.idx import IdxDataset
 
     if FASHION.exists():
-        ds = load_dataset(IdxDataset(kind="idx", images=FASHION / "train-images-idx3-ubyte.gz", labels=FASHION / "train-labels-idx1-ubyte.gz"))
+        ds = load_dataset(
+            IdxDataset(
+                kind="idx", images=FASHION / "train-images-idx3-ubyte.gz", labels=FASHION / "train-labels-idx1-ubyte.gz"
+            )
+        )
     else:
         print("note: dataset-fashion-mnist is not installed; using scikit-learn digits (max 1,797 images)", flush=True)
         ds = load_dataset(DigitsDataset(kind="digits"))
@@ -84,8 +111,17 @@ def effnet(input_size: int, **kw):
     from reportgen.models import load_model
     from reportgen.spec import ModelSpec
 
-    return load_model(ModelSpec(name="effnet", timm="tf_efficientnet_lite0", weights="efficientnet_lite0", input_size=input_size, crop_pct=1.0,
-                                layers=["global_pool"], **kw))
+    return load_model(
+        ModelSpec(
+            name="effnet",
+            timm="tf_efficientnet_lite0",
+            weights="efficientnet_lite0",
+            input_size=input_size,
+            crop_pct=1.0,
+            layers=["global_pool"],
+            **kw,
+        )
+    )
 
 
 # ----------------------------------------------------------------------------- benchmarks
@@ -101,9 +137,13 @@ def bench_hook_overhead(n: int, repeat: int) -> None:
 
     ds, idx = dataset(n)
     m = effnet(96)
-    x = torch.from_numpy(np.stack([preprocess_image(ds.read(int(i)), m.preprocess) for i in idx])).contiguous(memory_format=torch.channels_last)
+    x = torch.from_numpy(np.stack([preprocess_image(ds.read(int(i)), m.preprocess) for i in idx])).contiguous(
+        memory_format=torch.channels_last
+    )
     batches = list(torch.split(x, 64))
-    layers = resolve_layers(m.module, [LayerSpec(name="blocks.2"), LayerSpec(name="blocks.4"), LayerSpec(name="global_pool")])
+    layers = resolve_layers(
+        m.module, [LayerSpec(name="blocks.2"), LayerSpec(name="blocks.4"), LayerSpec(name="global_pool")]
+    )
 
     def bare():
         with torch.inference_mode():
@@ -124,7 +164,16 @@ def bench_hook_overhead(n: int, repeat: int) -> None:
         tb.append(timed(bare, 1)[0])
         th.append(timed(hooked, 1)[0])
     tb, th = statistics.median(tb), statistics.median(th)
-    row("extract: 3 layers hooked vs bare forward", n, th, tb, "<= 1.10", within(th / tb, 1.10), "96 px, batch 64, interleaved", max(repeat, 5))
+    row(
+        "extract: 3 layers hooked vs bare forward",
+        n,
+        th,
+        tb,
+        "<= 1.10",
+        within(th / tb, 1.10),
+        "96 px, batch 64, interleaved",
+        max(repeat, 5),
+    )
 
 
 def bench_extraction_defaults(n: int, repeat: int) -> None:
@@ -141,7 +190,9 @@ def bench_extraction_defaults(n: int, repeat: int) -> None:
     def naive():  # eager, NCHW, batch 64, decode in the main thread
         with torch.inference_mode():
             for s in range(0, len(idx), 64):
-                b = torch.from_numpy(np.stack([preprocess_image(ds.read(int(i)), naive_m.preprocess) for i in idx[s : s + 64]]))
+                b = torch.from_numpy(
+                    np.stack([preprocess_image(ds.read(int(i)), naive_m.preprocess) for i in idx[s : s + 64]])
+                )
                 naive_m.module(b)
 
     tuned = effnet(224)
@@ -153,7 +204,16 @@ def bench_extraction_defaults(n: int, repeat: int) -> None:
     naive()
     tn, _ = timed(naive, repeat)
     to, _ = timed(ours, repeat)
-    row("extract: defaults vs naive loop", n, to, tn, "<= 0.50", within(to / tn, 0.50), f"224 px; torch threads {torch.get_num_threads()}", repeat)
+    row(
+        "extract: defaults vs naive loop",
+        n,
+        to,
+        tn,
+        "<= 0.50",
+        within(to / tn, 0.50),
+        f"224 px; torch threads {torch.get_num_threads()}",
+        repeat,
+    )
 
 
 def bench_resizer(n: int, repeat: int) -> None:
@@ -188,7 +248,16 @@ def bench_resizer(n: int, repeat: int) -> None:
             tp, _ = timed(lambda: [resize_crop(img, pil) for _ in range(count)], repeat)
             tc, _ = timed(lambda: [resize_crop(img, cv) for _ in range(count)], repeat)
             diff = np.abs(resize_crop(img, pil).astype(int) - resize_crop(img, cv).astype(int)).mean()
-            row(f"resize: OpenCV vs Pillow, {label}", count, tc, tp, "-", None, f"informational; one thread; mean difference {diff:.2f} grey levels", repeat)
+            row(
+                f"resize: OpenCV vs Pillow, {label}",
+                count,
+                tc,
+                tp,
+                "-",
+                None,
+                f"informational; one thread; mean difference {diff:.2f} grey levels",
+                repeat,
+            )
     finally:
         cv2.setNumThreads(threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -205,8 +274,16 @@ def bench_resizer(n: int, repeat: int) -> None:
             layers = resolve_layers(m.module, [LayerSpec(name="global_pool")])
             extract_shard(m, ds, idx[:64], layers, batch_size=64)  # warm-up
             times[resizer], _ = timed(lambda: extract_shard(m, ds, idx, layers, batch_size=64), repeat)
-    row("extract: JPEG photos, OpenCV resizer vs Pillow", len(idx), times["opencv"], times["pillow"], "-", None,
-        "informational; 224 px, 300-512 px photos, decoded in the main process (no workers below 2,048 images)", repeat)
+    row(
+        "extract: JPEG photos, OpenCV resizer vs Pillow",
+        len(idx),
+        times["opencv"],
+        times["pillow"],
+        "-",
+        None,
+        "informational; 224 px, 300-512 px photos, decoded in the main process (no workers below 2,048 images)",
+        repeat,
+    )
 
 
 def bench_pca(n: int, d: int, repeat: int) -> None:
@@ -221,8 +298,16 @@ def bench_pca(n: int, d: int, repeat: int) -> None:
     tb, ref = timed(lambda: PCA(10, svd_solver="full").fit(x), repeat)
     to, ours = timed(lambda: fit_pca(x, 10), repeat)
     same = np.allclose(ours.explained_variance_ratio, ref.explained_variance_ratio_, rtol=1e-4)
-    row("reduce: PCA vs full SVD", n, to, tb, "<= 0.15", within(to / tb, 0.15, PCA_NOISE) and same,
-        f"{n}x{d}, ratios equal (rtol 1e-4): {same}; noise allowance {PCA_NOISE:.0%}", repeat)
+    row(
+        "reduce: PCA vs full SVD",
+        n,
+        to,
+        tb,
+        "<= 0.15",
+        within(to / tb, 0.15, PCA_NOISE) and same,
+        f"{n}x{d}, ratios equal (rtol 1e-4): {same}; noise allowance {PCA_NOISE:.0%}",
+        repeat,
+    )
 
 
 def bench_neighbours(n: int, d: int, repeat: int) -> None:
@@ -232,11 +317,24 @@ def bench_neighbours(n: int, d: int, repeat: int) -> None:
     from reportgen.neighbours import exact_graph as neighbour_graph
 
     rng = np.random.default_rng(0)
-    x = np.maximum(rng.normal(size=(n, 64)) @ rng.normal(size=(64, d)) + 0.5 * rng.normal(size=(n, d)), 0).astype(np.float32)
-    tb, (_, ref) = timed(lambda: NearestNeighbors(n_neighbors=16, metric="cosine", algorithm="brute").fit(x).kneighbors(x), repeat)
+    x = np.maximum(rng.normal(size=(n, 64)) @ rng.normal(size=(64, d)) + 0.5 * rng.normal(size=(n, d)), 0).astype(
+        np.float32
+    )
+    tb, (_, ref) = timed(
+        lambda: NearestNeighbors(n_neighbors=16, metric="cosine", algorithm="brute").fit(x).kneighbors(x), repeat
+    )
     to, g = timed(lambda: neighbour_graph(x, 15, metric="cosine"), repeat)
     agree = float((g.indices == ref[:, 1:]).mean())
-    row("analyse: neighbour graph vs sklearn brute", n, to, tb, "<= 1.00", within(to / tb, 1.0) and agree > 0.999, f"{n}x{d}, cosine, k=15; same neighbours {agree:.4%}", repeat)
+    row(
+        "analyse: neighbour graph vs sklearn brute",
+        n,
+        to,
+        tb,
+        "<= 1.00",
+        within(to / tb, 1.0) and agree > 0.999,
+        f"{n}x{d}, cosine, k=15; same neighbours {agree:.4%}",
+        repeat,
+    )
 
 
 def bench_tsne(n: int) -> None:
@@ -264,8 +362,16 @@ def bench_tsne(n: int) -> None:
     to, ours = timed(lambda: make_reducer(TsneParams(pca_components=0)).fit(p, seed=0).coords, 1)
     (t_ref, a_ref), (t_o, a_o) = quality(ref), quality(ours)
     ok = within(to / tb, 0.6) and t_o >= t_ref - 0.005 and a_o >= a_ref - 0.01
-    row("reduce: t-SNE (openTSNE) vs sklearn TSNE", len(p), to, tb, "<= 0.60", ok,
-        f"trust {t_o:.4f} vs {t_ref:.4f}, 10-NN acc {a_o:.4f} vs {a_ref:.4f}; input PCA-50 of global_pool", 1)
+    row(
+        "reduce: t-SNE (openTSNE) vs sklearn TSNE",
+        len(p),
+        to,
+        tb,
+        "<= 0.60",
+        ok,
+        f"trust {t_o:.4f} vs {t_ref:.4f}, 10-NN acc {a_o:.4f} vs {a_ref:.4f}; input PCA-50 of global_pool",
+        1,
+    )
 
 
 UMAP_CHILD = r"""
@@ -292,23 +398,56 @@ def bench_umap_compile(raw: bool) -> None:
     """UMAP's one-off cost in a fresh process (imports + numba compilation) = first fit - second fit in
     that process, on 5,391 samples (above umap-learn's 4,096 all-pairs cut-off). Two fresh processes
     share an empty NUMBA_CACHE_DIR: the first is a first build, the second a second build."""
+
     def overheads(mode: str) -> tuple[float, float]:
         out = []
         with tempfile.TemporaryDirectory() as cache:
             env = {**os.environ, "NUMBA_CACHE_DIR": cache, "PYTHONPATH": str(ROOT)}
             for _ in range(2):
-                first, warm = map(float, subprocess.run([sys.executable, "-c", UMAP_CHILD, mode], env=env, capture_output=True, text=True, check=True).stdout.split()[-2:])
+                first, warm = map(
+                    float,
+                    subprocess.run(
+                        [sys.executable, "-c", UMAP_CHILD, mode], env=env, capture_output=True, text=True, check=True
+                    ).stdout.split()[-2:],
+                )
                 out.append(first - warm)
         return out[0], out[1]
 
     o1, o2 = overheads("ours")
     if raw:
         r1, r2 = overheads("raw")
-        row("reduce: UMAP overhead, 1st build", 5391, o1, r1, "-", None, "ours (shared graph) vs umap.UMAP() defaults, fresh numba cache", 1)
-        row("reduce: UMAP overhead, 2nd build", 5391, o2, r2, "<= 10 s", o2 <= 10 * (1 + NOISE), "persistent numba cache; baseline: umap.UMAP() defaults, same cache", 1)
+        row(
+            "reduce: UMAP overhead, 1st build",
+            5391,
+            o1,
+            r1,
+            "-",
+            None,
+            "ours (shared graph) vs umap.UMAP() defaults, fresh numba cache",
+            1,
+        )
+        row(
+            "reduce: UMAP overhead, 2nd build",
+            5391,
+            o2,
+            r2,
+            "<= 10 s",
+            o2 <= 10 * (1 + NOISE),
+            "persistent numba cache; baseline: umap.UMAP() defaults, same cache",
+            1,
+        )
     else:
         row("reduce: UMAP overhead, 1st build", 5391, o1, None, "-", None, "fresh numba cache", 1)
-        row("reduce: UMAP overhead, 2nd build", 5391, o2, None, "<= 10 s", o2 <= 10 * (1 + NOISE), "persistent numba cache", 1)
+        row(
+            "reduce: UMAP overhead, 2nd build",
+            5391,
+            o2,
+            None,
+            "<= 10 s",
+            o2 <= 10 * (1 + NOISE),
+            "persistent numba cache",
+            1,
+        )
 
 
 def bench_rebuild(n: int) -> None:
@@ -335,12 +474,28 @@ cache_dir: {tmp}/cache
         t_first, first = cli()
         t_again, again = cli("--set", "title=renamed")
     ok = within(t_again / t_first, 0.15) and again["forward_calls"] == 0 and again["reducer_fits"] == 0
-    row("build: title-only rebuild vs first (CLI)", n, t_again, t_first, "<= 0.15", ok,
-        f"fresh processes; forward calls {again['forward_calls']}, reducer fits {again['reducer_fits']}, computed {again['computed'] or 'nothing'}", 1)
+    row(
+        "build: title-only rebuild vs first (CLI)",
+        n,
+        t_again,
+        t_first,
+        "<= 0.15",
+        ok,
+        f"fresh processes; forward calls {again['forward_calls']}, reducer fits {again['reducer_fits']}, computed {again['computed'] or 'nothing'}",
+        1,
+    )
     render = first["timings_s"].get("render", 0) + first["timings_s"].get("write", 0)
     at_scale = n >= 10_000
-    row("build: figures + HTML share of first build", n, render, t_first, "<= 0.15",
-        within(render / t_first, 0.15) if at_scale else None, "" if at_scale else "informational: the target applies to a 10,000-image build", 1)
+    row(
+        "build: figures + HTML share of first build",
+        n,
+        render,
+        t_first,
+        "<= 0.15",
+        within(render / t_first, 0.15) if at_scale else None,
+        "" if at_scale else "informational: the target applies to a 10,000-image build",
+        1,
+    )
 
 
 RAY_HEAD = r"""
@@ -368,8 +523,14 @@ def bench_ray(n: int) -> None:
     cores = len(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory() as tmp:
         extract, env = _ray_job(Path(tmp), n, cores)
-        head = subprocess.Popen([sys.executable, "-c", RAY_HEAD, str(cores)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
-                                stderr=subprocess.DEVNULL)
+        head = subprocess.Popen(
+            [sys.executable, "-c", RAY_HEAD, str(cores)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             address = head.stdout.readline().strip()
             t_local = extract("local")
@@ -379,9 +540,26 @@ def bench_ray(n: int) -> None:
             head.wait(timeout=120)
         t_own = extract("own", "--engine", "ray")
         same = _same_embeddings(Path(tmp), "local", "ray", "own")
-    row("extract: Ray (running local cluster) vs local", n, t_ray, t_local, "<= 1.30", within(t_ray / t_local, 1.30) and same,
-        f"96 px, 3 layers, {cores} CPUs, shards of 1,024; same key, embeddings equal (rtol 1e-5): {same}", 1)
-    row("extract: Ray (cluster started by the job) vs local", n, t_own, t_local, "-", None, "informational: cluster and worker start-up inside the job", 1)
+    row(
+        "extract: Ray (running local cluster) vs local",
+        n,
+        t_ray,
+        t_local,
+        "<= 1.30",
+        within(t_ray / t_local, 1.30) and same,
+        f"96 px, 3 layers, {cores} CPUs, shards of 1,024; same key, embeddings equal (rtol 1e-5): {same}",
+        1,
+    )
+    row(
+        "extract: Ray (cluster started by the job) vs local",
+        n,
+        t_own,
+        t_local,
+        "-",
+        None,
+        "informational: cluster and worker start-up inside the job",
+        1,
+    )
 
 
 def _ray_job(tmp: Path, n: int, cpus_per_worker: int):
@@ -399,13 +577,24 @@ output: {{dir: {tmp}/out}}
 execution: {{shard_size: 1024, cpus_per_worker: {cpus_per_worker}}}
 """)
     # the benchmark's own throwaway clusters, in their own folder (not the machine's /tmp/ray)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": str(tmp), "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_TMPDIR": str(tmp),
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
     env.pop("RAY_ADDRESS", None)
 
     def extract(cache: str, *extra: str) -> float:
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "reportgen", "extract", str(spec), "-q", "--cache-dir", f"{tmp}/{cache}", *extra], env=env, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "reportgen", "extract", str(spec), "-q", "--cache-dir", f"{tmp}/{cache}", *extra],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         return time.perf_counter() - t0
 
     return extract, env
@@ -415,10 +604,15 @@ def _same_embeddings(tmp: Path, *caches: str) -> bool:
     """One content key in every cache, and the first two caches' embeddings equal (rtol 1e-5)."""
     from reportgen.store import EmbeddingStore
 
-    entries = {c: next(p.name for p in (tmp / c / "embeddings").iterdir() if not p.name.startswith(".")) for c in caches}
+    entries = {
+        c: next(p.name for p in (tmp / c / "embeddings").iterdir() if not p.name.startswith(".")) for c in caches
+    }
     a, b = (EmbeddingStore(tmp / c).load(entries[c]) for c in caches[:2])
-    return len(set(entries.values())) == 1 and all(np.allclose(a.layers[l], b.layers[l], rtol=1e-5, atol=1e-6) for l in a.layers) \
+    return (
+        len(set(entries.values())) == 1
+        and all(np.allclose(a.layers[l], b.layers[l], rtol=1e-5, atol=1e-6) for l in a.layers)
         and np.array_equal(a.thumbnails, b.thumbnails)
+    )
 
 
 def bench_ray_nodes(n: int) -> None:
@@ -440,9 +634,27 @@ def bench_ray_nodes(n: int) -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             address = f"127.0.0.1:{sock.getsockname()[1]}"
-        nodes = [subprocess.Popen([ray_cli, "start", "--head", "--port", address.split(":")[1], "--num-cpus", "1", "--include-dashboard=false",
-                                   "--disable-usage-stats", "--block"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+        nodes = [
+            subprocess.Popen(
+                [
+                    ray_cli,
+                    "start",
+                    "--head",
+                    "--port",
+                    address.split(":")[1],
+                    "--num-cpus",
+                    "1",
+                    "--include-dashboard=false",
+                    "--disable-usage-stats",
+                    "--block",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        ]
         try:
+
             def count() -> int:
                 p = subprocess.run([ray_cli, "status", "--address", address], env=env, capture_output=True, text=True)
                 return p.stdout.count(" node_") if p.returncode == 0 else 0
@@ -452,8 +664,14 @@ def bench_ray_nodes(n: int) -> None:
                 while count() < want and time.monotonic() < end:
                     time.sleep(1)
                 if want == 1:
-                    nodes.append(subprocess.Popen([ray_cli, "start", "--address", address, "--num-cpus", "1", "--block"], env=env,
-                                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                    nodes.append(
+                        subprocess.Popen(
+                            [ray_cli, "start", "--address", address, "--num-cpus", "1", "--block"],
+                            env=env,
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
+                        )
+                    )
             ready = count() == 2
             t_nodes = extract("nodes", "--engine", "ray", "--address", address)
         finally:
@@ -463,17 +681,31 @@ def bench_ray_nodes(n: int) -> None:
         t_local = extract("local")
         same = _same_embeddings(Path(tmp), "local", "nodes")
         engine = json.loads(next((Path(tmp) / "nodes" / "embeddings").glob("*/manifest.json")).read_text())["engine"]
-    row("extract: Ray on two nodes (1 CPU each) vs local", n, t_nodes, t_local, "-", None,
+    row(
+        "extract: Ray on two nodes (1 CPU each) vs local",
+        n,
+        t_nodes,
+        t_local,
+        "-",
+        None,
         f"informational: {engine.get('nodes')} nodes worked ({'both up' if ready else 'second node late'}), {engine.get('workers')} workers; "
-        f"same key, embeddings equal (rtol 1e-5): {same}", 1)
+        f"same key, embeddings equal (rtol 1e-5): {same}",
+        1,
+    )
 
 
 def machine() -> dict:
     import torch
 
-    return {"cores": len(os.sched_getaffinity(0)), "ram_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-            "python": platform.python_version(), "torch": torch.__version__, "device": "cpu", "torch_threads": torch.get_num_threads(),
-            "processor": platform.processor() or platform.machine()}
+    return {
+        "cores": len(os.sched_getaffinity(0)),
+        "ram_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "processor": platform.processor() or platform.machine(),
+    }
 
 
 def main() -> int:
@@ -483,7 +715,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
     args = ap.parse_args()
     print(f"machine: {machine()}")
-    print(f"{'stage':<42} {'N':>7} {'seconds':>9} {'RSS MB':>7} {'baseline':>9} {'ratio':>7} {'target':>10} {'pass':>5}")
+    print(
+        f"{'stage':<42} {'N':>7} {'seconds':>9} {'RSS MB':>7} {'baseline':>9} {'ratio':>7} {'target':>10} {'pass':>5}"
+    )
     smoke = args.smoke
     benches = [
         lambda: bench_hook_overhead(512 if smoke else 2048, args.repeat),
@@ -492,7 +726,14 @@ def main() -> int:
         lambda: bench_rebuild(1500),
     ]
     if not smoke:
-        benches += [lambda: bench_extraction_defaults(1024, 2), lambda: bench_resizer(512, 2), lambda: bench_ray(10_000), lambda: bench_ray_nodes(10_000), lambda: bench_umap_compile(raw=True), lambda: bench_tsne(10_000)]
+        benches += [
+            lambda: bench_extraction_defaults(1024, 2),
+            lambda: bench_resizer(512, 2),
+            lambda: bench_ray(10_000),
+            lambda: bench_ray_nodes(10_000),
+            lambda: bench_umap_compile(raw=True),
+            lambda: bench_tsne(10_000),
+        ]
     for bench in benches:
         start = len(ROWS)
         bench()
@@ -503,8 +744,12 @@ def main() -> int:
             del ROWS[start:]
             bench()
             for r in ROWS[start:]:
-                r["note"] = (r["note"] + "; " if r["note"] else "") + "second attempt (first: " + ", ".join(
-                    f"{f['ratio']}" for f in first if f["stage"] == r["stage"]) + ")"
+                r["note"] = (
+                    (r["note"] + "; " if r["note"] else "")
+                    + "second attempt (first: "
+                    + ", ".join(f"{f['ratio']}" for f in first if f["stage"] == r["stage"])
+                    + ")"
+                )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": machine(), "smoke": smoke, "rows": ROWS}, indent=1) + "\n")
     failed = [r["stage"] for r in ROWS if r["pass"] is False]

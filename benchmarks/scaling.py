@@ -10,6 +10,7 @@ openTSNE and raw umap-learn per layer - and prints the end-to-end ratio (target 
     python benchmarks/scaling.py --sizes 1000 --no-e2e
 Writes benchmarks/results/scaling.json and docs/scaling.png (log-log, seconds and peak RSS per stage).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -130,11 +131,18 @@ def raw_parts(spec_path: str) -> dict:
     return out
 
 
-PRECOMPUTED_TITLE = "reportgen on precomputed embeddings (Fashion-MNIST global_pool tiled, 1,280-d; PCA + t-SNE + UMAP), 2 CPU cores"
+PRECOMPUTED_TITLE = (
+    "reportgen on precomputed embeddings (Fashion-MNIST global_pool tiled, 1,280-d; PCA + t-SNE + UMAP), 2 CPU cores"
+)
 
 
-def figure(results: dict, path: Path, *, title: str = "reportgen on Fashion-MNIST (EfficientNet-Lite0, 96 px, 3 layers, PCA + t-SNE + UMAP), 2 CPU cores",
-           budget: int = 4096) -> None:
+def figure(
+    results: dict,
+    path: Path,
+    *,
+    title: str = "reportgen on Fashion-MNIST (EfficientNet-Lite0, 96 px, 3 layers, PCA + t-SNE + UMAP), 2 CPU cores",
+    budget: int = 4096,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -144,7 +152,9 @@ def figure(results: dict, path: Path, *, title: str = "reportgen on Fashion-MNIS
     last = results[str(ns[-1])]
     palette = plt.get_cmap("tab10").colors + plt.get_cmap("Dark2").colors
     # the stages that cost most at the largest N, one colour each (more lines would be unreadable)
-    stages = sorted({s for r in results.values() for s in r["timings_s"]}, key=lambda s: -last["timings_s"].get(s, 0))[: len(palette)]
+    stages = sorted({s for r in results.values() for s in r["timings_s"]}, key=lambda s: -last["timings_s"].get(s, 0))[
+        : len(palette)
+    ]
     colours = dict(zip(stages, palette))
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.8), dpi=110)
     for s in stages:  # one colour per stage in both panels; times under 0.05 s drawn at 0.05
@@ -155,9 +165,18 @@ def figure(results: dict, path: Path, *, title: str = "reportgen on Fashion-MNIS
         if all(v is not None for v in m):
             b.plot(ns, m, marker="o", color=colours[s], label=s)
     a.plot(ns, [results[str(n)]["wall_s"] for n in ns], "k--", marker="s", label="whole build")
-    b.plot(ns, [max(results[str(n)]["peak_rss_mb"].values()) for n in ns], "k--", marker="s", label="whole build (peak)")
+    b.plot(
+        ns, [max(results[str(n)]["peak_rss_mb"].values()) for n in ns], "k--", marker="s", label="whole build (peak)"
+    )
     b.axhline(budget, color="red", lw=0.8, ls=":", label=f"{budget // 1024} GiB budget")
-    a.plot(ns, [ns[0] and results[str(ns[0])]["wall_s"] * n / ns[0] for n in ns], color="grey", lw=0.7, ls=":", label="linear in N")
+    a.plot(
+        ns,
+        [ns[0] and results[str(ns[0])]["wall_s"] * n / ns[0] for n in ns],
+        color="grey",
+        lw=0.7,
+        ls=":",
+        label="linear in N",
+    )
     for ax, panel, unit in ((a, "wall time per stage", "seconds"), (b, "peak RSS during each stage (process)", "MB")):
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -201,8 +220,12 @@ def prepare_precomputed(data: Path, n: int) -> Path:
     from reportgen.spec import loads_spec
 
     data.mkdir(parents=True, exist_ok=True)
-    spec = loads_spec(SPEC.format(n=70_000, f=FASHION, out=data / "unused", cache=data / "cache").replace(
-        "layers: [blocks.2, blocks.4, {name: global_pool, reshape: mean}]", "layers: [{name: global_pool, reshape: mean}]"))
+    spec = loads_spec(
+        SPEC.format(n=70_000, f=FASHION, out=data / "unused", cache=data / "cache").replace(
+            "layers: [blocks.2, blocks.4, {name: global_pool, reshape: mean}]",
+            "layers: [{name: global_pool, reshape: mean}]",
+        )
+    )
     ds, sel, runs = extract_embeddings(spec, progress=False)
     base = np.asarray(runs[0].embeddings.layers["global_pool"], np.float32)
     labels = runs[0].embeddings.labels
@@ -213,7 +236,11 @@ def prepare_precomputed(data: Path, n: int) -> Path:
     rng = np.random.default_rng(0)
     for s in range(0, n, 50_000):
         rows = np.arange(s, min(s + 50_000, n)) % len(base)
-        vec[s : s + len(rows)] = base[rows] + (rng.normal(size=(len(rows), base.shape[1])) * std).astype(np.float32) * (np.arange(s, s + len(rows)) >= len(base))[:, None]
+        vec[s : s + len(rows)] = (
+            base[rows]
+            + (rng.normal(size=(len(rows), base.shape[1])) * std).astype(np.float32)
+            * (np.arange(s, s + len(rows)) >= len(base))[:, None]
+        )
         img[s : s + len(rows)] = images[rows]
     vec.flush()
     img.flush()
@@ -228,7 +255,16 @@ def prepare_precomputed(data: Path, n: int) -> Path:
 def build_precomputed(n: int, data: Path, tmp: Path, index: str = "auto") -> dict:
     out, cache = tmp / f"pout{n}-{index}", tmp / f"pcache{n}-{index}"
     spec = tmp / f"pspec{n}-{index}.yaml"
-    spec.write_text(PRECOMPUTED_SPEC.format(n=n, data=data, out=out, cache=cache, index=index, reps=round(len(np.load(data / "vectors.npy", mmap_mode="r")) / 70_000)))
+    spec.write_text(
+        PRECOMPUTED_SPEC.format(
+            n=n,
+            data=data,
+            out=out,
+            cache=cache,
+            index=index,
+            reps=round(len(np.load(data / "vectors.npy", mmap_mode="r")) / 70_000),
+        )
+    )
     r = _child_build(spec, f"precomputed build of {n}")
     summary = json.loads((out / "summary.json").read_text())
     layer = summary["models"][0]["layers"][0]
@@ -246,9 +282,22 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/scaling.json")
     ap.add_argument("--figure", type=Path, default=ROOT / "docs/scaling.png")
     ap.add_argument("--plot-only", action="store_true", help="redraw the figure from --json")
-    ap.add_argument("--precomputed", action="store_true", help="a million precomputed embeddings: builds at 10k / 100k / 1M (--sizes) from a tiled .npy")
-    ap.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "reportgen-scale-data", help="where the tiled input is made once")
-    ap.add_argument("--compare-graph", action="store_true", help="at 70,000 precomputed rows: the approximate vs the exact neighbour graph, same run")
+    ap.add_argument(
+        "--precomputed",
+        action="store_true",
+        help="a million precomputed embeddings: builds at 10k / 100k / 1M (--sizes) from a tiled .npy",
+    )
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "reportgen-scale-data",
+        help="where the tiled input is made once",
+    )
+    ap.add_argument(
+        "--compare-graph",
+        action="store_true",
+        help="at 70,000 precomputed rows: the approximate vs the exact neighbour graph, same run",
+    )
     args = ap.parse_args()
     if args.precomputed or args.compare_graph:
         return main_precomputed(args)
@@ -269,16 +318,33 @@ def main() -> int:
             r = build_once(n, Path(tmp))
             results[str(n)] = r
             top = sorted(r["timings_s"].items(), key=lambda kv: -kv[1])[:6]
-            print(f"N={n:>6}: {r['wall_s']:7.1f} s, peak RSS {max(r['peak_rss_mb'].values()):6.0f} MB, HTML {r['html_bytes'] / 1e6:.1f} MB; "
-                  + ", ".join(f"{k} {v:.1f}" for k, v in top), flush=True)
+            print(
+                f"N={n:>6}: {r['wall_s']:7.1f} s, peak RSS {max(r['peak_rss_mb'].values()):6.0f} MB, HTML {r['html_bytes'] / 1e6:.1f} MB; "
+                + ", ".join(f"{k} {v:.1f}" for k, v in top),
+                flush=True,
+            )
             if n == 10_000 and args.e2e:
                 raw = raw_parts(r["spec"])
                 total = sum(raw.values())
-                e2e = {"build_s": r["wall_s"], "raw_s": raw, "raw_total_s": total, "ratio": r["wall_s"] / total, "target": 1.3}
-                print(f"end to end at 10,000: build {r['wall_s']:.1f} s vs raw parts {total:.1f} s "
-                      f"({', '.join(f'{k} {v:.1f}' for k, v in raw.items())}): ratio {e2e['ratio']:.3f} (target <= 1.3)", flush=True)
+                e2e = {
+                    "build_s": r["wall_s"],
+                    "raw_s": raw,
+                    "raw_total_s": total,
+                    "ratio": r["wall_s"] / total,
+                    "target": 1.3,
+                }
+                print(
+                    f"end to end at 10,000: build {r['wall_s']:.1f} s vs raw parts {total:.1f} s "
+                    f"({', '.join(f'{k} {v:.1f}' for k, v in raw.items())}): ratio {e2e['ratio']:.3f} (target <= 1.3)",
+                    flush=True,
+                )
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"machine": {**machine(), "date": time.strftime("%Y-%m-%d")}, "builds": results, "end_to_end": e2e}, indent=1))
+    args.json.write_text(
+        json.dumps(
+            {"machine": {**machine(), "date": time.strftime("%Y-%m-%d")}, "builds": results, "end_to_end": e2e},
+            indent=1,
+        )
+    )
     if len(results) > 1:
         figure(results, args.figure)
     print(f"wrote {args.json}" + (f" and {args.figure}" if len(results) > 1 else ""))
@@ -297,19 +363,27 @@ def main_precomputed(args) -> int:
             for index in ("exact", "auto"):
                 r = build_precomputed(70_000, data, Path(tmp), index)
                 results[f"70000-{index}"] = r
-                print(f"70,000 rows, neighbour_index {index}: {r['wall_s']:.1f} s, graph {r['timings_s'].get('neighbours', 0):.1f} s, recall "
-                      f"{r['metrics'].get('neighbour_recall')}, trustworthiness tsne {r['metrics'].get('trustworthiness_tsne')}, umap "
-                      f"{r['metrics'].get('trustworthiness_umap')}", flush=True)
+                print(
+                    f"70,000 rows, neighbour_index {index}: {r['wall_s']:.1f} s, graph {r['timings_s'].get('neighbours', 0):.1f} s, recall "
+                    f"{r['metrics'].get('neighbour_recall')}, trustworthiness tsne {r['metrics'].get('trustworthiness_tsne')}, umap "
+                    f"{r['metrics'].get('trustworthiness_umap')}",
+                    flush=True,
+                )
         else:
             for n in sizes:
                 r = build_precomputed(n, data, Path(tmp))
                 results[str(n)] = r
                 top = sorted(r["timings_s"].items(), key=lambda kv: -kv[1])[:7]
-                print(f"N={n:>8}: {r['wall_s']:7.1f} s, peak RSS {max(r['peak_rss_mb'].values()):6.0f} MB, HTML {r['html_bytes'] / 1e6:.1f} MB, recall "
-                      f"{r['metrics'].get('neighbour_recall')}; " + ", ".join(f"{k} {v:.1f}" for k, v in top), flush=True)
+                print(
+                    f"N={n:>8}: {r['wall_s']:7.1f} s, peak RSS {max(r['peak_rss_mb'].values()):6.0f} MB, HTML {r['html_bytes'] / 1e6:.1f} MB, recall "
+                    f"{r['metrics'].get('neighbour_recall')}; " + ", ".join(f"{k} {v:.1f}" for k, v in top),
+                    flush=True,
+                )
     out = args.json.with_name("scaling-precomputed.json" if not args.compare_graph else "graph-70k.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": {**machine(), "date": time.strftime("%Y-%m-%d")}, "builds": results}, indent=1))
+    out.write_text(
+        json.dumps({"machine": {**machine(), "date": time.strftime("%Y-%m-%d")}, "builds": results}, indent=1)
+    )
     if not args.compare_graph and len(results) > 1:
         figure(results, args.figure.with_name("scaling-1m.png"), title=PRECOMPUTED_TITLE, budget=8192)
     print(f"wrote {out}")

@@ -8,18 +8,34 @@ Plug-ins: ``reportgen.register_reducer``, ``reportgen.register_analysis`` and
 ``reportgen.register_dataset_kind`` add a reducer, an analysis (a report section) or a dataset
 kind without changing reportgen's source.
 """
+
 from __future__ import annotations
 
 from ._version import __version__
 
 __all__ = [
-    "__version__", "load_spec", "loads_spec", "build", "list_layers", "load_model", "load_dataset",
-    "register_reducer", "register_analysis", "register_dataset_kind",
+    "__version__",
+    "load_spec",
+    "loads_spec",
+    "build",
+    "list_layers",
+    "load_model",
+    "load_dataset",
+    "register_reducer",
+    "register_analysis",
+    "register_dataset_kind",
 ]
 
 _LAZY = {  # importing reportgen stays fast: no torch, no pydantic until a name is used
-    "load_spec": "spec", "loads_spec": "spec", "build": "pipeline", "list_layers": "extract", "load_model": "models",
-    "load_dataset": "datasets", "register_reducer": "reducers", "register_analysis": "analyses", "register_dataset_kind": "datasets",
+    "load_spec": "spec",
+    "loads_spec": "spec",
+    "build": "pipeline",
+    "list_layers": "extract",
+    "load_model": "models",
+    "load_dataset": "datasets",
+    "register_reducer": "reducers",
+    "register_analysis": "analyses",
+    "register_dataset_kind": "datasets",
 }
 
 

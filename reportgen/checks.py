@@ -3,13 +3,14 @@
 Works on the summary.json structure, so ``reportgen check summary.json`` re-evaluates gates
 without recomputing anything.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from .errors import DataError
 from .results import CheckResult
@@ -44,15 +45,27 @@ def evaluate(summary: dict, checks: list, *, baseline: dict | None = None) -> li
     layers = list(_layers(summary))
     for i, c in enumerate(checks):
         c = c if isinstance(c, dict) else c.model_dump(mode="json")
-        matched = [(m, l, met) for m, l, met in layers if (c.get("model") in (None, m)) and (c.get("layer") in (None, l))]
+        matched = [
+            (m, l, met) for m, l, met in layers if (c.get("model") in (None, m)) and (c.get("layer") in (None, l))
+        ]
         label = c.get("name") or c["metric"]
         if c.get("layer") is None and any(c["metric"] in met for _, _, met in matched):
             # a metric measured on some layers only (the audit's, on the audit layer): a check that
             # names no layer applies where it is measured
             matched = [(m, l, met) for m, l, met in matched if c["metric"] in met]
         if not matched:
-            results.append(CheckResult(label, c["metric"], c.get("model") or "*", c.get("layer") or "*", None, None, False,
-                                       f"checks[{i}]: no layer matches model={c.get('model') or '*'} layer={c.get('layer') or '*'}"))
+            results.append(
+                CheckResult(
+                    label,
+                    c["metric"],
+                    c.get("model") or "*",
+                    c.get("layer") or "*",
+                    None,
+                    None,
+                    False,
+                    f"checks[{i}]: no layer matches model={c.get('model') or '*'} layer={c.get('layer') or '*'}",
+                )
+            )
             continue
         base = None
         if c.get("max_drop") is not None:
@@ -60,8 +73,19 @@ def evaluate(summary: dict, checks: list, *, baseline: dict | None = None) -> li
             if base is None and c.get("min") is None and c.get("max") is None:
                 # a regression gate with nothing to compare against (the first run on main): skipped, said so
                 for model, layer, met in matched:
-                    results.append(CheckResult(label, c["metric"], model, layer, met.get(c["metric"]), None, True,
-                                               f"{model}/{layer}: {c['metric']} = {_fmt(met.get(c['metric']))}; skipped: no baseline given (--baseline)", skipped=True))
+                    results.append(
+                        CheckResult(
+                            label,
+                            c["metric"],
+                            model,
+                            layer,
+                            met.get(c["metric"]),
+                            None,
+                            True,
+                            f"{model}/{layer}: {c['metric']} = {_fmt(met.get(c['metric']))}; skipped: no baseline given (--baseline)",
+                            skipped=True,
+                        )
+                    )
                 continue
         for model, layer, met in matched:
             value = met.get(c["metric"])
@@ -86,7 +110,9 @@ def evaluate(summary: dict, checks: list, *, baseline: dict | None = None) -> li
                         ok, why = False, f"the baseline has no {c['metric']} for {model}/{layer}"
                     elif ok:
                         ok &= (bval - value) <= c["max_drop"] + 1e-12
-            msg = f"{model}/{layer}: {c['metric']} = {_fmt(value)}" + (f" (baseline {_fmt(bval)}, drop {_fmt(bval - value)})" if bval is not None and value is not None else "")
+            msg = f"{model}/{layer}: {c['metric']} = {_fmt(value)}" + (
+                f" (baseline {_fmt(bval)}, drop {_fmt(bval - value)})" if bval is not None and value is not None else ""
+            )
             msg += f"; required {' and '.join(bounds)}" + (f"; {why}" if why else "")
             results.append(CheckResult(label, c["metric"], model, layer, value, bval, bool(ok), msg))
     return results
@@ -97,7 +123,9 @@ def junit_xml(results: list[CheckResult], *, suite: str = "reportgen checks") ->
     failures = sum(not r.passed for r in results)
     skipped = sum(r.skipped for r in results)
     root = ET.Element("testsuites", name="reportgen", tests=str(len(results)), failures=str(failures))
-    ts = ET.SubElement(root, "testsuite", name=suite, tests=str(len(results)), failures=str(failures), errors="0", skipped=str(skipped))
+    ts = ET.SubElement(
+        root, "testsuite", name=suite, tests=str(len(results)), failures=str(failures), errors="0", skipped=str(skipped)
+    )
     for r in results:
         tc = ET.SubElement(ts, "testcase", classname=f"reportgen.{r.model}.{r.layer}", name=r.name)
         if r.skipped:

@@ -3,6 +3,7 @@
 Exit codes: 0 success, 1 runtime error (data, model, output), 2 usage or invalid spec,
 3 a quality check failed (report still written), 130 interrupted (Ctrl-C).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,29 +33,62 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info messages")
     common.add_argument("--traceback", action="store_true", help="show the full traceback on errors")
 
-    p = _Parser(prog="reportgen", description="Turn a trained image model and a dataset into a self-contained HTML report of what its layers see.",
-                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common])
+    p = _Parser(
+        prog="reportgen",
+        description="Turn a trained image model and a dataset into a self-contained HTML report of what its layers see.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
     p.add_argument("--version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help, description=help, parents=[common], epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        return sub.add_parser(
+            name,
+            help=help,
+            description=help,
+            parents=[common],
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
 
     b = add("build", "Build the report a spec describes (report.html, summary.json, figures/).")
     b.add_argument("spec", type=Path, help="YAML spec file")
     b.add_argument("--out", type=Path, help="output folder (overrides output.dir)")
-    b.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a spec field, e.g. --set dataset.limit=500 (repeatable)")
+    b.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec field, e.g. --set dataset.limit=500 (repeatable)",
+    )
     b.add_argument("--no-cache", action="store_true", help="recompute embeddings even when cached")
-    b.add_argument("--cache-dir", type=Path, help="embedding cache folder (default: spec cache_dir or ~/.cache/reportgen)")
+    b.add_argument(
+        "--cache-dir", type=Path, help="embedding cache folder (default: spec cache_dir or ~/.cache/reportgen)"
+    )
     b.add_argument("--max-samples", type=int, help="refuse to use more than N samples (a guard for CI)")
     b.add_argument("--baseline", type=Path, help="summary.json of a reference build, for max_drop checks")
     _engine_flags(b)
 
-    x = add("extract", "Extract and store the embeddings a spec names (no report): e.g. on a Ray cluster, then 'reportgen build' anywhere.")
+    x = add(
+        "extract",
+        "Extract and store the embeddings a spec names (no report): e.g. on a Ray cluster, then 'reportgen build' anywhere.",
+    )
     x.add_argument("spec", type=Path, help="YAML spec file")
-    x.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a spec field (repeatable)")
+    x.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec field (repeatable)",
+    )
     x.add_argument("--no-cache", action="store_true", help="recompute embeddings even when cached")
-    x.add_argument("--cache-dir", type=Path, help="embedding cache folder (default: spec cache_dir or ~/.cache/reportgen)")
+    x.add_argument(
+        "--cache-dir", type=Path, help="embedding cache folder (default: spec cache_dir or ~/.cache/reportgen)"
+    )
     x.add_argument("--max-samples", type=int, help="refuse to use more than N samples")
     _engine_flags(x)
 
@@ -80,7 +114,10 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--out", type=Path, default=Path("reportgen-demo"), help="output folder (default: ./reportgen-demo)")
     d.add_argument("--cache-dir", type=Path)
 
-    e = add("export-projector", "Write a spec's embeddings as a TensorBoard projector folder (tensors, metadata.tsv, sprite, config).")
+    e = add(
+        "export-projector",
+        "Write a spec's embeddings as a TensorBoard projector folder (tensors, metadata.tsv, sprite, config).",
+    )
     e.add_argument("spec", type=Path)
     e.add_argument("--out", type=Path, required=True, help="folder to write (tensorboard --logdir FOLDER opens it)")
     e.add_argument("--binary", action="store_true", help="float32 .bytes tensors instead of TSV")
@@ -108,7 +145,11 @@ def _engine_overrides(args) -> list[str]:
 
 
 def _setup_logging(args, stderr: TextIO) -> None:
-    level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING)
+    level = (
+        logging.WARNING
+        if args.quiet
+        else (logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING)
+    )
     root = logging.getLogger("reportgen")
     root.handlers[:] = []
     h = logging.StreamHandler(stderr)
@@ -142,8 +183,16 @@ def _cmd_build(args, out: TextIO, err: TextIO) -> int:
     spec = load_spec(args.spec, overrides=_engine_overrides(args))
     if args.max_samples is not None and args.max_samples <= 0:
         raise UsageError("--max-samples must be > 0")
-    result = build(spec, use_cache=not args.no_cache, cache_dir=args.cache_dir, max_samples=args.max_samples,
-                   progress=not args.quiet, output_dir=args.out, baseline=args.baseline, hooks=_hooks())
+    result = build(
+        spec,
+        use_cache=not args.no_cache,
+        cache_dir=args.cache_dir,
+        max_samples=args.max_samples,
+        progress=not args.quiet,
+        output_dir=args.out,
+        baseline=args.baseline,
+        hooks=_hooks(),
+    )
     if not args.quiet:
         print(f"report: {result.output_dir / 'report.html'} ({result.html_bytes / 1e6:.1f} MB)", file=out)
     return _report_checks(result.checks, out, err, quiet=args.quiet)
@@ -166,12 +215,22 @@ def _cmd_extract(args, out: TextIO, err: TextIO) -> int:
     if args.max_samples is not None and args.max_samples <= 0:
         raise UsageError("--max-samples must be > 0")
     stages = Stages(_hooks())
-    ds, sel, runs = extract_embeddings(spec, use_cache=not args.no_cache, cache_dir=args.cache_dir, max_samples=args.max_samples,
-                                       progress=not args.quiet, stages=stages)
+    ds, sel, runs = extract_embeddings(
+        spec,
+        use_cache=not args.no_cache,
+        cache_dir=args.cache_dir,
+        max_samples=args.max_samples,
+        progress=not args.quiet,
+        stages=stages,
+    )
     for r in runs:
         e = r.embeddings
         where = f"{e.path}" if e.path else "input file"
-        how = {"cache": "already in the cache", "computed": f"computed ({e.forward_calls} forward passes)", "input": "given as input"}[e.origin]
+        how = {
+            "cache": "already in the cache",
+            "computed": f"computed ({e.forward_calls} forward passes)",
+            "input": "given as input",
+        }[e.origin]
         print(f"{r.model.name}: {len(e.ids):,} samples x {len(e.layers)} layer(s), {how}: {where}", file=out)
     return ExitStatus.OK
 
@@ -248,10 +307,15 @@ def _cmd_export(args, out: TextIO, err: TextIO) -> int:
     base = runs[0].embeddings
     tensors = {f"{r.model.name}/{name}": np.asarray(x) for r in runs for name, x in r.embeddings.layers.items()}
     meta = {"label": [ds.class_names[int(y)] for y in base.labels], "id": list(base.ids)}
-    notes = export_projector(args.out, tensors, meta, np.asarray(base.thumbnails) if ds.has_images else None, binary=args.binary)
+    notes = export_projector(
+        args.out, tensors, meta, np.asarray(base.thumbnails) if ds.has_images else None, binary=args.binary
+    )
     for n in notes:
         print(f"reportgen: note: {n}", file=err)
-    print(f"projector: {args.out} ({len(tensors)} tensor(s), {len(base.ids)} samples); run: tensorboard --logdir {args.out}", file=out)
+    print(
+        f"projector: {args.out} ({len(tensors)} tensor(s), {len(base.ids)} samples); run: tensorboard --logdir {args.out}",
+        file=out,
+    )
     return ExitStatus.OK
 
 
@@ -263,11 +327,22 @@ def _cmd_cache(args, out: TextIO, err: TextIO) -> int:
         print(store.root, file=out)
     else:
         n = store.clear()
-        print(f"removed {n} embedding entr{'y' if n == 1 else 'ies'} and every cached map, graph, probe and figure from {store.root}", file=out)
+        print(
+            f"removed {n} embedding entr{'y' if n == 1 else 'ies'} and every cached map, graph, probe and figure from {store.root}",
+            file=out,
+        )
     return ExitStatus.OK
 
 
-COMMANDS = {"build": _cmd_build, "extract": _cmd_extract, "check": _cmd_check, "export-projector": _cmd_export, "demo": _cmd_demo, "layers": _cmd_layers, "cache": _cmd_cache}
+COMMANDS = {
+    "build": _cmd_build,
+    "extract": _cmd_extract,
+    "check": _cmd_check,
+    "export-projector": _cmd_export,
+    "demo": _cmd_demo,
+    "layers": _cmd_layers,
+    "cache": _cmd_cache,
+}
 
 
 def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
@@ -307,7 +382,10 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr:
                 for line in exc.errors:
                     print(f"reportgen: error: {line}", file=err)
                 return ExitStatus.USAGE
-            print(f"{args.spec}: valid ({len(spec.models)} model(s), {sum(len(m.layers) for m in spec.models)} layer(s), reducers: {', '.join(r.method for r in spec.reducers)})", file=out)
+            print(
+                f"{args.spec}: valid ({len(spec.models)} model(s), {sum(len(m.layers) for m in spec.models)} layer(s), reducers: {', '.join(r.method for r in spec.reducers)})",
+                file=out,
+            )
             return ExitStatus.OK
         return int(COMMANDS[args.command](args, out, err))
     except ReportgenError as exc:
@@ -331,6 +409,8 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr:
         if show_tb:
             traceback.print_exc(file=err)
         else:
-            print(f"reportgen: internal error: {type(exc).__name__}: {exc} (rerun with --traceback and report it)", file=err)
+            print(
+                f"reportgen: internal error: {type(exc).__name__}: {exc} (rerun with --traceback and report it)",
+                file=err,
+            )
         return int(ExitStatus.ERROR)
-

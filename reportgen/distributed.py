@@ -12,6 +12,7 @@ embedding entry (``<cache>/embeddings/<key>/``, the same content key as the loca
 (a dead worker, an interrupted driver) computes only the shards that are missing. Ray's own actor
 restarts and task retries handle workers that die mid-job; no scheduler is written here.
 """
+
 from __future__ import annotations
 
 import io
@@ -21,9 +22,10 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -45,9 +47,11 @@ class RayError(ReportgenError):
 def import_ray():
     try:
         import ray
-        import ray.data  # noqa: F401
+        import ray.data
     except ImportError:
-        raise RayError("execution.engine: ray needs Ray Data; pip install 'reportgen[ray]' (or set execution.engine: local)") from None
+        raise RayError(
+            "execution.engine: ray needs Ray Data; pip install 'reportgen[ray]' (or set execution.engine: local)"
+        ) from None
     return ray
 
 
@@ -62,9 +66,22 @@ def write_shard(path: Path, shard: Shard, layer_names: list[str], about: dict) -
     """One shard, whole or not at all (a temporary beside it, then a rename). ``about``: the content
     key the worker computed, the model's description, how images were fed."""
     buf = io.BytesIO()
-    meta = {"layers": layer_names, "reshapes": shard.reshapes, "bad": [[int(i), r] for i, r in shard.bad], "forward_calls": shard.forward_calls, **about}
+    meta = {
+        "layers": layer_names,
+        "reshapes": shard.reshapes,
+        "bad": [[int(i), r] for i, r in shard.bad],
+        "forward_calls": shard.forward_calls,
+        **about,
+    }
     arrays = {f"layer_{j}": shard.embeddings[name] for j, name in enumerate(layer_names)}
-    np.savez(buf, __meta__=np.asarray(json.dumps(meta)), indices=shard.indices, thumbnails=shard.thumbnails, hashes=shard.hashes, **arrays)
+    np.savez(
+        buf,
+        __meta__=np.asarray(json.dumps(meta)),
+        indices=shard.indices,
+        thumbnails=shard.thumbnails,
+        hashes=shard.hashes,
+        **arrays,
+    )
     tmp = path.with_name(temp_name(path.name))
     try:
         tmp.write_bytes(buf.getvalue())
@@ -79,8 +96,15 @@ def read_shard(path: Path) -> tuple[Shard, dict] | None:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["__meta__"]))
             emb = {name: np.asarray(z[f"layer_{j}"]) for j, name in enumerate(meta["layers"])}
-            shard = Shard(indices=np.asarray(z["indices"]), embeddings=emb, thumbnails=np.asarray(z["thumbnails"]), hashes=np.asarray(z["hashes"]),
-                          bad=tuple((int(i), str(r)) for i, r in meta["bad"]), reshapes=meta["reshapes"], forward_calls=int(meta["forward_calls"]))
+            shard = Shard(
+                indices=np.asarray(z["indices"]),
+                embeddings=emb,
+                thumbnails=np.asarray(z["thumbnails"]),
+                hashes=np.asarray(z["hashes"]),
+                bad=tuple((int(i), str(r)) for i, r in meta["bad"]),
+                reshapes=meta["reshapes"],
+                forward_calls=int(meta["forward_calls"]),
+            )
     except (OSError, ValueError, KeyError, json.JSONDecodeError):
         return None
     return shard, meta
@@ -95,30 +119,50 @@ class ShardWorker:
     computes the embeddings' content key itself, as the local path would (the driver never loads
     the model)."""
 
-    JOB: "RayJob | None" = None  # set on the per-job subclass the driver sends (see extract_on_ray)
+    JOB: RayJob | None = None  # set on the per-job subclass the driver sends (see extract_on_ray)
 
     def __init__(self) -> None:
         import torch
 
         job = self.JOB
         if job.threads:
-            torch.set_num_threads(job.threads)  # Ray sets OMP_NUM_THREADS to the actor's CPUs; a GPU actor decodes on them
+            torch.set_num_threads(
+                job.threads
+            )  # Ray sets OMP_NUM_THREADS to the actor's CPUs; a GPU actor decodes on them
         self.job = job
         self.ds = load_dataset(job.dataset)
         if self.ds.fingerprint != job.dataset_fingerprint:
-            raise DataError(f"dataset: the worker on {os.uname().nodename} reads other data than the driver (fingerprints differ); the dataset's files must be the same on every node")
+            raise DataError(
+                f"dataset: the worker on {os.uname().nodename} reads other data than the driver (fingerprints differ); the dataset's files must be the same on every node"
+            )
         loaded = load_model(job.model, seed=job.seed)
         layers = resolve_layers(loaded.module, job.model.layers)
         self.layer_names = [l.name for l in layers]
         m = job.model
-        self.extractor = Extractor(loaded, layers, batch_size=m.batch_size, thumbnail_px=job.thumbnail_px, on_bad_image=job.on_bad_image,
-                                   max_features=m.max_features, num_workers=job.decode_workers, jit=job.jit, precision=m.precision,
-                                   expected_samples=len(job.indices))  # the same tracing decision as the local path
+        self.extractor = Extractor(
+            loaded,
+            layers,
+            batch_size=m.batch_size,
+            thumbnail_px=job.thumbnail_px,
+            on_bad_image=job.on_bad_image,
+            max_features=m.max_features,
+            num_workers=job.decode_workers,
+            jit=job.jit,
+            precision=m.precision,
+            expected_samples=len(job.indices),
+        )  # the same tracing decision as the local path
         info = loaded.info
         self.about = {
             "key": embeddings_key(info, layers, m, self.ds, job.indices, job.thumbnail_px, job.on_bad_image),
-            "model": {"name": info.name, "arch": info.arch, "source": info.source, "weights_sha256": info.weights_sha256},
-            "preprocess": info.preprocess.as_dict(), "feeding": self.extractor.feeding(self.ds).as_dict(), "device": info.device,
+            "model": {
+                "name": info.name,
+                "arch": info.arch,
+                "source": info.source,
+                "weights_sha256": info.weights_sha256,
+            },
+            "preprocess": info.preprocess.as_dict(),
+            "feeding": self.extractor.feeding(self.ds).as_dict(),
+            "device": info.device,
             "layer_index": {l.name: l.index for l in layers},
         }
         self.pid = os.getpid()
@@ -127,7 +171,15 @@ class ShardWorker:
         self.node = ray.get_runtime_context().get_node_id()  # which machine of the cluster ran each shard
 
     def __call__(self, batch: dict) -> dict:
-        out: dict[str, list] = {"shard": [], "count": [], "forward_calls": [], "seconds": [], "pid": [], "node": [], "key": []}
+        out: dict[str, list] = {
+            "shard": [],
+            "count": [],
+            "forward_calls": [],
+            "seconds": [],
+            "pid": [],
+            "node": [],
+            "key": [],
+        }
         for i, start, stop in zip(batch["shard"], batch["start"], batch["stop"]):
             i = int(i)
             path = shard_path(self.job.folder, i)
@@ -139,8 +191,15 @@ class ShardWorker:
                 calls, count = shard.forward_calls, len(shard.indices) + len(shard.bad)
             else:
                 calls, count = 0, len(done[0].indices) + len(done[0].bad)
-            for k, v in (("shard", i), ("count", count), ("forward_calls", calls), ("seconds", time.perf_counter() - t0), ("pid", self.pid),
-                         ("node", self.node), ("key", self.about["key"])):
+            for k, v in (
+                ("shard", i),
+                ("count", count),
+                ("forward_calls", calls),
+                ("seconds", time.perf_counter() - t0),
+                ("pid", self.pid),
+                ("node", self.node),
+                ("key", self.about["key"]),
+            ):
                 out[k].append(v)
         return out
 
@@ -170,9 +229,18 @@ class RayJob:
         import hashlib
 
         m = self.model.model_dump(mode="json", exclude={"name", "device", "batch_size", "num_workers", "channels_last"})
-        return content_key({"job": "ray", "model": m, "seed": self.seed, "dataset": self.dataset_fingerprint, "thumb": self.thumbnail_px,
-                            "selection": hashlib.sha256(np.ascontiguousarray(self.indices, np.int64).tobytes()).hexdigest(),
-                            "on_bad_image": self.on_bad_image, "code": code_fingerprint(*EMBEDDING_CODE, "reportgen.models")})
+        return content_key(
+            {
+                "job": "ray",
+                "model": m,
+                "seed": self.seed,
+                "dataset": self.dataset_fingerprint,
+                "thumb": self.thumbnail_px,
+                "selection": hashlib.sha256(np.ascontiguousarray(self.indices, np.int64).tobytes()).hexdigest(),
+                "on_bad_image": self.on_bad_image,
+                "code": code_fingerprint(*EMBEDDING_CODE, "reportgen.models"),
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -203,30 +271,43 @@ class _Connection:
             # as documented - not whichever cluster 'ray start' last left running on this machine,
             # which is what ray.init() alone would join.
             self.address = self.address or os.environ.get("RAY_ADDRESS") or None
-            kwargs: dict = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False, "address": self.address or "local"}
+            kwargs: dict = {
+                "include_dashboard": False,
+                "log_to_driver": False,
+                "configure_logging": False,
+                "address": self.address or "local",
+            }
             if self.address:
                 probe_address(self.address)
             elif self.num_cpus:
                 kwargs["num_cpus"] = self.num_cpus
             quiet = logging.getLogger("ray")
             before = quiet.level
-            quiet.setLevel(logging.ERROR)  # start-up notices (e.g. that the job's own cluster uses token authentication)
+            quiet.setLevel(
+                logging.ERROR
+            )  # start-up notices (e.g. that the job's own cluster uses token authentication)
             try:
                 ray.init(**kwargs)
             except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
                 first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
                 if not self.address:
-                    raise RayError(f"execution: cannot start a local Ray cluster for the job ({first}); run 'ray start --head' and pass --address auto") from None
-                raise RayError(f"execution.address: cannot join the Ray cluster at {self.address!r} ({first}); check that it runs ('ray status') and, "
-                               "as 'ray start' turns on token authentication, that this machine has RAY_AUTH_MODE=token and the head's token "
-                               "(its ~/.ray/auth_token, or RAY_AUTH_TOKEN)") from None
+                    raise RayError(
+                        f"execution: cannot start a local Ray cluster for the job ({first}); run 'ray start --head' and pass --address auto"
+                    ) from None
+                raise RayError(
+                    f"execution.address: cannot join the Ray cluster at {self.address!r} ({first}); check that it runs ('ray status') and, "
+                    "as 'ray start' turns on token authentication, that this machine has RAY_AUTH_MODE=token and the head's token "
+                    "(its ~/.ray/auth_token, or RAY_AUTH_TOKEN)"
+                ) from None
             finally:
                 quiet.setLevel(before)
             self.started = True
         self.ray = ray
         self.loggers = {name: logging.getLogger(name).level for name in ("ray", "ray.data")}
         logging.getLogger("ray").setLevel(logging.WARNING)
-        logging.getLogger("ray.data").setLevel(logging.ERROR)  # plan and progress chatter; reportgen shows its own progress
+        logging.getLogger("ray.data").setLevel(
+            logging.ERROR
+        )  # plan and progress chatter; reportgen shows its own progress
         ctx = ray.data.DataContext.get_current()
         self.progress = ctx.enable_progress_bars
         ctx.enable_progress_bars = False
@@ -261,11 +342,15 @@ def probe_address(address: str, timeout: float = 5.0) -> None:
         with socket.create_connection((host, int(port)), timeout=timeout):
             pass
     except OSError as exc:
-        raise RayError(f"execution.address: cannot reach a Ray cluster at {address!r} ({exc.strerror or exc}); start one with 'ray start --head' "
-                       "or leave the address out to run a local cluster") from None
+        raise RayError(
+            f"execution.address: cannot reach a Ray cluster at {address!r} ({exc.strerror or exc}); start one with 'ray start --head' "
+            "or leave the address out to run a local cluster"
+        ) from None
     if "://" not in address and not _token_accepted(hostport):
-        raise RayError(f"execution.address: the Ray cluster at {address!r} refuses this machine's token; 'ray start' turns on token authentication: "
-                       "set RAY_AUTH_MODE=token here and give this machine the head's token (its ~/.ray/auth_token, or RAY_AUTH_TOKEN)")
+        raise RayError(
+            f"execution.address: the Ray cluster at {address!r} refuses this machine's token; 'ray start' turns on token authentication: "
+            "set RAY_AUTH_MODE=token here and give this machine the head's token (its ~/.ray/auth_token, or RAY_AUTH_TOKEN)"
+        )
 
 
 def _token_accepted(hostport: str, wait: float = 3.0) -> bool:
@@ -287,7 +372,7 @@ def _token_accepted(hostport: str, wait: float = 3.0) -> bool:
             GcsClient(address=hostport)
         except AuthenticationError:
             refused.append(True)
-        except Exception:  # noqa: BLE001 - not this probe's to report
+        except Exception:
             pass
 
     t = threading.Thread(target=probe, name="reportgen-ray-token-probe", daemon=True)
@@ -296,8 +381,18 @@ def _token_accepted(hostport: str, wait: float = 3.0) -> bool:
     return not refused
 
 
-def extract_on_ray(job: RayJob, *, address: str | None, workers: int | None, cpus_per_worker: int, shard_size: int, num_cpus: int | None = None,
-                   progress: bool = True, on_shard: Callable[[dict], None] | None = None, name: str = "model") -> RayRun:
+def extract_on_ray(
+    job: RayJob,
+    *,
+    address: str | None,
+    workers: int | None,
+    cpus_per_worker: int,
+    shard_size: int,
+    num_cpus: int | None = None,
+    progress: bool = True,
+    on_shard: Callable[[dict], None] | None = None,
+    name: str = "model",
+) -> RayRun:
     """Run every missing shard of ``job`` on a Ray cluster; return when all are durable."""
     job.folder.mkdir(parents=True, exist_ok=True)
     n = len(job.indices)
@@ -314,16 +409,37 @@ def extract_on_ray(job: RayJob, *, address: str | None, workers: int | None, cpu
         count = max(1, min(count, len(missing)))
         per_cpu = min(cpus_per_worker, cpus)
         job = _with_threads(job, per_cpu)
-        log.info("ray: %d shard(s) of %d to compute on %d worker(s) (%s)", len(missing), len(bounds), count, f"{gpus} GPU(s)" if gpus else f"{cpus} CPU(s)")
-        items = ray.data.from_items([{"shard": i, "start": s, "stop": e} for i, s, e in missing], override_num_blocks=len(missing))
+        log.info(
+            "ray: %d shard(s) of %d to compute on %d worker(s) (%s)",
+            len(missing),
+            len(bounds),
+            count,
+            f"{gpus} GPU(s)" if gpus else f"{cpus} CPU(s)",
+        )
+        items = ray.data.from_items(
+            [{"shard": i, "start": s, "stop": e} for i, s, e in missing], override_num_blocks=len(missing)
+        )
         # the job travels with the class; Ray Data restarts dead actors and retries their tasks
         # (its defaults for actor pools: max_restarts=-1, max_task_retries=-1)
         worker = type("ShardWorker", (ShardWorker,), {"JOB": job, "__module__": ShardWorker.__module__})
-        results = items.map_batches(worker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=count), num_cpus=per_cpu, num_gpus=1 if gpus else 0)
+        results = items.map_batches(
+            worker,
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=count),
+            num_cpus=per_cpu,
+            num_gpus=1 if gpus else 0,
+        )
         from tqdm.auto import tqdm
 
         total = sum(e - s for _, s, e in missing)
-        bar = tqdm(total=total, desc=f"extract {name} on Ray", unit="img", disable=None if progress else True, leave=False, file=sys.stderr)
+        bar = tqdm(
+            total=total,
+            desc=f"extract {name} on Ray",
+            unit="img",
+            disable=None if progress else True,
+            leave=False,
+            file=sys.stderr,
+        )
         done: set[int] = set()
         nodes: set[str] = set()
         calls = 0
@@ -344,14 +460,26 @@ def extract_on_ray(job: RayJob, *, address: str | None, workers: int | None, cpu
             if user is not None:
                 raise type(user)(f"{user.message} (in a Ray worker; shards finished so far are kept)") from None
             last = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__
-            raise RayError(f"ray: the extraction job failed ({last}); shards finished so far are kept, re-run to compute the rest") from None
+            raise RayError(
+                f"ray: the extraction job failed ({last}); shards finished so far are kept, re-run to compute the rest"
+            ) from None
         finally:
             bar.close()
     lost = [i for i, _, _ in missing if read_shard(shard_path(job.folder, i)) is None]
     if lost:
-        raise RayError(f"ray: {len(lost)} shard(s) reported done are not in {job.folder} (first: {lost[0]}); is the cache folder on a filesystem every node sees?")
-    return RayRun(len(bounds), len(missing), len(bounds) - len(missing), calls, count, time.perf_counter() - t0, f"{gpus} GPU(s)" if gpus else "CPU",
-                  len(nodes))
+        raise RayError(
+            f"ray: {len(lost)} shard(s) reported done are not in {job.folder} (first: {lost[0]}); is the cache folder on a filesystem every node sees?"
+        )
+    return RayRun(
+        len(bounds),
+        len(missing),
+        len(bounds) - len(missing),
+        calls,
+        count,
+        time.perf_counter() - t0,
+        f"{gpus} GPU(s)" if gpus else "CPU",
+        len(nodes),
+    )
 
 
 def _user_error(exc: BaseException) -> ReportgenError | None:
@@ -375,8 +503,17 @@ def _with_threads(job: RayJob, threads: int) -> RayJob:
     return replace(job, threads=threads)
 
 
-def embed_on_ray(job: RayJob, store: EmbeddingStore, ds: Dataset, execution, *, use_cache: bool, progress: bool,
-                 on_shard: Callable[[dict], None] | None = None, name: str = "model") -> Embeddings:
+def embed_on_ray(
+    job: RayJob,
+    store: EmbeddingStore,
+    ds: Dataset,
+    execution,
+    *,
+    use_cache: bool,
+    progress: bool,
+    on_shard: Callable[[dict], None] | None = None,
+    name: str = "model",
+) -> Embeddings:
     """Extraction on a Ray cluster, driven from here without loading the model: the workers make each
     shard durable, then the shards are assembled into the store entry under the content key the
     workers computed (the local path's key). A finished job leaves ``done.json`` (job -> content
@@ -396,8 +533,17 @@ def embed_on_ray(job: RayJob, store: EmbeddingStore, ds: Dataset, execution, *, 
             return hit
     preflight(execution.address)
     job = replace(job, folder=folder)
-    run = extract_on_ray(job, address=execution.address, workers=execution.workers, cpus_per_worker=execution.cpus_per_worker,
-                         shard_size=execution.shard_size, num_cpus=execution.num_cpus, progress=progress, on_shard=on_shard, name=name)
+    run = extract_on_ray(
+        job,
+        address=execution.address,
+        workers=execution.workers,
+        cpus_per_worker=execution.cpus_per_worker,
+        shard_size=execution.shard_size,
+        num_cpus=execution.num_cpus,
+        progress=progress,
+        on_shard=on_shard,
+        name=name,
+    )
     n_shards = -(-len(job.indices) // execution.shard_size)
     first = next(shards_in_order(folder, 1))[1]
     key = first["key"]
@@ -408,18 +554,38 @@ def embed_on_ray(job: RayJob, store: EmbeddingStore, ds: Dataset, execution, *, 
     try:
         for shard, meta in shards_in_order(folder, n_shards):
             if meta["key"] != key:
-                raise ReportgenError(f"ray: the shards in {folder} were computed by different model versions (hub weights changed?); re-run with --no-cache")
+                raise ReportgenError(
+                    f"ray: the shards in {folder} were computed by different model versions (hub weights changed?); re-run with --no-cache"
+                )
             writer.append(shard, ds.labels[shard.indices])
         if writer.count == 0:
-            raise DataError(f"dataset: none of the {len(job.indices)} selected images could be read (first: {writer.bad[0][1] if writer.bad else 'no reason given'})")
+            raise DataError(
+                f"dataset: none of the {len(job.indices)} selected images could be read (first: {writer.bad[0][1] if writer.bad else 'no reason given'})"
+            )
         ids = [ds.ids[int(i)] for i in np.concatenate(writer.indices)]
         bad = [(ds.ids[i], r) for i, r in writer.bad]
         manifest = {
             "model": {**first["model"], "name": name},
-            "dataset": {"name": ds.name, "kind": ds.kind, "fingerprint": ds.fingerprint, "class_names": list(ds.class_names)},
-            "preprocess": first["preprocess"], "thumbnail_px": job.thumbnail_px, "feeding": {**first["feeding"], "precision": job.model.precision},
-            "agreement": first.get("agreement") or {}, "layer_index": first.get("layer_index") or {},
-            "engine": {"name": "ray", "workers": run.workers, "nodes": run.nodes, "device": first.get("device", "cpu"), "shards": run.shards, "computed": run.computed, "reused": run.reused},
+            "dataset": {
+                "name": ds.name,
+                "kind": ds.kind,
+                "fingerprint": ds.fingerprint,
+                "class_names": list(ds.class_names),
+            },
+            "preprocess": first["preprocess"],
+            "thumbnail_px": job.thumbnail_px,
+            "feeding": {**first["feeding"], "precision": job.model.precision},
+            "agreement": first.get("agreement") or {},
+            "layer_index": first.get("layer_index") or {},
+            "engine": {
+                "name": "ray",
+                "workers": run.workers,
+                "nodes": run.nodes,
+                "device": first.get("device", "cpu"),
+                "shards": run.shards,
+                "computed": run.computed,
+                "reused": run.reused,
+            },
         }
         writer.commit(ids, bad, manifest)
     except BaseException:
@@ -430,7 +596,9 @@ def embed_on_ray(job: RayJob, store: EmbeddingStore, ds: Dataset, execution, *, 
     done_file.write_text(json.dumps({"key": key}), encoding="utf-8")
     stored = store.load(key, verify=False, origin="computed")
     if stored is None:
-        raise ReportgenError(f"cache: entry {key} vanished right after it was written; is another process clearing {store.dir}?")
+        raise ReportgenError(
+            f"cache: entry {key} vanished right after it was written; is another process clearing {store.dir}?"
+        )
     return replace(stored, forward_calls=run.forward_calls)
 
 

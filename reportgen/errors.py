@@ -3,6 +3,7 @@
 Every error a user can cause is one of these; the CLI catches them in one place and
 prints ``message`` on one line with the class's exit code (see ``ExitStatus``).
 """
+
 from __future__ import annotations
 
 import enum

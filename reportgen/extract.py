@@ -6,14 +6,15 @@ type, output shape, parameters); ``resolve_layers`` checks a spec's choices agai
 can be spread over workers (e.g. Ray Data) and written as shards.
 The reshape runs inside the hook: whole activation maps are never kept.
 """
+
 from __future__ import annotations
 
 import contextlib
 import difflib
 import functools
 import logging
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -93,9 +94,13 @@ def default_reshape(ndim: int) -> str:
 def _check_reshape(layer: str, strategy: str, shape: tuple) -> None:
     ndim = len(shape)
     if strategy in ("cls", "token_mean") and ndim != 3:
-        raise ModelError(f"layer {layer!r}: reshape {strategy!r} needs a (batch, tokens, dim) output, got shape {tuple(shape)}; use mean or avg_pool_N")
+        raise ModelError(
+            f"layer {layer!r}: reshape {strategy!r} needs a (batch, tokens, dim) output, got shape {tuple(shape)}; use mean or avg_pool_N"
+        )
     if strategy.startswith("avg_pool") and ndim != 4:
-        raise ModelError(f"layer {layer!r}: reshape {strategy!r} needs a (batch, C, H, W) output, got shape {tuple(shape)}")
+        raise ModelError(
+            f"layer {layer!r}: reshape {strategy!r} needs a (batch, C, H, W) output, got shape {tuple(shape)}"
+        )
 
 
 def reshaped_size(strategy: str, shape: Sequence[int]) -> int:
@@ -132,6 +137,7 @@ def list_layers(model: LoadedModel, *, input_size: int | None = None) -> list[La
     shapes: dict[str, str] = {}
     handles = []
     named = list(module.named_modules())
+
     def make_hook(name: str):
         def hook(_m, _i, out) -> None:  # must return None, or the output would be replaced
             shapes.setdefault(name, _shape_of(out))
@@ -148,13 +154,21 @@ def list_layers(model: LoadedModel, *, input_size: int | None = None) -> list[La
         with torch.inference_mode():
             module(x)
     except Exception as exc:
-        raise ModelError(f"model {model.name}: dry forward pass at {size}x{size} failed ({type(exc).__name__}: {str(exc)[:160]})") from None
+        raise ModelError(
+            f"model {model.name}: dry forward pass at {size}x{size} failed ({type(exc).__name__}: {str(exc)[:160]})"
+        ) from None
     finally:
         for h in handles:
             h.remove()
         module.train(was_training)
     return [
-        LayerInfo(i, name or "(model)", type(m).__name__, shapes.get(name, "not called"), sum(p.numel() for p in m.parameters(recurse=True)))
+        LayerInfo(
+            i,
+            name or "(model)",
+            type(m).__name__,
+            shapes.get(name, "not called"),
+            sum(p.numel() for p in m.parameters(recurse=True)),
+        )
         for i, (name, m) in enumerate(named)
     ]
 
@@ -175,16 +189,24 @@ def resolve_layers(module, layers: Sequence) -> list[ResolvedLayer]:
         ref = spec.name
         if isinstance(ref, int):
             if not 0 <= ref < len(named):
-                raise ModelError(f"models[].layers[{i}]: index {ref} is out of range; the model has {len(named)} modules (0..{len(named) - 1}); run 'reportgen layers' to list them")
+                raise ModelError(
+                    f"models[].layers[{i}]: index {ref} is out of range; the model has {len(named)} modules (0..{len(named) - 1}); run 'reportgen layers' to list them"
+                )
             name = named[ref]
         else:
             name = ref
             if name not in lookup:
                 hint = difflib.get_close_matches(name, named, n=3, cutoff=0.5)
-                more = f"; did you mean {', '.join(repr(h) for h in hint)}?" if hint else "; run 'reportgen layers' to list them"
+                more = (
+                    f"; did you mean {', '.join(repr(h) for h in hint)}?"
+                    if hint
+                    else "; run 'reportgen layers' to list them"
+                )
                 raise ModelError(f"models[].layers[{i}]: no layer named {name!r}{more}")
         if name == "":
-            raise ModelError(f"models[].layers[{i}]: index 0 is the whole model; pick a sub-module (e.g. the global pool)")
+            raise ModelError(
+                f"models[].layers[{i}]: index 0 is the whole model; pick a sub-module (e.g. the global pool)"
+            )
         out.append(ResolvedLayer(name=name, index=named.index(name), reshape=spec.reshape, requested=str(ref)))
     names = [r.name for r in out]
     for n in names:
@@ -208,7 +230,9 @@ def capture(module, layers: Sequence[ResolvedLayer], *, max_features: int) -> It
         def hook(_m, _inp, out):
             if not hasattr(out, "ndim"):
                 kind = type(out).__name__
-                raise ModelError(f"layer {layer.name!r} returns a {kind}, not a tensor; choose a sub-module that returns a tensor")
+                raise ModelError(
+                    f"layer {layer.name!r} returns a {kind}, not a tensor; choose a sub-module that returns a tensor"
+                )
             strategy = store["__reshapes__"].get(layer.name)
             if strategy is None:
                 strategy = default_reshape(out.ndim) if layer.reshape == "auto" else layer.reshape
@@ -260,7 +284,12 @@ def freeze_tap(module, layers: Sequence[ResolvedLayer], reshapes: dict[str, str]
 
         def forward(self, inp):
             out: dict = {}
-            handles = [mods[n].register_forward_hook(lambda _m, _i, o, n=n: out.__setitem__(n, RESHAPES[reshapes[n]](o).float().reshape(o.shape[0], -1))) for n in names]
+            handles = [
+                mods[n].register_forward_hook(
+                    lambda _m, _i, o, n=n: out.__setitem__(n, RESHAPES[reshapes[n]](o).float().reshape(o.shape[0], -1))
+                )
+                for n in names
+            ]
             try:
                 self.model(inp)
             finally:
@@ -452,7 +481,11 @@ class _PinnedRing:
         import torch
 
         self.k = (self.k + 1) % self.slots
-        if len(self.buffers) <= self.k or self.buffers[self.k].shape[1:] != pixels.shape[1:] or len(self.buffers[self.k]) < len(pixels):
+        if (
+            len(self.buffers) <= self.k
+            or self.buffers[self.k].shape[1:] != pixels.shape[1:]
+            or len(self.buffers[self.k]) < len(pixels)
+        ):
             buf = torch.empty(pixels.shape, dtype=torch.uint8).pin_memory()
             if len(self.buffers) <= self.k:
                 self.buffers.append(buf)
@@ -509,8 +542,11 @@ def resize_on_device(x, prep):
         x = x[..., left : left + s]
     if nh == h:
         x = x[..., top : top + s, :]
-    return _pil_passes(x, _resize_weights(h, nh, top, s, mode, x.device) if nh != h else None,
-                       _resize_weights(w, nw, left, s, mode, x.device) if nw != w else None).float()
+    return _pil_passes(
+        x,
+        _resize_weights(h, nh, top, s, mode, x.device) if nh != h else None,
+        _resize_weights(w, nw, left, s, mode, x.device) if nw != w else None,
+    ).float()
 
 
 def _pil_passes(x, rows, cols):
@@ -559,8 +595,10 @@ def _norm_constants(mean: tuple, std: tuple, device):
     every batch copies from the host, which on a GPU waits for all queued work - one stall per batch."""
     import torch
 
-    return (torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1),
-            torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1))
+    return (
+        torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1),
+        torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1),
+    )
 
 
 def normalise_on_device(x, prep, *, channels_last: bool):
@@ -609,7 +647,11 @@ def decode_on_device(blobs, prep, thumb: int, *, device: str):
         h, w = x.shape[-2:]
         side = min(h, w)
         sq = x[..., (h - side) // 2 : (h - side) // 2 + side, (w - side) // 2 : (w - side) // 2 + side]
-        t = F.interpolate(sq, size=(thumb, thumb), mode="bicubic", antialias=True, align_corners=False) if side != thumb else sq
+        t = (
+            F.interpolate(sq, size=(thumb, thumb), mode="bicubic", antialias=True, align_corners=False)
+            if side != thumb
+            else sq
+        )
         thumbs.append(t.clamp(0, 255).round().to(torch.uint8)[0].permute(1, 2, 0))
     if not inputs:
         return None, None, failures
@@ -636,13 +678,27 @@ class Extractor:
     """One model's hooked extraction, reused for every shard of a job: the TorchScript graph is
     traced once, the feeding chosen once. ``run(ds, indices)`` returns that slice's embeddings."""
 
-    def __init__(self, model: LoadedModel, layers: Sequence[ResolvedLayer], *, batch_size: int = 64, thumbnail_px: int = 32,
-                 on_bad_image: str = "skip", max_features: int = 16_384, num_workers: int | None = None, jit: bool | str = "auto",
-                 precision: str = "fp32", feeding: Feeding | None = None, expected_samples: int | None = None) -> None:
+    def __init__(
+        self,
+        model: LoadedModel,
+        layers: Sequence[ResolvedLayer],
+        *,
+        batch_size: int = 64,
+        thumbnail_px: int = 32,
+        on_bad_image: str = "skip",
+        max_features: int = 16_384,
+        num_workers: int | None = None,
+        jit: bool | str = "auto",
+        precision: str = "fp32",
+        feeding: Feeding | None = None,
+        expected_samples: int | None = None,
+    ) -> None:
         if precision not in PRECISIONS:
             raise ModelError(f"precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
         if precision != "fp32" and not model.device.startswith("cuda"):
-            raise ModelError(f"model {model.name}: precision {precision} runs on a GPU only and this model runs on {model.device}; use precision: fp32")
+            raise ModelError(
+                f"model {model.name}: precision {precision} runs on a GPU only and this model runs on {model.device}; use precision: fp32"
+            )
         self.model, self.layers = model, list(layers)
         self.batch_size, self.thumbnail_px, self.on_bad_image = batch_size, thumbnail_px, on_bad_image
         self.max_features, self.num_workers, self.jit, self.precision = max_features, num_workers, jit, precision
@@ -653,7 +709,9 @@ class Extractor:
         self.agreement: dict[str, dict] = {}  # layer -> agreement of the reduced precision with fp32
 
     def feeding(self, ds: Dataset) -> Feeding:
-        return self.forced_feeding or choose_feeding(ds, self.model.device, self.precision, self.model.preprocess.resizer)
+        return self.forced_feeding or choose_feeding(
+            ds, self.model.device, self.precision, self.model.preprocess.resizer
+        )
 
     def run(self, ds: Dataset, indices: np.ndarray, *, progress: Callable[[int], None] | None = None) -> Shard:
         """Run the model over ``ds[indices]`` once, capturing every layer in the same forward pass."""
@@ -676,26 +734,42 @@ class Extractor:
             loader = _array_batches(ds, indices, self.batch_size)
         else:
             loader = DataLoader(
-                _Prepared(ds, indices, model.preprocess, self.thumbnail_px, feeding), batch_size=self.batch_size, shuffle=False, num_workers=workers,
-                collate_fn=_collate, persistent_workers=False, prefetch_factor=4 if workers else None, pin_memory=on_gpu,
+                _Prepared(ds, indices, model.preprocess, self.thumbnail_px, feeding),
+                batch_size=self.batch_size,
+                shuffle=False,
+                num_workers=workers,
+                collate_fn=_collate,
+                persistent_workers=False,
+                prefetch_factor=4 if workers else None,
+                pin_memory=on_gpu,
                 worker_init_fn=_one_opencv_thread if workers and model.preprocess.resizer == "opencv" else None,
                 generator=torch.Generator(),  # its own: iterating must not draw from the caller's global RNG
             )
         chunks: dict[str, list] = {l.name: [] for l in layers}
         thumbs, kept, bad, hashes = [], [], [], []
         calls = 0
-        use_jit = ((self.expected or len(indices)) >= JIT_MIN_SAMPLES and device == "cpu") if self.jit == "auto" else bool(self.jit)
+        use_jit = (
+            ((self.expected or len(indices)) >= JIT_MIN_SAMPLES and device == "cpu")
+            if self.jit == "auto"
+            else bool(self.jit)
+        )
         dtype = getattr(torch, PRECISIONS[self.precision]) if PRECISIONS[self.precision] else None
         was_training = module.training
         module.eval()
         try:
-            with capture(module, layers, max_features=self.max_features) as store, torch.inference_mode(), _cudnn_benchmark(device):
+            with (
+                capture(module, layers, max_features=self.max_features) as store,
+                torch.inference_mode(),
+                _cudnn_benchmark(device),
+            ):
                 if self.reshapes:
                     store["__reshapes__"].update(self.reshapes)
                 for pixels, th, hs, idx, reasons in loader:
                     if from_array:  # uint8 to the device once: the model's input and the thumbnails are made there
                         raw = pixels
-                        pixels = (ring.stage(raw) if ring is not None else torch.from_numpy(raw)).to(device, non_blocking=True)
+                        pixels = (ring.stage(raw) if ring is not None else torch.from_numpy(raw)).to(
+                            device, non_blocking=True
+                        )
                         if ring is not None:
                             ring.sent(device)
                     if feeding.decode == "device" and pixels is not None:
@@ -709,16 +783,28 @@ class Extractor:
                     for i, r in zip(idx, reasons):
                         if r:
                             if self.on_bad_image == "fail":
-                                raise DataError(f"dataset: cannot read sample {ds.ids[int(i)]!r}: {r} (on_bad_image: fail; use skip to continue past it)")
+                                raise DataError(
+                                    f"dataset: cannot read sample {ds.ids[int(i)]!r}: {r} (on_bad_image: fail; use skip to continue past it)"
+                                )
                             bad.append((int(i), r))
                     if ok.any():
                         if feeding.decode == "device":
                             x = normalise_on_device(x, model.preprocess, channels_last=model.channels_last)
                         else:
-                            x = to_model_input(pixels, model.preprocess, device=device, resize=feeding.resize == "device", channels_last=model.channels_last)
+                            x = to_model_input(
+                                pixels,
+                                model.preprocess,
+                                device=device,
+                                resize=feeding.resize == "device",
+                                channels_last=model.channels_last,
+                            )
                         real = x.shape[0]
-                        if on_gpu and real < self.batch_size:  # the last batch padded to the others' shape: no second cuDNN autotuning
-                            x = torch.cat([x, x.new_zeros((self.batch_size - real, *x.shape[1:]))]).contiguous(memory_format=torch.channels_last if model.channels_last else torch.contiguous_format)
+                        if (
+                            on_gpu and real < self.batch_size
+                        ):  # the last batch padded to the others' shape: no second cuDNN autotuning
+                            x = torch.cat([x, x.new_zeros((self.batch_size - real, *x.shape[1:]))]).contiguous(
+                                memory_format=torch.channels_last if model.channels_last else torch.contiguous_format
+                            )
                         outs = self._forward(x, store, dtype, calls == 0 and use_jit, real=real)
                         if x.shape[0] != real:
                             outs = [o[:real] for o in outs]
@@ -746,7 +832,15 @@ class Extractor:
             idx_all = np.zeros(0, np.int64)
             th_all = np.zeros((0, self.thumbnail_px, self.thumbnail_px, 3), np.uint8)
             h_all = np.zeros((0, 16), np.uint8)
-        return Shard(indices=idx_all, embeddings=emb, thumbnails=th_all, bad=tuple(bad), reshapes=dict(self.reshapes), forward_calls=calls, hashes=h_all)
+        return Shard(
+            indices=idx_all,
+            embeddings=emb,
+            thumbnails=th_all,
+            bad=tuple(bad),
+            reshapes=dict(self.reshapes),
+            forward_calls=calls,
+            hashes=h_all,
+        )
 
     def _forward(self, x, store: dict, dtype, trace: bool, real: int | None = None) -> list:
         """One forward pass -> every layer's pooled output (float32, on the device); ``real``: how
@@ -767,10 +861,14 @@ class Extractor:
         except ModelError:
             raise
         except Exception as exc:
-            raise ModelError(f"model {model.name}: forward pass failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+            raise ModelError(
+                f"model {model.name}: forward pass failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
+            ) from None
         for l in layers:
             if l.name not in store:
-                raise ModelError(f"layer {l.name!r} was not called during the forward pass; choose a layer the model uses")
+                raise ModelError(
+                    f"layer {l.name!r} was not called during the forward pass; choose a layer the model uses"
+                )
         outs = [store[l.name].float() for l in layers]
         if dtype is not None and not self.agreement:
             self.agreement = self._agreement(x[: min(AGREEMENT_SAMPLES, real or len(x))], outs, store)
@@ -791,27 +889,56 @@ class Extractor:
             r = r[: len(ref)]
             cos = torch.nn.functional.cosine_similarity(ref, r, dim=1)
             rel = (r - ref).norm(dim=1) / ref.norm(dim=1).clamp_min(1e-12)
-            out[l.name] = {"samples": int(len(ref)), "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()), "relative_error_max": float(rel.max())}
+            out[l.name] = {
+                "samples": int(len(ref)),
+                "cosine_mean": float(cos.mean()),
+                "cosine_min": float(cos.min()),
+                "relative_error_max": float(rel.max()),
+            }
         return out
 
 
-def embeddings_key(info: ModelInfo, layers: Sequence[ResolvedLayer], mspec, ds: Dataset, indices: np.ndarray, thumb: int, on_bad_image: str) -> str:
+def embeddings_key(
+    info: ModelInfo,
+    layers: Sequence[ResolvedLayer],
+    mspec,
+    ds: Dataset,
+    indices: np.ndarray,
+    thumb: int,
+    on_bad_image: str,
+) -> str:
     """The content key of one model's embeddings of one selection: weights, preprocessing, layers,
     data, precision and the code that made them - the same for the local and the Ray engine, and
     wherever images were resized or decoded (the device reproduces Pillow's resize byte for byte;
     the manifest records where)."""
     import hashlib
 
-    return content_key({
-        "code": code_fingerprint(*EMBEDDING_CODE),
-        "arch": info.arch, "weights": info.weights_sha256, "preprocess": info.preprocess.as_dict() if info.preprocess else None,
-        "layers": [(l.name, l.reshape) for l in layers], "max_features": mspec.max_features,
-        "dataset": ds.fingerprint, "selection": hashlib.sha256(np.ascontiguousarray(indices, np.int64).tobytes()).hexdigest(),
-        "thumb": thumb, "on_bad_image": on_bad_image, **({"precision": mspec.precision} if mspec.precision != "fp32" else {}),
-    })
+    return content_key(
+        {
+            "code": code_fingerprint(*EMBEDDING_CODE),
+            "arch": info.arch,
+            "weights": info.weights_sha256,
+            "preprocess": info.preprocess.as_dict() if info.preprocess else None,
+            "layers": [(l.name, l.reshape) for l in layers],
+            "max_features": mspec.max_features,
+            "dataset": ds.fingerprint,
+            "selection": hashlib.sha256(np.ascontiguousarray(indices, np.int64).tobytes()).hexdigest(),
+            "thumb": thumb,
+            "on_bad_image": on_bad_image,
+            **({"precision": mspec.precision} if mspec.precision != "fp32" else {}),
+        }
+    )
 
 
-def extract_shard(model: LoadedModel, ds: Dataset, indices: np.ndarray, layers: Sequence[ResolvedLayer], *, progress: Callable[[int], None] | None = None, **options) -> Shard:
+def extract_shard(
+    model: LoadedModel,
+    ds: Dataset,
+    indices: np.ndarray,
+    layers: Sequence[ResolvedLayer],
+    *,
+    progress: Callable[[int], None] | None = None,
+    **options,
+) -> Shard:
     """Run the model over ``ds[indices]`` once, capturing every layer in the same forward pass (a
     one-shard ``Extractor``; reuse an ``Extractor`` across shards to trace the graph once)."""
     return Extractor(model, layers, **options).run(ds, indices, progress=progress)

@@ -3,6 +3,7 @@
 Mosaics are composed directly in NumPy from the build's one thumbnail array and encoded
 once (JPEG for photographic mosaics, PNG for plots).
 """
+
 from __future__ import annotations
 
 import base64
@@ -52,7 +53,9 @@ def encode_jpeg(pixels: np.ndarray, quality: int = 85) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(pixels)).save(buf, format="JPEG", quality=quality, optimize=True, subsampling=0 if quality >= 90 else 2)
+    Image.fromarray(np.ascontiguousarray(pixels)).save(
+        buf, format="JPEG", quality=quality, optimize=True, subsampling=0 if quality >= 90 else 2
+    )
     return buf.getvalue()
 
 
@@ -103,8 +106,17 @@ def scree_plot(ratio: np.ndarray) -> bytes:
 CENTROID_LABELS = 60
 
 
-def scatter_plot(coords: np.ndarray, labels: np.ndarray, class_names, colours: np.ndarray, *, title: str = "", seed: int = 0,
-                 density: np.ndarray | None = None, counts: np.ndarray | None = None) -> bytes:
+def scatter_plot(
+    coords: np.ndarray,
+    labels: np.ndarray,
+    class_names,
+    colours: np.ndarray,
+    *,
+    title: str = "",
+    seed: int = 0,
+    density: np.ndarray | None = None,
+    counts: np.ndarray | None = None,
+) -> bytes:
     """One colour per class, drawn in a seeded random order (no class always on top). ``density``:
     the positions of all samples (when only some are dots), drawn behind as grey hexagons (log counts).
     ``counts``: samples per class for the legend (default: the dots')."""
@@ -112,23 +124,62 @@ def scatter_plot(coords: np.ndarray, labels: np.ndarray, class_names, colours: n
     fig = _figure(6.4, 5.0 if n_classes <= 20 else 5.6)
     ax = fig.add_subplot()
     if density is not None:
-        ax.hexbin(density[:, 0], density[:, 1], gridsize=90, bins="log", cmap="Greys", mincnt=1, linewidths=0, alpha=0.55, zorder=0)
+        ax.hexbin(
+            density[:, 0],
+            density[:, 1],
+            gridsize=90,
+            bins="log",
+            cmap="Greys",
+            mincnt=1,
+            linewidths=0,
+            alpha=0.55,
+            zorder=0,
+        )
     order = np.random.default_rng(seed).permutation(len(coords))
     size = float(np.clip(2000 / max(len(coords), 1) ** 0.8, 0.6, 40))
-    ax.scatter(coords[order, 0], coords[order, 1], c=colours[labels[order]] / 255.0, s=size, linewidths=0, alpha=0.85, rasterized=True, zorder=1)
+    ax.scatter(
+        coords[order, 0],
+        coords[order, 1],
+        c=colours[labels[order]] / 255.0,
+        s=size,
+        linewidths=0,
+        alpha=0.85,
+        rasterized=True,
+        zorder=1,
+    )
     counts = np.bincount(labels, minlength=n_classes) if counts is None else counts
     if n_classes <= 20:
         from matplotlib.lines import Line2D
 
-        handles = [Line2D([], [], ls="", marker="o", color=colours[i] / 255.0, label=f"{class_names[i][:28]} ({counts[i]})") for i in range(n_classes) if counts[i]]
-        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7.5, frameon=False, title="class (n)", title_fontsize=8)
+        handles = [
+            Line2D([], [], ls="", marker="o", color=colours[i] / 255.0, label=f"{class_names[i][:28]} ({counts[i]})")
+            for i in range(n_classes)
+            if counts[i]
+        ]
+        ax.legend(
+            handles=handles,
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1),
+            fontsize=7.5,
+            frameon=False,
+            title="class (n)",
+            title_fontsize=8,
+        )
     else:  # colours run out: label classes at their centroids instead of a legend
         shown = set(np.argsort(-counts, kind="stable")[:CENTROID_LABELS].tolist())
         for c in range(n_classes):
             m = labels == c
             if m.any() and c in shown:
                 cx, cy = np.median(coords[m], axis=0)
-                ax.text(cx, cy, class_names[c][:16], fontsize=6, ha="center", va="center", bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.6})
+                ax.text(
+                    cx,
+                    cy,
+                    class_names[c][:16],
+                    fontsize=6,
+                    ha="center",
+                    va="center",
+                    bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.6},
+                )
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
@@ -136,7 +187,9 @@ def scatter_plot(coords: np.ndarray, labels: np.ndarray, class_names, colours: n
     return figure_png(fig)
 
 
-def slices_plot(coords: np.ndarray, assignment: np.ndarray, shown: list[int], *, seed: int = 0, background_cap: int = 100_000) -> bytes:
+def slices_plot(
+    coords: np.ndarray, assignment: np.ndarray, shown: list[int], *, seed: int = 0, background_cap: int = 100_000
+) -> bytes:
     """Slices on a map: every sample a grey dot (a seeded subset above ``background_cap``), the
     members of each shown slice in its own colour, its number at its centre."""
     from matplotlib import colormaps
@@ -144,7 +197,11 @@ def slices_plot(coords: np.ndarray, assignment: np.ndarray, shown: list[int], *,
     fig = _figure(6.4, 5.0)
     ax = fig.add_subplot()
     rng = np.random.default_rng(seed)
-    bg = np.arange(len(coords)) if len(coords) <= background_cap else np.sort(rng.choice(len(coords), background_cap, replace=False))
+    bg = (
+        np.arange(len(coords))
+        if len(coords) <= background_cap
+        else np.sort(rng.choice(len(coords), background_cap, replace=False))
+    )
     size = float(np.clip(2000 / max(len(bg), 1) ** 0.8, 0.5, 30))
     ax.scatter(coords[bg, 0], coords[bg, 1], s=size, c="#d5d9de", linewidths=0, rasterized=True)
     cols = colormaps["tab20"].colors
@@ -154,13 +211,24 @@ def slices_plot(coords: np.ndarray, assignment: np.ndarray, shown: list[int], *,
             m = np.sort(rng.choice(m, background_cap // 10, replace=False))
         ax.scatter(coords[m, 0], coords[m, 1], s=size * 1.5, color=cols[i % 20], linewidths=0, rasterized=True)
         cx, cy = np.median(coords[m], axis=0)
-        ax.text(cx, cy, f"S{sid}", fontsize=8, weight="bold", ha="center", va="center", bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": cols[i % 20], "alpha": 0.85})
+        ax.text(
+            cx,
+            cy,
+            f"S{sid}",
+            fontsize=8,
+            weight="bold",
+            ha="center",
+            va="center",
+            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": cols[i % 20], "alpha": 0.85},
+        )
     ax.set_xticks([])
     ax.set_yticks([])
     return figure_png(fig)
 
 
-def depth_plot(layers: list[str], intrinsic: np.ndarray, participation: np.ndarray, knn: np.ndarray, probe: np.ndarray) -> bytes:
+def depth_plot(
+    layers: list[str], intrinsic: np.ndarray, participation: np.ndarray, knn: np.ndarray, probe: np.ndarray
+) -> bytes:
     """Two small panels over the layers in order: dimensions (log scale) and accuracies."""
     fig = _figure(6.2, 2.6)
     a, b = fig.subplots(1, 2)
@@ -176,7 +244,9 @@ def depth_plot(layers: list[str], intrinsic: np.ndarray, participation: np.ndarr
     a.yaxis.set_major_formatter(plain)
     values = np.concatenate([np.asarray(intrinsic, float), np.asarray(participation, float)])
     values = values[np.isfinite(values) & (values > 0)]
-    if len(values) and values.max() / values.min() < 10:  # within a decade only minor ticks carry numbers; wider, they would crowd
+    if (
+        len(values) and values.max() / values.min() < 10
+    ):  # within a decade only minor ticks carry numbers; wider, they would crowd
         a.yaxis.set_minor_formatter(plain)
     b.plot(xs, knn, marker="o", color="#1e7b34", label="kNN accuracy")
     b.plot(xs, probe, marker="s", color="#7b3f9e", label="linear probe")
@@ -189,7 +259,16 @@ def depth_plot(layers: list[str], intrinsic: np.ndarray, participation: np.ndarr
     return figure_png(fig)
 
 
-def heatmap(values: np.ndarray, row_names, col_names, *, cmap: str = "RdBu_r", vlim: float | None = None, label: str = "", fmt: str | None = None) -> bytes:
+def heatmap(
+    values: np.ndarray,
+    row_names,
+    col_names,
+    *,
+    cmap: str = "RdBu_r",
+    vlim: float | None = None,
+    label: str = "",
+    fmt: str | None = None,
+) -> bytes:
     rows, cols = values.shape
     fig = _figure(min(1.4 + 0.45 * cols, 9), min(1.2 + 0.26 * rows, 14))
     ax = fig.add_subplot()
@@ -202,7 +281,15 @@ def heatmap(values: np.ndarray, row_names, col_names, *, cmap: str = "RdBu_r", v
     if fmt and rows * cols <= 400:
         for i in range(rows):
             for j in range(cols):
-                ax.text(j, i, format(v[i, j], fmt), ha="center", va="center", fontsize=6, color="white" if abs(v[i, j]) > 0.6 * lim else "black")
+                ax.text(
+                    j,
+                    i,
+                    format(v[i, j], fmt),
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if abs(v[i, j]) > 0.6 * lim else "black",
+                )
     cb = fig.colorbar(im, ax=ax, shrink=0.8)
     cb.set_label(label, fontsize=7)
     cb.ax.tick_params(labelsize=7)
@@ -243,8 +330,18 @@ def _bordered(thumbs: np.ndarray, colours: np.ndarray, border: int) -> np.ndarra
     return out
 
 
-def image_mosaic(coords: np.ndarray, thumbnails: np.ndarray, labels: np.ndarray, colours: np.ndarray, *, cap: int, seed: int, border: int = 2, canvas: int | None = None,
-                 among: np.ndarray | None = None) -> Mosaic:
+def image_mosaic(
+    coords: np.ndarray,
+    thumbnails: np.ndarray,
+    labels: np.ndarray,
+    colours: np.ndarray,
+    *,
+    cap: int,
+    seed: int,
+    border: int = 2,
+    canvas: int | None = None,
+    among: np.ndarray | None = None,
+) -> Mosaic:
     """Thumbnails at their 2-D positions, bordered in the class colour.
 
     Overlap is handled deliberately: at most ``cap`` samples (a seeded random subset), drawn in
@@ -265,14 +362,25 @@ def image_mosaic(coords: np.ndarray, thumbnails: np.ndarray, labels: np.ndarray,
     pos = ((xy - lo) / span * (side - tile)).round().astype(int)
     pos[:, 1] = (side - tile) - pos[:, 1]  # y up, as in the scatter plot
     img = np.full((side, side, 3), 255, np.uint8)
-    tiles = _bordered(np.asarray(thumbnails[np.sort(rows)])[np.argsort(np.argsort(rows))], colours[labels[rows]], border)
+    tiles = _bordered(
+        np.asarray(thumbnails[np.sort(rows)])[np.argsort(np.argsort(rows))], colours[labels[rows]], border
+    )
     for (x, y), tile_px in zip(pos, tiles):
         img[y : y + tile, x : x + tile] = tile_px
     return Mosaic(img, rows, pos, tile)
 
 
-def grid_mosaic(coords: np.ndarray, thumbnails: np.ndarray, labels: np.ndarray, colours: np.ndarray, *, cap: int, seed: int, border: int = 2,
-                among: np.ndarray | None = None) -> Mosaic:
+def grid_mosaic(
+    coords: np.ndarray,
+    thumbnails: np.ndarray,
+    labels: np.ndarray,
+    colours: np.ndarray,
+    *,
+    cap: int,
+    seed: int,
+    border: int = 2,
+    among: np.ndarray | None = None,
+) -> Mosaic:
     """The map snapped to a regular grid by linear assignment: every chosen sample shown once, no overlap."""
     from scipy.optimize import linear_sum_assignment
 
@@ -319,7 +427,15 @@ def matrix_heatmap(values: np.ndarray, names, *, label: str = "linear CKA") -> b
     if n <= 16:
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=6.5, color="white" if values[i, j] < 0.6 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{values[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6.5,
+                    color="white" if values[i, j] < 0.6 else "black",
+                )
     cb = fig.colorbar(im, ax=ax, shrink=0.8)
     cb.set_label(label, fontsize=7)
     return figure_png(fig)
@@ -337,7 +453,15 @@ def frame_scatter(coords: dict, labels: np.ndarray, class_names, colours: np.nda
     size = float(np.clip(1500 / max(len(labels), 1) ** 0.8, 1.0, 25))
     for ax, n in zip(axes, names):
         c = coords[n]
-        ax.scatter(c[order, 0], c[order, 1], c=colours[labels[order]] / 255.0, s=size, linewidths=0, alpha=0.85, rasterized=True)
+        ax.scatter(
+            c[order, 0],
+            c[order, 1],
+            c=colours[labels[order]] / 255.0,
+            s=size,
+            linewidths=0,
+            alpha=0.85,
+            rasterized=True,
+        )
         ax.set_xlim(lo[0] - pad[0], hi[0] + pad[0])
         ax.set_ylim(lo[1] - pad[1], hi[1] + pad[1])
         ax.set_xticks([])
@@ -353,11 +477,29 @@ def overlay_scatter(reference: np.ndarray, others: dict, *, reference_name: str 
     fig = _figure(5.6, 4.4)
     ax = fig.add_subplot()
     size = float(np.clip(1500 / max(len(reference), 1) ** 0.8, 1.0, 25))
-    ax.scatter(reference[:, 0], reference[:, 1], s=size, c="#9aa3ad", linewidths=0, alpha=0.6, label=f"{reference_name[:30]} ({len(reference)})", rasterized=True)
+    ax.scatter(
+        reference[:, 0],
+        reference[:, 1],
+        s=size,
+        c="#9aa3ad",
+        linewidths=0,
+        alpha=0.6,
+        label=f"{reference_name[:30]} ({len(reference)})",
+        rasterized=True,
+    )
     cols = colormaps["tab10"].colors
     for i, (name, c) in enumerate(others.items()):
         order = np.random.default_rng(seed + i).permutation(len(c))
-        ax.scatter(c[order, 0], c[order, 1], s=size, color=cols[(i + 1) % 10], linewidths=0, alpha=0.7, label=f"{str(name)[:30]} ({len(c)})", rasterized=True)
+        ax.scatter(
+            c[order, 0],
+            c[order, 1],
+            s=size,
+            color=cols[(i + 1) % 10],
+            linewidths=0,
+            alpha=0.7,
+            label=f"{str(name)[:30]} ({len(c)})",
+            rasterized=True,
+        )
     ax.set_xticks([])
     ax.set_yticks([])
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7.5, frameon=False)

@@ -6,6 +6,7 @@ schedule, a pooling step or a plot, rebuild, and that stage is recomputed while 
 reused. A fingerprint hashes source files (read, never imported), so asking for one costs no
 import of torch or any other library.
 """
+
 from __future__ import annotations
 
 import hashlib

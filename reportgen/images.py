@@ -5,6 +5,7 @@ imports none of them. Pillow's process-wide settings (``Image.MAX_IMAGE_PIXELS``
 ``ImageFile.LOAD_TRUNCATED_IMAGES``) are never changed here: the pixel limit is checked by
 this module itself, so a caller's own settings stay as they were.
 """
+
 from __future__ import annotations
 
 import io
@@ -147,6 +148,7 @@ def _pil_filter(name: str):
     import math
 
     if name == "bicubic":
+
         def f(x: float) -> float:
             a = -0.5
             x = -x if x < 0.0 else x
@@ -155,6 +157,7 @@ def _pil_filter(name: str):
             if x < 2.0:
                 return (((x - 5) * x + 8) * x - 4) * a
             return 0.0
+
         return f, 2.0
 
     if name == "bilinear":
@@ -198,7 +201,6 @@ def pil_coefficients(in_size: int, out_size: int, name: str) -> np.ndarray:
     return _COEFFS[key]
 
 
-
 def _pil_pass(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """One of Pillow's 8-bit resampling passes along the last axis: integer weights, a half for
     rounding, shift and clip (clip8). One 2-D matrix product over every row of the batch (a 3-D
@@ -226,7 +228,11 @@ def make_thumbnails(images: np.ndarray, size: int) -> np.ndarray:
     if how is None:
         return np.ascontiguousarray(sq)
     if how == "nearest":
-        return np.stack([make_thumbnail(im, size) for im in sq]) if len(sq) else np.zeros((0, size, size, *images.shape[3:]), np.uint8)
+        return (
+            np.stack([make_thumbnail(im, size) for im in sq])
+            if len(sq)
+            else np.zeros((0, size, size, *images.shape[3:]), np.uint8)
+        )
     weights = pil_coefficients(side, size, how)
     if sq.ndim == 3:  # (B, y, x): x last, then y last
         return np.ascontiguousarray(_pil_pass(_pil_pass(sq, weights).transpose(0, 2, 1), weights).transpose(0, 2, 1))
@@ -250,12 +256,25 @@ class Preprocess:
     resizer: str = "pillow"  # or "opencv" (see resize_crop)
 
     def as_dict(self) -> dict:
-        d = {"input_size": self.input_size, "mean": list(self.mean), "std": list(self.std), "interpolation": self.interpolation, "crop_pct": self.crop_pct}
+        d = {
+            "input_size": self.input_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "interpolation": self.interpolation,
+            "crop_pct": self.crop_pct,
+        }
         return d if self.resizer == "pillow" else {**d, "resizer": self.resizer}  # Pillow's keys as they always were
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Preprocess":
-        return cls(int(d["input_size"]), tuple(d["mean"]), tuple(d["std"]), str(d["interpolation"]), float(d["crop_pct"]), str(d.get("resizer", "pillow")))
+    def from_dict(cls, d: dict) -> Preprocess:
+        return cls(
+            int(d["input_size"]),
+            tuple(d["mean"]),
+            tuple(d["std"]),
+            str(d["interpolation"]),
+            float(d["crop_pct"]),
+            str(d.get("resizer", "pillow")),
+        )
 
     def geometry(self, h: int, w: int) -> tuple[int, int, int, int]:
         """(resized height, resized width, top, left): shorter side to input_size / crop_pct, then a
@@ -292,7 +311,13 @@ def resize_crop(image: np.ndarray, prep: Preprocess) -> np.ndarray:
         out = image
         if (nh, nw) != (h, w):
             # INTER_NEAREST_EXACT samples where Pillow's nearest does (INTER_NEAREST is off by half a pixel)
-            flag = "INTER_NEAREST_EXACT" if prep.interpolation == "nearest" else "INTER_AREA" if nh < h else _CV2_UP.get(prep.interpolation, "INTER_CUBIC")
+            flag = (
+                "INTER_NEAREST_EXACT"
+                if prep.interpolation == "nearest"
+                else "INTER_AREA"
+                if nh < h
+                else _CV2_UP.get(prep.interpolation, "INTER_CUBIC")
+            )
             out = cv2.resize(np.ascontiguousarray(image), (nw, nh), interpolation=getattr(cv2, flag))
         return np.ascontiguousarray(out[top : top + s, left : left + s])
     from PIL import Image

@@ -3,6 +3,7 @@
 Each is checked against an independent computation in tests/test_kernels.py. The analyses in
 ``reportgen.analyses`` call them; one neighbour graph per layer serves every kNN-based kernel.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -122,7 +123,11 @@ def image_statistics(thumbnails: np.ndarray, *, chunk: int = 8192) -> np.ndarray
     for s in range(0, n, chunk):
         if source is not None:
             raw = gather_rows(source, thumbnails.rows[s : s + chunk])
-            t = np.stack([to_rgb_uint8(im) for im in raw]) if raw.ndim == 4 or raw.dtype != np.uint8 else np.repeat(raw[..., None], 3, axis=3)
+            t = (
+                np.stack([to_rgb_uint8(im) for im in raw])
+                if raw.ndim == 4 or raw.dtype != np.uint8
+                else np.repeat(raw[..., None], 3, axis=3)
+            )
             t = np.asarray(t, np.float32) / 255.0
         else:
             t = np.asarray(thumbnails[s : s + chunk], np.float32) / 255.0
@@ -159,7 +164,9 @@ def class_centroids(x: np.ndarray, labels: np.ndarray, n_classes: int) -> np.nda
         return sums / counts[:, None]
 
 
-def neighbour_queries(graph: NeighbourGraph, labels: np.ndarray, x: np.ndarray, hard: list[HardSample], *, n_classes: int, extra: int = 3) -> list[int]:
+def neighbour_queries(
+    graph: NeighbourGraph, labels: np.ndarray, x: np.ndarray, hard: list[HardSample], *, n_classes: int, extra: int = 3
+) -> list[int]:
     """One typical sample per class (nearest its class centroid; the lowest row on ties), then the
     hardest samples. Streamed: the layer is read twice in chunks, never copied whole."""
     cent = class_centroids(x, labels, n_classes)
@@ -218,8 +225,16 @@ def _penalty(rank: np.ndarray, knn: np.ndarray, k: int) -> float:
     return 1.0 - float(r[r > 0].sum()) * (2.0 / (n * k * (2.0 * n - 3.0 * k - 1.0)))
 
 
-def trust_and_continuity(x: np.ndarray, maps: dict[str, np.ndarray], *, k: int = 10, cap: int = 3000, seed: int = 0, metric: str = "euclidean",
-                         among: np.ndarray | None = None) -> dict[str, tuple[float, float, int]]:
+def trust_and_continuity(
+    x: np.ndarray,
+    maps: dict[str, np.ndarray],
+    *,
+    k: int = 10,
+    cap: int = 3000,
+    seed: int = 0,
+    metric: str = "euclidean",
+    among: np.ndarray | None = None,
+) -> dict[str, tuple[float, float, int]]:
     """Trustworthiness (are map neighbours true neighbours?) and continuity (are true neighbours kept
     on the map?) of every map of one layer, on the same ``cap`` samples, as scikit-learn defines them.
 
@@ -239,7 +254,9 @@ def trust_and_continuity(x: np.ndarray, maps: dict[str, np.ndarray], *, k: int =
     return out
 
 
-def linear_probe_accuracy(x: np.ndarray, labels: np.ndarray, *, folds: int = 5, cap: int = 5000, seed: int = 0) -> tuple[float | None, int]:
+def linear_probe_accuracy(
+    x: np.ndarray, labels: np.ndarray, *, folds: int = 5, cap: int = 5000, seed: int = 0
+) -> tuple[float | None, int]:
     """Mean accuracy of a logistic regression (standardised inputs) over stratified k folds.
 
     At most ``cap`` samples (a seeded stratified subset); None when a class has fewer samples than folds.
@@ -260,11 +277,15 @@ def linear_probe_accuracy(x: np.ndarray, labels: np.ndarray, *, folds: int = 5, 
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300, C=1.0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence warnings: the probe is a measurement, not a model to ship
-        scores = cross_val_score(model, np.asarray(x[rows], np.float64), y, cv=StratifiedKFold(k, shuffle=True, random_state=seed))
+        scores = cross_val_score(
+            model, np.asarray(x[rows], np.float64), y, cv=StratifiedKFold(k, shuffle=True, random_state=seed)
+        )
     return float(scores.mean()), len(rows)
 
 
-def silhouette(x: np.ndarray, labels: np.ndarray, *, cap: int = 3000, seed: int = 0, metric: str = "cosine") -> tuple[float | None, int]:
+def silhouette(
+    x: np.ndarray, labels: np.ndarray, *, cap: int = 3000, seed: int = 0, metric: str = "cosine"
+) -> tuple[float | None, int]:
     """Mean silhouette of the class labels (-1..1) on at most ``cap`` samples."""
     from sklearn.metrics import silhouette_score
 
@@ -298,7 +319,9 @@ def per_class_accuracy(pred: np.ndarray, labels: np.ndarray, n_classes: int) -> 
     return out
 
 
-def mmd_permutation_test(a: np.ndarray, b: np.ndarray, *, cap: int = 400, permutations: int = 200, seed: int = 0) -> tuple[float, float]:
+def mmd_permutation_test(
+    a: np.ndarray, b: np.ndarray, *, cap: int = 400, permutations: int = 200, seed: int = 0
+) -> tuple[float, float]:
     """Unbiased MMD^2 with an RBF kernel (median-distance bandwidth) and a permutation p-value."""
     rng = np.random.default_rng(seed)
     a = np.asarray(a, np.float64)[rng.permutation(len(a))[:cap]]
@@ -314,7 +337,9 @@ def mmd_permutation_test(a: np.ndarray, b: np.ndarray, *, cap: int = 400, permut
         ia, ib = idx[:na], idx[na:]
         kaa, kbb, kab = k[np.ix_(ia, ia)], k[np.ix_(ib, ib)], k[np.ix_(ia, ib)]
         m, n = len(ia), len(ib)
-        return float((kaa.sum() - np.trace(kaa)) / (m * (m - 1)) + (kbb.sum() - np.trace(kbb)) / (n * (n - 1)) - 2 * kab.mean())
+        return float(
+            (kaa.sum() - np.trace(kaa)) / (m * (m - 1)) + (kbb.sum() - np.trace(kbb)) / (n * (n - 1)) - 2 * kab.mean()
+        )
 
     observed = stat(np.arange(len(z)))
     exceed = sum(stat(rng.permutation(len(z))) >= observed for _ in range(permutations))
@@ -339,6 +364,11 @@ def domain_auc(a: np.ndarray, b: np.ndarray, *, cap: int = 2000, seed: int = 0) 
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        s = cross_val_score(make_pipeline(StandardScaler(), LogisticRegression(max_iter=300)), x, y, scoring="roc_auc",
-                            cv=StratifiedKFold(5, shuffle=True, random_state=seed))
+        s = cross_val_score(
+            make_pipeline(StandardScaler(), LogisticRegression(max_iter=300)),
+            x,
+            y,
+            scoring="roc_auc",
+            cv=StratifiedKFold(5, shuffle=True, random_state=seed),
+        )
     return float(s.mean())

@@ -4,6 +4,7 @@ Sources: a timm architecture (random init, hub ``pretrained``, a ``checkpoint`` 
 packaged ``weights``), or a ``factory`` function. Checkpoints are loaded with
 ``torch.load(weights_only=True)``: code hidden in a pickle is never run.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -13,15 +14,16 @@ import logging
 import os
 import pickle
 import socket
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Mapping
 
 from .errors import ModelError
 from .images import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from .results import ModelInfo
 
 log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class PackagedWeights:
@@ -30,7 +32,7 @@ class PackagedWeights:
     arch: str
     package: str
     description: str
-    state_dict: Callable[[], Mapping[str, "object"]]
+    state_dict: Callable[[], Mapping[str, object]]
     file: Callable[[], str] | None = None  # the weights file, hashed to recognise cached embeddings without loading
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
@@ -71,7 +73,7 @@ class LoadedModel:
     says about it (``info``)."""
 
     info: ModelInfo
-    module: "object"  # torch.nn.Module
+    module: object  # torch.nn.Module
     channels_last: bool = False
 
     @property
@@ -120,7 +122,9 @@ def state_dict_sha256(module) -> str:
 def map_state_dict_in_order(source: Mapping[str, object], target: Mapping[str, object], *, what: str) -> dict:
     """Zip two state dicts by position (same architecture, other key names); shapes must agree."""
     if len(source) != len(target):
-        raise ModelError(f"{what}: {len(source)} tensors in the weights but {len(target)} in the model; not the same architecture")
+        raise ModelError(
+            f"{what}: {len(source)} tensors in the weights but {len(target)} in the model; not the same architecture"
+        )
     out = {}
     for (sk, sv), (tk, tv) in zip(source.items(), target.items()):
         if tuple(sv.shape) != tuple(tv.shape):
@@ -160,7 +164,9 @@ def read_checkpoint(path: Path) -> dict:
                 ) from None
             raise ModelError(f"checkpoint: {path} is not a valid checkpoint ({first})") from None
         except (RuntimeError, EOFError, OSError, ValueError, AttributeError, IndexError) as exc:
-            raise ModelError(f"checkpoint: {path} is damaged or truncated ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})") from None
+            raise ModelError(
+                f"checkpoint: {path} is damaged or truncated ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})"
+            ) from None
     if isinstance(obj, Mapping):
         for key in _WRAPPER_KEYS:
             inner = obj.get(key)
@@ -173,7 +179,7 @@ def read_checkpoint(path: Path) -> dict:
     tensors = {str(k): v for k, v in obj.items() if hasattr(v, "shape")}
     for prefix in ("module.", "_orig_mod.", "model."):
         if tensors and all(k.startswith(prefix) for k in tensors):
-            tensors = {k[len(prefix):]: v for k, v in tensors.items()}
+            tensors = {k[len(prefix) :]: v for k, v in tensors.items()}
     return tensors
 
 
@@ -191,8 +197,12 @@ def load_state_dict_checked(module, state: Mapping[str, object], *, what: str) -
             parts.append(f"{len(unexpected)} unexpected (first: {', '.join(unexpected[:3])})")
         if shape:
             k = shape[0]
-            parts.append(f"{len(shape)} with other shapes (first: {k} {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
-        raise ModelError(f"{what} does not fit the architecture: {'; '.join(parts)}; check the model name, num_classes and in_chans")
+            parts.append(
+                f"{len(shape)} with other shapes (first: {k} {tuple(state[k].shape)} vs {tuple(own[k].shape)})"
+            )
+        raise ModelError(
+            f"{what} does not fit the architecture: {'; '.join(parts)}; check the model name, num_classes and in_chans"
+        )
     module.load_state_dict(state, strict=True)
 
 
@@ -220,7 +230,9 @@ def _create_timm(arch: str, *, pretrained: bool, kwargs: dict):
         return timm.create_model(arch, pretrained=pretrained, **kwargs)
     except (RuntimeError, OSError, ValueError) as exc:
         if pretrained:
-            raise ModelError(f"pretrained: could not load hub weights for {arch!r} ({str(exc).splitlines()[0][:160]})") from None
+            raise ModelError(
+                f"pretrained: could not load hub weights for {arch!r} ({str(exc).splitlines()[0][:160]})"
+            ) from None
         raise ModelError(f"timm: cannot create {arch!r} ({str(exc).splitlines()[0][:160]})") from None
 
 
@@ -260,7 +272,7 @@ def _raw_pixels_class():
     return RawPixels
 
 
-def RawPixels():  # noqa: N802 - a constructor
+def RawPixels():
     return _raw_pixels_class()()
 
 
@@ -269,7 +281,9 @@ def _check_resizer(resizer: str) -> None:
         try:
             import cv2  # noqa: F401
         except ImportError:
-            raise ModelError("models[].resizer: opencv needs OpenCV; pip install 'reportgen[opencv]' (opencv-python-headless), or set resizer: pillow") from None
+            raise ModelError(
+                "models[].resizer: opencv needs OpenCV; pip install 'reportgen[opencv]' (opencv-python-headless), or set resizer: pillow"
+            ) from None
 
 
 def _preprocess_for(module, spec) -> Preprocess:
@@ -278,7 +292,13 @@ def _preprocess_for(module, spec) -> Preprocess:
 
         cfg = resolve_data_config({}, model=module)
     except Exception:  # not a timm model: ImageNet defaults
-        cfg = {"input_size": (3, 224, 224), "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "interpolation": "bilinear", "crop_pct": 0.875}
+        cfg = {
+            "input_size": (3, 224, 224),
+            "mean": IMAGENET_MEAN,
+            "std": IMAGENET_STD,
+            "interpolation": "bilinear",
+            "crop_pct": 0.875,
+        }
     size = spec.input_size or int(cfg["input_size"][-1])
     return Preprocess(
         input_size=size,
@@ -311,7 +331,9 @@ def load_model(spec, *, seed: int = 0, module=None) -> LoadedModel:
             if spec.weights:
                 pw = PACKAGED_WEIGHTS[spec.weights]
                 if arch != pw.arch:
-                    raise ModelError(f"weights: {spec.weights!r} is for timm model {pw.arch!r}, not {arch!r}; set timm: {pw.arch}")
+                    raise ModelError(
+                        f"weights: {spec.weights!r} is for timm model {pw.arch!r}, not {arch!r}; set timm: {pw.arch}"
+                    )
             model = _create_timm(arch, pretrained=spec.pretrained, kwargs=kwargs)
             source = "hub (pretrained)" if spec.pretrained else "random init"
             if spec.weights:
@@ -339,5 +361,13 @@ def load_model(spec, *, seed: int = 0, module=None) -> LoadedModel:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     log.info("model %s: %s, %s, weights sha256 %s..., device %s", spec.name, arch, source, digest[:12], device)
-    info = ModelInfo(name=spec.name, arch=arch, source=source, weights_sha256=digest, preprocess=prep, device=device, precision=getattr(spec, "precision", "fp32"))
+    info = ModelInfo(
+        name=spec.name,
+        arch=arch,
+        source=source,
+        weights_sha256=digest,
+        preprocess=prep,
+        device=device,
+        precision=getattr(spec, "precision", "fp32"),
+    )
     return LoadedModel(info, model, channels_last)

@@ -3,6 +3,7 @@
 Every kNN reader (neighbour strips, hard samples, outliers, kNN accuracy, UMAP) reads the same
 graph. Pure NumPy: a rebuild that needs a graph imports no model library.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,7 +45,9 @@ def top_m(scores: np.ndarray, m: int, *, chunk: int = 32) -> np.ndarray:
         padded = scores
     maxima = padded.reshape(b, nc, chunk).max(-1)
     mc = min(m, nc)
-    best = np.argpartition(maxima, nc - mc, axis=1)[:, nc - mc :] if mc < nc else np.broadcast_to(np.arange(nc), (b, nc))
+    best = (
+        np.argpartition(maxima, nc - mc, axis=1)[:, nc - mc :] if mc < nc else np.broadcast_to(np.arange(nc), (b, nc))
+    )
     cand = (best[:, :, None] * chunk + np.arange(chunk)[None, None, :]).reshape(b, -1)
     vals = np.take_along_axis(padded, cand, 1)
     sel = np.argpartition(vals, vals.shape[1] - m, axis=1)[:, vals.shape[1] - m :]
@@ -104,13 +107,14 @@ def exact_graph(x: np.ndarray, k: int, *, metric: str = "cosine", block_bytes: i
             d = np.empty(cand.shape)
             for r in range(s, e, 256):  # bounded temporaries: (256, k+8, dim)
                 q = data[r : min(r + 256, e), None, :]
-                d[r - s : r - s + len(q)] = np.sqrt(((data[safe[r - s : r - s + len(q)]] - q) ** 2).sum(-1, dtype=np.float64))
+                d[r - s : r - s + len(q)] = np.sqrt(
+                    ((data[safe[r - s : r - s + len(q)]] - q) ** 2).sum(-1, dtype=np.float64)
+                )
         d = np.where(valid, d, np.inf)
         rank = np.lexsort((np.where(valid, cand, n), d), axis=1)[:, :k]  # by distance, then by row
         indices[s:e] = np.take_along_axis(cand, rank, 1)
         distances[s:e] = np.clip(np.take_along_axis(d, rank, 1), 0, None)
     return NeighbourGraph(indices=indices, distances=distances, metric=metric)
-
 
 
 # ----------------------------------------------------------------------------- approximate graph
@@ -136,8 +140,15 @@ class GraphQuality:
     k: int
 
 
-def build_graph(x: np.ndarray, k: int, *, metric: str = "cosine", method: str = "auto", seed: int = 0,
-                approximate_above: int = APPROXIMATE_ABOVE) -> tuple[NeighbourGraph, GraphQuality]:
+def build_graph(
+    x: np.ndarray,
+    k: int,
+    *,
+    metric: str = "cosine",
+    method: str = "auto",
+    seed: int = 0,
+    approximate_above: int = APPROXIMATE_ABOVE,
+) -> tuple[NeighbourGraph, GraphQuality]:
     """The layer's neighbour graph: exact while that is cheap, else approximate with its recall
     measured against exact search on a seeded sample of queries."""
     n = len(x)
@@ -191,7 +202,15 @@ def _unit(a: np.ndarray) -> np.ndarray:
 RELEASE_EVERY = 16_384
 
 
-def approximate_graph(x: np.ndarray, k: int, *, metric: str = "cosine", seed: int = 0, dims: int = INDEX_DIMS, factor: int = CANDIDATE_FACTOR) -> NeighbourGraph:
+def approximate_graph(
+    x: np.ndarray,
+    k: int,
+    *,
+    metric: str = "cosine",
+    seed: int = 0,
+    dims: int = INDEX_DIMS,
+    factor: int = CANDIDATE_FACTOR,
+) -> NeighbourGraph:
     """k nearest neighbours of every row, approximately: a faiss HNSW index over a PCA projection
     of the rows (unit rows for cosine) proposes ``factor * k`` candidates, which are ranked by exact
     distances in the full space. The full vectors are read in chunks and never copied whole; the
@@ -236,7 +255,9 @@ def approximate_graph(x: np.ndarray, k: int, *, metric: str = "cosine", seed: in
     indices = np.empty((n, k), np.int64)
     distances = np.empty((n, k))
     block = 512
-    for start in range(0, n, RELEASE_EVERY):  # candidates' pages handed back every RELEASE_EVERY queries: RSS bounded, not the whole file
+    for start in range(
+        0, n, RELEASE_EVERY
+    ):  # candidates' pages handed back every RELEASE_EVERY queries: RSS bounded, not the whole file
         stop = min(start + RELEASE_EVERY, n)
         _, cand = index.search(z[start:stop], m + 1)
         for b in range(start, stop, block):
@@ -244,7 +265,9 @@ def approximate_graph(x: np.ndarray, k: int, *, metric: str = "cosine", seed: in
             c = cand[b - start : e - start]
             c = np.where(c < 0, b, c)  # rare unfilled slots: point at the query itself, dropped below
             q = np.asarray(x[b:e], np.float32)
-            dots = np.einsum("qd,qkd->qk", q, np.asarray(x[c.ravel()], np.float32).reshape(len(c), c.shape[1], d)).astype(np.float64)
+            dots = np.einsum(
+                "qd,qkd->qk", q, np.asarray(x[c.ravel()], np.float32).reshape(len(c), c.shape[1], d)
+            ).astype(np.float64)
             if metric == "cosine":
                 denom = norm[b:e, None].astype(np.float64) * norm[c]
                 dist = 1.0 - np.divide(dots, denom, out=np.zeros_like(dots), where=denom > 0)
@@ -261,7 +284,12 @@ def approximate_graph(x: np.ndarray, k: int, *, metric: str = "cosine", seed: in
             indices[b:e] = np.take_along_axis(c, rank, 1)
             distances[b:e] = np.clip(np.take_along_axis(dist, rank, 1), 0, None)
         release(x, 0, n)  # the candidate rows read all over the file
-    return NeighbourGraph(indices=indices, distances=distances, metric=metric, method=f"approximate (faiss HNSW on a PCA-{r} projection, exact re-ranking)")
+    return NeighbourGraph(
+        indices=indices,
+        distances=distances,
+        metric=metric,
+        method=f"approximate (faiss HNSW on a PCA-{r} projection, exact re-ranking)",
+    )
 
 
 def _query_distances(q: np.ndarray, qq: np.ndarray, c, metric: str) -> np.ndarray:
@@ -270,7 +298,9 @@ def _query_distances(q: np.ndarray, qq: np.ndarray, c, metric: str) -> np.ndarra
     c = np.asarray(c, np.float32)
     if metric == "cosine":
         return 1.0 - (q @ _unit(c).T).astype(np.float64)
-    return np.sqrt(np.clip(qq[:, None] - 2.0 * (q @ c.T) + np.einsum("ij,ij->i", c, c)[None, :], 0, None)).astype(np.float64)
+    return np.sqrt(np.clip(qq[:, None] - 2.0 * (q @ c.T) + np.einsum("ij,ij->i", c, c)[None, :], 0, None)).astype(
+        np.float64
+    )
 
 
 def exact_neighbours_of(x: np.ndarray, rows: np.ndarray, k: int, *, metric: str = "cosine") -> np.ndarray:
@@ -289,7 +319,11 @@ def exact_neighbours_of(x: np.ndarray, rows: np.ndarray, k: int, *, metric: str 
         ids = np.arange(start, start + len(c))
         d[rows[:, None] == ids[None, :]] = np.inf
         kk = min(k, d.shape[1] - 1)
-        part = np.argpartition(d, kk, axis=1)[:, : kk + 1] if d.shape[1] > kk + 1 else np.broadcast_to(np.arange(d.shape[1]), d.shape)
+        part = (
+            np.argpartition(d, kk, axis=1)[:, : kk + 1]
+            if d.shape[1] > kk + 1
+            else np.broadcast_to(np.arange(d.shape[1]), d.shape)
+        )
         all_d = np.hstack([best_d, np.take_along_axis(d, part, 1)])
         all_i = np.hstack([best_i, ids[part]])
         order = np.lexsort((all_i, all_d), axis=1)[:, :k]

@@ -3,6 +3,7 @@
 The folder is assembled beside the target and renamed into place, so an interrupted build (Ctrl-C,
 SIGKILL) leaves the previous report byte-identical and never a half-written one.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -10,8 +11,8 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from .errors import OutputError
 from .store import remove_stale_temps, temp_name
@@ -25,7 +26,9 @@ def check_output_dir(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise OutputError(f"output.dir: {out} exists and is a file; choose a folder")
     if out.exists() and any(out.iterdir()) and not (out / ".reportgen").exists():
-        raise OutputError(f"output.dir: {out} exists, is not empty and is not a reportgen report; choose a new or empty folder (it is replaced whole on each build)")
+        raise OutputError(
+            f"output.dir: {out} exists, is not empty and is not a reportgen report; choose a new or empty folder (it is replaced whole on each build)"
+        )
     parent = out.resolve().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -59,11 +62,21 @@ def atomic_dir(out: Path):
         raise
 
 
-def write_report(out: Path, *, html: str, summary: dict, run: dict, figures: Mapping[str, bytes] | None = None, checks_xml: str | None = None) -> None:
+def write_report(
+    out: Path,
+    *,
+    html: str,
+    summary: dict,
+    run: dict,
+    figures: Mapping[str, bytes] | None = None,
+    checks_xml: str | None = None,
+) -> None:
     """report.html, summary.json, run.json, figures/ and (with checks) checks.xml, atomically."""
     with atomic_dir(out) as tmp:
         (tmp / "report.html").write_text(html, encoding="utf-8")
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")
+        (tmp / "summary.json").write_text(
+            json.dumps(summary, indent=1, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8"
+        )
         (tmp / "run.json").write_text(json.dumps(run, indent=1) + "\n", encoding="utf-8")
         if checks_xml is not None:
             (tmp / "checks.xml").write_text(checks_xml, encoding="utf-8")

@@ -3,6 +3,7 @@
 A leaf module, so that the spec, the dataset kinds, the reducers and the analyses can all
 declare their parameters without importing one another.
 """
+
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict

@@ -3,6 +3,7 @@
 Exact (not randomised): the covariance is summed chunk by chunk, so a memory-mapped (N, d) array is
 never copied whole; one Householder tridiagonalisation gives the whole spectrum and the top vectors.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -122,4 +123,12 @@ def fit_pca(x: np.ndarray, n_components: int, *, chunk: int = 16384) -> PcaResul
         for s, c in row_chunks(x, chunk):
             scores[s : s + len(c)] = (np.asarray(c, np.float64) - mean) @ comps.T
     ratio = evals[:k] / total if total > 0 else np.zeros(k)
-    return PcaResult(mean=mean, components=comps, scores=scores, explained_variance=evals[:k], explained_variance_ratio=ratio, eigenvalues=evals, total_variance=total)
+    return PcaResult(
+        mean=mean,
+        components=comps,
+        scores=scores,
+        explained_variance=evals[:k],
+        explained_variance_ratio=ratio,
+        eigenvalues=evals,
+        total_variance=total,
+    )

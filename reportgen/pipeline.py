@@ -8,6 +8,7 @@ fingerprint of the code that makes it (``reportgen.fingerprint``). From the Pyth
 leaves the caller's process as it found it; the CLI opts in to process-wide housekeeping
 (``ProcessHooks``: a per-stage peak-memory reset and handing freed heap back to the OS).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,9 +21,10 @@ import platform
 import resource
 import sys
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -64,6 +66,7 @@ from .summary import metrics_view, summary_dict
 log = logging.getLogger(__name__)
 
 SHARD_SIZE = 8192
+
 
 def as_path(value: str | os.PathLike | None) -> Path | None:
     """Every path the Python API takes may be a ``str`` or any ``os.PathLike``."""
@@ -156,7 +159,18 @@ def library_versions() -> dict[str, str]:
     from importlib import metadata
 
     out = {"python": platform.python_version(), "reportgen": __version__}
-    for pkg in ("numpy", "torch", "timm", "scikit-learn", "openTSNE", "umap-learn", "matplotlib", "Pillow", "Jinja2", "pydantic"):
+    for pkg in (
+        "numpy",
+        "torch",
+        "timm",
+        "scikit-learn",
+        "openTSNE",
+        "umap-learn",
+        "matplotlib",
+        "Pillow",
+        "Jinja2",
+        "pydantic",
+    ):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -167,8 +181,18 @@ def library_versions() -> dict[str, str]:
 # ----------------------------------------------------------------------------- extraction
 
 
-def _embed(spec: ReportSpec, mspec, loaded: LoadedModel, ds: Dataset, sel: Selection, store: EmbeddingStore, *, use_cache: bool, progress: bool,
-           on_bad_image: str | None = None) -> Embeddings:
+def _embed(
+    spec: ReportSpec,
+    mspec,
+    loaded: LoadedModel,
+    ds: Dataset,
+    sel: Selection,
+    store: EmbeddingStore,
+    *,
+    use_cache: bool,
+    progress: bool,
+    on_bad_image: str | None = None,
+) -> Embeddings:
     on_bad_image = on_bad_image or spec.dataset.on_bad_image
     layers = resolve_layers(loaded.module, mspec.layers)
     key = embeddings_key(loaded.info, layers, mspec, ds, sel.indices, spec.report.thumbnail_px, on_bad_image)
@@ -177,16 +201,32 @@ def _embed(spec: ReportSpec, mspec, loaded: LoadedModel, ds: Dataset, sel: Selec
         if hit is not None:
             log.info("model %s: embeddings from cache %s", loaded.name, hit.path)
             return hit
-    extractor = Extractor(loaded, layers, batch_size=mspec.batch_size, thumbnail_px=spec.report.thumbnail_px, on_bad_image=on_bad_image,
-                          max_features=mspec.max_features, num_workers=mspec.num_workers, jit=mspec.jit, precision=mspec.precision,
-                          expected_samples=len(sel.indices))
+    extractor = Extractor(
+        loaded,
+        layers,
+        batch_size=mspec.batch_size,
+        thumbnail_px=spec.report.thumbnail_px,
+        on_bad_image=on_bad_image,
+        max_features=mspec.max_features,
+        num_workers=mspec.num_workers,
+        jit=mspec.jit,
+        precision=mspec.precision,
+        expected_samples=len(sel.indices),
+    )
     feeding = extractor.feeding(ds)
     writer = store.writer(key, spec.report.thumbnail_px)
     calls = 0
     try:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(sel.indices), desc=f"extract {loaded.name}", unit="img", disable=None if progress else True, leave=False, file=sys.stderr)
+        bar = tqdm(
+            total=len(sel.indices),
+            desc=f"extract {loaded.name}",
+            unit="img",
+            disable=None if progress else True,
+            leave=False,
+            file=sys.stderr,
+        )
         try:
             for start in range(0, len(sel.indices), SHARD_SIZE):
                 part = sel.indices[start : start + SHARD_SIZE]
@@ -197,13 +237,27 @@ def _embed(spec: ReportSpec, mspec, loaded: LoadedModel, ds: Dataset, sel: Selec
         finally:
             bar.close()
         if writer.count == 0:
-            raise DataError(f"dataset: none of the {len(sel.indices)} selected images could be read (first: {writer.bad[0][1] if writer.bad else 'no reason given'})")
+            raise DataError(
+                f"dataset: none of the {len(sel.indices)} selected images could be read (first: {writer.bad[0][1] if writer.bad else 'no reason given'})"
+            )
         ids = [ds.ids[int(i)] for i in np.concatenate(writer.indices)]
         bad = [(ds.ids[i], r) for i, r in writer.bad]
         manifest = {
-            "model": {"name": loaded.name, "arch": loaded.info.arch, "source": loaded.info.source, "weights_sha256": loaded.info.weights_sha256},
-            "dataset": {"name": ds.name, "kind": ds.kind, "fingerprint": ds.fingerprint, "class_names": list(ds.class_names)},
-            "preprocess": loaded.preprocess.as_dict(), "thumbnail_px": spec.report.thumbnail_px, "feeding": feeding.as_dict(),
+            "model": {
+                "name": loaded.name,
+                "arch": loaded.info.arch,
+                "source": loaded.info.source,
+                "weights_sha256": loaded.info.weights_sha256,
+            },
+            "dataset": {
+                "name": ds.name,
+                "kind": ds.kind,
+                "fingerprint": ds.fingerprint,
+                "class_names": list(ds.class_names),
+            },
+            "preprocess": loaded.preprocess.as_dict(),
+            "thumbnail_px": spec.report.thumbnail_px,
+            "feeding": feeding.as_dict(),
             "layer_index": {l.name: l.index for l in layers},
             "agreement": extractor.agreement,
         }
@@ -213,7 +267,9 @@ def _embed(spec: ReportSpec, mspec, loaded: LoadedModel, ds: Dataset, sel: Selec
         raise
     stored = store.load(key, verify=False, origin="computed")
     if stored is None:
-        raise ReportgenError(f"cache: entry {key} vanished right after it was written; is another process clearing {store.dir}?")
+        raise ReportgenError(
+            f"cache: entry {key} vanished right after it was written; is another process clearing {store.dir}?"
+        )
     return dataclasses.replace(stored, forward_calls=calls)
 
 
@@ -224,7 +280,11 @@ def check_axes(spec: ReportSpec, ds: Dataset) -> None:
         for c in (a, b):
             if c not in names:
                 hint = difflib.get_close_matches(c, names, n=1)
-                more = f"; did you mean {hint[0]!r}?" if hint else f" (classes: {', '.join(names[:10])}{' ...' if len(names) > 10 else ''})"
+                more = (
+                    f"; did you mean {hint[0]!r}?"
+                    if hint
+                    else f" (classes: {', '.join(names[:10])}{' ...' if len(names) > 10 else ''})"
+                )
                 raise SpecError(f"report.axes[{i}]: class {c!r} is not in the dataset{more}")
         if a == b:
             raise SpecError(f"report.axes[{i}]: both ends are {a!r}; name two different classes")
@@ -245,15 +305,32 @@ def _precomputed_run(spec: ReportSpec, ds: Dataset, sel: Selection, scratch: Pat
         thumbs = np.stack([make_thumbnail(ds.read(int(i)), t) for i in idx])
     layers = {name: select_rows(v, idx, scratch) for name, v in (ds.vectors or {}).items()}
     key = content_key({"input": ds.fingerprint, "selection": hashlib.sha256(idx.tobytes()).hexdigest(), "thumb": t})
-    info = ModelInfo(name="embeddings", arch="precomputed", source=f"input file {ds.source}", weights_sha256=hashlib.sha256(ds.fingerprint.encode()).hexdigest(),
-                     preprocess=None, device="none (embeddings given as input)")
+    info = ModelInfo(
+        name="embeddings",
+        arch="precomputed",
+        source=f"input file {ds.source}",
+        weights_sha256=hashlib.sha256(ds.fingerprint.encode()).hexdigest(),
+        preprocess=None,
+        device="none (embeddings given as input)",
+    )
     hashes = None
     if ds.has_images:  # exact duplicates among the given images
         from .images import image_hash
 
         hashes = np.frombuffer(b"".join(image_hash(ds.read(int(i))) for i in idx), np.uint8).reshape(len(idx), 16)
-    emb = Embeddings(key=key, origin="input", path=None, ids=tuple(ds.ids[int(i)] for i in idx), indices=idx, labels=ds.labels[idx],
-                     layers=layers, reshapes={k: "given" for k in layers}, thumbnails=thumbs, bad=(), hashes=hashes)
+    emb = Embeddings(
+        key=key,
+        origin="input",
+        path=None,
+        ids=tuple(ds.ids[int(i)] for i in idx),
+        indices=idx,
+        labels=ds.labels[idx],
+        layers=layers,
+        reshapes={k: "given" for k in layers},
+        thumbnails=thumbs,
+        bad=(),
+        hashes=hashes,
+    )
     return ModelRun(info, emb)
 
 
@@ -265,10 +342,17 @@ def _quick_key(spec: ReportSpec, mspec, ds: Dataset, sel: Selection) -> str | No
 
     if mspec.factory or mspec.pretrained or not (mspec.timm or mspec.pixels):
         return None  # hub weights can change under the same name: always load those
-    parts = {"code": code_fingerprint(*EMBEDDING_CODE, "reportgen.models"),
-             "model": mspec.model_dump(mode="json", exclude={"name", "device", "batch_size", "num_workers", "checkpoint", "channels_last", "jit"}),
-             "seed": spec.seed, "dataset": ds.fingerprint, "selection": hashlib.sha256(sel.indices.tobytes()).hexdigest(),
-             "thumb": spec.report.thumbnail_px, "on_bad_image": spec.dataset.on_bad_image}
+    parts = {
+        "code": code_fingerprint(*EMBEDDING_CODE, "reportgen.models"),
+        "model": mspec.model_dump(
+            mode="json", exclude={"name", "device", "batch_size", "num_workers", "checkpoint", "channels_last", "jit"}
+        ),
+        "seed": spec.seed,
+        "dataset": ds.fingerprint,
+        "selection": hashlib.sha256(sel.indices.tobytes()).hexdigest(),
+        "thumb": spec.report.thumbnail_px,
+        "on_bad_image": spec.dataset.on_bad_image,
+    }
     try:
         parts["timm"] = metadata.version("timm")
         if mspec.weights:
@@ -289,26 +373,62 @@ def _info_from_manifest(mspec, manifest: Mapping) -> ModelInfo:
     m = manifest["model"]
     engine = manifest.get("engine") or {}
     nodes = f" on {engine['nodes']} node(s)" if engine.get("nodes") else ""
-    device = f"Ray: {engine.get('workers', '?')} worker(s){nodes}, {engine.get('device', 'cpu')}" if engine.get("name") == "ray" else "not loaded (embeddings from the cache)"
-    info = ModelInfo(name=mspec.name, arch=m["arch"], source=m["source"], weights_sha256=m["weights_sha256"],
-                     preprocess=Preprocess.from_dict(manifest["preprocess"]), device=device)
+    device = (
+        f"Ray: {engine.get('workers', '?')} worker(s){nodes}, {engine.get('device', 'cpu')}"
+        if engine.get("name") == "ray"
+        else "not loaded (embeddings from the cache)"
+    )
+    info = ModelInfo(
+        name=mspec.name,
+        arch=m["arch"],
+        source=m["source"],
+        weights_sha256=m["weights_sha256"],
+        preprocess=Preprocess.from_dict(manifest["preprocess"]),
+        device=device,
+    )
     return _with_feeding(info, manifest)
 
 
-def _embed_on_ray(spec: ReportSpec, mspec, dspec, ds: Dataset, sel: Selection, store: EmbeddingStore, *, use_cache: bool, progress: bool, on_shard=None) -> Embeddings:
+def _embed_on_ray(
+    spec: ReportSpec,
+    mspec,
+    dspec,
+    ds: Dataset,
+    sel: Selection,
+    store: EmbeddingStore,
+    *,
+    use_cache: bool,
+    progress: bool,
+    on_shard=None,
+) -> Embeddings:
     from .distributed import RayJob, embed_on_ray
 
     ex = spec.execution
-    job = RayJob(model=mspec, dataset=dspec, seed=spec.seed, indices=sel.indices, folder=store.root / "shards", thumbnail_px=spec.report.thumbnail_px,
-                 on_bad_image=dspec.on_bad_image, jit=mspec.jit, threads=ex.cpus_per_worker, decode_workers=mspec.num_workers, dataset_fingerprint=ds.fingerprint)
+    job = RayJob(
+        model=mspec,
+        dataset=dspec,
+        seed=spec.seed,
+        indices=sel.indices,
+        folder=store.root / "shards",
+        thumbnail_px=spec.report.thumbnail_px,
+        on_bad_image=dspec.on_bad_image,
+        jit=mspec.jit,
+        threads=ex.cpus_per_worker,
+        decode_workers=mspec.num_workers,
+        dataset_fingerprint=ds.fingerprint,
+    )
     return embed_on_ray(job, store, ds, ex, use_cache=use_cache, progress=progress, on_shard=on_shard, name=mspec.name)
 
 
 def _with_feeding(info: ModelInfo, manifest: Mapping) -> ModelInfo:
     """The model's description plus how its embeddings were fed (precision, agreement with fp32)."""
     feeding = manifest.get("feeding") or {}
-    return dataclasses.replace(info, precision=feeding.get("precision", info.precision), feeding={k: v for k, v in feeding.items() if k != "precision"},
-                               agreement=manifest.get("agreement") or {})
+    return dataclasses.replace(
+        info,
+        precision=feeding.get("precision", info.precision),
+        feeding={k: v for k, v in feeding.items() if k != "precision"},
+        agreement=manifest.get("agreement") or {},
+    )
 
 
 def extract_embeddings(
@@ -325,20 +445,34 @@ def extract_embeddings(
     """The data, model and extraction stages: every model's embeddings, from the cache or computed.
     ``on_shard`` is called with each finished shard's record (shard, count, forward_calls, pid) when
     extraction runs on Ray (``execution.engine: ray``)."""
-    ds, sel, runs, _ = _extract(spec, use_cache=use_cache, cache_dir=cache_dir, modules=modules, max_samples=max_samples, progress=progress,
-                                stages=stages or Stages(), on_shard=on_shard)
+    ds, sel, runs, _ = _extract(
+        spec,
+        use_cache=use_cache,
+        cache_dir=cache_dir,
+        modules=modules,
+        max_samples=max_samples,
+        progress=progress,
+        stages=stages or Stages(),
+        on_shard=on_shard,
+    )
     return ds, sel, runs
 
 
-def _extract(spec: ReportSpec, *, use_cache: bool, cache_dir, modules, max_samples, progress: bool, stages: Stages, on_shard=None):
+def _extract(
+    spec: ReportSpec, *, use_cache: bool, cache_dir, modules, max_samples, progress: bool, stages: Stages, on_shard=None
+):
     """``extract_embeddings`` plus the models it loaded (compared datasets go through them too)."""
     modules = modules or {}
     if spec.execution.engine == "ray" and modules:
-        raise SpecError(f"execution.engine: ray loads every model in its workers from the spec; a Python module object ({', '.join(modules)}) cannot travel there - use timm, factory or checkpoint, or engine: local")
+        raise SpecError(
+            f"execution.engine: ray loads every model in its workers from the spec; a Python module object ({', '.join(modules)}) cannot travel there - use timm, factory or checkpoint, or engine: local"
+        )
     loaded_models: dict[str, LoadedModel] = {}
     with stages.stage("data: load"):
         ds = load_dataset(spec.dataset)
-        sel = select_samples(ds, limit=spec.dataset.limit, method=spec.dataset.sample, seed=spec.seed, max_samples=max_samples)
+        sel = select_samples(
+            ds, limit=spec.dataset.limit, method=spec.dataset.sample, seed=spec.seed, max_samples=max_samples
+        )
         check_axes(spec, ds)
     if ds.vectors is not None:
         store = EmbeddingStore(as_path(cache_dir) or spec.cache_dir)
@@ -357,7 +491,9 @@ def _extract(spec: ReportSpec, *, use_cache: bool, cache_dir, modules, max_sampl
                 continue
         if spec.execution.engine == "ray":  # the workers load the model; this process never imports torch
             with stages.stage(f"extract: {mspec.name}"):
-                emb = _embed_on_ray(spec, mspec, spec.dataset, ds, sel, store, use_cache=use_cache, progress=progress, on_shard=on_shard)
+                emb = _embed_on_ray(
+                    spec, mspec, spec.dataset, ds, sel, store, use_cache=use_cache, progress=progress, on_shard=on_shard
+                )
                 if quick:
                     store.save_alias(quick, emb.key)
             runs.append(ModelRun(_info_from_manifest(mspec, emb.manifest), emb))
@@ -386,38 +522,67 @@ class _LayerWork:
     graph: NeighbourGraph
 
 
-def _graph(cache: Cache, x: np.ndarray, k: int, opts, seed: int, emb_key: str, layer: str) -> tuple[NeighbourGraph, GraphQuality]:
+def _graph(
+    cache: Cache, x: np.ndarray, k: int, opts, seed: int, emb_key: str, layer: str
+) -> tuple[NeighbourGraph, GraphQuality]:
     method = opts.neighbour_index
     if method == "auto":
         method = "approximate" if len(x) > opts.approximate_above else "exact"
-    key = cache.key("graphs", {"emb": emb_key, "layer": layer, "k": k, "metric": opts.metric, "method": method, "seed": seed}, code_fingerprint("reportgen.neighbours"))
+    key = cache.key(
+        "graphs",
+        {"emb": emb_key, "layer": layer, "k": k, "metric": opts.metric, "method": method, "seed": seed},
+        code_fingerprint("reportgen.neighbours"),
+    )
     hit = cache.get_arrays("graphs", key)
     if hit is not None:
         arrays, meta = hit
-        return NeighbourGraph(arrays["indices"].astype(np.int64), arrays["distances"], meta["metric"], meta["method"]), GraphQuality(**meta["quality"])
+        return NeighbourGraph(
+            arrays["indices"].astype(np.int64), arrays["distances"], meta["metric"], meta["method"]
+        ), GraphQuality(**meta["quality"])
     g, quality = build_graph(x, k, metric=opts.metric, method=method, seed=seed)
-    cache.put_arrays("graphs", key, {"indices": g.indices, "distances": g.distances},
-                     {"metric": g.metric, "method": g.method, "quality": dataclasses.asdict(quality)})
+    cache.put_arrays(
+        "graphs",
+        key,
+        {"indices": g.indices, "distances": g.distances},
+        {"metric": g.metric, "method": g.method, "quality": dataclasses.asdict(quality)},
+    )
     return g, quality
 
 
-def analyse_layer(spec: ReportSpec, run: ModelRun, layer: str, samples: Samples, stages: Stages, cache: Cache, *, need_transform: bool, fits: Callable[[], None],
-                  audit: bool = False, twins: Callable[[], Any] = lambda: None) -> _LayerWork:
+def analyse_layer(
+    spec: ReportSpec,
+    run: ModelRun,
+    layer: str,
+    samples: Samples,
+    stages: Stages,
+    cache: Cache,
+    *,
+    need_transform: bool,
+    fits: Callable[[], None],
+    audit: bool = False,
+    twins: Callable[[], Any] = lambda: None,
+) -> _LayerWork:
     """PCA, the neighbour graph, every reducer's map and every layer analysis of one layer
     (``audit``: the layer the data audit and the slices run on)."""
     opts = spec.report
     emb = run.embeddings
-    x, nonfinite = cleaned(emb.layers[layer], cache.root / "scratch")  # streamed: no copy of a clean memory-mapped layer
+    x, nonfinite = cleaned(
+        emb.layers[layer], cache.root / "scratch"
+    )  # streamed: no copy of a clean memory-mapped layer
     notes = []
     if nonfinite:
-        notes.append(f"{nonfinite} sample(s) had NaN or Inf values in this layer; they were set to 0 for the analyses (check the model).")
+        notes.append(
+            f"{nonfinite} sample(s) had NaN or Inf values in this layer; they were set to 0 for the analyses (check the model)."
+        )
     n, dim = x.shape
     reducers = [make_reducer(p, opts) for p in spec.reducers]
     with stages.stage("reduce: pca"):
         k_needed = max([spec.pca.n_components, opts.gallery_components, 2] + [r.pca_components(dim) for r in reducers])
         pca = fit_pca(x, k_needed)
     if pca.total_variance <= 0:
-        notes.append("All samples have identical embeddings in this layer (zero variance): PCA components and maps carry no information.")
+        notes.append(
+            "All samples have identical embeddings in this layer (zero variance): PCA components and maps carry no information."
+        )
     # one neighbour graph per layer, in the report's metric: every kNN analysis reads it, and the
     # reducers that can use it (UMAP), unless a comparison needs their own index to place others
     kq = max(opts.knn_k, opts.neighbours)
@@ -430,7 +595,11 @@ def analyse_layer(spec: ReportSpec, run: ModelRun, layer: str, samples: Samples,
         graph, graph_quality = _graph(cache, x, kq, opts, spec.seed, emb.key, layer)
     maps: dict[str, MapResult] = {}
     fitted: dict[str, FittedMap] = {}
-    sampling = _MapSample(spec, x, pca, samples.labels, len(samples.class_names), cache, emb.key, layer) if n > opts.map_cap else None
+    sampling = (
+        _MapSample(spec, x, pca, samples.labels, len(samples.class_names), cache, emb.key, layer)
+        if n > opts.map_cap
+        else None
+    )
     for r in reducers:
         if r.name != "pca" and pca.total_variance <= 0:
             notes.append(f"{r.name} skipped: every sample has the same embedding, so there is nothing to map.")
@@ -438,33 +607,77 @@ def analyse_layer(spec: ReportSpec, run: ModelRun, layer: str, samples: Samples,
         with stages.stage(f"reduce: {r.name}"):
             use_graph = r.name in shared
             capped = sampling is not None and not r.fits_all
-            key = cache.key("maps", {"emb": emb.key, "layer": layer, "reducer": r.cache_parts(), "seed": spec.seed, "graph": use_graph,
-                                     "pca": r.pca_components(dim), **({"cap": opts.map_cap, "place_all": opts.place_all} if capped else {})},
-                            r.fingerprint()) if r.name != "pca" else None
+            key = (
+                cache.key(
+                    "maps",
+                    {
+                        "emb": emb.key,
+                        "layer": layer,
+                        "reducer": r.cache_parts(),
+                        "seed": spec.seed,
+                        "graph": use_graph,
+                        "pca": r.pca_components(dim),
+                        **({"cap": opts.map_cap, "place_all": opts.place_all} if capped else {}),
+                    },
+                    r.fingerprint(),
+                )
+                if r.name != "pca"
+                else None
+            )
             hit = cache.get_arrays("maps", key) if key and not need_transform else None
             if hit is not None:
                 arrays, meta = hit
-                maps[r.name] = MapResult(r.name, r.title, arrays["coords"].astype(np.float32), meta["params"], tuple(meta["notes"]), r.caption,
-                                         arrays.get("fitted_rows"), meta.get("placement", ""))
+                maps[r.name] = MapResult(
+                    r.name,
+                    r.title,
+                    arrays["coords"].astype(np.float32),
+                    meta["params"],
+                    tuple(meta["notes"]),
+                    r.caption,
+                    arrays.get("fitted_rows"),
+                    meta.get("placement", ""),
+                )
                 continue
             if capped:
                 fm, m = sampling.fit(r, use_graph)
             else:
                 fm = call_fit(r, x, seed=spec.seed, graph=graph if use_graph else None, pca=pca)
-                m = MapResult(r.name, r.title, np.asarray(fm.coords, np.float32), dict(fm.params), tuple(fm.notes), r.caption)
+                m = MapResult(
+                    r.name, r.title, np.asarray(fm.coords, np.float32), dict(fm.params), tuple(fm.notes), r.caption
+                )
             fitted[r.name] = fm
             maps[r.name] = m
             if key:
                 fits()
-                arrays = {"coords": m.coords} if m.fitted_rows is None else {"coords": m.coords, "fitted_rows": m.fitted_rows}
-                cache.put_arrays("maps", key, arrays, {"params": dict(m.params), "notes": list(m.notes), "placement": m.placement})
+                arrays = (
+                    {"coords": m.coords}
+                    if m.fitted_rows is None
+                    else {"coords": m.coords, "fitted_rows": m.fitted_rows}
+                )
+                cache.put_arrays(
+                    "maps", key, arrays, {"params": dict(m.params), "notes": list(m.notes), "placement": m.placement}
+                )
     n_show = min(spec.pca.n_components, pca.k)
     twin = None
     if audit:
         with stages.stage("audit: image signatures"):
             twin = twins()
-    base = LayerInput(model=run.model.name, layer=layer, x=x, samples=samples, pca=pca, n_components=n_show, graph=graph, graph_quality=graph_quality, maps=maps,
-                      options=opts, seed=spec.seed, cached=lambda kind, parts, compute: None, audit=audit, twins=twin)
+    base = LayerInput(
+        model=run.model.name,
+        layer=layer,
+        x=x,
+        samples=samples,
+        pca=pca,
+        n_components=n_show,
+        graph=graph,
+        graph_quality=graph_quality,
+        maps=maps,
+        options=opts,
+        seed=spec.seed,
+        cached=lambda kind, parts, compute: None,
+        audit=audit,
+        twins=twin,
+    )
     findings: dict = {}
     metrics: dict = {}
     with stages.stage("analyse"):
@@ -496,8 +709,18 @@ def analyse_layer(spec: ReportSpec, run: ModelRun, layer: str, samples: Samples,
                 findings[cls.name] = finding
                 metrics.update(analysis.metric_values(finding))
     order = [c.name for c in layer_analyses() if c.name in findings]  # report order
-    result = LayerResult(model=run.model.name, layer=layer, reshape=emb.reshapes.get(layer) or "as computed", dim=int(dim), n=int(n),
-                         nonfinite_rows=nonfinite, notes=tuple(notes), maps=maps, findings={k: findings[k] for k in order}, metrics=metrics)
+    result = LayerResult(
+        model=run.model.name,
+        layer=layer,
+        reshape=emb.reshapes.get(layer) or "as computed",
+        dim=int(dim),
+        n=int(n),
+        nonfinite_rows=nonfinite,
+        notes=tuple(notes),
+        maps=maps,
+        findings={k: findings[k] for k in order},
+        metrics=metrics,
+    )
     return _LayerWork(result, fitted, pca, x, graph)
 
 
@@ -507,7 +730,17 @@ class _MapSample:
     inverse-distance-weighted mean of their 5 nearest fitted samples in PCA space (for the density
     layer of all N). Shared by every reducer of the layer: one sample, one placement index."""
 
-    def __init__(self, spec: ReportSpec, x, pca: PcaResult, labels: np.ndarray, n_classes: int, cache: Cache, emb_key: str, layer: str) -> None:
+    def __init__(
+        self,
+        spec: ReportSpec,
+        x,
+        pca: PcaResult,
+        labels: np.ndarray,
+        n_classes: int,
+        cache: Cache,
+        emb_key: str,
+        layer: str,
+    ) -> None:
         from .datasets.selection import stratified_rows
 
         self.spec, self.x, self.pca, self.cache, self.emb_key, self.layer = spec, x, pca, cache, emb_key, layer
@@ -529,7 +762,9 @@ class _MapSample:
         if use_graph:
             k = r.graph_neighbours(m)
             if k not in self._graphs:
-                self._graphs[k], _ = _graph(self.cache, self.xs, k, opts, self.spec.seed, f"{self.emb_key}/sample{m}", self.layer)
+                self._graphs[k], _ = _graph(
+                    self.cache, self.xs, k, opts, self.spec.seed, f"{self.emb_key}/sample{m}", self.layer
+                )
             graph = self._graphs[k]
         sub = dataclasses.replace(self.pca, scores=self.pca.scores[self.rows])
         fm = call_fit(r, self.xs, seed=self.spec.seed, graph=graph, pca=sub)
@@ -547,10 +782,15 @@ class _MapSample:
             pos, w = self._placement
             coords[self.rest] = (fm.coords[pos] * w[:, :, None]).sum(1)
             placement = "nearest fitted samples"
-        how = ("placed by the fitted map's transform" if placement == "transform" else
-               "placed at the weighted mean of their 5 nearest fitted samples (PCA space), for the density layer only")
-        note = (f"fitted on a stratified sample of {m:,} of {n:,} samples (seed {self.spec.seed}, report.map_cap); the other {n - m:,} are {how}")
-        return fm, MapResult(r.name, r.title, coords, dict(fm.params), (note, *fm.notes), r.caption, self.rows, placement)
+        how = (
+            "placed by the fitted map's transform"
+            if placement == "transform"
+            else "placed at the weighted mean of their 5 nearest fitted samples (PCA space), for the density layer only"
+        )
+        note = f"fitted on a stratified sample of {m:,} of {n:,} samples (seed {self.spec.seed}, report.map_cap); the other {n - m:,} are {how}"
+        return fm, MapResult(
+            r.name, r.title, coords, dict(fm.params), (note, *fm.notes), r.caption, self.rows, placement
+        )
 
 
 # ----------------------------------------------------------------------------- build
@@ -591,7 +831,15 @@ def build(
     baseline_path = as_path(baseline)
     if write:
         check_output_dir(out_dir)
-    ds, sel, runs, loaded = _extract(spec, use_cache=use_cache, cache_dir=cache_root, modules=modules, max_samples=max_samples, progress=progress, stages=stages)
+    ds, sel, runs, loaded = _extract(
+        spec,
+        use_cache=use_cache,
+        cache_dir=cache_root,
+        modules=modules,
+        max_samples=max_samples,
+        progress=progress,
+        stages=stages,
+    )
     # every model must describe the same rows (a sample unreadable for one is unreadable for all)
     base = runs[0].embeddings
     for r in runs[1:]:
@@ -599,10 +847,18 @@ def build(
             raise ReportgenError("models saw different samples; this should not happen, please report it")
     labels = np.asarray(base.labels)
     if len(labels) < 2 or len(np.unique(labels)) < 2:
-        raise DataError(f"dataset: only {len(labels)} readable sample(s) in {len(np.unique(labels))} class(es) remain after skipping bad images; a report needs two classes")
+        raise DataError(
+            f"dataset: only {len(labels)} readable sample(s) in {len(np.unique(labels))} class(es) remain after skipping bad images; a report needs two classes"
+        )
     with stages.stage("analyse: image statistics"):
-        samples = Samples(ids=base.ids, labels=labels, class_names=ds.class_names, thumbnails=base.thumbnails, image_stats=image_statistics(base.thumbnails),
-                          hashes=base.hashes)
+        samples = Samples(
+            ids=base.ids,
+            labels=labels,
+            class_names=ds.class_names,
+            thumbnails=base.thumbnails,
+            image_stats=image_statistics(base.thumbnails),
+            hashes=base.hashes,
+        )
     cache = Cache(cache_root, enabled=use_cache)
     need_transform = len(runs) > 1 or bool(spec.extra_datasets)
     fit_count = [0]
@@ -617,19 +873,44 @@ def build(
         done = []
         audit_layer = _audit_layer(spec, run)
         for layer in run.embeddings.layers:
-            w = analyse_layer(spec, run, layer, samples, stages, cache, need_transform=need_transform, fits=count_fit, audit=layer == audit_layer,
-                              twins=twin_data)
+            w = analyse_layer(
+                spec,
+                run,
+                layer,
+                samples,
+                stages,
+                cache,
+                need_transform=need_transform,
+                fits=count_fit,
+                audit=layer == audit_layer,
+                twins=twin_data,
+            )
             work[(run.model.name, layer)] = w
             done.append(w.result)
-        models.append(ModelResult(run.model, run.embeddings.key, run.embeddings.origin, run.embeddings.forward_calls, tuple(done)))
+        models.append(
+            ModelResult(run.model, run.embeddings.key, run.embeddings.origin, run.embeddings.forward_calls, tuple(done))
+        )
     notes = []
     if base.bad:
         notes.append(f"{len(base.bad)} image(s) could not be read and were skipped (listed under Data).")
-    extra = _extra_datasets(spec, runs, loaded, cache_root, use_cache=use_cache, max_samples=max_samples, progress=progress, stages=stages)
+    extra = _extra_datasets(
+        spec, runs, loaded, cache_root, use_cache=use_cache, max_samples=max_samples, progress=progress, stages=stages
+    )
     build_input = BuildInput(
-        runs=runs, layers={k: w.result for k, w in work.items()}, x=lambda m, l: work[(m, l)].x, fitted={k: w.fitted for k, w in work.items()},
-        pca={k: w.pca for k, w in work.items()}, extra=extra, samples=samples, dataset_name=ds.name, reference=spec.reference,
-        options=spec.report, seed=spec.seed, graphs={k: w.graph for k, w in work.items()}, twins=twin_data)
+        runs=runs,
+        layers={k: w.result for k, w in work.items()},
+        x=lambda m, l: work[(m, l)].x,
+        fitted={k: w.fitted for k, w in work.items()},
+        pca={k: w.pca for k, w in work.items()},
+        extra=extra,
+        samples=samples,
+        dataset_name=ds.name,
+        reference=spec.reference,
+        options=spec.report,
+        seed=spec.seed,
+        graphs={k: w.graph for k, w in work.items()},
+        twins=twin_data,
+    )
     build_findings: dict = {}
     build_metrics: dict = {}
     for cls in build_analyses():
@@ -648,26 +929,68 @@ def build(
             ref = read_summary(baseline_path, what="--baseline") if baseline_path else None
             checks = tuple(evaluate(metrics_view(models, build_metrics), spec.checks, baseline=ref))
     headlines = _headlines(spec, models, build_findings, checks, samples)
-    dataset = DatasetInfo(ds.name, ds.kind, ds.fingerprint, ds.class_names, sel.method, sel.used_per_class, sel.total_per_class, ds.has_images)
+    dataset = DatasetInfo(
+        ds.name,
+        ds.kind,
+        ds.fingerprint,
+        ds.class_names,
+        sel.method,
+        sel.used_per_class,
+        sel.total_per_class,
+        ds.has_images,
+    )
 
     def stats() -> RunStats:
-        return RunStats(dict(stages.timings), dict(stages.rss), sum(r.embeddings.forward_calls for r in runs) + sum(r.embeddings.forward_calls for _, xr in extra for r in xr),
-                        fit_count[0], dict(cache.computed), dict(cache.reused))
+        return RunStats(
+            dict(stages.timings),
+            dict(stages.rss),
+            sum(r.embeddings.forward_calls for r in runs)
+            + sum(r.embeddings.forward_calls for _, xr in extra for r in xr),
+            fit_count[0],
+            dict(cache.computed),
+            dict(cache.reused),
+        )
 
-    report = ReportData(spec=spec, dataset=dataset, samples=samples, models=tuple(models), build_findings=build_findings, bad=base.bad,
-                        notes=tuple(notes), checks=checks, stats=stats(), versions=library_versions(), headlines=headlines, build_metrics=build_metrics)
+    report = ReportData(
+        spec=spec,
+        dataset=dataset,
+        samples=samples,
+        models=tuple(models),
+        build_findings=build_findings,
+        bad=base.bad,
+        notes=tuple(notes),
+        checks=checks,
+        stats=stats(),
+        versions=library_versions(),
+        headlines=headlines,
+        build_metrics=build_metrics,
+    )
     if not write:
         return BuildResult(report, None, None)
     with stages.stage("render"):
         rendered = render_report(report, figure_cache=_FigureCache(cache))
     summary = summary_dict(report, rendered.stats)
     final = stats()
-    run_info = {"html_bytes": rendered.stats.html_bytes, "section_bytes": dict(rendered.stats.section_bytes), "timings_s": dict(final.timings),
-                "peak_rss_mb": dict(final.peak_rss_mb), "forward_calls": final.forward_calls, "reducer_fits": final.reducer_fits,
-                "from_cache": {m.model.name: m.origin == "cache" for m in models}, "computed": dict(final.computed), "reused": dict(final.reused)}
+    run_info = {
+        "html_bytes": rendered.stats.html_bytes,
+        "section_bytes": dict(rendered.stats.section_bytes),
+        "timings_s": dict(final.timings),
+        "peak_rss_mb": dict(final.peak_rss_mb),
+        "forward_calls": final.forward_calls,
+        "reducer_fits": final.reducer_fits,
+        "from_cache": {m.model.name: m.origin == "cache" for m in models},
+        "computed": dict(final.computed),
+        "reused": dict(final.reused),
+    }
     with stages.stage("write"):
-        write_report(out_dir, html=rendered.html, summary=summary, run=run_info, figures=rendered.figures if spec.output.figures else None,
-                     checks_xml=junit_xml(list(checks)) if spec.checks else None)
+        write_report(
+            out_dir,
+            html=rendered.html,
+            summary=summary,
+            run=run_info,
+            figures=rendered.figures if spec.output.figures else None,
+            checks_xml=junit_xml(list(checks)) if spec.checks else None,
+        )
     return BuildResult(dataclasses.replace(report, stats=stats()), rendered.stats, out_dir)
 
 
@@ -679,7 +1002,10 @@ def _audit_layer(spec: ReportSpec, run: ModelRun) -> str | None:
     if spec.report.audit_layer is not None:
         if spec.report.audit_layer not in layers:
             hint = difflib.get_close_matches(spec.report.audit_layer, layers, n=1)
-            raise SpecError(f"report.audit_layer: {spec.report.audit_layer!r} is not a layer of {run.model.name}" + (f"; did you mean {hint[0]!r}?" if hint else f" ({', '.join(layers)})"))
+            raise SpecError(
+                f"report.audit_layer: {spec.report.audit_layer!r} is not a layer of {run.model.name}"
+                + (f"; did you mean {hint[0]!r}?" if hint else f" ({', '.join(layers)})")
+            )
         return spec.report.audit_layer
     index = run.embeddings.manifest.get("layer_index") or {}
     return max(layers, key=lambda l: (index.get(l, -1), layers.index(l)))
@@ -695,7 +1021,11 @@ def _twin_data(spec: ReportSpec, ds: Dataset, emb) -> Callable[[], Any]:
             from .twins import twin_data
 
             ok = ds.has_images and emb.thumbnails is not None and len(emb.indices) > 1
-            memo.append(twin_data(ds.read, emb.indices, emb.thumbnails, spec.report.thumbnail_px, seed=spec.seed) if ok else None)
+            memo.append(
+                twin_data(ds.read, emb.indices, emb.thumbnails, spec.report.thumbnail_px, seed=spec.seed)
+                if ok
+                else None
+            )
         return memo[0]
 
     return get
@@ -714,19 +1044,38 @@ def _headlines(spec: ReportSpec, models, build_findings: Mapping, checks, sample
             for name, finding in lr.findings.items():
                 cls = ANALYSES.get(name)
                 if cls is not None:
-                    out += cls(spec.report, spec.seed).headlines(finding, Where(lr.model, lr.layer, f"l-{lr.slug}-{name}", samples))
+                    out += cls(spec.report, spec.seed).headlines(
+                        finding, Where(lr.model, lr.layer, f"l-{lr.slug}-{name}", samples)
+                    )
     for name, finding in build_findings.items():
         cls = ANALYSES.get(name)
         if cls is not None:
             out += cls(spec.report, spec.seed).headlines(finding, Where("", "", name, samples))
     for c in checks:
         if not c.passed:
-            out.append(Headline(f"check/{c.name}/{c.model}/{c.layer}", "high", f"Check {c.name!r} failed: {c.message}.", "#checks", 1.0))
+            out.append(
+                Headline(
+                    f"check/{c.name}/{c.model}/{c.layer}",
+                    "high",
+                    f"Check {c.name!r} failed: {c.message}.",
+                    "#checks",
+                    1.0,
+                )
+            )
     return tuple(sorted(out, key=lambda h: (SEVERITY_RANK.get(h.severity, 9), -h.value, h.id)))
 
 
-def _extra_datasets(spec: ReportSpec, runs: tuple[ModelRun, ...], loaded: dict[str, LoadedModel], cache_root: Path | None, *, use_cache: bool,
-                    max_samples: int | None, progress: bool, stages: Stages) -> tuple[tuple[str, tuple[ModelRun, ...]], ...]:
+def _extra_datasets(
+    spec: ReportSpec,
+    runs: tuple[ModelRun, ...],
+    loaded: dict[str, LoadedModel],
+    cache_root: Path | None,
+    *,
+    use_cache: bool,
+    max_samples: int | None,
+    progress: bool,
+    stages: Stages,
+) -> tuple[tuple[str, tuple[ModelRun, ...]], ...]:
     """The compared datasets (``datasets:`` after the first) through the same models (those loaded
     for the reference dataset: the quick cache path is off when datasets are compared)."""
     if not spec.extra_datasets:
@@ -743,7 +1092,17 @@ def _extra_datasets(spec: ReportSpec, runs: tuple[ModelRun, ...], loaded: dict[s
                 if spec.execution.engine == "ray":
                     emb = _embed_on_ray(spec, mspec, dspec, dx, sx, store, use_cache=use_cache, progress=progress)
                 else:
-                    emb = _embed(spec, mspec, loaded[mspec.name], dx, sx, store, use_cache=use_cache, progress=progress, on_bad_image=dspec.on_bad_image)
+                    emb = _embed(
+                        spec,
+                        mspec,
+                        loaded[mspec.name],
+                        dx,
+                        sx,
+                        store,
+                        use_cache=use_cache,
+                        progress=progress,
+                        on_bad_image=dspec.on_bad_image,
+                    )
             xruns.append(ModelRun(run.model, emb))
         out.append((dspec.name or f"{dx.name} ({dspec.kind})", tuple(xruns)))
     return tuple(out)

@@ -4,6 +4,7 @@ Format (TensorBoard's rules): ``tensors.tsv`` (or float32 ``.bytes``), ``metadat
 column: no header; several: a header row), a sprite image (a square grid of thumbnails, at most
 8,192 px a side) and ``projector_config.pbtxt``.
 """
+
 from __future__ import annotations
 
 import math
@@ -58,7 +59,14 @@ def write_sprite(path: Path, thumbnails: np.ndarray) -> tuple[int, int]:
     return side, tile
 
 
-def export_projector(out: Path, tensors: dict[str, np.ndarray], metadata: dict[str, list], thumbnails: np.ndarray | None, *, binary: bool = False) -> list[str]:
+def export_projector(
+    out: Path,
+    tensors: dict[str, np.ndarray],
+    metadata: dict[str, list],
+    thumbnails: np.ndarray | None,
+    *,
+    binary: bool = False,
+) -> list[str]:
     """Write one projector entry per tensor (e.g. per layer) sharing metadata and sprite."""
     out.mkdir(parents=True, exist_ok=True)
     notes = []
@@ -68,7 +76,9 @@ def export_projector(out: Path, tensors: dict[str, np.ndarray], metadata: dict[s
         side, tile = write_sprite(out / "sprite.png", thumbnails)
         sprite = tile
         if tile < thumbnails.shape[1]:
-            notes.append(f"sprite thumbnails shrunk to {tile} px to fit TensorBoard's {SPRITE_MAX} px limit ({side}x{side} grid)")
+            notes.append(
+                f"sprite thumbnails shrunk to {tile} px to fit TensorBoard's {SPRITE_MAX} px limit ({side}x{side} grid)"
+            )
     entries = []
     for name, x in tensors.items():
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "tensor"
@@ -83,7 +93,9 @@ def export_projector(out: Path, tensors: dict[str, np.ndarray], metadata: dict[s
         if binary:
             e.append(f"  tensor_shape: {x.shape[0]}\n  tensor_shape: {x.shape[1]}")
         if sprite:
-            e.append(f'  sprite {{\n    image_path: "sprite.png"\n    single_image_dim: {sprite}\n    single_image_dim: {sprite}\n  }}')
+            e.append(
+                f'  sprite {{\n    image_path: "sprite.png"\n    single_image_dim: {sprite}\n    single_image_dim: {sprite}\n  }}'
+            )
         entries.append("embeddings {\n" + "\n".join(e) + "\n}\n")
     (out / "projector_config.pbtxt").write_text("".join(entries), encoding="utf-8")
     return notes
@@ -111,23 +123,35 @@ def parse_config(path: Path) -> list[ProjectorEntry]:
     root = path.parent
     entries = []
     for block in re.findall(r"embeddings\s*\{((?:[^{}]|\{[^{}]*\})*)\}", text):
+
         def field(name, b=block):
             m = re.search(rf'\b{name}\s*:\s*"((?:[^"\\]|\\.)*)"', b)
             return m.group(1) if m else None
 
         sprite = re.search(r"sprite\s*\{([^{}]*)\}", block)
         dims = tuple(int(v) for v in re.findall(r"single_image_dim\s*:\s*(\d+)", sprite.group(1))) if sprite else None
-        shape = tuple(int(v) for v in re.findall(r"\btensor_shape\s*:\s*(\d+)", re.sub(r"sprite\s*\{[^{}]*\}", "", block)))
+        shape = tuple(
+            int(v) for v in re.findall(r"\btensor_shape\s*:\s*(\d+)", re.sub(r"sprite\s*\{[^{}]*\}", "", block))
+        )
         tpath = field("tensor_path")
         if not tpath:
             continue
+
         def resolve(p):
             return None if not p else (root / p).resolve()
-        entries.append(ProjectorEntry(
-            tensor_name=field("tensor_name") or tpath, tensor_path=resolve(tpath), metadata_path=resolve(field("metadata_path")),
-            sprite_path=resolve(re.search(r'image_path\s*:\s*"([^"]*)"', sprite.group(1)).group(1)) if sprite and "image_path" in sprite.group(1) else None,
-            sprite_dim=(dims[0], dims[1]) if dims and len(dims) >= 2 else None, tensor_shape=shape or None,
-        ))
+
+        entries.append(
+            ProjectorEntry(
+                tensor_name=field("tensor_name") or tpath,
+                tensor_path=resolve(tpath),
+                metadata_path=resolve(field("metadata_path")),
+                sprite_path=resolve(re.search(r'image_path\s*:\s*"([^"]*)"', sprite.group(1)).group(1))
+                if sprite and "image_path" in sprite.group(1)
+                else None,
+                sprite_dim=(dims[0], dims[1]) if dims and len(dims) >= 2 else None,
+                tensor_shape=shape or None,
+            )
+        )
     if not entries:
         raise DataError(f"dataset.path: {path} has no embeddings entry with a tensor_path")
     return entries

@@ -8,13 +8,15 @@ images recompressed step by step until it fits, and the report says what was red
 Figures are drawn once per build (not once per size step), and through ``figure_cache`` (the
 pipeline's disk cache) not at all when nothing they show, nor the code that draws them, changed.
 """
+
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
@@ -47,7 +49,14 @@ class Budget:
 LADDER = (
     Budget(1.0, 1.0, 85, 85, 1.0, ""),
     Budget(0.5, 0.7, 75, 80, 1.0, "mosaics capped at half the samples, JPEG quality 75"),
-    Budget(0.25, 0.45, 65, 70, 0.75, "mosaics capped at a quarter of the samples, JPEG quality 65, galleries shortened by a quarter"),
+    Budget(
+        0.25,
+        0.45,
+        65,
+        70,
+        0.75,
+        "mosaics capped at a quarter of the samples, JPEG quality 65, galleries shortened by a quarter",
+    ),
     Budget(0.12, 0.25, 55, 60, 0.5, "mosaics capped at an eighth of the samples, JPEG quality 55, galleries halved"),
 )
 
@@ -130,9 +139,26 @@ class View:
     """What a section's ``context()`` uses to show samples and figures; one per layer (or one for
     the build), pointed at the analysis being rendered."""
 
-    def __init__(self, report: ReportData, budget: Budget, colours: np.ndarray, thumbs: _Thumbs, figs: _Figures, files: dict[str, bytes],
-                 base_key: str, prefix: str = "", layer: str = "") -> None:
-        self.report, self.budget, self.colours, self._thumbs, self._figs, self._files = report, budget, colours, thumbs, figs, files
+    def __init__(
+        self,
+        report: ReportData,
+        budget: Budget,
+        colours: np.ndarray,
+        thumbs: _Thumbs,
+        figs: _Figures,
+        files: dict[str, bytes],
+        base_key: str,
+        prefix: str = "",
+        layer: str = "",
+    ) -> None:
+        self.report, self.budget, self.colours, self._thumbs, self._figs, self._files = (
+            report,
+            budget,
+            colours,
+            thumbs,
+            figs,
+            files,
+        )
         self._base_key, self.prefix, self.layer = base_key, prefix, layer
         opts = report.spec.report
         self.options, self.seed = opts, report.spec.seed
@@ -151,32 +177,51 @@ class View:
     def sample(self, row, **extra) -> dict:
         row = int(row)
         c = int(self.labels[row])
-        return {"row": row, "id": self.ids[row], "label": self.class_names[c], "colour": self.colour(c), "thumb": self._thumbs(row), **extra}
+        return {
+            "row": row,
+            "id": self.ids[row],
+            "label": self.class_names[c],
+            "colour": self.colour(c),
+            "thumb": self._thumbs(row),
+            **extra,
+        }
 
     def image(self, thumbnail: np.ndarray, label: str, id: str, **extra) -> dict:
         """A sample-like dict for an image that is not a row of the report's samples (a compared
         dataset's), bordered in its class colour when the class is known."""
         c = self.class_names.index(label) if label in self.class_names else None
-        return {"row": -1, "id": id, "label": label, "colour": self.colour(c) if c is not None else "#9aa3ad",
-                "thumb": thumbnail_uri(np.asarray(thumbnail), self.budget.thumb_quality), **extra}
+        return {
+            "row": -1,
+            "id": id,
+            "label": label,
+            "colour": self.colour(c) if c is not None else "#9aa3ad",
+            "thumb": thumbnail_uri(np.asarray(thumbnail), self.budget.thumb_quality),
+            **extra,
+        }
 
     def _key(self, name: str, data: tuple, *extra) -> str:
         code = self.analysis.fingerprint() if self.analysis is not None else ""
         return _digest(self._base_key, self.prefix, name, code, *extra, *data)
 
-    def _fig(self, name: str, data: bytes, mime: str, alt: str, caption: str, png: bytes | None = None, cls: str = "") -> dict:
+    def _fig(
+        self, name: str, data: bytes, mime: str, alt: str, caption: str, png: bytes | None = None, cls: str = ""
+    ) -> dict:
         fname = f"{self.prefix}{name}.png"
         self._files[fname] = png if png is not None else data
         return {"name": fname, "uri": data_uri(data, mime), "alt": alt, "caption": caption, "cls": cls}
 
-    def figure(self, name: str, make: Callable[[], bytes], *, data: tuple = (), alt: str, caption: str, cls: str = "") -> dict:
+    def figure(
+        self, name: str, make: Callable[[], bytes], *, data: tuple = (), alt: str, caption: str, cls: str = ""
+    ) -> dict:
         """A PNG plot, drawn by ``make`` unless the same ``data`` was drawn by the same code before."""
         png = self._figs.get_or(self._key(name, data), make)
         return self._fig(name, png, "image/png", alt, caption, cls=cls)
 
     def mosaic(self, name: str, mosaic, *, data: tuple = (), alt: str, caption: str) -> dict:
         """A mosaic in the HTML as JPEG or PNG, whichever is smaller (upscaled pixel art favours PNG)."""
-        png = self._figs.get_or(self._key(name, data, "png", len(mosaic.rows), mosaic.pixels.shape), lambda: encode_png(mosaic.pixels))
+        png = self._figs.get_or(
+            self._key(name, data, "png", len(mosaic.rows), mosaic.pixels.shape), lambda: encode_png(mosaic.pixels)
+        )
         jpg = encode_jpeg(mosaic.pixels, self.budget.mosaic_quality)
         data_, mime = (png, "image/png") if len(png) <= len(jpg) else (jpg, "image/jpeg")
         return self._fig(name, data_, mime, alt, caption, png=png)
@@ -184,9 +229,14 @@ class View:
 
 def _layer_summary(lr: LayerResult) -> dict:
     met = lr.metrics
-    return {"variance_top10": met.get("variance_top10"), "c90": met.get("components_for_90"), "knn": met.get("knn_accuracy"),
-            "probe": met.get("linear_probe_accuracy"), "silhouette": met.get("silhouette"),
-            "trust": {m: met.get(f"trustworthiness_{m}") for m in lr.maps}}
+    return {
+        "variance_top10": met.get("variance_top10"),
+        "c90": met.get("components_for_90"),
+        "knn": met.get("knn_accuracy"),
+        "probe": met.get("linear_probe_accuracy"),
+        "silhouette": met.get("silhouette"),
+        "trust": {m: met.get(f"trustworthiness_{m}") for m in lr.maps},
+    }
 
 
 def _sections(env: Environment, view: View, findings: Mapping[str, Any], layer_ctx: dict) -> list[dict]:
@@ -209,15 +259,29 @@ def _sections(env: Environment, view: View, findings: Mapping[str, Any], layer_c
     return out
 
 
-def _layer_context(env: Environment, report: ReportData, mr: ModelResult, lr: LayerResult, make_view: Callable[[str, str], View]) -> dict:
-    ctx = {"anchor": f"l-{lr.slug}", "model": lr.model, "layer": lr.layer, "reshape": lr.reshape, "dim": lr.dim, "n": lr.n,
-           "notes": list(lr.notes), "metrics": dict(lr.metrics), "summary": _layer_summary(lr), "maps": list(lr.maps)}
+def _layer_context(
+    env: Environment, report: ReportData, mr: ModelResult, lr: LayerResult, make_view: Callable[[str, str], View]
+) -> dict:
+    ctx = {
+        "anchor": f"l-{lr.slug}",
+        "model": lr.model,
+        "layer": lr.layer,
+        "reshape": lr.reshape,
+        "dim": lr.dim,
+        "n": lr.n,
+        "notes": list(lr.notes),
+        "metrics": dict(lr.metrics),
+        "summary": _layer_summary(lr),
+        "maps": list(lr.maps),
+    }
     view = make_view(f"{lr.slug}--", lr.layer)
     ctx["sections"] = _sections(env, view, lr.findings, ctx)
     return ctx
 
 
-def render_html(report: ReportData, budget: Budget, *, figures: _Figures | None = None, extra_notes: tuple[str, ...] = ()) -> tuple[str, dict[str, bytes], dict[str, int]]:
+def render_html(
+    report: ReportData, budget: Budget, *, figures: _Figures | None = None, extra_notes: tuple[str, ...] = ()
+) -> tuple[str, dict[str, bytes], dict[str, int]]:
     """One rendering at one size-budget step: (HTML, figure files, bytes per section)."""
     spec = report.spec
     env = environment(spec.report.templates)
@@ -225,8 +289,15 @@ def render_html(report: ReportData, budget: Budget, *, figures: _Figures | None 
     figures = figures if figures is not None else _Figures(None)
     colours = palette(len(report.samples.class_names))
     thumbs = _Thumbs(report.samples.thumbnails, budget.thumb_quality)
-    base_key = _digest(__version__, code_fingerprint("reportgen.figures", "reportgen.render"), report.samples.labels, report.samples.class_names, spec.seed,
-                       spec.report.thumbnail_px, tuple(m.embeddings_key for m in report.models))
+    base_key = _digest(
+        __version__,
+        code_fingerprint("reportgen.figures", "reportgen.render"),
+        report.samples.labels,
+        report.samples.class_names,
+        spec.seed,
+        spec.report.thumbnail_px,
+        tuple(m.embeddings_key for m in report.models),
+    )
 
     def make_view(prefix: str, layer: str) -> View:
         return View(report, budget, colours, thumbs, figures, files, base_key, prefix, layer)
@@ -237,21 +308,60 @@ def render_html(report: ReportData, budget: Budget, *, figures: _Figures | None 
     build_sections = _sections(env, make_view("", ""), report.build_findings, {})
     names = report.samples.class_names
     counts = np.bincount(report.samples.labels, minlength=len(names))
-    classes = [{"name": c, "colour": hex_colour(colours[i]), "used": int(counts[i]), "total": report.dataset.total_per_class.get(c, 0)} for i, c in enumerate(names)]
-    runs = [{"name": m.model.name, "arch": m.model.arch, "source": m.model.source, "sha": m.model.weights_sha256,
-             "pre": m.model.preprocess.as_dict() if m.model.preprocess else None, "device": m.model.device, "precision": m.model.precision,
-             "feeding": dict(m.model.feeding), "agreement": {k: dict(v) for k, v in m.model.agreement.items()},
-             "cached": m.origin == "cache", "origin": m.origin, "key": m.embeddings_key} for m in report.models]
+    classes = [
+        {
+            "name": c,
+            "colour": hex_colour(colours[i]),
+            "used": int(counts[i]),
+            "total": report.dataset.total_per_class.get(c, 0),
+        }
+        for i, c in enumerate(names)
+    ]
+    runs = [
+        {
+            "name": m.model.name,
+            "arch": m.model.arch,
+            "source": m.model.source,
+            "sha": m.model.weights_sha256,
+            "pre": m.model.preprocess.as_dict() if m.model.preprocess else None,
+            "device": m.model.device,
+            "precision": m.model.precision,
+            "feeding": dict(m.model.feeding),
+            "agreement": {k: dict(v) for k, v in m.model.agreement.items()},
+            "cached": m.origin == "cache",
+            "origin": m.origin,
+            "key": m.embeddings_key,
+        }
+        for m in report.models
+    ]
     stats = report.stats
     source = spec.source
     ctx = {
-        "title": spec.title, "description": spec.description, "csp": CSP, "version": __version__, "dataset": report.dataset,
-        "classes": classes, "n": len(report.samples), "bad": report.bad[:200], "n_bad": len(report.bad), "runs": runs, "layers": layers,
-        "sections": {k: Markup(v) for k, v in sections.items()}, "build_sections": build_sections, "spec_text": source.shown,
-        "overrides": list(source.overrides), "seed": spec.seed, "versions": dict(report.versions),
-        "timings": sorted(stats.timings.items(), key=lambda kv: -kv[1]), "peak": max(stats.peak_rss_mb.values() or [0]),
-        "notes": list(report.notes), "reductions": ([budget.label] if budget.label else []) + list(extra_notes), "metric_name": spec.report.metric,
-        "checks": list(report.checks), "metric_docs": metric_docs(), "findings": list(report.headlines[:40]),
+        "title": spec.title,
+        "description": spec.description,
+        "csp": CSP,
+        "version": __version__,
+        "dataset": report.dataset,
+        "classes": classes,
+        "n": len(report.samples),
+        "bad": report.bad[:200],
+        "n_bad": len(report.bad),
+        "runs": runs,
+        "layers": layers,
+        "sections": {k: Markup(v) for k, v in sections.items()},
+        "build_sections": build_sections,
+        "spec_text": source.shown,
+        "overrides": list(source.overrides),
+        "seed": spec.seed,
+        "versions": dict(report.versions),
+        "timings": sorted(stats.timings.items(), key=lambda kv: -kv[1]),
+        "peak": max(stats.peak_rss_mb.values() or [0]),
+        "notes": list(report.notes),
+        "reductions": ([budget.label] if budget.label else []) + list(extra_notes),
+        "metric_name": spec.report.metric,
+        "checks": list(report.checks),
+        "metric_docs": metric_docs(),
+        "findings": list(report.headlines[:40]),
     }
     timing = env.get_template("timings.html").render(**ctx)
     html = env.get_template("base.html").render(**ctx, timing=Markup(timing))
@@ -273,13 +383,24 @@ def render_report(report: ReportData, *, figure_cache: FigureCache | None = None
         size = len(html.encode("utf-8"))
         if size <= limit:
             break
-        log.info("report is %.1f MB, over the %.1f MB budget; reducing (%s)", size / 1e6, limit / 1e6, LADDER[min(step + 1, len(LADDER) - 1)].label)
+        log.info(
+            "report is %.1f MB, over the %.1f MB budget; reducing (%s)",
+            size / 1e6,
+            limit / 1e6,
+            LADDER[min(step + 1, len(LADDER) - 1)].label,
+        )
     else:
         over = True
-        log.warning("report is %.1f MB even at the smallest settings, over output.max_html_mb = %g", size / 1e6, report.spec.output.max_html_mb)
+        log.warning(
+            "report is %.1f MB even at the smallest settings, over output.max_html_mb = %g",
+            size / 1e6,
+            report.spec.output.max_html_mb,
+        )
     reductions = (budget.label,) if budget.label else ()
     if over:  # said in the report itself, not only in the log
-        reductions += (f"the report is still {size / 1e6:.1f} MB, over the {report.spec.output.max_html_mb:g} MB budget after every reduction",)
+        reductions += (
+            f"the report is still {size / 1e6:.1f} MB, over the {report.spec.output.max_html_mb:g} MB budget after every reduction",
+        )
         html, files, section_bytes = render_html(report, budget, figures=figures, extra_notes=reductions[-1:])
         size = len(html.encode("utf-8"))
     return Rendered(html, files, HtmlStats(size, section_bytes, reductions, over))

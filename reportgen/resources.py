@@ -4,6 +4,7 @@ In the source tree they sit at the top level (``templates/``, ``examples/demo.ya
 maps them into the package (``reportgen/_templates``, ``reportgen/_examples``, see
 pyproject.toml), so installed and editable copies find them the same way.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,7 +16,9 @@ def _first(*candidates: Path) -> Path:
     for c in candidates:
         if c.exists():
             return c
-    raise FileNotFoundError(f"reportgen is installed without its data files (looked in {', '.join(map(str, candidates))}); reinstall it")
+    raise FileNotFoundError(
+        f"reportgen is installed without its data files (looked in {', '.join(map(str, candidates))}); reinstall it"
+    )
 
 
 def templates_dir() -> Path:

@@ -7,20 +7,22 @@
 Every class here holds plain values and NumPy arrays, separate from whatever computed them: no
 model, no fitted estimator, no open file.
 """
+
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal, Mapping, Union
+from typing import Literal, Union
 
 import numpy as np
 
 from .images import Preprocess
 
 #: A number (or a small nested mapping of numbers) in summary.json's per-layer ``metrics``.
-MetricValue = Union[float, int, str, None, Mapping[str, Mapping[str, Union[float, int, None]]]]
+MetricValue = Union[float, int, str, None, Mapping[str, Mapping[str, float | int | None]]]
 
 
 def slug(name: str, *, max_len: int = 80) -> str:
@@ -49,7 +51,9 @@ class ModelInfo:
     device: str  # where the forward pass ran, or why none ran
     precision: str = "fp32"
     feeding: Mapping[str, str] = field(default_factory=dict)  # where images were resized and decoded (extract.Feeding)
-    agreement: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # layer -> a reduced precision's agreement with fp32
+    agreement: Mapping[str, Mapping[str, float]] = field(
+        default_factory=dict
+    )  # layer -> a reduced precision's agreement with fp32
 
 
 @dataclass(frozen=True, eq=False)
@@ -215,7 +219,7 @@ class RunStats:
 class ReportData:
     """Everything the report shows; the input of render and of summary.json."""
 
-    spec: "ReportSpec"  # noqa: F821 - reportgen.spec.ReportSpec, not imported: results sit below the spec
+    spec: ReportSpec  # noqa: F821 - reportgen.spec.ReportSpec, not imported: results sit below the spec
     dataset: DatasetInfo
     samples: Samples
     models: tuple[ModelResult, ...]
@@ -226,7 +230,9 @@ class ReportData:
     stats: RunStats
     versions: Mapping[str, str]
     headlines: tuple[Headline, ...] = ()  # the findings, ranked: what is wrong and where
-    build_metrics: Mapping[str, Mapping[str, Mapping[str, MetricValue]]] = field(default_factory=dict)  # model -> layer -> metrics from build analyses
+    build_metrics: Mapping[str, Mapping[str, Mapping[str, MetricValue]]] = field(
+        default_factory=dict
+    )  # model -> layer -> metrics from build analyses
 
     @property
     def layers(self) -> tuple[LayerResult, ...]:
@@ -252,7 +258,7 @@ class BuildResult:
     output_dir: Path | None
 
     @property
-    def spec(self) -> "ReportSpec":  # noqa: F821
+    def spec(self) -> ReportSpec:  # noqa: F821
         return self.report.spec
 
     @property

@@ -4,6 +4,7 @@ Reducers keep each library's own parameter names. Relative paths resolve against
 spec's folder. Errors carry the YAML path and line (``reducers[1].tsne.perplexity:
 must be > 0, got -5 (line 7)``).
 """
+
 from __future__ import annotations
 
 import difflib
@@ -51,18 +52,34 @@ def _tagged(value: Any, table: dict, key: str, base: type[BaseModel], context: A
         raise PydanticCustomError("model_type", "must be a mapping, got {kind}", {"kind": type(value).__name__})
     tag = value.get(key)
     if tag is None or not isinstance(tag, str):
-        raise PydanticCustomError("union_tag_not_found", "needs a {discriminator} key", {"discriminator": repr(key), "expected_tags": ", ".join(table)})
+        raise PydanticCustomError(
+            "union_tag_not_found",
+            "needs a {discriminator} key",
+            {"discriminator": repr(key), "expected_tags": ", ".join(table)},
+        )
     if tag not in table:
-        raise PydanticCustomError("union_tag_invalid", "unknown kind {tag}", {"discriminator": repr(key), "tag": str(tag), "expected_tags": ", ".join(repr(t) for t in table)})
+        raise PydanticCustomError(
+            "union_tag_invalid",
+            "unknown kind {tag}",
+            {"discriminator": repr(key), "tag": str(tag), "expected_tags": ", ".join(repr(t) for t in table)},
+        )
     return table[tag].model_validate(value, context=context)
 
 
 def _dataset(value: Any, _handler: ValidatorFunctionWrapHandler, info) -> Any:
-    return _tagged(value, {k: v.params for k, v in DATASET_KINDS.items()}, "kind", DatasetParams, info.context) if not isinstance(value, DatasetParams) else value
+    return (
+        _tagged(value, {k: v.params for k, v in DATASET_KINDS.items()}, "kind", DatasetParams, info.context)
+        if not isinstance(value, DatasetParams)
+        else value
+    )
 
 
 def _reducer(value: Any, _handler: ValidatorFunctionWrapHandler, info) -> Any:
-    return _tagged(value, {k: v.Params for k, v in REDUCERS.items()}, "method", ReducerParams, info.context) if not isinstance(value, ReducerParams) else value
+    return (
+        _tagged(value, {k: v.Params for k, v in REDUCERS.items()}, "method", ReducerParams, info.context)
+        if not isinstance(value, ReducerParams)
+        else value
+    )
 
 
 #: A dataset entry: validated against the registered kind's parameter model (``datasets.DATASET_KINDS``).
@@ -99,10 +116,14 @@ class ModelSpec(_Model):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
     timm: str | None = Field(None, description="timm architecture name.")
     factory: str | None = Field(
-        None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", description="package.module:function returning a torch.nn.Module."
+        None,
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="package.module:function returning a torch.nn.Module.",
     )
     pixels: bool = Field(False, description="No model: analyse the resized raw pixels (layer 'pixels').")
-    weights: Literal["efficientnet_lite0"] | None = Field(None, description="Packaged weights (see reportgen.models.PACKAGED_WEIGHTS).")
+    weights: Literal["efficientnet_lite0"] | None = Field(
+        None, description="Packaged weights (see reportgen.models.PACKAGED_WEIGHTS)."
+    )
     pretrained: bool = False
     checkpoint: ResolvedPath | None = None
     num_classes: int | None = Field(None, ge=0)
@@ -110,16 +131,26 @@ class ModelSpec(_Model):
     input_size: int | None = Field(None, gt=0, le=4096)
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
-    crop_pct: float | None = Field(None, gt=0, le=1, description="Centre-crop fraction (timm's crop_pct); 1.0 keeps the whole image.")
+    crop_pct: float | None = Field(
+        None, gt=0, le=1, description="Centre-crop fraction (timm's crop_pct); 1.0 keeps the whole image."
+    )
     resizer: Literal["pillow", "opencv"] = Field(
-        "pillow", description="Resizing on the CPU: pillow (the GPU reproduces it byte for byte) or opencv (pip install 'reportgen[opencv]'; "
-        "much faster per image, pixels within a few grey levels of Pillow's, its own cache key; images are then resized on the CPU on any device).")
+        "pillow",
+        description="Resizing on the CPU: pillow (the GPU reproduces it byte for byte) or opencv (pip install 'reportgen[opencv]'; "
+        "much faster per image, pixels within a few grey levels of Pillow's, its own cache key; images are then resized on the CPU on any device).",
+    )
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     batch_size: int = Field(64, gt=0, le=65536)
     num_workers: int | None = Field(None, ge=0, description="Decode workers; default: chosen from the dataset size.")
     channels_last: bool = True
-    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Forward-pass precision; bf16/fp16 only on a GPU (the report states the measured agreement with fp32).")
-    jit: bool | Literal["auto"] = Field("auto", description="Freeze the graph with TorchScript (auto: on CPU from 1,024 images); checked against eager, falls back.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32",
+        description="Forward-pass precision; bf16/fp16 only on a GPU (the report states the measured agreement with fp32).",
+    )
+    jit: bool | Literal["auto"] = Field(
+        "auto",
+        description="Freeze the graph with TorchScript (auto: on CPU from 1,024 images); checked against eager, falls back.",
+    )
     max_features: int = Field(16_384, gt=0, description="Refuse layers whose reshaped output is larger.")
     layers: list[LayerSpec] = Field(min_length=1)
 
@@ -140,14 +171,20 @@ class ModelSpec(_Model):
         return value
 
     @model_validator(mode="after")
-    def _one_source(self) -> "ModelSpec":
+    def _one_source(self) -> ModelSpec:
         if sum(x is not None and x is not False for x in (self.timm, self.factory, self.pixels or None)) != 1:
-            raise ValueError("give exactly one of 'timm' (an architecture name), 'factory' (module:function) or 'pixels: true'")
-        sources = [k for k in ("weights", "checkpoint") if getattr(self, k) is not None] + (["pretrained"] if self.pretrained else [])
+            raise ValueError(
+                "give exactly one of 'timm' (an architecture name), 'factory' (module:function) or 'pixels: true'"
+            )
+        sources = [k for k in ("weights", "checkpoint") if getattr(self, k) is not None] + (
+            ["pretrained"] if self.pretrained else []
+        )
         if len(sources) > 1:
             raise ValueError(f"give at most one of weights, checkpoint, pretrained; got {', '.join(sources)}")
         if self.weights is not None and self.factory is not None:
-            raise ValueError("'weights' names packaged weights for a timm architecture; use 'checkpoint' with a factory")
+            raise ValueError(
+                "'weights' names packaged weights for a timm architecture; use 'checkpoint' with a factory"
+            )
         return self
 
 
@@ -159,7 +196,7 @@ def _reducer_short_form(value: Any) -> Any:
     if isinstance(value, str):
         return {"method": value}
     if isinstance(value, dict) and len(value) == 1 and "method" not in value:
-        (key, params), = value.items()
+        ((key, params),) = value.items()
         if params is None:
             params = {}
         if isinstance(params, dict):
@@ -181,18 +218,43 @@ class ReportOptions(_Model):
     metric: Literal["cosine", "euclidean"] = "cosine"
     hard_samples: int = Field(12, ge=0, le=200)
     axes: list[tuple[str, str]] = Field(default_factory=list, description="Class pairs for custom centroid axes.")
-    trustworthiness_cap: int = Field(3000, gt=10, description="Samples used for trustworthiness, continuity and silhouette (O(N^2)).")
-    linear_probe: bool = Field(True, description="Measure linear-probe accuracy (logistic regression, stratified 5-fold).")
+    trustworthiness_cap: int = Field(
+        3000, gt=10, description="Samples used for trustworthiness, continuity and silhouette (O(N^2))."
+    )
+    linear_probe: bool = Field(
+        True, description="Measure linear-probe accuracy (logistic regression, stratified 5-fold)."
+    )
     probe_cap: int = Field(5000, gt=10, description="At most this many samples for the linear probe.")
     neighbour_index: Literal["auto", "exact", "approximate"] = Field(
-        "auto", description="The layer's neighbour graph: exact, or approximate (faiss HNSW, recall measured); auto: exact up to approximate_above samples.")
-    approximate_above: int = Field(20_000, gt=10, description="With neighbour_index auto: samples above which the graph is approximate.")
-    map_cap: int = Field(100_000, gt=10, description="t-SNE, UMAP (any reducer but PCA) are fitted on at most this many samples, a seeded stratified sample; the report says so.")
-    place_all: bool = Field(False, description="Above map_cap, place the other samples with the fitted map's transform (slower); else at their nearest fitted samples, for the density layer.")
-    audit: bool = Field(True, description="Data audit on one layer per model: likely label errors, exact and near duplicates, outliers (and leakage across datasets).")
-    audit_layer: str | None = Field(None, description="The layer the audit and the slices run on (default: the deepest).")
-    slices: bool = Field(True, description="Slices: clusters of the audit layer ranked by how badly the representation handles them.")
-    templates: ResolvedPath | None = Field(None, description="A folder of templates that override the built-in ones by file name (branding, an extra section); same autoescape and Content-Security-Policy.")
+        "auto",
+        description="The layer's neighbour graph: exact, or approximate (faiss HNSW, recall measured); auto: exact up to approximate_above samples.",
+    )
+    approximate_above: int = Field(
+        20_000, gt=10, description="With neighbour_index auto: samples above which the graph is approximate."
+    )
+    map_cap: int = Field(
+        100_000,
+        gt=10,
+        description="t-SNE, UMAP (any reducer but PCA) are fitted on at most this many samples, a seeded stratified sample; the report says so.",
+    )
+    place_all: bool = Field(
+        False,
+        description="Above map_cap, place the other samples with the fitted map's transform (slower); else at their nearest fitted samples, for the density layer.",
+    )
+    audit: bool = Field(
+        True,
+        description="Data audit on one layer per model: likely label errors, exact and near duplicates, outliers (and leakage across datasets).",
+    )
+    audit_layer: str | None = Field(
+        None, description="The layer the audit and the slices run on (default: the deepest)."
+    )
+    slices: bool = Field(
+        True, description="Slices: clusters of the audit layer ranked by how badly the representation handles them."
+    )
+    templates: ResolvedPath | None = Field(
+        None,
+        description="A folder of templates that override the built-in ones by file name (branding, an extra section); same autoescape and Content-Security-Policy.",
+    )
 
 
 def check_metrics() -> tuple[str, ...]:
@@ -204,7 +266,15 @@ def _known_metric(value: str) -> str:
     names = check_metrics()
     if value not in names:
         hint = difflib.get_close_matches(str(value), names, n=1)
-        raise PydanticCustomError("literal_error", "unknown metric", {"expected": ", ".join(repr(n) for n in names) if not hint else f"one of the metrics (did you mean {hint[0]!r}?)"})
+        raise PydanticCustomError(
+            "literal_error",
+            "unknown metric",
+            {
+                "expected": ", ".join(repr(n) for n in names)
+                if not hint
+                else f"one of the metrics (did you mean {hint[0]!r}?)"
+            },
+        )
     return value
 
 
@@ -226,7 +296,7 @@ class CheckSpec(_Model):
         return _known_metric(value)
 
     @model_validator(mode="after")
-    def _bound(self) -> "CheckSpec":
+    def _bound(self) -> CheckSpec:
         if self.min is None and self.max is None and self.max_drop is None:
             raise ValueError("give at least one of min, max, max_drop")
         return self
@@ -242,14 +312,31 @@ class ExecutionSpec(_Model):
     """Where extraction runs: in this process (``local``) or on a Ray cluster (``ray``)."""
 
     engine: Literal["local", "ray"] = "local"
-    address: str | None = Field(None, description="Ray cluster address (auto, ray://head:10001, head:6379); unset: start a local cluster for the job.")
-    workers: int | None = Field(None, gt=0, description="Model replicas (Ray actors); default: one per GPU, else one per cpus_per_worker CPUs.")
+    address: str | None = Field(
+        None,
+        description="Ray cluster address (auto, ray://head:10001, head:6379); unset: start a local cluster for the job.",
+    )
+    workers: int | None = Field(
+        None, gt=0, description="Model replicas (Ray actors); default: one per GPU, else one per cpus_per_worker CPUs."
+    )
     cpus_per_worker: int = Field(2, gt=0, description="CPUs each replica uses (torch threads and decoding).")
-    shard_size: int = Field(1024, gt=0, description="Samples per shard: the unit of work and of durability (a re-run computes missing shards only).")
-    num_cpus: int | None = Field(None, gt=0, description="CPUs of a local cluster started for the job (default: every core).")
+    shard_size: int = Field(
+        1024,
+        gt=0,
+        description="Samples per shard: the unit of work and of durability (a re-run computes missing shards only).",
+    )
+    num_cpus: int | None = Field(
+        None, gt=0, description="CPUs of a local cluster started for the job (default: every core)."
+    )
 
 
-PIXELS_MODEL = {"name": "pixels", "pixels": True, "input_size": 32, "layers": [{"name": "pixels", "reshape": "flatten"}], "channels_last": False}
+PIXELS_MODEL = {
+    "name": "pixels",
+    "pixels": True,
+    "input_size": 32,
+    "layers": [{"name": "pixels", "reshape": "flatten"}],
+    "channels_last": False,
+}
 
 
 class ReportSpec(_Model):
@@ -259,14 +346,23 @@ class ReportSpec(_Model):
     description: str | None = None
     seed: int = Field(0, ge=0, le=2**32 - 1)
     dataset: DatasetSpec
-    models: list[ModelSpec] = Field(default_factory=list, description="At least one, except for precomputed embeddings.")
+    models: list[ModelSpec] = Field(
+        default_factory=list, description="At least one, except for precomputed embeddings."
+    )
     reducers: list[ReducerSpec] = Field(default_factory=lambda: [PcaParams()])  # type: ignore[arg-type]
     report: ReportOptions = ReportOptions()
     output: OutputSpec = OutputSpec()
     cache_dir: ResolvedPath | None = Field(None, description="Embedding cache (default: ~/.cache/reportgen).")
-    checks: list[CheckSpec] = Field(default_factory=list, description="Quality gates; a failure exits 3 (the report is still written).")
-    fit_on: str | None = Field(None, description="With several models: the reference whose fitted reducers place the others (default: the first).")
-    extra_datasets: list[DatasetSpec] = Field(default_factory=list, description="Set through `datasets:` (the first is the reference); compared against it.")  # type: ignore[valid-type]
+    checks: list[CheckSpec] = Field(
+        default_factory=list, description="Quality gates; a failure exits 3 (the report is still written)."
+    )
+    fit_on: str | None = Field(
+        None,
+        description="With several models: the reference whose fitted reducers place the others (default: the first).",
+    )
+    extra_datasets: list[DatasetSpec] = Field(
+        default_factory=list, description="Set through `datasets:` (the first is the reference); compared against it."
+    )  # type: ignore[valid-type]
     execution: ExecutionSpec = ExecutionSpec()
 
     @model_validator(mode="before")
@@ -314,23 +410,25 @@ class ReportSpec(_Model):
         return value
 
     @model_validator(mode="after")
-    def _models_needed(self) -> "ReportSpec":
+    def _models_needed(self) -> ReportSpec:
         precomputed = is_precomputed(self.dataset)
         if not self.models and not precomputed:
             raise ValueError("models: must have at least 1 item (or use a dataset of kind embeddings)")
         if self.extra_datasets and (precomputed or any(is_precomputed(d) for d in self.extra_datasets)):
-            raise ValueError("datasets: comparing datasets runs a model over each; precomputed embeddings cannot be compared this way")
+            raise ValueError(
+                "datasets: comparing datasets runs a model over each; precomputed embeddings cannot be compared this way"
+            )
         if self.models and precomputed:
             raise ValueError(f"models: a dataset of kind {self.dataset.kind} holds embeddings already; remove models")
         return self
 
     @model_validator(mode="after")
-    def _fit_on_known(self) -> "ReportSpec":
+    def _fit_on_known(self) -> ReportSpec:
         if self.fit_on is not None and self.fit_on not in [m.name for m in self.models]:
             raise ValueError(f"fit_on: {self.fit_on!r} is not a model name ({', '.join(m.name for m in self.models)})")
         return self
 
-    _source: "SpecSource | None" = PrivateAttr(default=None)
+    _source: SpecSource | None = PrivateAttr(default=None)
 
     @property
     def reference(self) -> str:
@@ -341,14 +439,16 @@ class ReportSpec(_Model):
         return next(r for r in self.reducers if r.method == "pca")
 
     @property
-    def source(self) -> "SpecSource":
+    def source(self) -> SpecSource:
         """Where the spec came from: its text, the ``--set`` overrides and the effective YAML."""
         if self._source is None:
             data = self.model_dump(mode="json", exclude_defaults=True)
-            return SpecSource(path=None, text=yaml.safe_dump(data, sort_keys=False, allow_unicode=True), overrides=(), effective=None)
+            return SpecSource(
+                path=None, text=yaml.safe_dump(data, sort_keys=False, allow_unicode=True), overrides=(), effective=None
+            )
         return self._source
 
-    def with_source(self, source: "SpecSource") -> "ReportSpec":
+    def with_source(self, source: SpecSource) -> ReportSpec:
         """A copy that remembers its source (``load_spec`` sets it; ``build`` shows it in the report)."""
         out = self.model_copy()
         out._source = source
@@ -429,9 +529,11 @@ def parse_yaml(text: str, *, source: str = "spec") -> tuple[Any, _Positions]:
     except yaml.YAMLError as exc:
         raise _yaml_error(exc, source) from None
     if node is not None and _count_nodes(node) > MAX_YAML_NODES:
-        raise SpecError(f"{source}: YAML expands to more than {MAX_YAML_NODES:,} nodes through aliases; refusing (alias bomb?)")
+        raise SpecError(
+            f"{source}: YAML expands to more than {MAX_YAML_NODES:,} nodes through aliases; refusing (alias bomb?)"
+        )
     try:
-        data = yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - SafeLoader
+        data = yaml.load(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:  # e.g. a tag the safe loader does not construct ('=', !!python/...)
         raise _yaml_error(exc, source) from None
     return data, _Positions(node)
@@ -450,8 +552,15 @@ def format_loc(loc: tuple) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif not str(part) or not str(part).isprintable() or str(part) != str(part).strip() or any(c in str(part) for c in ".[]"):
-            out += f"[{str(part)!r}]"  # a key that would not read as one (empty, a line break, a dot): quoted, on one line
+        elif (
+            not str(part)
+            or not str(part).isprintable()
+            or str(part) != str(part).strip()
+            or any(c in str(part) for c in ".[]")
+        ):
+            out += (
+                f"[{str(part)!r}]"  # a key that would not read as one (empty, a line break, a dot): quoted, on one line
+            )
         else:
             out += ("." if out else "") + str(part)
     return out or "(top level)"
@@ -481,7 +590,11 @@ def _message(err: dict) -> str:
     if kind == "missing":
         return "required field is missing"
     if kind == "literal_error":
-        return f"must be {ctx.get('expected')}, got {shown}" if str(ctx.get("expected", "")).startswith("one of") else f"must be one of {ctx.get('expected')}, got {shown}"
+        return (
+            f"must be {ctx.get('expected')}, got {shown}"
+            if str(ctx.get("expected", "")).startswith("one of")
+            else f"must be one of {ctx.get('expected')}, got {shown}"
+        )
     if kind == "union_tag_invalid":
         return f"unknown kind {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
     if kind == "union_tag_not_found":
@@ -493,7 +606,11 @@ def _message(err: dict) -> str:
     if kind == "value_error":
         return str(ctx.get("error", err["msg"]))
     if kind == "string_pattern_mismatch":
-        return f"{shown} is not allowed here (letters, digits, '_', '.', '-' only)" if "A-Za-z0-9" in ctx.get("pattern", "") else f"{shown} must look like package.module:function"
+        return (
+            f"{shown} is not allowed here (letters, digits, '_', '.', '-' only)"
+            if "A-Za-z0-9" in ctx.get("pattern", "")
+            else f"{shown} must look like package.module:function"
+        )
     return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {shown}"
 
 
@@ -503,7 +620,9 @@ def _clean_loc(loc: tuple) -> tuple:
     for part in loc:
         if isinstance(part, str) and (part.startswith("function-") or part in ("list[...]",)):
             continue
-        if isinstance(part, str) and "[" in part[1:] and part.endswith("]"):  # a tag such as "tagged-union[...]", not a key "[0]"
+        if (
+            isinstance(part, str) and "[" in part[1:] and part.endswith("]")
+        ):  # a tag such as "tagged-union[...]", not a key "[0]"
             continue
         out.append(part)
     return tuple(out)
@@ -514,12 +633,20 @@ def _yaml_loc(loc: tuple, data: Any) -> tuple:
     has its method as a YAML key (reducers[1].tsne.perplexity)."""
     if len(loc) >= 3 and loc[0] == "reducers" and isinstance(loc[1], int):
         raw = data.get("reducers") if isinstance(data, dict) else None
-        if isinstance(raw, list) and loc[1] < len(raw) and isinstance(raw[loc[1]], dict) and "method" not in raw[loc[1]] and len(raw[loc[1]]) == 1:
+        if (
+            isinstance(raw, list)
+            and loc[1] < len(raw)
+            and isinstance(raw[loc[1]], dict)
+            and "method" not in raw[loc[1]]
+            and len(raw[loc[1]]) == 1
+        ):
             return loc[:2] + (next(iter(raw[loc[1]])),) + loc[2:]
     return loc
 
 
-def validate_data(data: Any, *, base_dir: Path | None = None, positions: _Positions | None = None, source: str = "spec") -> ReportSpec:
+def validate_data(
+    data: Any, *, base_dir: Path | None = None, positions: _Positions | None = None, source: str = "spec"
+) -> ReportSpec:
     if not isinstance(data, dict):
         raise SpecError(f"{source}: the spec must be a YAML mapping (key: value), got {type(data).__name__}")
     try:
@@ -584,7 +711,9 @@ def load_spec(path: str | os.PathLike, *, overrides: list[str] | None = None) ->
     return loads_spec(text, base_dir=path.resolve().parent, overrides=overrides, source=str(path))
 
 
-def loads_spec(text: str, *, base_dir: str | os.PathLike | None = None, overrides: list[str] | None = None, source: str = "spec") -> ReportSpec:
+def loads_spec(
+    text: str, *, base_dir: str | os.PathLike | None = None, overrides: list[str] | None = None, source: str = "spec"
+) -> ReportSpec:
     """Parse and validate spec text; ``overrides`` (``KEY=VALUE``, as ``--set``) are applied first and
     remembered, so the report shows the spec that was built."""
     data, positions = parse_yaml(text, source=source)
@@ -594,7 +723,9 @@ def loads_spec(text: str, *, base_dir: str | os.PathLike | None = None, override
             data = {}
         data = apply_overrides(data, list(overrides))
         effective = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
-    spec = validate_data(data, base_dir=Path(os.fspath(base_dir)) if base_dir is not None else None, positions=positions, source=source)
+    spec = validate_data(
+        data, base_dir=Path(os.fspath(base_dir)) if base_dir is not None else None, positions=positions, source=source
+    )
     return spec.with_source(SpecSource(path=source, text=text, overrides=tuple(overrides or ()), effective=effective))
 
 
@@ -609,10 +740,19 @@ def json_schema() -> dict:
 
     ds = union([k.params for k in DATASET_KINDS.values()], "kind")
     rd = union([r.Params for r in REDUCERS.values()], "method")
-    check = create_model("CheckSpec", __base__=CheckSpec, metric=(Literal[check_metrics()], Field(description=CheckSpec.model_fields["metric"].description)))  # type: ignore[valid-type]
+    check = create_model(
+        "CheckSpec",
+        __base__=CheckSpec,
+        metric=(Literal[check_metrics()], Field(description=CheckSpec.model_fields["metric"].description)),
+    )  # type: ignore[valid-type]
     schema_model = create_model(
-        "ReportSpec", __base__=ReportSpec, dataset=(ds, ...),
-        extra_datasets=(list[ds], Field(default_factory=list, description=ReportSpec.model_fields["extra_datasets"].description)),  # type: ignore[valid-type]
+        "ReportSpec",
+        __base__=ReportSpec,
+        dataset=(ds, ...),
+        extra_datasets=(
+            list[ds],
+            Field(default_factory=list, description=ReportSpec.model_fields["extra_datasets"].description),
+        ),  # type: ignore[valid-type]
         reducers=(list[rd], Field(default_factory=lambda: [PcaParams()])),  # type: ignore[valid-type]
         checks=(list[check], Field(default_factory=list, description=ReportSpec.model_fields["checks"].description)),  # type: ignore[valid-type]
     )

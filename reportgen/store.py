@@ -13,6 +13,7 @@ An entry is written in a temporary folder and renamed into place when complete, 
 interrupted build leaves no half-written entry. On load every file is checked against the
 manifest (shape and SHA-256); a mismatch is logged and the entry recomputed, never used.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CacheError
-from .streaming import track
 from .results import Embeddings, slug
+from .streaming import track
 
 log = logging.getLogger(__name__)
 
@@ -124,12 +125,19 @@ class _RowFile:
         self.rows += len(arr)
 
     def close(self) -> None:
-        header = "{'descr': %r, 'fortran_order': False, 'shape': %r, }" % (self.dtype.str, (self.rows,) + self.row_shape)
+        header = "{'descr': %r, 'fortran_order': False, 'shape': %r, }" % (
+            self.dtype.str,
+            (self.rows,) + self.row_shape,
+        )
         room = self.HEADER - 10 - 1
         if len(header) > room:
             raise CacheError("internal: .npy header does not fit")
         self.f.seek(0)
-        self.f.write(b"\x93NUMPY\x01\x00" + (self.HEADER - 10).to_bytes(2, "little") + (header.ljust(room) + "\n").encode("latin1"))
+        self.f.write(
+            b"\x93NUMPY\x01\x00"
+            + (self.HEADER - 10).to_bytes(2, "little")
+            + (header.ljust(room) + "\n").encode("latin1")
+        )
         self.f.close()
 
 
@@ -186,11 +194,22 @@ class EntryWriter:
         layer_meta = {}
         for name, fname in self.files.items():
             a = track(np.load(self.tmp / fname, mmap_mode="r"))
-            layer_meta[name] = {"file": fname, "shape": list(a.shape), "reshape": self.reshapes.get(name), "sha256": file_sha256(self.tmp / fname)}
+            layer_meta[name] = {
+                "file": fname,
+                "shape": list(a.shape),
+                "reshape": self.reshapes.get(name),
+                "sha256": file_sha256(self.tmp / fname),
+            }
             del a
         manifest = {
-            **manifest, "format": FORMAT, "key": self.key, "count": self.count, "layers": layer_meta,
-            "files": {f: file_sha256(self.tmp / f) for f in ("labels.npy", "thumbnails.npy", "hashes.npy", "samples.json")},
+            **manifest,
+            "format": FORMAT,
+            "key": self.key,
+            "count": self.count,
+            "layers": layer_meta,
+            "files": {
+                f: file_sha256(self.tmp / f) for f in ("labels.npy", "thumbnails.npy", "hashes.npy", "samples.json")
+            },
         }
         (self.tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         final = self.root / self.key
@@ -228,7 +247,9 @@ class EmbeddingStore:
         try:
             return EntryWriter(self.dir, key, thumb)
         except OSError as exc:
-            raise CacheError(f"cache: cannot write to {self.dir} ({exc.strerror}); set cache_dir in the spec or --cache-dir") from None
+            raise CacheError(
+                f"cache: cannot write to {self.dir} ({exc.strerror}); set cache_dir in the spec or --cache-dir"
+            ) from None
 
     def load(self, key: str, *, verify: bool = True, origin: str = "cache") -> Embeddings | None:
         path = self.dir / key
@@ -262,9 +283,18 @@ class EmbeddingStore:
             self.remove(key)
             return None
         return Embeddings(
-            key=key, origin=origin, path=path, ids=tuple(samples["ids"]), indices=np.asarray(samples["indices"], np.int64), labels=labels,
-            layers=layers, reshapes={k: v["reshape"] for k, v in manifest["layers"].items()}, thumbnails=thumbs,
-            bad=tuple((str(i), str(r)) for i, r in samples["bad"]), manifest=manifest, hashes=hashes,
+            key=key,
+            origin=origin,
+            path=path,
+            ids=tuple(samples["ids"]),
+            indices=np.asarray(samples["indices"], np.int64),
+            labels=labels,
+            layers=layers,
+            reshapes={k: v["reshape"] for k, v in manifest["layers"].items()},
+            thumbnails=thumbs,
+            bad=tuple((str(i), str(r)) for i, r in samples["bad"]),
+            manifest=manifest,
+            hashes=hashes,
         )
 
     def save_alias(self, quick: str, key: str) -> None:

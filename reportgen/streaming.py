@@ -6,14 +6,15 @@ their pages, which then count in the process's resident memory until the kernel 
 back; ``row_chunks`` releases each chunk's pages after use (``madvise(MADV_DONTNEED)``: the data
 stays in the page cache, the process's RSS does not grow with N).
 """
+
 from __future__ import annotations
 
 import mmap
 import os
 import tempfile
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -44,7 +45,11 @@ def release(x: np.ndarray, start: int, stop: int) -> None:
         return
     row = x.strides[0] if x.ndim > 1 else x.itemsize
     # numpy maps from the file offset rounded down to the allocation granularity
-    offset = getattr(base, "offset", 0) % mmap.ALLOCATIONGRANULARITY + (x.__array_interface__["data"][0] - base.__array_interface__["data"][0]) + start * row
+    offset = (
+        getattr(base, "offset", 0) % mmap.ALLOCATIONGRANULARITY
+        + (x.__array_interface__["data"][0] - base.__array_interface__["data"][0])
+        + start * row
+    )
     page = mmap.PAGESIZE
     lo = (offset // page) * page
     hi = offset + (stop - start) * row
@@ -129,7 +134,9 @@ def cleaned(x: np.ndarray, folder: Path | None = None, *, in_memory_bytes: int =
     return out, int(len(bad))
 
 
-def select_rows(x: np.ndarray, rows: np.ndarray, folder: Path | None = None, *, in_memory_bytes: int = 1 << 30) -> np.ndarray:
+def select_rows(
+    x: np.ndarray, rows: np.ndarray, folder: Path | None = None, *, in_memory_bytes: int = 1 << 30
+) -> np.ndarray:
     """x[rows] without a full copy when ``rows`` is every row; a small selection in memory, a large
     one in a temporary memory-mapped file."""
     rows = np.asarray(rows, np.int64)

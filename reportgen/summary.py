@@ -4,9 +4,11 @@ Produced once, from the results: each analysis contributes its part (``Analysis.
 metrics (``Analysis.metric_values``, already in ``LayerResult.metrics``). Deterministic: two builds
 of one spec give byte-identical JSON; run-specific facts (timings, cache hits) go to run.json.
 """
+
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from ._version import __version__
 from .analyses import ANALYSES
@@ -32,8 +34,17 @@ def _contributions(findings: Mapping[str, Any], samples: Samples, options: Any, 
     return out
 
 
-def layer_entry(lr: LayerResult, samples: Samples, options: Any, seed: int, extra_metrics: Mapping | None = None) -> dict:
-    entry = {"layer": lr.layer, "reshape": lr.reshape, "dim": lr.dim, "samples": lr.n, "nonfinite_rows": lr.nonfinite_rows, "notes": list(lr.notes)}
+def layer_entry(
+    lr: LayerResult, samples: Samples, options: Any, seed: int, extra_metrics: Mapping | None = None
+) -> dict:
+    entry = {
+        "layer": lr.layer,
+        "reshape": lr.reshape,
+        "dim": lr.dim,
+        "samples": lr.n,
+        "nonfinite_rows": lr.nonfinite_rows,
+        "notes": list(lr.notes),
+    }
     merge(entry, _contributions(lr.findings, samples, options, seed))
     entry["metrics"] = {**lr.metrics, **(extra_metrics or {})}
     return entry
@@ -43,8 +54,19 @@ def metrics_view(models: Iterable[ModelResult], build_metrics: Mapping | None = 
     """The part of summary.json that checks read: every model's layers and their metrics (with the
     metrics build analyses measured for them, e.g. a diff against the reference model)."""
     extra = build_metrics or {}
-    return {"generator": "reportgen", "models": [{"name": m.model.name, "layers": [
-        {"layer": l.layer, "metrics": {**l.metrics, **extra.get(m.model.name, {}).get(l.layer, {})}} for l in m.layers]} for m in models]}
+    return {
+        "generator": "reportgen",
+        "models": [
+            {
+                "name": m.model.name,
+                "layers": [
+                    {"layer": l.layer, "metrics": {**l.metrics, **extra.get(m.model.name, {}).get(l.layer, {})}}
+                    for l in m.layers
+                ],
+            }
+            for m in models
+        ],
+    }
 
 
 def summary_dict(report: ReportData, html: HtmlStats | None = None) -> dict:
@@ -55,25 +77,50 @@ def summary_dict(report: ReportData, html: HtmlStats | None = None) -> dict:
     ds = report.dataset
     stable = {k: v for k, v in (html.section_bytes.items() if html else ()) if k != "run timings"}
     out = {
-        "generator": "reportgen", "version": __version__, "title": spec.title, "seed": spec.seed,
+        "generator": "reportgen",
+        "version": __version__,
+        "title": spec.title,
+        "seed": spec.seed,
         "dataset": {
-            "name": ds.name, "kind": ds.kind, "fingerprint": ds.fingerprint, "classes": list(ds.class_names),
-            "samples_used": len(samples.ids), "selection": ds.selection, "used_per_class": dict(ds.used_per_class),
-            "total_per_class": dict(ds.total_per_class), "skipped": [{"id": i, "reason": r} for i, r in report.bad],
+            "name": ds.name,
+            "kind": ds.kind,
+            "fingerprint": ds.fingerprint,
+            "classes": list(ds.class_names),
+            "samples_used": len(samples.ids),
+            "selection": ds.selection,
+            "used_per_class": dict(ds.used_per_class),
+            "total_per_class": dict(ds.total_per_class),
+            "skipped": [{"id": i, "reason": r} for i, r in report.bad],
         },
         "findings": [h.as_dict() for h in report.headlines],
         "models": [],
         "notes": list(report.notes),
-        "html": {"bytes": sum(stable.values()), "section_bytes": stable, "reductions": list(html.reductions) if html else []},
+        "html": {
+            "bytes": sum(stable.values()),
+            "section_bytes": stable,
+            "reductions": list(html.reductions) if html else [],
+        },
     }
     for m in report.models:
         info = m.model
-        out["models"].append({
-            "name": info.name, "arch": info.arch, "source": info.source, "weights_sha256": info.weights_sha256,
-            "preprocess": info.preprocess.as_dict() if info.preprocess else None, "embeddings_key": m.embeddings_key,
-            "feeding": {**info.feeding, "precision": info.precision}, "precision_agreement": {k: dict(v) for k, v in info.agreement.items()},
-            "layers": [layer_entry(lr, samples, spec.report, spec.seed, report.build_metrics.get(info.name, {}).get(lr.layer)) for lr in m.layers],
-        })
+        out["models"].append(
+            {
+                "name": info.name,
+                "arch": info.arch,
+                "source": info.source,
+                "weights_sha256": info.weights_sha256,
+                "preprocess": info.preprocess.as_dict() if info.preprocess else None,
+                "embeddings_key": m.embeddings_key,
+                "feeding": {**info.feeding, "precision": info.precision},
+                "precision_agreement": {k: dict(v) for k, v in info.agreement.items()},
+                "layers": [
+                    layer_entry(
+                        lr, samples, spec.report, spec.seed, report.build_metrics.get(info.name, {}).get(lr.layer)
+                    )
+                    for lr in m.layers
+                ],
+            }
+        )
     merge(out, _contributions(report.build_findings, samples, spec.report, spec.seed))
     out["checks"] = [c.as_dict() for c in report.checks]
     out["check_specs"] = [c.model_dump(mode="json") for c in spec.checks]

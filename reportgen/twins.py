@@ -21,6 +21,7 @@ threshold is the 99th percentile of those copies' differences to their originals
 ``MAX_THRESHOLD``): a twin is as close to an image as a re-encoded, re-lit or shifted copy of it.
 Crops and rescales are not twins here (an exact or edited copy is).
 """
+
 from __future__ import annotations
 
 import io
@@ -200,8 +201,10 @@ def calibrate(read, rows: np.ndarray, thumbnail_px: int, *, seed: int) -> Calibr
     d = differences(signatures(np.stack(orig)), signatures(np.stack(copies)))
     q = float(np.quantile(d, CALIBRATION_QUANTILE))
     t = min(q, MAX_THRESHOLD)
-    how = (f"difference <= {t:.3g}: the {100 * CALIBRATION_QUANTILE:.0f}th percentile of {len(d)} edited copies of this data set's own images "
-           "(JPEG 75, 6 % brighter, 6 % darker, shifted 2 %)" + (f", capped from {q:.3g}" if q > t else ""))
+    how = (
+        f"difference <= {t:.3g}: the {100 * CALIBRATION_QUANTILE:.0f}th percentile of {len(d)} edited copies of this data set's own images "
+        "(JPEG 75, 6 % brighter, 6 % darker, shifted 2 %)" + (f", capped from {q:.3g}" if q > t else "")
+    )
     return Calibration(t, len(d), q, how)
 
 
@@ -238,8 +241,15 @@ def signature_neighbours(low: np.ndarray, k: int, *, seed: int, other: np.ndarra
     return index.search(np.ascontiguousarray(low, np.float32), k)[1].astype(np.int64)
 
 
-def find_twins(sig: np.ndarray, graph_indices: np.ndarray | None, k: int, threshold: float, *, seed: int,
-               exclude_identical: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def find_twins(
+    sig: np.ndarray,
+    graph_indices: np.ndarray | None,
+    k: int,
+    threshold: float,
+    *,
+    seed: int,
+    exclude_identical: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (i < j) of one data set whose difference is at most ``threshold``, with their
     differences, most alike first. Candidates: the first ``k`` neighbours of the layer graph and
     SIG_NEIGHBOURS nearest signatures. ``exclude_identical``: (N, 16) content hashes; pairs with
@@ -262,7 +272,9 @@ def find_twins(sig: np.ndarray, graph_indices: np.ndarray | None, k: int, thresh
 def _score(sig_a, sig_b, a, b, low_a, low_b, threshold):
     keep = np.empty(len(a), bool)
     for s in range(0, len(a), 1 << 20):
-        keep[s : s + (1 << 20)] = np.einsum("ij,ij->i", low_a[a[s : s + (1 << 20)]], low_b[b[s : s + (1 << 20)]]) >= PREFILTER
+        keep[s : s + (1 << 20)] = (
+            np.einsum("ij,ij->i", low_a[a[s : s + (1 << 20)]], low_b[b[s : s + (1 << 20)]]) >= PREFILTER
+        )
     a, b = a[keep], b[keep]
     # whole-pixel shifts first (9 fits); half-pixel shifts (25) only where a twin is plausible
     d = np.empty(len(a), np.float32)
@@ -272,14 +284,18 @@ def _score(sig_a, sig_b, a, b, low_a, low_b, threshold):
     keep = d <= REFINE * threshold
     a, b, d = a[keep], b[keep], d[keep]
     for s in range(0, len(a), 1 << 16):
-        d[s : s + (1 << 16)] = np.minimum(d[s : s + (1 << 16)], differences(sig_a[a[s : s + (1 << 16)]], sig_b[b[s : s + (1 << 16)]]))
+        d[s : s + (1 << 16)] = np.minimum(
+            d[s : s + (1 << 16)], differences(sig_a[a[s : s + (1 << 16)]], sig_b[b[s : s + (1 << 16)]])
+        )
     hit = d <= threshold
     a, b, d = a[hit], b[hit], d[hit]
     order = np.lexsort((b, a, d))
     return np.stack([a[order], b[order]], 1).astype(np.int64), d[order]
 
 
-def cross_twins(sig_ref: np.ndarray, sig_other: np.ndarray, graph_twins: np.ndarray | None, threshold: float, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def cross_twins(
+    sig_ref: np.ndarray, sig_other: np.ndarray, graph_twins: np.ndarray | None, threshold: float, *, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """For each row of another data set, its closest twin in the reference, if any: (rows of other,
     reference rows, differences). Candidates: ``graph_twins`` ((M, k) reference rows nearest in
     the layer) and SIG_NEIGHBOURS nearest reference signatures."""

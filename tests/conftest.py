@@ -1,5 +1,6 @@
 """Shared fixtures and helpers: real model (packaged EfficientNet-Lite0), real data (scikit-learn
 digits), the CLI called in-process."""
+
 from __future__ import annotations
 
 import io
@@ -7,8 +8,8 @@ import os
 from pathlib import Path
 
 import numpy as np
-import yaml
 import pytest
+import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -22,12 +23,16 @@ try:  # CI (CI=1, as .ci/run sets it) replays the same fuzz examples every run; 
 except ImportError:
     pass
 
-from reportgen.cli import main  # noqa: E402
-from reportgen.spec import loads_spec  # noqa: E402
+from reportgen.cli import main
+from reportgen.spec import loads_spec
 
 EFFNET = {
-    "name": "effnet", "timm": "tf_efficientnet_lite0", "weights": "efficientnet_lite0",
-    "input_size": 96, "crop_pct": 1.0, "batch_size": 100,
+    "name": "effnet",
+    "timm": "tf_efficientnet_lite0",
+    "weights": "efficientnet_lite0",
+    "input_size": 96,
+    "crop_pct": 1.0,
+    "batch_size": 100,
 }
 
 
@@ -67,7 +72,15 @@ def small_spec(tmp: Path, **over) -> dict:
     d = {
         "title": "cli",
         "dataset": {"kind": "digits", "limit": 40},
-        "models": [{"name": "small", "factory": "tests.netzoo:Small", "input_size": 16, "batch_size": 16, "layers": ["conv", "pool"]}],
+        "models": [
+            {
+                "name": "small",
+                "factory": "tests.netzoo:Small",
+                "input_size": 16,
+                "batch_size": 16,
+                "layers": ["conv", "pool"],
+            }
+        ],
         "reducers": ["pca"],
         "output": {"dir": str(tmp / "out")},
         "cache_dir": str(tmp / "cache"),
@@ -94,7 +107,6 @@ def corrupt_folder(tmp: Path) -> Path:
             Image.fromarray(np.roll(img[::8, ::8], 9 * j, axis=0)).save(root / c / f"{j}.png")
     (root / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage")
     return root
-
 
 
 @pytest.fixture(scope="session")
@@ -162,7 +174,9 @@ def pytest_runtest_logreport(report):
 def pytest_terminal_summary(terminalreporter):
     if _CATALOGUE:
         clean = sum(_CATALOGUE.values())
-        terminalreporter.write_line(f"bad-input catalogue: {len(_CATALOGUE)} bad inputs tried, {clean} gave a clean error (or a stated handling), "
-                                    "a documented exit code and no partial output")
+        terminalreporter.write_line(
+            f"bad-input catalogue: {len(_CATALOGUE)} bad inputs tried, {clean} gave a clean error (or a stated handling), "
+            "a documented exit code and no partial output"
+        )
     for line in SUMMARY_LINES:
         terminalreporter.write_line(line)

@@ -1,4 +1,5 @@
 """Small real models with specific behaviour, loaded through `factory:` in the CLI tests."""
+
 import torch
 
 

@@ -1,5 +1,6 @@
 """The architecture's promises: plug-ins from a user's own file, one-way imports, caches that know
 the code, a Python API that leaves the caller's process as it found it, paths as str."""
+
 from __future__ import annotations
 
 import ast
@@ -8,9 +9,10 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -55,18 +57,29 @@ def isomap():
 
 
 def test_a_reducer_from_the_users_own_file(isomap, tmp_path):
-    d = small_spec(tmp_path, reducers=["pca", {"isomap": {"n_neighbors": 8}}],
-                   checks=[{"metric": "trustworthiness_isomap", "min": 0.5}, {"metric": "continuity_isomap", "min": 0.5}])
+    d = small_spec(
+        tmp_path,
+        reducers=["pca", {"isomap": {"n_neighbors": 8}}],
+        checks=[{"metric": "trustworthiness_isomap", "min": 0.5}, {"metric": "continuity_isomap", "min": 0.5}],
+    )
     d["dataset"]["limit"] = 120
     code, out, err = run("build", str(write(tmp_path, d)), "-q")
     assert code == 0, err
     s = json.loads((tmp_path / "out" / "summary.json").read_text())
     layer = s["models"][0]["layers"][1]
     assert layer["maps"]["isomap"]["params"] == {"n_neighbors": 8}
-    assert 0.5 < layer["metrics"]["trustworthiness_isomap"] <= 1 and layer["metrics"]["maps"]["isomap"]["samples"] == 120
-    assert [c["metric"] for c in s["checks"]] == ["trustworthiness_isomap"] * 2 + ["continuity_isomap"] * 2 and all(c["passed"] for c in s["checks"])
+    assert (
+        0.5 < layer["metrics"]["trustworthiness_isomap"] <= 1 and layer["metrics"]["maps"]["isomap"]["samples"] == 120
+    )
+    assert [c["metric"] for c in s["checks"]] == ["trustworthiness_isomap"] * 2 + ["continuity_isomap"] * 2 and all(
+        c["passed"] for c in s["checks"]
+    )
     figures = {p.name for p in (tmp_path / "out" / "figures").iterdir()}
-    assert {"small--pool--isomap-scatter.png", "small--pool--isomap-mosaic.png", "small--pool--isomap-grid.png"} <= figures
+    assert {
+        "small--pool--isomap-scatter.png",
+        "small--pool--isomap-mosaic.png",
+        "small--pool--isomap-grid.png",
+    } <= figures
     html = (tmp_path / "out" / "report.html").read_text()
     assert "Isomap (scikit-learn)" in html and "trust. isomap" in html
     # the spec's schema and its errors know it too
@@ -110,7 +123,10 @@ class ClassNorms(LayerAnalysis):
         return {"class_norms": {c: float(v) for c, v in zip(samples.class_names, f.norms)}}
 
     def context(self, f: NormFinding, view) -> dict:
-        return {"rows": [{"name": c, "norm": float(v)} for c, v in zip(view.class_names, f.norms)], "note": "<b>not bold</b>"}
+        return {
+            "rows": [{"name": c, "norm": float(v)} for c, v in zip(view.class_names, f.norms)],
+            "note": "<b>not bold</b>",
+        }
 
 
 TEMPLATE = """<h3 id="{{ anchor }}">Embedding norms</h3><p class="m">{{ s.note }}</p>
@@ -136,13 +152,17 @@ def test_an_analysis_section_from_the_users_own_file(tmp_path):
     assert s["checks"][0]["passed"] and s["checks"][0]["metric"] == "mean_norm"
     html = (tmp_path / "out" / "report.html").read_text()
     assert 'id="l-small--pool-class_norms"' in html and "Embedding norms" in html
-    assert "&lt;b&gt;not bold&lt;/b&gt;" in html and "<b>not bold</b>" not in html  # autoescape holds in the user's template
+    assert (
+        "&lt;b&gt;not bold&lt;/b&gt;" in html and "<b>not bold</b>" not in html
+    )  # autoescape holds in the user's template
     assert "default-src 'none'" in html.replace("&#39;", "'")
 
 
 def test_a_template_folder_overrides_a_built_in_section(tmp_path):
     (tmp_path / "brand" / "sections").mkdir(parents=True)
-    (tmp_path / "brand" / "sections" / "metrics.html").write_text('<p class="brand">ACME model review · kNN {{ s.knn|num }} · {{ l.layer }}</p>\n')
+    (tmp_path / "brand" / "sections" / "metrics.html").write_text(
+        '<p class="brand">ACME model review · kNN {{ s.knn|num }} · {{ l.layer }}</p>\n'
+    )
     d = small_spec(tmp_path)
     d["report"] = {"templates": str(tmp_path / "brand")}
     code, out, err = run("build", str(write(tmp_path, d)), "-q")
@@ -170,15 +190,31 @@ def _layer_input(n: int = 120, d: int = 16, seed: int = 0):
     from reportgen.twins import Calibration, TwinData, signatures
 
     hashes = np.frombuffer(b"".join(image_hash(t) for t in thumbs), np.uint8).reshape(n, 16)
-    samples = Samples(tuple(f"s{i}" for i in range(n)), labels, ("a", "b", "c"), thumbs, image_statistics(thumbs), hashes=hashes)
+    samples = Samples(
+        tuple(f"s{i}" for i in range(n)), labels, ("a", "b", "c"), thumbs, image_statistics(thumbs), hashes=hashes
+    )
     pca = fit_pca(x, 10)
     opts = ReportOptions(axes=[("a", "c")], gallery_components=3, probe_cap=100)
     maps = {"pca": MapResult("pca", "PCA", pca.scores[:, :2].astype(np.float32), {}, (), "")}
     assert len(STAT_NAMES) == samples.image_stats.shape[1]
     from reportgen.neighbours import GraphQuality
 
-    return LayerInput("m", "l", x, samples, pca, 5, exact_graph(x, 60, metric="cosine"), GraphQuality("exact", 1.0, 0, 60), maps, opts, 0,
-                      lambda kind, parts, compute: compute(), audit=True, twins=TwinData(signatures(thumbs), Calibration(0.05, 0, 0.05, "test")))
+    return LayerInput(
+        "m",
+        "l",
+        x,
+        samples,
+        pca,
+        5,
+        exact_graph(x, 60, metric="cosine"),
+        GraphQuality("exact", 1.0, 0, 60),
+        maps,
+        opts,
+        0,
+        lambda kind, parts, compute: compute(),
+        audit=True,
+        twins=TwinData(signatures(thumbs), Calibration(0.05, 0, 0.05, "test")),
+    )
 
 
 def test_every_registered_layer_analysis_meets_the_contract():
@@ -250,7 +286,11 @@ def _imports(path: Path, module: str) -> set[str]:
                 continue
             for a in node.names:  # `from . import x` imports the submodule x
                 sub = f"{target}.{a.name}"
-                out.add(sub if (ROOT / (sub.replace(".", "/") + ".py")).exists() or (ROOT / sub.replace(".", "/")).is_dir() else target)
+                out.add(
+                    sub
+                    if (ROOT / (sub.replace(".", "/") + ".py")).exists() or (ROOT / sub.replace(".", "/")).is_dir()
+                    else target
+                )
     return out
 
 
@@ -265,7 +305,7 @@ def test_no_import_circle_in_reportgen_counting_imports_inside_functions():
 
     def visit(m, stack):
         if m in stack:
-            cycles.append(stack[stack.index(m):] + [m])
+            cycles.append(stack[stack.index(m) :] + [m])
             return
         if m in done:
             return
@@ -279,7 +319,11 @@ def test_no_import_circle_in_reportgen_counting_imports_inside_functions():
     assert not cycles, cycles[:5]
     assert "reportgen" not in {t for deps in graph.values() for t in deps}  # nothing imports the package root
     assert not graph["reportgen.images"] - {"reportgen.errors"}  # the image module is a leaf
-    for stage, later in [("reportgen.render", "reportgen.pipeline"), ("reportgen.datasets.embeddings", "reportgen.pipeline"), ("reportgen.spec", "reportgen.pipeline")]:
+    for stage, later in [
+        ("reportgen.render", "reportgen.pipeline"),
+        ("reportgen.datasets.embeddings", "reportgen.pipeline"),
+        ("reportgen.spec", "reportgen.pipeline"),
+    ]:
         assert later not in graph[stage]
 
 
@@ -299,7 +343,9 @@ print("RESULT " + json.dumps({"forward": res.forward_calls, "fits": res.reducer_
 
 def _child_build(src: Path, spec: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{ROOT}"}  # the copy first; ROOT for tests.netzoo
-    p = subprocess.run([sys.executable, "-c", CHILD, str(spec)], capture_output=True, text=True, env=env, cwd=spec.parent, timeout=600)
+    p = subprocess.run(
+        [sys.executable, "-c", CHILD, str(spec)], capture_output=True, text=True, env=env, cwd=spec.parent, timeout=600
+    )
     assert f"FROM {src}" in p.stdout, p.stdout[-500:]
     assert p.returncode == 0, p.stderr[-3000:]
     return json.loads(next(l for l in p.stdout.splitlines() if l.startswith("RESULT "))[7:])
@@ -321,10 +367,14 @@ def test_a_changed_stage_is_recomputed_and_the_others_reused(tmp_path):
     tsne = src / "reportgen" / "reducers" / "tsne.py"
     code = tsne.read_text()
     assert "momentum=0.8, learning_rate=lr" in code
-    tsne.write_text(code.replace("momentum=0.8, learning_rate=lr", "momentum=0.75, learning_rate=lr"))  # a changed schedule
+    tsne.write_text(
+        code.replace("momentum=0.8, learning_rate=lr", "momentum=0.75, learning_rate=lr")
+    )  # a changed schedule
     changed = _child_build(src, spec)
     assert changed["forward"] == 0 and changed["fits"] == 2  # both layers' t-SNE maps, nothing else refitted
-    assert changed["computed"]["maps"] == 2 and "graphs" not in changed["computed"] and "probe" not in changed["computed"]
+    assert (
+        changed["computed"]["maps"] == 2 and "graphs" not in changed["computed"] and "probe" not in changed["computed"]
+    )
     assert changed["reused"]["graphs"] == 2 and changed["reused"]["probe"] == 2
     # the t-SNE figures (scatter, grid and mosaic PNGs of each layer, and the slices drawn on the
     # audit layer's t-SNE map) are redrawn; the others are reused
@@ -360,19 +410,38 @@ def test_the_python_api_leaves_the_callers_process_as_it_found_it(tmp_path):
     del big
     hwm = _hwm_mb()
     before = {
-        "env": dict(os.environ), "pil": (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES), "threads": torch.get_num_threads(),
-        "torch_rng": torch.get_rng_state().clone(), "np_rng": np.random.get_state()[1].copy(), "warnings": list(warnings.filters),
-        "loggers": (logging.getLogger().handlers[:], logging.getLogger("reportgen").handlers[:], logging.getLogger("reportgen").level),
-        "cwd": os.getcwd(), "path": list(sys.path),
+        "env": dict(os.environ),
+        "pil": (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES),
+        "threads": torch.get_num_threads(),
+        "torch_rng": torch.get_rng_state().clone(),
+        "np_rng": np.random.get_state()[1].copy(),
+        "warnings": list(warnings.filters),
+        "loggers": (
+            logging.getLogger().handlers[:],
+            logging.getLogger("reportgen").handlers[:],
+            logging.getLogger("reportgen").level,
+        ),
+        "cwd": os.getcwd(),
+        "path": list(sys.path),
     }
-    spec = make_spec({**small_spec(tmp_path), "reducers": ["pca", {"umap": {"n_neighbors": 5}}], "models": [{**EFFNET, "input_size": 32, "layers": ["global_pool"]}]})
+    spec = make_spec(
+        {
+            **small_spec(tmp_path),
+            "reducers": ["pca", {"umap": {"n_neighbors": 5}}],
+            "models": [{**EFFNET, "input_size": 32, "layers": ["global_pool"]}],
+        }
+    )
     build(spec, progress=False)
     assert dict(os.environ) == before["env"]  # no NUMBA_CACHE_DIR, no MPLBACKEND
     assert (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES) == before["pil"]
     assert torch.get_num_threads() == before["threads"] and torch.equal(torch.get_rng_state(), before["torch_rng"])
     assert np.array_equal(np.random.get_state()[1], before["np_rng"])
     assert list(warnings.filters) == before["warnings"]
-    assert (logging.getLogger().handlers, logging.getLogger("reportgen").handlers, logging.getLogger("reportgen").level) == before["loggers"]
+    assert (
+        logging.getLogger().handlers,
+        logging.getLogger("reportgen").handlers,
+        logging.getLogger("reportgen").level,
+    ) == before["loggers"]
     assert os.getcwd() == before["cwd"] and sys.path == before["path"]
     assert _hwm_mb() >= hwm - 1  # the kernel's peak-RSS mark was not reset (/proc/self/clear_refs)
 
@@ -380,7 +449,13 @@ def test_the_python_api_leaves_the_callers_process_as_it_found_it(tmp_path):
 def test_the_cli_does_its_process_housekeeping(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
     code = "import os, sys; from reportgen.cli import main; main(['--version']); print(os.environ.get('NUMBA_CACHE_DIR', 'unset'))"
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, "XDG_CACHE_HOME": str(tmp_path)}, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**env, "XDG_CACHE_HOME": str(tmp_path)},
+        timeout=120,
+    )
     assert p.stdout.splitlines()[-1] == str(tmp_path / "reportgen" / "numba")
 
 
@@ -397,12 +472,24 @@ print("RESULT " + json.dumps({"torch": "torch" in sys.modules, "timm": "timm" in
 
 
 def test_a_rebuild_that_needs_no_model_imports_no_model_library(tmp_path):
-    d = {"title": "first", "dataset": {"kind": "digits", "limit": 60}, "models": [{**EFFNET, "input_size": 32, "layers": ["blocks.2", "global_pool"]}],
-         "reducers": ["pca", {"tsne": {"perplexity": 10, "n_iter": 100}}], "output": {"dir": str(tmp_path / "out")}, "cache_dir": str(tmp_path / "cache")}
+    d = {
+        "title": "first",
+        "dataset": {"kind": "digits", "limit": 60},
+        "models": [{**EFFNET, "input_size": 32, "layers": ["blocks.2", "global_pool"]}],
+        "reducers": ["pca", {"tsne": {"perplexity": 10, "n_iter": 100}}],
+        "output": {"dir": str(tmp_path / "out")},
+        "cache_dir": str(tmp_path / "cache"),
+    }
     spec = write(tmp_path, d)
 
     def child(*overrides):
-        p = subprocess.run([sys.executable, "-c", REBUILD, str(spec), *overrides], capture_output=True, text=True, cwd=ROOT, timeout=600)
+        p = subprocess.run(
+            [sys.executable, "-c", REBUILD, str(spec), *overrides],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=600,
+        )
         assert p.returncode == 0, p.stderr[-3000:]
         return json.loads(next(l for l in p.stdout.splitlines() if l.startswith("RESULT "))[7:])
 
@@ -416,10 +503,20 @@ def test_build_takes_str_paths(tmp_path):
 
     spec = make_spec(small_spec(tmp_path))
     res = build(spec, output_dir=str(tmp_path / "as-str"), cache_dir=str(tmp_path / "c"), progress=False)
-    assert res.output_dir == tmp_path / "as-str" and (tmp_path / "as-str" / "report.html").exists() and (tmp_path / "c" / "embeddings").is_dir()
+    assert (
+        res.output_dir == tmp_path / "as-str"
+        and (tmp_path / "as-str" / "report.html").exists()
+        and (tmp_path / "c" / "embeddings").is_dir()
+    )
     base = str(tmp_path / "as-str" / "summary.json")
     d = small_spec(tmp_path, checks=[{"metric": "knn_accuracy", "max_drop": 0.5}])
-    again = build(make_spec(d), output_dir=os.fsencode(tmp_path / "bytes-path").decode(), cache_dir=tmp_path / "c", baseline=base, progress=False)
+    again = build(
+        make_spec(d),
+        output_dir=os.fsencode(tmp_path / "bytes-path").decode(),
+        cache_dir=tmp_path / "c",
+        baseline=base,
+        progress=False,
+    )
     assert again.checks and all(c.passed and c.baseline is not None for c in again.checks)
     import reportgen
 

@@ -5,6 +5,7 @@ fragment (no traceback), and no partial output: no report, no cache entry, no te
 Cases with exit code 0 are inputs that must be *handled* (skipped, lowered, noted): the fragment
 must then appear in summary.json, where the report states what happened.
 """
+
 import gzip
 import os
 import pickle
@@ -17,11 +18,14 @@ import pytest
 
 from tests.conftest import corrupt_folder, run, small_spec, write
 
+
 def _png_header_only(path: Path, w: int, h: int) -> None:
     """A PNG whose header claims w x h pixels (a decompression bomb's calling card)."""
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
     chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def _folder(tmp: Path, extra=None, **kw) -> dict:
@@ -38,7 +42,11 @@ def _npz(tmp: Path, images, labels, **kw) -> dict:
 
 
 def _idx(arr: np.ndarray, magic=8) -> bytes:
-    return bytes([0, 0, magic, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape) + arr.astype(np.uint8).tobytes()
+    return (
+        bytes([0, 0, magic, arr.ndim])
+        + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+        + arr.astype(np.uint8).tobytes()
+    )
 
 
 class Payload:
@@ -111,16 +119,22 @@ def build_case(tmp: Path, case: str):
     elif case == "zero_byte_png_fail":
         d["dataset"] = _folder(tmp, lambda r: (r / "cat" / "zero.png").write_bytes(b""), on_bad_image="fail")
     elif case == "truncated_jpeg_fail":
+
         def cut(r):
             from PIL import Image
 
             Image.open(r / "astro" / "0.png").save(r / "astro" / "t.jpg")
             (r / "astro" / "t.jpg").write_bytes((r / "astro" / "t.jpg").read_bytes()[:300])
+
         d["dataset"] = _folder(tmp, cut, on_bad_image="fail")
     elif case == "truncated_png_skipped":
-        d["dataset"] = _folder(tmp, lambda r: (r / "cat" / "t.png").write_bytes((r / "cat" / "0.png").read_bytes()[:200]))
+        d["dataset"] = _folder(
+            tmp, lambda r: (r / "cat" / "t.png").write_bytes((r / "cat" / "0.png").read_bytes()[:200])
+        )
     elif case == "decompression_bomb":
-        d["dataset"] = _folder(tmp, lambda r: _png_header_only(r / "cat" / "bomb.png", 40000, 40000), on_bad_image="fail")
+        d["dataset"] = _folder(
+            tmp, lambda r: _png_header_only(r / "cat" / "bomb.png", 40000, 40000), on_bad_image="fail"
+        )
     elif case == "tiny_1x1_image":
         from PIL import Image
 
@@ -134,15 +148,20 @@ def build_case(tmp: Path, case: str):
 
         def modes(r):
             Image.open(r / "cat" / "0.png").convert("CMYK").save(r / "cat" / "cmyk.jpg")
-            Image.fromarray((np.asarray(Image.open(r / "cat" / "1.png").convert("L"), np.uint16) * 257)).save(r / "cat" / "deep.png")
+            Image.fromarray(np.asarray(Image.open(r / "cat" / "1.png").convert("L"), np.uint16) * 257).save(
+                r / "cat" / "deep.png"
+            )
+
         d["dataset"] = _folder(tmp, modes)
     elif case == "symlink_loop":
         d["dataset"] = _folder(tmp, lambda r: os.symlink(r, r / "cat" / "loop"))
     elif case == "non_utf8_file_name":
+
         def weird(r):
             raw = os.fsencode(str(r / "cat")) + b"/caf\xe9.png"
             with open(raw, "wb") as f:
                 f.write((r / "cat" / "0.png").read_bytes())
+
         d["dataset"] = _folder(tmp, weird)
     elif case == "csv_missing_column":
         (tmp / "m.csv").write_text("file,label\na.png,x\n")

@@ -1,4 +1,5 @@
 """CI gates: real models on real data, exit code 3, JUnit XML, baselines."""
+
 import json
 import xml.etree.ElementTree as ET
 
@@ -6,16 +7,19 @@ import numpy as np
 import pytest
 
 from reportgen.checks import evaluate, junit_xml
-from tests.conftest import EFFNET
-from tests.conftest import run, write
+from tests.conftest import EFFNET, run, write
 
 
 def _spec(tmp, name, model, checks):
     return {
-        "title": name, "dataset": {"kind": "digits", "limit": 500},
-        "models": [{**model, "layers": ["blocks.4"]}], "reducers": ["pca"],
+        "title": name,
+        "dataset": {"kind": "digits", "limit": 500},
+        "models": [{**model, "layers": ["blocks.4"]}],
+        "reducers": ["pca"],
         "report": {"gallery_components": 2},
-        "checks": checks, "output": {"dir": str(tmp / name)}, "cache_dir": str(tmp / "cache"),
+        "checks": checks,
+        "output": {"dir": str(tmp / name)},
+        "cache_dir": str(tmp / "cache"),
     }
 
 
@@ -23,8 +27,10 @@ def _spec(tmp, name, model, checks):
 def two_builds(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("checks")
     # measured on 500 digits at blocks.4: ImageNet weights ~0.91, random init ~0.84
-    checks = [{"metric": "knn_accuracy", "model": "effnet", "layer": "blocks.4", "min": 0.88, "name": "kNN floor"},
-              {"metric": "components_for_90", "max": 2000}]
+    checks = [
+        {"metric": "knn_accuracy", "model": "effnet", "layer": "blocks.4", "min": 0.88, "name": "kNN floor"},
+        {"metric": "components_for_90", "max": 2000},
+    ]
     pre = run("build", str(write(tmp, _spec(tmp, "pretrained", EFFNET, checks), "pre.yaml")), "-q")
     random_init = {k: v for k, v in EFFNET.items() if k != "weights"}
     rnd = run("build", str(write(tmp, _spec(tmp, "random", random_init, checks), "rnd.yaml")), "-q")
@@ -60,15 +66,34 @@ def test_checks_xml_is_junit_with_one_case_per_check(two_builds):
 def test_check_command_with_baseline_drop(two_builds, tmp_path):
     tmp, _, _ = two_builds
     spec = _spec(tmp, "x", EFFNET, [{"metric": "knn_accuracy", "max_drop": 0.02}])
-    code, out, err = run("check", str(tmp / "random" / "summary.json"), "--baseline", str(tmp / "pretrained" / "summary.json"),
-                         "--spec", str(write(tmp_path, spec)), "--junit", str(tmp_path / "j.xml"))
-    s_pre = json.loads((tmp / "pretrained" / "summary.json").read_text())["models"][0]["layers"][0]["metrics"]["knn_accuracy"]
-    s_rnd = json.loads((tmp / "random" / "summary.json").read_text())["models"][0]["layers"][0]["metrics"]["knn_accuracy"]
+    code, out, err = run(
+        "check",
+        str(tmp / "random" / "summary.json"),
+        "--baseline",
+        str(tmp / "pretrained" / "summary.json"),
+        "--spec",
+        str(write(tmp_path, spec)),
+        "--junit",
+        str(tmp_path / "j.xml"),
+    )
+    s_pre = json.loads((tmp / "pretrained" / "summary.json").read_text())["models"][0]["layers"][0]["metrics"][
+        "knn_accuracy"
+    ]
+    s_rnd = json.loads((tmp / "random" / "summary.json").read_text())["models"][0]["layers"][0]["metrics"][
+        "knn_accuracy"
+    ]
     assert code == 3
     assert f"drop {s_pre - s_rnd:.4g}" in out
     assert ET.parse(tmp_path / "j.xml").getroot().find("testsuite").get("failures") == "1"
     # the same summary against itself: no drop
-    code, out, _ = run("check", str(tmp / "pretrained" / "summary.json"), "--baseline", str(tmp / "pretrained" / "summary.json"), "--spec", str(write(tmp_path, spec)))
+    code, out, _ = run(
+        "check",
+        str(tmp / "pretrained" / "summary.json"),
+        "--baseline",
+        str(tmp / "pretrained" / "summary.json"),
+        "--spec",
+        str(write(tmp_path, spec)),
+    )
     assert code == 0 and "drop 0" in out
     # without --spec, the checks recorded in the summary are used
     assert run("check", str(tmp / "random" / "summary.json"))[0] == 3
@@ -76,7 +101,10 @@ def test_check_command_with_baseline_drop(two_builds, tmp_path):
 
 
 def test_unmatched_layer_fails_loudly():
-    summary = {"generator": "reportgen", "models": [{"name": "m", "layers": [{"layer": "a", "metrics": {"knn_accuracy": 0.9}}]}]}
+    summary = {
+        "generator": "reportgen",
+        "models": [{"name": "m", "layers": [{"layer": "a", "metrics": {"knn_accuracy": 0.9}}]}],
+    }
     r = evaluate(summary, [{"metric": "knn_accuracy", "layer": "b", "min": 0.5}])
     assert not r[0].passed and "no layer matches" in r[0].message
     assert "<failure" in junit_xml(r)

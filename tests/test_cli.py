@@ -1,4 +1,5 @@
 """The command line: conventions, exit codes and every bad input of the foundation issue."""
+
 import json
 
 from tests.conftest import corrupt_folder, run, small_spec, write

@@ -1,4 +1,5 @@
 """Comparing models: one shared frame, linear CKA properties, per-class change."""
+
 import json
 
 import numpy as np
@@ -16,13 +17,21 @@ def compared(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("compare")
     random_init = {**{k: v for k, v in EFFNET.items() if k != "weights"}, "name": "random"}
-    spec = make_spec({
-        "title": "compare", "dataset": {"kind": "digits", "limit": 300},
-        "models": [{**EFFNET, "layers": ["blocks.2", "global_pool"]}, {**random_init, "layers": ["blocks.2", "global_pool"]}],
-        "reducers": ["pca", {"tsne": {"perplexity": 20, "n_iter": 250}}], "report": {"gallery_components": 2},
-        "checks": [{"metric": "neighbour_overlap", "min": 0.5}],
-        "output": {"dir": str(tmp / "out")}, "cache_dir": str(tmp / "cache"),
-    })
+    spec = make_spec(
+        {
+            "title": "compare",
+            "dataset": {"kind": "digits", "limit": 300},
+            "models": [
+                {**EFFNET, "layers": ["blocks.2", "global_pool"]},
+                {**random_init, "layers": ["blocks.2", "global_pool"]},
+            ],
+            "reducers": ["pca", {"tsne": {"perplexity": 20, "n_iter": 250}}],
+            "report": {"gallery_components": 2},
+            "checks": [{"metric": "neighbour_overlap", "min": 0.5}],
+            "output": {"dir": str(tmp / "out")},
+            "cache_dir": str(tmp / "cache"),
+        }
+    )
     return build(spec, progress=False), tmp
 
 
@@ -87,10 +96,14 @@ def test_neighbour_diff_against_an_independent_search(compared):
     assert diff["neighbour_overlap"] == pytest.approx(d.mean_overlap) and len(diff["most_changed"]) == 8
     assert min(x["overlap"] for x in diff["most_changed"]) == pytest.approx(d.overlap.min())
     failed = {(c.model, c.layer) for c in res.report.checks if not c.passed}
-    assert ("random", "global_pool") in failed and not any(m == "effnet" for m, _ in failed)  # the reference has no diff to itself
+    assert ("random", "global_pool") in failed and not any(
+        m == "effnet" for m, _ in failed
+    )  # the reference has no diff to itself
     html = (tmp / "out" / "report.html").read_text()
     head = next(f for f in s["findings"] if f["id"].startswith("diff/") and "global_pool" in f["id"])
-    assert f'id="{head["evidence"][1:]}"' in html and html.index('id="findings"') < html.index(head["evidence"][1:] + '"')
+    assert f'id="{head["evidence"][1:]}"' in html and html.index('id="findings"') < html.index(
+        head["evidence"][1:] + '"'
+    )
 
 
 def _orthogonal(rng, d):

@@ -70,7 +70,11 @@ def test_csv_manifest_keeps_metadata_and_refuses_escaping_paths(tmp_path, image_
 
 
 def _idx(arr: np.ndarray) -> bytes:
-    return bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape) + arr.astype(np.uint8).tobytes()
+    return (
+        bytes([0, 0, 8, arr.ndim])
+        + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+        + arr.astype(np.uint8).tobytes()
+    )
 
 
 def test_idx_plain_and_gzip_and_bad_magic(tmp_path):
@@ -79,39 +83,74 @@ def test_idx_plain_and_gzip_and_bad_magic(tmp_path):
     labels = np.arange(20) % 3
     (tmp_path / "i.idx").write_bytes(_idx(imgs))
     (tmp_path / "l.idx.gz").write_bytes(gzip.compress(_idx(labels)))
-    ds = load_dataset(IdxDataset(kind="idx", images=tmp_path / "i.idx", labels=tmp_path / "l.idx.gz", class_names=["a", "b", "c"]))
+    ds = load_dataset(
+        IdxDataset(kind="idx", images=tmp_path / "i.idx", labels=tmp_path / "l.idx.gz", class_names=["a", "b", "c"])
+    )
     assert len(ds) == 20 and np.array_equal(ds.read(3)[:, :, 0], imgs[3])
     with pytest.raises(DataError, match="bad magic number"):
         parse_idx(b"\x12\x34\x56\x78rest", source="x")
     with pytest.raises(DataError, match="truncated"):
         parse_idx(_idx(imgs)[:-5], source="x")
     with pytest.raises(DataError, match="out of range"):
-        load_dataset(IdxDataset(kind="idx", images=tmp_path / "i.idx", labels=tmp_path / "l.idx.gz", class_names=["a", "b"]))
+        load_dataset(
+            IdxDataset(kind="idx", images=tmp_path / "i.idx", labels=tmp_path / "l.idx.gz", class_names=["a", "b"])
+        )
 
 
 def test_idx_file_lists_concatenate_in_order(tmp_path):
     rng = np.random.default_rng(0)
     a, b = rng.integers(0, 255, (6, 5, 5), dtype=np.uint8), rng.integers(0, 255, (4, 5, 5), dtype=np.uint8)
-    for name, arr in (("a-img.idx", a), ("a-lab.idx", np.arange(6) % 2), ("b-img.idx", b), ("b-lab.idx", np.arange(4) % 2), ("c-img.idx", a[:, :4])):
+    for name, arr in (
+        ("a-img.idx", a),
+        ("a-lab.idx", np.arange(6) % 2),
+        ("b-img.idx", b),
+        ("b-lab.idx", np.arange(4) % 2),
+        ("c-img.idx", a[:, :4]),
+    ):
         (tmp_path / name).write_bytes(_idx(arr))
-    ds = load_dataset(IdxDataset(kind="idx", images=[tmp_path / "a-img.idx", tmp_path / "b-img.idx"], labels=[tmp_path / "a-lab.idx", tmp_path / "b-lab.idx"]))
+    ds = load_dataset(
+        IdxDataset(
+            kind="idx",
+            images=[tmp_path / "a-img.idx", tmp_path / "b-img.idx"],
+            labels=[tmp_path / "a-lab.idx", tmp_path / "b-lab.idx"],
+        )
+    )
     assert len(ds) == 10 and np.array_equal(ds.read(7)[:, :, 0], b[1])
     assert ds.ids[0] == "a-img-0" and ds.ids[6] == "b-img-0" and len(set(ds.ids)) == 10
     with pytest.raises(DataError, match="one labels file per images file"):
-        load_dataset(IdxDataset(kind="idx", images=[tmp_path / "a-img.idx", tmp_path / "b-img.idx"], labels=[tmp_path / "a-lab.idx"]))
+        load_dataset(
+            IdxDataset(
+                kind="idx", images=[tmp_path / "a-img.idx", tmp_path / "b-img.idx"], labels=[tmp_path / "a-lab.idx"]
+            )
+        )
     with pytest.raises(DataError, match=r"images\[1\].*files must match"):
-        load_dataset(IdxDataset(kind="idx", images=[tmp_path / "a-img.idx", tmp_path / "c-img.idx"], labels=[tmp_path / "a-lab.idx", tmp_path / "a-lab.idx"]))
+        load_dataset(
+            IdxDataset(
+                kind="idx",
+                images=[tmp_path / "a-img.idx", tmp_path / "c-img.idx"],
+                labels=[tmp_path / "a-lab.idx", tmp_path / "a-lab.idx"],
+            )
+        )
     with pytest.raises(DataError, match="6 images but .* 4 labels"):
         load_dataset(IdxDataset(kind="idx", images=[tmp_path / "a-img.idx"], labels=[tmp_path / "b-lab.idx"]))
 
 
 @pytest.mark.skipif(not FASHION.exists(), reason="Debian package dataset-fashion-mnist not installed")
 def test_real_fashion_mnist():
-    ds = load_dataset(IdxDataset(kind="idx", images=FASHION / "t10k-images-idx3-ubyte.gz", labels=FASHION / "t10k-labels-idx1-ubyte.gz"))
+    ds = load_dataset(
+        IdxDataset(
+            kind="idx", images=FASHION / "t10k-images-idx3-ubyte.gz", labels=FASHION / "t10k-labels-idx1-ubyte.gz"
+        )
+    )
     assert len(ds) == 10_000 and len(ds.class_names) == 10 and ds.read(0).shape == (28, 28, 3)
     assert np.all(ds.counts == 1000)
-    full = load_dataset(IdxDataset(kind="idx", images=[FASHION / "train-images-idx3-ubyte.gz", FASHION / "t10k-images-idx3-ubyte.gz"],
-                                   labels=[FASHION / "train-labels-idx1-ubyte.gz", FASHION / "t10k-labels-idx1-ubyte.gz"]))
+    full = load_dataset(
+        IdxDataset(
+            kind="idx",
+            images=[FASHION / "train-images-idx3-ubyte.gz", FASHION / "t10k-images-idx3-ubyte.gz"],
+            labels=[FASHION / "train-labels-idx1-ubyte.gz", FASHION / "t10k-labels-idx1-ubyte.gz"],
+        )
+    )
     assert len(full) == 70_000 and np.all(full.counts == 7000) and np.array_equal(full.read(60_000), ds.read(0))
 
 

@@ -1,4 +1,5 @@
 """Comparing datasets through one model (here: raw pixels, `models: none`)."""
+
 import json
 
 import numpy as np
@@ -22,15 +23,23 @@ def test_clean_vs_corrupted_digits_through_raw_pixels(tmp_path):
     d = load_digits()
     imgs = (d.images * 255 / 16).astype(np.uint8)
     np.savez(tmp_path / "clean.npz", images=imgs[:300], labels=d.target[:300])
-    noisy = np.clip(imgs[300:600].astype(int) + np.random.default_rng(0).integers(-90, 90, imgs[300:600].shape), 0, 255).astype(np.uint8)
+    noisy = np.clip(
+        imgs[300:600].astype(int) + np.random.default_rng(0).integers(-90, 90, imgs[300:600].shape), 0, 255
+    ).astype(np.uint8)
     np.savez(tmp_path / "noisy.npz", images=noisy, labels=d.target[300:600])
     np.savez(tmp_path / "held.npz", images=imgs[600:900], labels=d.target[600:900])
     spec = {
         "title": "clean vs corrupted",
-        "datasets": [{"kind": "npz", "path": "clean.npz", "name": "clean"}, {"kind": "npz", "path": "noisy.npz", "name": "noisy"},
-                     {"kind": "npz", "path": "held.npz", "name": "held-out clean"}],
-        "models": "none", "reducers": ["pca", {"tsne": {"perplexity": 20, "n_iter": 250}}], "report": {"gallery_components": 2},
-        "output": {"dir": "out"}, "cache_dir": "cache",
+        "datasets": [
+            {"kind": "npz", "path": "clean.npz", "name": "clean"},
+            {"kind": "npz", "path": "noisy.npz", "name": "noisy"},
+            {"kind": "npz", "path": "held.npz", "name": "held-out clean"},
+        ],
+        "models": "none",
+        "reducers": ["pca", {"tsne": {"perplexity": 20, "n_iter": 250}}],
+        "report": {"gallery_components": 2},
+        "output": {"dir": "out"},
+        "cache_dir": "cache",
     }
     code, out, err = run("build", str(write(tmp_path, spec)), "-q")
     assert code == 0, err
@@ -38,6 +47,9 @@ def test_clean_vs_corrupted_digits_through_raw_pixels(tmp_path):
     assert s["models"][0]["arch"] == "pixels"
     by = {r["dataset"]: r for r in s["dataset_shift"]}
     assert by["noisy"]["p_value"] < 0.05 and by["noisy"]["domain_auc"] > 0.9
-    assert by["held-out clean"]["domain_auc"] < by["noisy"]["domain_auc"] and by["held-out clean"]["mmd2"] < by["noisy"]["mmd2"]
+    assert (
+        by["held-out clean"]["domain_auc"] < by["noisy"]["domain_auc"]
+        and by["held-out clean"]["mmd2"] < by["noisy"]["mmd2"]
+    )
     html = (tmp_path / "out" / "report.html").read_text()
     assert 'id="compare_datasets"' in html and "datasets--pixels--pixels-tsne.png" in html

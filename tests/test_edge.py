@@ -1,4 +1,5 @@
 """Edge cases of the report: degenerate data must give a report with stated notes, not a crash."""
+
 import json
 
 import numpy as np
@@ -15,7 +16,11 @@ def _npz(tmp, images, labels, names=None):
 
 
 def test_identical_images_zero_variance(tmp_path):
-    d = small_spec(tmp_path, dataset=_npz(tmp_path, np.full((12, 8, 8), 128, np.uint8), np.arange(12) % 2), reducers=["pca", "tsne"])
+    d = small_spec(
+        tmp_path,
+        dataset=_npz(tmp_path, np.full((12, 8, 8), 128, np.uint8), np.arange(12) % 2),
+        reducers=["pca", "tsne"],
+    )
     code, out, err = run("build", str(write(tmp_path, d)), "-q")
     assert code == 0, err
     s = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -27,7 +32,11 @@ def test_identical_images_zero_variance(tmp_path):
 
 def test_tiny_data_lowers_perplexity_and_says_so(tmp_path):
     rng = np.random.default_rng(0)
-    d = small_spec(tmp_path, dataset=_npz(tmp_path, rng.integers(0, 255, (12, 8, 8, 3), dtype=np.uint8), np.r_[np.zeros(11, int), 1]), reducers=["pca", {"tsne": {"perplexity": 30}}])
+    d = small_spec(
+        tmp_path,
+        dataset=_npz(tmp_path, rng.integers(0, 255, (12, 8, 8, 3), dtype=np.uint8), np.r_[np.zeros(11, int), 1]),
+        reducers=["pca", {"tsne": {"perplexity": 30}}],
+    )
     code, out, err = run("build", str(write(tmp_path, d)), "-q")
     assert code == 0, err
     s = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -38,7 +47,12 @@ def test_tiny_data_lowers_perplexity_and_says_so(tmp_path):
 
 
 def test_two_samples_in_total(tmp_path):
-    d = small_spec(tmp_path, dataset=_npz(tmp_path, np.stack([np.zeros((8, 8), np.uint8), np.full((8, 8), 255, np.uint8)]), np.array([0, 1])))
+    d = small_spec(
+        tmp_path,
+        dataset=_npz(
+            tmp_path, np.stack([np.zeros((8, 8), np.uint8), np.full((8, 8), 255, np.uint8)]), np.array([0, 1])
+        ),
+    )
     code, out, err = run("build", str(write(tmp_path, d)), "-q")
     assert code == 0, err
 
@@ -48,7 +62,9 @@ def test_thousand_classes_stay_legible(tmp_path):
     n = 2000
     images = rng.integers(0, 255, (n, 8, 8, 3), dtype=np.uint8)
     labels = np.arange(n) % 1000
-    d = small_spec(tmp_path, dataset=_npz(tmp_path, images, labels, [f"class <{i}>" for i in range(1000)]), reducers=["pca"])
+    d = small_spec(
+        tmp_path, dataset=_npz(tmp_path, images, labels, [f"class <{i}>" for i in range(1000)]), reducers=["pca"]
+    )
     d["report"] = {"gallery_components": 2, "hard_samples": 3}
     code, out, err = run("build", str(write(tmp_path, d)), "-q")
     assert code == 0, err

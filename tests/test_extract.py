@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from reportgen.datasets import load_dataset, select_samples
+from reportgen.datasets.digits import DigitsDataset
 from reportgen.errors import ModelError
 from reportgen.extract import extract_shard, list_layers, resolve_layers
-from reportgen.datasets.digits import DigitsDataset
 from reportgen.spec import LayerSpec
 
 
@@ -27,7 +27,12 @@ def test_k_layers_cost_one_forward_pass_per_batch(effnet, digits):
     finally:
         h.remove()
     assert len(calls) == 3 == shard.forward_calls  # ceil(250 / 100), whatever the number of layers
-    assert {k: v.shape for k, v in shard.embeddings.items()} == {"blocks.1": (250, 24), "blocks.2": (250, 40), "blocks.4": (250, 112), "global_pool": (250, 1280)}
+    assert {k: v.shape for k, v in shard.embeddings.items()} == {
+        "blocks.1": (250, 24),
+        "blocks.2": (250, 40),
+        "blocks.4": (250, 112),
+        "global_pool": (250, 1280),
+    }
     assert shard.thumbnails.shape == (250, 32, 32, 3)
     # hooks removed, eval state restored
     assert all(not m._forward_hooks for m in effnet.module.modules())
@@ -69,7 +74,9 @@ def test_reshape_strategies_and_limits(effnet, digits):
     s = extract_shard(effnet, digits, idx, resolve_layers(effnet.module, layers))
     assert s.embeddings["blocks.2"].shape == (4, 40 * 4)
     with pytest.raises(ModelError, match=r"over the 16,384 limit; use reshape: mean"):
-        extract_shard(effnet, digits, idx, resolve_layers(effnet.module, [LayerSpec(name="blocks.0", reshape="flatten")]))
+        extract_shard(
+            effnet, digits, idx, resolve_layers(effnet.module, [LayerSpec(name="blocks.0", reshape="flatten")])
+        )
     with pytest.raises(ModelError, match="needs a \\(batch, tokens, dim\\) output"):
         extract_shard(effnet, digits, idx, resolve_layers(effnet.module, [LayerSpec(name="blocks.2", reshape="cls")]))
 
@@ -133,5 +140,7 @@ def test_frozen_graph_on_a_factory_model(digits):
     from reportgen.spec import ModelSpec
 
     m = load_model(ModelSpec(name="t", factory="tests.netzoo:Small", input_size=16, layers=["conv"]))
-    shard = extract_shard(m, digits, np.arange(40), resolve_layers(m.module, [LayerSpec(name="pool")]), batch_size=16, jit=True)
+    shard = extract_shard(
+        m, digits, np.arange(40), resolve_layers(m.module, [LayerSpec(name="pool")]), batch_size=16, jit=True
+    )
     assert shard.embeddings["pool"].shape == (40, 8)

@@ -1,6 +1,7 @@
 """Feeding the device: the GPU's way (uint8 to the device, antialiased resize and normalisation
 there, JPEG decoding by torchvision.io) checked against the CPU path. The same functions run on
 the CPU here, so the code a GPU runs is tested on this machine too."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,7 +12,15 @@ from reportgen.datasets import load_dataset, select_samples
 from reportgen.datasets.digits import DigitsDataset
 from reportgen.datasets.image_folder import ImageFolderDataset
 from reportgen.errors import ModelError
-from reportgen.extract import Extractor, Feeding, choose_feeding, decode_on_device, default_workers, resize_on_device, resolve_layers
+from reportgen.extract import (
+    Extractor,
+    Feeding,
+    choose_feeding,
+    decode_on_device,
+    default_workers,
+    resize_on_device,
+    resolve_layers,
+)
 from reportgen.images import Preprocess, normalise, read_image_file, resize_crop
 from reportgen.kernels import knn_accuracy, linear_cka
 from reportgen.neighbours import exact_graph
@@ -26,12 +35,23 @@ def test_device_resize_matches_pillow():
 
     digits = load_dataset(DigitsDataset(kind="digits"))
     rng = np.random.default_rng(0)
-    cases = [(np.stack([digits.read(i) for i in range(200)]), Preprocess(96, (0.5,) * 3, (0.5,) * 3, "bicubic", 1.0)),
-             (data.astronaut()[None], Preprocess(224, (0.5,) * 3, (0.5,) * 3, "bicubic", 0.875)),
-             (data.chelsea()[None], Preprocess(160, (0.5,) * 3, (0.5,) * 3, "bilinear", 0.9)),
-             (data.coffee()[None], Preprocess(128, (0.5,) * 3, (0.5,) * 3, "lanczos", 0.95))]
-    cases += [(rng.integers(0, 256, (3, h, w, 3), dtype=np.uint8), Preprocess(s, (0.5,) * 3, (0.5,) * 3, "bicubic", c))
-              for h, w, s, c in [(28, 28, 224, 1.0), (28, 28, 32, 0.875), (37, 51, 64, 0.9), (300, 200, 96, 1.0), (64, 64, 64, 1.0), (64, 80, 64, 1.0)]]
+    cases = [
+        (np.stack([digits.read(i) for i in range(200)]), Preprocess(96, (0.5,) * 3, (0.5,) * 3, "bicubic", 1.0)),
+        (data.astronaut()[None], Preprocess(224, (0.5,) * 3, (0.5,) * 3, "bicubic", 0.875)),
+        (data.chelsea()[None], Preprocess(160, (0.5,) * 3, (0.5,) * 3, "bilinear", 0.9)),
+        (data.coffee()[None], Preprocess(128, (0.5,) * 3, (0.5,) * 3, "lanczos", 0.95)),
+    ]
+    cases += [
+        (rng.integers(0, 256, (3, h, w, 3), dtype=np.uint8), Preprocess(s, (0.5,) * 3, (0.5,) * 3, "bicubic", c))
+        for h, w, s, c in [
+            (28, 28, 224, 1.0),
+            (28, 28, 32, 0.875),
+            (37, 51, 64, 0.9),
+            (300, 200, 96, 1.0),
+            (64, 64, 64, 1.0),
+            (64, 80, 64, 1.0),
+        ]
+    ]
     for images, prep in cases:
         ref = np.stack([resize_crop(im, prep) for im in images]).astype(np.float32)
         got = resize_on_device(torch.from_numpy(images).permute(0, 3, 1, 2), prep).permute(0, 2, 3, 1).numpy()
@@ -126,7 +146,9 @@ def test_jpeg_decoding_through_torchvision_matches_pillow(tmp_path, effnet):
     for c, img in (("cat", data.chelsea()), ("astro", data.astronaut()), ("coffee", data.coffee())):
         (root / c).mkdir(parents=True)
         for j in range(6):
-            Image.fromarray(np.roll(img, 37 * j, axis=1)[:: 1 + j % 2, :: 1 + j % 3]).save(root / c / f"{j}.jpg", quality=90)
+            Image.fromarray(np.roll(img, 37 * j, axis=1)[:: 1 + j % 2, :: 1 + j % 3]).save(
+                root / c / f"{j}.jpg", quality=90
+            )
     (root / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 40)
     ds = load_dataset(ImageFolderDataset(kind="image_folder", path=root))
     prep = effnet.preprocess
@@ -149,15 +171,21 @@ def test_jpeg_decoding_through_torchvision_matches_pillow(tmp_path, effnet):
 
 def test_reduced_precision_is_refused_on_the_cpu_with_a_clear_message(effnet):
     layers = resolve_layers(effnet.module, [LayerSpec(name="global_pool")])
-    with pytest.raises(ModelError, match="precision bf16 runs on a GPU only and this model runs on cpu; use precision: fp32"):
+    with pytest.raises(
+        ModelError, match="precision bf16 runs on a GPU only and this model runs on cpu; use precision: fp32"
+    ):
         Extractor(effnet, layers, precision="bf16")
 
 
 def test_feeding_is_chosen_by_device_and_data(tmp_path):
     digits = load_dataset(DigitsDataset(kind="digits"))
     assert choose_feeding(digits, "cpu") == Feeding("cpu", "cpu", "fp32")
-    assert choose_feeding(digits, "cuda", "bf16") == Feeding("device", "cpu", "bf16")  # raw uint8 arrays resized on the GPU
-    assert default_workers(100) == 0 and default_workers(10_000) == max(0, (len(__import__("os").sched_getaffinity(0)) - 1))
+    assert choose_feeding(digits, "cuda", "bf16") == Feeding(
+        "device", "cpu", "bf16"
+    )  # raw uint8 arrays resized on the GPU
+    assert default_workers(100) == 0 and default_workers(10_000) == max(
+        0, (len(__import__("os").sched_getaffinity(0)) - 1)
+    )
 
 
 def test_normalisation_on_the_device_equals_the_numpy_path():
@@ -186,7 +214,9 @@ def test_array_batches_equal_the_per_image_path(channels):
     prep = Preprocess(32, (0.5,) * 3, (0.5,) * 3, "bicubic", 1.0)
     for b in range(0, 50, 16):
         chunk = idx[b : b + 16]
-        p1, t1, h1, _, _ = _collate([_Prepared(ds, chunk, prep, 32, Feeding("device", "cpu"))[j] for j in range(len(chunk))])
+        p1, t1, h1, _, _ = _collate(
+            [_Prepared(ds, chunk, prep, 32, Feeding("device", "cpu"))[j] for j in range(len(chunk))]
+        )
         pixels = _array_pixels(ds, chunk)
         t2, h2 = _array_extras(pixels, 32)
         rgb = pixels if pixels.ndim == 4 else np.repeat(pixels[..., None], 3, axis=-1)
@@ -205,7 +235,11 @@ def test_lazy_thumbnails_of_an_image_array_are_made_a_batch_at_a_time_and_equal_
         lazy = LazyThumbnails(lambda i: to_rgb_uint8(a[i]), rows, 32, a)
         assert lazy._batched()
         ref = np.stack([make_thumbnail(to_rgb_uint8(a[r]), 32) for r in rows])
-        assert np.array_equal(lazy[:], ref) and np.array_equal(lazy[5:50:3], ref[5:50:3]) and np.array_equal(lazy[np.array([7, 1, 7])], ref[[7, 1, 7]])
+        assert (
+            np.array_equal(lazy[:], ref)
+            and np.array_equal(lazy[5:50:3], ref[5:50:3])
+            and np.array_equal(lazy[np.array([7, 1, 7])], ref[[7, 1, 7]])
+        )
 
 
 def test_opencv_resizing_is_close_to_pillows_and_exact_for_nearest():
@@ -220,7 +254,12 @@ def test_opencv_resizing_is_close_to_pillows_and_exact_for_nearest():
         for img in images:
             prep = Preprocess(96, (0.5,) * 3, (0.5,) * 3, interp, 0.875)
             a = resize_crop(img, prep).astype(int)
-            b = resize_crop(img, Preprocess(*[getattr(prep, f) for f in ("input_size", "mean", "std", "interpolation", "crop_pct")], "opencv")).astype(int)
+            b = resize_crop(
+                img,
+                Preprocess(
+                    *[getattr(prep, f) for f in ("input_size", "mean", "std", "interpolation", "crop_pct")], "opencv"
+                ),
+            ).astype(int)
             assert a.shape == b.shape == (96, 96, 3)
             assert np.abs(a - b).mean() <= mean_tol, (interp, img.shape, np.abs(a - b).mean())
             assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.98
@@ -231,20 +270,36 @@ def test_the_opencv_resizer_has_its_own_key_close_embeddings_and_is_resized_on_t
     from tests.conftest import EFFNET, make_spec
 
     def spec(resizer: str) -> dict:
-        return {"title": "t", "dataset": {"kind": "digits", "limit": 400}, "reducers": ["pca"], "output": {"dir": str(tmp_path / "out")},
-                "cache_dir": str(tmp_path / "cache"), "models": [{**EFFNET, "input_size": 64, "resizer": resizer, "layers": ["blocks.4", "global_pool"]}]}
+        return {
+            "title": "t",
+            "dataset": {"kind": "digits", "limit": 400},
+            "reducers": ["pca"],
+            "output": {"dir": str(tmp_path / "out")},
+            "cache_dir": str(tmp_path / "cache"),
+            "models": [{**EFFNET, "input_size": 64, "resizer": resizer, "layers": ["blocks.4", "global_pool"]}],
+        }
 
     _, sel, (pil,) = extract_embeddings(make_spec(spec("pillow")), progress=False)
     _, _, (cv,) = extract_embeddings(make_spec(spec("opencv")), progress=False)
     a, b = pil.embeddings, cv.embeddings
-    assert a.key != b.key and b.manifest["preprocess"]["resizer"] == "opencv" and "resizer" not in a.manifest["preprocess"]
+    assert (
+        a.key != b.key and b.manifest["preprocess"]["resizer"] == "opencv" and "resizer" not in a.manifest["preprocess"]
+    )
     np.testing.assert_array_equal(a.thumbnails, b.thumbnails)  # thumbnails do not depend on the model's resizing
     y = np.asarray(a.labels)
     for layer in ("blocks.4", "global_pool"):
         # 8 px digits enlarged 8x, where the two kernels differ most: measured CKA 0.968 / 0.951
         assert linear_cka(a.layers[layer], b.layers[layer]) > 0.9
-        assert abs(knn_accuracy(exact_graph(a.layers[layer], 10), y, 10) - knn_accuracy(exact_graph(b.layers[layer], 10), y, 10)) <= 0.03
-    assert choose_feeding(load_dataset(DigitsDataset(kind="digits")), "cuda", resizer="opencv").resize == "cpu"  # the device reproduces Pillow only
+        assert (
+            abs(
+                knn_accuracy(exact_graph(a.layers[layer], 10), y, 10)
+                - knn_accuracy(exact_graph(b.layers[layer], 10), y, 10)
+            )
+            <= 0.03
+        )
+    assert (
+        choose_feeding(load_dataset(DigitsDataset(kind="digits")), "cuda", resizer="opencv").resize == "cpu"
+    )  # the device reproduces Pillow only
 
 
 def test_opencv_not_installed_is_one_clear_line(tmp_path):
@@ -254,11 +309,25 @@ def test_opencv_not_installed_is_one_clear_line(tmp_path):
 
     from tests.conftest import EFFNET, write
 
-    d = {"title": "t", "dataset": {"kind": "digits", "limit": 50}, "reducers": ["pca"], "output": {"dir": str(tmp_path / "out")},
-         "cache_dir": str(tmp_path / "cache"), "models": [{**EFFNET, "resizer": "opencv", "layers": ["global_pool"]}]}
-    code = ("import sys; sys.modules['cv2'] = None\n"  # what Python sees when the package is absent
-            "from reportgen.cli import main\n"
-            f"sys.exit(main(['extract', {str(write(tmp_path, d))!r}, '-q']))")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=300)
+    d = {
+        "title": "t",
+        "dataset": {"kind": "digits", "limit": 50},
+        "reducers": ["pca"],
+        "output": {"dir": str(tmp_path / "out")},
+        "cache_dir": str(tmp_path / "cache"),
+        "models": [{**EFFNET, "resizer": "opencv", "layers": ["global_pool"]}],
+    }
+    code = (
+        "import sys; sys.modules['cv2'] = None\n"  # what Python sees when the package is absent
+        "from reportgen.cli import main\n"
+        f"sys.exit(main(['extract', {str(write(tmp_path, d))!r}, '-q']))"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=300,
+    )
     assert p.returncode == 1 and p.stderr.count("\n") == 1, p.stderr
     assert "models[].resizer: opencv needs OpenCV" in p.stderr and "pip install 'reportgen[opencv]'" in p.stderr

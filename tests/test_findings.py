@@ -1,6 +1,7 @@
 """Findings first: the data audit (label errors, exact and near duplicates, leakage across
 splits), slices, the checkpoint diff, the ranked findings at the top of the report, and their
 checks. Planted problems in real Fashion-MNIST images through the packaged EfficientNet-Lite0."""
+
 from __future__ import annotations
 
 import io
@@ -17,8 +18,10 @@ from reportgen import twins
 from tests.conftest import EFFNET, run, write
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
-needs_fashion = pytest.mark.skipif(not (FASHION / "t10k-images-idx3-ubyte.gz").exists(),
-                                   reason="Fashion-MNIST not installed (Debian package dataset-fashion-mnist; .ci/run installs it)")
+needs_fashion = pytest.mark.skipif(
+    not (FASHION / "t10k-images-idx3-ubyte.gz").exists(),
+    reason="Fashion-MNIST not installed (Debian package dataset-fashion-mnist; .ci/run installs it)",
+)
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 
@@ -26,7 +29,11 @@ def _fashion(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     from reportgen.datasets import load_dataset
     from reportgen.datasets.idx import IdxDataset
 
-    ds = load_dataset(IdxDataset(kind="idx", images=FASHION / "t10k-images-idx3-ubyte.gz", labels=FASHION / "t10k-labels-idx1-ubyte.gz"))
+    ds = load_dataset(
+        IdxDataset(
+            kind="idx", images=FASHION / "t10k-images-idx3-ubyte.gz", labels=FASHION / "t10k-labels-idx1-ubyte.gz"
+        )
+    )
     rows = np.sort(np.random.default_rng(seed).choice(len(ds), n, replace=False))
     return np.stack([ds.read(int(i))[:, :, 0] for i in rows]), ds.labels[rows].copy()
 
@@ -131,19 +138,31 @@ def planted(tmp_path_factory):
     np.savez(tmp / "train.npz", images=all_img, labels=all_lab)
     np.savez(tmp / "test.npz", images=t_img[:100], labels=t_lab[:100])
     spec = {
-        "title": "planted <problems>", "seed": 0,
-        "datasets": [{"kind": "npz", "path": str(tmp / "train.npz"), "name": "train", "class_names": CLASSES},
-                     {"kind": "npz", "path": str(tmp / "test.npz"), "name": "test", "class_names": CLASSES}],
+        "title": "planted <problems>",
+        "seed": 0,
+        "datasets": [
+            {"kind": "npz", "path": str(tmp / "train.npz"), "name": "train", "class_names": CLASSES},
+            {"kind": "npz", "path": str(tmp / "test.npz"), "name": "test", "class_names": CLASSES},
+        ],
         "models": [{**EFFNET, "layers": ["blocks.4", {"name": "global_pool", "reshape": "mean"}]}],
         "reducers": ["pca"],
-        "checks": [{"metric": "label_issue_rate", "max": 0.01}, {"metric": "duplicate_rate", "max": 0.5},
-                   {"metric": "leakage_count", "max": 0, "layer": "global_pool"}, {"metric": "worst_slice_accuracy", "min": 0.0}],
-        "output": {"dir": str(tmp / "out")}, "cache_dir": str(tmp / "cache"),
+        "checks": [
+            {"metric": "label_issue_rate", "max": 0.01},
+            {"metric": "duplicate_rate", "max": 0.5},
+            {"metric": "leakage_count", "max": 0, "layer": "global_pool"},
+            {"metric": "worst_slice_accuracy", "min": 0.0},
+        ],
+        "output": {"dir": str(tmp / "out")},
+        "cache_dir": str(tmp / "cache"),
     }
     code, out, err = run("build", str(write(tmp, spec)), "-q")
-    truth = {"flips": set(flips.tolist()), "exact": {(int(i), 600 + j) for j, i in enumerate(exact_src)},
-             "near": {(int(i), 606 + j) for j, i in enumerate(near_src)}, "leaks": {int(r): int(s) for r, s in zip(leak_rows, leak_src)},
-             "leak_exact": {int(r) for k, r in enumerate(leak_rows) if k % 2 == 0}}
+    truth = {
+        "flips": set(flips.tolist()),
+        "exact": {(int(i), 600 + j) for j, i in enumerate(exact_src)},
+        "near": {(int(i), 606 + j) for j, i in enumerate(near_src)},
+        "leaks": {int(r): int(s) for r, s in zip(leak_rows, leak_src)},
+        "leak_exact": {int(r) for k, r in enumerate(leak_rows) if k % 2 == 0},
+    }
     return code, err, tmp, truth
 
 
@@ -191,7 +210,11 @@ def test_findings_come_first_with_links_and_failed_checks_exit_3(planted):
     s = _summary(tmp)
     ids = [f["id"] for f in s["findings"]]
     assert len(ids) == len(set(ids))
-    assert any(i.startswith("check/") for i in ids) and any("label_issues" in i for i in ids) and any(i.startswith("leakage/") for i in ids)
+    assert (
+        any(i.startswith("check/") for i in ids)
+        and any("label_issues" in i for i in ids)
+        and any(i.startswith("leakage/") for i in ids)
+    )
     ranks = [{"high": 0, "medium": 1, "low": 2, "info": 3}[f["severity"]] for f in s["findings"]]
     assert ranks == sorted(ranks)
     html = (tmp / "out" / "report.html").read_text()

@@ -1,5 +1,6 @@
 """The fast numeric kernels (neighbour graph, PCA eigensolver, UMAP on a shared graph) against
 independent computations by scikit-learn and SciPy."""
+
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
@@ -13,7 +14,9 @@ def _digits(n_copies: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Real digits; copies get pixel noise so they are distinct samples."""
     d = load_digits()
     rng = np.random.default_rng(seed)
-    x = np.vstack([d.data + (rng.normal(scale=0.5, size=d.data.shape) if i else 0) for i in range(n_copies)]).astype(np.float32)
+    x = np.vstack([d.data + (rng.normal(scale=0.5, size=d.data.shape) if i else 0) for i in range(n_copies)]).astype(
+        np.float32
+    )
     return x, np.tile(d.target, n_copies)
 
 
@@ -83,7 +86,9 @@ def test_fit_pca_matches_sklearn_on_float32_and_float64():
         np.testing.assert_allclose(ours.explained_variance_ratio, ref.explained_variance_ratio_, rtol=1e-4)
         np.testing.assert_allclose(np.abs(ours.components @ ref.components_.T), np.eye(10), atol=1e-4)
         np.testing.assert_allclose(np.abs(ours.scores), np.abs(ref.transform(np.asarray(arr, np.float64))), atol=1e-3)
-        assert ours.eigenvalues.sum() == pytest.approx(np.var(np.asarray(arr, np.float64), axis=0, ddof=1).sum(), rel=1e-6)
+        assert ours.eigenvalues.sum() == pytest.approx(
+            np.var(np.asarray(arr, np.float64), axis=0, ddof=1).sum(), rel=1e-6
+        )
 
 
 def test_umap_reuses_the_layer_graph(monkeypatch):
@@ -111,11 +116,15 @@ def test_umap_reuses_the_layer_graph(monkeypatch):
     g2 = neighbour_graph(proj.coords, 10, metric="euclidean")
     assert (np.array([np.bincount(y[r]).argmax() for r in g2.indices]) == y).mean() > 0.85
     # below 4,096 samples too (umap-learn would otherwise compute all pairwise distances)
-    small = run_umap(x[:1000], UmapParams(metric="euclidean"), seed=0, graph=neighbour_graph(x[:1000], 14, metric="euclidean"))
+    small = run_umap(
+        x[:1000], UmapParams(metric="euclidean"), seed=0, graph=neighbour_graph(x[:1000], 14, metric="euclidean")
+    )
     assert small.params["neighbours"] == "the layer's exact graph"
     assert trustworthiness(x[:1000], small.coords, n_neighbors=10) > 0.9
     # a graph in another metric is not used
-    other = run_umap(x[:4200], UmapParams(metric="euclidean"), seed=0, graph=neighbour_graph(x[:4200], 14, metric="cosine"))
+    other = run_umap(
+        x[:4200], UmapParams(metric="euclidean"), seed=0, graph=neighbour_graph(x[:4200], 14, metric="cosine")
+    )
     assert other.params["neighbours"] == "pynndescent (approximate)"
 
 

@@ -13,7 +13,9 @@ from reportgen.spec import ModelSpec
 def test_packaged_effnet_classifies_the_cat_photo_as_a_cat():
     from skimage import data
 
-    m = load_model(ModelSpec(name="e", timm="tf_efficientnet_lite0", weights="efficientnet_lite0", layers=["global_pool"]))
+    m = load_model(
+        ModelSpec(name="e", timm="tf_efficientnet_lite0", weights="efficientnet_lite0", layers=["global_pool"])
+    )
     x = torch.from_numpy(preprocess_image(data.chelsea(), m.preprocess))[None]
     with torch.inference_mode():
         top = m.module(x).softmax(-1)[0].topk(3).indices.tolist()
@@ -40,7 +42,10 @@ def test_checkpoint_state_dict_with_wrappers_and_prefix(tmp_path):
 def test_checkpoint_for_other_architecture_names_keys(tmp_path):
     other = torch.nn.Sequential(torch.nn.Linear(3, 4))
     torch.save(other.state_dict(), tmp_path / "other.pt")
-    with pytest.raises(ModelError, match=r"does not fit the architecture: \d+ missing \(first: conv1.weight.*2 unexpected \(first: 0.weight, 0.bias"):
+    with pytest.raises(
+        ModelError,
+        match=r"does not fit the architecture: \d+ missing \(first: conv1.weight.*2 unexpected \(first: 0.weight, 0.bias",
+    ):
         load_model(_tiny_spec(checkpoint=tmp_path / "other.pt"))
 
 

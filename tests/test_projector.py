@@ -1,4 +1,5 @@
 """TensorBoard projector interop and precomputed embeddings as input."""
+
 import json
 
 import numpy as np
@@ -59,9 +60,13 @@ def test_tensorboard_add_embedding_log_builds_a_report(tmp_path):
     w = tb.SummaryWriter(str(tmp_path / "log"))
     w.add_embedding(x, metadata=[str(v) for v in d.target[:120]], label_img=imgs)
     w.close()
-    spec = {"title": "from tensorboard", "dataset": {"kind": "tensorboard_projector", "path": str(tmp_path / "log")},
-            "reducers": ["pca", {"tsne": {"perplexity": 10, "n_iter": 250}}], "report": {"gallery_components": 2},
-            "output": {"dir": str(tmp_path / "out")}}
+    spec = {
+        "title": "from tensorboard",
+        "dataset": {"kind": "tensorboard_projector", "path": str(tmp_path / "log")},
+        "reducers": ["pca", {"tsne": {"perplexity": 10, "n_iter": 250}}],
+        "report": {"gallery_components": 2},
+        "output": {"dir": str(tmp_path / "out")},
+    }
     code, out, err = run("build", str(write(tmp_path, spec)), "-q")
     assert code == 0, err
     s = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -83,7 +88,11 @@ def test_embeddings_kind_without_images(tmp_path):
     (tmp_path / "m.tsv").write_text("label\tword\n" + "".join(f"{l}\tw{i}\n" for i, l in enumerate(labels)))
     ds = load_dataset(EmbeddingsDataset(kind="embeddings", vectors=tmp_path / "v.npy", metadata=tmp_path / "m.tsv"))
     assert ds.class_names == ("<cat>", "dog") and not ds.has_images and ds.metadata["word"][0] == "w0"
-    spec = {"dataset": {"kind": "embeddings", "vectors": "v.npy", "metadata": "m.tsv"}, "reducers": ["pca"], "output": {"dir": "out"}}
+    spec = {
+        "dataset": {"kind": "embeddings", "vectors": "v.npy", "metadata": "m.tsv"},
+        "reducers": ["pca"],
+        "output": {"dir": "out"},
+    }
     code, out, err = run("build", str(write(tmp_path, spec)), "-q")
     assert code == 0, err
     s = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -91,5 +100,7 @@ def test_embeddings_kind_without_images(tmp_path):
     code, _, err = run("layers", str(tmp_path / "spec.yaml"))
     assert code == 2 and "no models" in err
     assert "&lt;cat&gt;" in (tmp_path / "out" / "report.html").read_text()
-    code, _, err = run("build", str(write(tmp_path, {**spec, "models": [{"name": "m", "timm": "resnet18", "layers": [1]}]})), "-q")
+    code, _, err = run(
+        "build", str(write(tmp_path, {**spec, "models": [{"name": "m", "timm": "resnet18", "layers": [1]}]})), "-q"
+    )
     assert code == 2 and "holds embeddings already" in err

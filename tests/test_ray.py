@@ -1,6 +1,7 @@
 """Extraction on Ray Data, with a real local Ray cluster started by the tests (num_cpus=2, no
 outside service): the same embeddings as the local path, a worker killed mid-job, a driver
 interrupted and re-run, clear errors when Ray is missing or unreachable."""
+
 from __future__ import annotations
 
 import json
@@ -38,7 +39,12 @@ def _images(tmp: Path, n: int) -> dict:
     """n real images as a dataset spec: Fashion-MNIST where Debian's package is installed, else
     scikit-learn's digits (with mirrored copies to reach n)."""
     if FASHION.exists():
-        return {"kind": "idx", "images": str(FASHION / "t10k-images-idx3-ubyte.gz"), "labels": str(FASHION / "t10k-labels-idx1-ubyte.gz"), "limit": n}
+        return {
+            "kind": "idx",
+            "images": str(FASHION / "t10k-images-idx3-ubyte.gz"),
+            "labels": str(FASHION / "t10k-labels-idx1-ubyte.gz"),
+            "limit": n,
+        }
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -49,9 +55,15 @@ def _images(tmp: Path, n: int) -> dict:
 
 
 def _spec(tmp: Path, n: int, **execution) -> dict:
-    return {"title": "ray", "dataset": _images(tmp, n), "models": [{**EFFNET, "input_size": 32, "batch_size": 125, "layers": ["blocks.2", "global_pool"]}],
-            "reducers": ["pca"], "output": {"dir": str(tmp / "out")}, "cache_dir": str(tmp / "cache"),
-            "execution": {"engine": "ray", "shard_size": 250, **execution}}
+    return {
+        "title": "ray",
+        "dataset": _images(tmp, n),
+        "models": [{**EFFNET, "input_size": 32, "batch_size": 125, "layers": ["blocks.2", "global_pool"]}],
+        "reducers": ["pca"],
+        "output": {"dir": str(tmp / "out")},
+        "cache_dir": str(tmp / "cache"),
+        "execution": {"engine": "ray", "shard_size": 250, **execution},
+    }
 
 
 def test_ray_gives_the_local_paths_embeddings_and_thumbnails(cluster, tmp_path):
@@ -66,7 +78,9 @@ def test_ray_gives_the_local_paths_embeddings_and_thumbnails(cluster, tmp_path):
     for layer in ("blocks.2", "global_pool"):
         np.testing.assert_allclose(on_ray.embeddings.layers[layer], here.embeddings.layers[layer], rtol=1e-5, atol=1e-6)
     (job,) = (tmp_path / "cache" / "shards").iterdir()  # assembled, then removed: only the job's record stays
-    assert [p.name for p in job.iterdir()] == ["done.json"] and json.loads((job / "done.json").read_text())["key"] == on_ray.embeddings.key
+    assert [p.name for p in job.iterdir()] == ["done.json"] and json.loads((job / "done.json").read_text())[
+        "key"
+    ] == on_ray.embeddings.key
     # a build then finds the embeddings and runs no forward pass (and needs no Ray)
     code, out, err = run("build", str(write(tmp_path, {**d, "execution": {"engine": "local"}})), "-q")
     assert code == 0, err
@@ -92,7 +106,9 @@ def test_every_dataset_kind_through_ray_reports_a_corrupt_image_as_the_local_pat
     d = {**_spec(tmp_path, 0), "dataset": dataset}
     d["execution"] = {**d["execution"], "shard_size": 4}
     _, _, (on_ray,) = extract_embeddings(make_spec(d), progress=False)
-    _, _, (here,) = extract_embeddings(make_spec({**d, "execution": {"engine": "local"}, "cache_dir": str(tmp_path / "local-cache")}), progress=False)
+    _, _, (here,) = extract_embeddings(
+        make_spec({**d, "execution": {"engine": "local"}, "cache_dir": str(tmp_path / "local-cache")}), progress=False
+    )
     a, b = on_ray.embeddings, here.embeddings
     assert a.key == b.key and a.ids == b.ids and a.bad == b.bad
     if kind != "digits":
@@ -137,13 +153,17 @@ except KeyboardInterrupt:
 def test_an_interrupted_driver_reruns_only_the_missing_shards(tmp_path):
     d = _spec(tmp_path, 2000, num_cpus=2)
     spec_path = write(tmp_path, d)
-    p = subprocess.run([sys.executable, "-c", INTERRUPTED, str(spec_path)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    p = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED, str(spec_path)], capture_output=True, text=True, cwd=ROOT, timeout=600
+    )
     assert "INTERRUPTED" in p.stdout, p.stderr[-2000:]
     shards = tmp_path / "cache" / "shards"
     (key_dir,) = list(shards.iterdir())
     durable = len(list(key_dir.glob("shard-*.npz")))
     assert 2 <= durable < 8
-    assert not (tmp_path / "cache" / "embeddings").exists() or not [p for p in (tmp_path / "cache" / "embeddings").iterdir() if not p.name.startswith(".")]
+    assert not (tmp_path / "cache" / "embeddings").exists() or not [
+        p for p in (tmp_path / "cache" / "embeddings").iterdir() if not p.name.startswith(".")
+    ]
     code, out, err = run("extract", str(spec_path), "-q")
     assert code == 0, err
     calls = int(out.split("computed (")[1].split(" forward")[0])
@@ -155,12 +175,19 @@ def test_an_interrupted_driver_reruns_only_the_missing_shards(tmp_path):
 
 def test_an_unreachable_address_is_one_clear_line(tmp_path):
     code, out, err = run("extract", str(write(tmp_path, _spec(tmp_path, 50))), "-q", "--address", "127.0.0.1:9")
-    assert code == 1 and err.count("\n") == 1 and "cannot reach a Ray cluster at '127.0.0.1:9'" in err and "ray start --head" in err
+    assert (
+        code == 1
+        and err.count("\n") == 1
+        and "cannot reach a Ray cluster at '127.0.0.1:9'" in err
+        and "ray start --head" in err
+    )
 
 
 def test_ray_not_installed_is_one_clear_line(tmp_path):
-    code = ("import sys; sys.modules['ray'] = None\n"  # what Python sees when the package is absent
-            "from reportgen.cli import main\n"
-            f"sys.exit(main(['extract', {str(write(tmp_path, _spec(tmp_path, 50)))!r}, '-q']))")
+    code = (
+        "import sys; sys.modules['ray'] = None\n"  # what Python sees when the package is absent
+        "from reportgen.cli import main\n"
+        f"sys.exit(main(['extract', {str(write(tmp_path, _spec(tmp_path, 50)))!r}, '-q']))"
+    )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert p.returncode == 1 and p.stderr.count("\n") == 1 and "pip install 'reportgen[ray]'" in p.stderr, p.stderr

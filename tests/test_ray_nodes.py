@@ -3,6 +3,7 @@ second node joining it (``ray start --address``), both with token authentication
 sets it up, then ``reportgen extract --address`` from a third process. Both nodes are real raylets
 on this machine (separate processes, their own workers); what differs across real machines - the
 shared filesystem - is what the README asks for, and this test's cache folder is one."""
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,7 @@ import pytest
 
 pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'reportgen[ray]'")
 
-from tests.conftest import EFFNET, make_spec, write  # noqa: E402
+from tests.conftest import EFFNET, make_spec, write
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -41,19 +42,57 @@ def two_nodes():
     token = tmp / "token"
     token.write_text(secrets.token_hex(32))
     # RAY_TMPDIR: the sessions and the 'current cluster' file in this folder, not the machine's /tmp/ray
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": str(tmp)}
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(token),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_TMPDIR": str(tmp),
+    }
     env.pop("RAY_ADDRESS", None)
     port = _free_port()
     address = f"127.0.0.1:{port}"
-    nodes = [subprocess.Popen([RAY, "start", "--head", "--port", str(port), "--num-cpus", "1", "--include-dashboard=false",
-                               "--disable-usage-stats", "--block"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    nodes = [
+        subprocess.Popen(
+            [
+                RAY,
+                "start",
+                "--head",
+                "--port",
+                str(port),
+                "--num-cpus",
+                "1",
+                "--include-dashboard=false",
+                "--disable-usage-stats",
+                "--block",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
     try:
-        _wait(lambda: subprocess.run([RAY, "status", "--address", address], env=env, capture_output=True).returncode == 0, "the head node")
-        nodes.append(subprocess.Popen([RAY, "start", "--address", address, "--num-cpus", "1", "--block"],
-                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        _wait(lambda: subprocess.run([RAY, "status", "--address", address], env=env, capture_output=True, text=True).stdout.count(" node_") == 2,
-              "the second node")
+        _wait(
+            lambda: subprocess.run([RAY, "status", "--address", address], env=env, capture_output=True).returncode == 0,
+            "the head node",
+        )
+        nodes.append(
+            subprocess.Popen(
+                [RAY, "start", "--address", address, "--num-cpus", "1", "--block"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        _wait(
+            lambda: (
+                subprocess.run(
+                    [RAY, "status", "--address", address], env=env, capture_output=True, text=True
+                ).stdout.count(" node_")
+                == 2
+            ),
+            "the second node",
+        )
         yield address, env, tmp
     finally:
         for p in reversed(nodes):
@@ -79,14 +118,21 @@ def _spec(tmp: Path) -> dict:
 
     d = load_digits()
     np.savez(tmp / "digits.npz", images=(d.images * 255 / 16).astype(np.uint8)[:800], labels=d.target[:800])
-    return {"title": "nodes", "dataset": {"kind": "npz", "path": str(tmp / "digits.npz")},
-            "models": [{**EFFNET, "input_size": 32, "batch_size": 100, "layers": ["blocks.2", "global_pool"]}],
-            "reducers": ["pca"], "output": {"dir": str(tmp / "out")}, "cache_dir": str(tmp / "cache"),
-            "execution": {"engine": "ray", "shard_size": 100, "cpus_per_worker": 1}}
+    return {
+        "title": "nodes",
+        "dataset": {"kind": "npz", "path": str(tmp / "digits.npz")},
+        "models": [{**EFFNET, "input_size": 32, "batch_size": 100, "layers": ["blocks.2", "global_pool"]}],
+        "reducers": ["pca"],
+        "output": {"dir": str(tmp / "out")},
+        "cache_dir": str(tmp / "cache"),
+        "execution": {"engine": "ray", "shard_size": 100, "cpus_per_worker": 1},
+    }
 
 
 def _cli(*args, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reportgen", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "reportgen", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600
+    )
 
 
 def test_two_nodes_share_the_job_and_give_the_local_paths_embeddings(two_nodes, tmp_path):
@@ -116,10 +162,21 @@ def test_a_machine_without_the_clusters_token_gets_one_clear_line(two_nodes, tmp
     address, env, tmp = two_nodes
     wrong = tmp / "wrong-token"
     wrong.write_text(secrets.token_hex(32))
-    p = _cli("extract", str(write(tmp_path, _spec(tmp_path))), "--address", address, "-q", env={**env, "RAY_AUTH_TOKEN_PATH": str(wrong)})
+    p = _cli(
+        "extract",
+        str(write(tmp_path, _spec(tmp_path))),
+        "--address",
+        address,
+        "-q",
+        env={**env, "RAY_AUTH_TOKEN_PATH": str(wrong)},
+    )
     assert p.returncode == 1 and "Traceback" not in p.stderr
     last = p.stderr.strip().splitlines()[-1]  # Ray's own client may log one warning line before it
-    assert last.startswith("reportgen: error: execution.address:") and "refuses this machine's token" in last and "RAY_AUTH_MODE=token" in last
+    assert (
+        last.startswith("reportgen: error: execution.address:")
+        and "refuses this machine's token" in last
+        and "RAY_AUTH_MODE=token" in last
+    )
 
 
 def test_without_an_address_the_job_starts_its_own_cluster_not_the_running_one(two_nodes, tmp_path):

@@ -1,4 +1,5 @@
 """Kill builds mid-extraction and mid-render; concurrent builds; fuzzing of specs and image bytes."""
+
 import json
 import os
 import signal
@@ -13,8 +14,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reportgen.images import BadImage, read_image_file
 from reportgen.errors import SpecError
+from reportgen.images import BadImage, read_image_file
 from reportgen.spec import loads_spec, validate_data
 from tests.conftest import run, small_spec, write
 
@@ -23,8 +24,14 @@ ROOT = Path(__file__).parents[1]
 
 def _start(spec: Path, tmp: Path, *extra) -> subprocess.Popen:
     env = {**os.environ, "REPORTGEN_TEST_MARKER": str(tmp / "marker"), "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "reportgen", "build", str(spec), "-v", *extra], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "reportgen", "build", str(spec), "-v", *extra],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for(pred, timeout=120.0):
@@ -57,7 +64,11 @@ def test_killed_build_leaves_previous_report_intact(tmp_path, sig, when):
         else:  # the render stage starts right after the last analysis stage is logged
             for line in proc.stderr:
                 lines.append(line)
-                if "stage analyse " in line and line.count("analyse") == 1 and len([l for l in lines if "stage analyse " in l]) == 2:
+                if (
+                    "stage analyse " in line
+                    and line.count("analyse") == 1
+                    and len([l for l in lines if "stage analyse " in l]) == 2
+                ):
                     break
         proc.send_signal(sig)
         proc.wait(timeout=60)
@@ -126,12 +137,38 @@ models: [{name: m, timm: resnet18, layers: [layer1]}]
 reducers: [pca, {tsne: {perplexity: 5}}]
 """)
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True), st.text(max_size=12))
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
-keys = st.sampled_from(["title", "seed", "dataset", "models", "reducers", "report", "output", "cache_dir", "kind", "limit", "layers", "name", "timm", "perplexity", "x"])
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(10**6), 10**6), st.floats(allow_nan=True), st.text(max_size=12)
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+keys = st.sampled_from(
+    [
+        "title",
+        "seed",
+        "dataset",
+        "models",
+        "reducers",
+        "report",
+        "output",
+        "cache_dir",
+        "kind",
+        "limit",
+        "layers",
+        "name",
+        "timm",
+        "perplexity",
+        "x",
+    ]
+)
 
 
-@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 300)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", 300)), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(st.data())
 def test_fuzz_spec_validation_raises_only_spec_error(data):
     spec = json.loads(json.dumps(VALID))
@@ -141,7 +178,11 @@ def test_fuzz_spec_validation_raises_only_spec_error(data):
         path = data.draw(st.lists(keys, min_size=1, max_size=3))
         for k in path[:-1]:
             if isinstance(node, dict):
-                node = node.setdefault(k, {}) if not isinstance(node.get(k), (list, str, int, float, type(None), bool)) else node
+                node = (
+                    node.setdefault(k, {})
+                    if not isinstance(node.get(k), (list, str, int, float, type(None), bool))
+                    else node
+                )
             elif isinstance(node, list) and node:
                 node = node[0]
         if isinstance(node, dict):
@@ -169,7 +210,10 @@ def test_a_yaml_tag_the_safe_loader_cannot_construct_is_one_line():
     for text, where in (("=", "line 1, column 1"), ("a: !!python/object:os.system x", "line 1, column 4")):
         with pytest.raises(SpecError) as err:
             loads_spec(text)
-        assert err.value.message.count("\n") == 0 and f"malformed YAML ({where}): could not determine a constructor" in err.value.message
+        assert (
+            err.value.message.count("\n") == 0
+            and f"malformed YAML ({where}): could not determine a constructor" in err.value.message
+        )
 
 
 @settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 200)), deadline=None)
@@ -182,7 +226,13 @@ def test_fuzz_yaml_text(text):
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.binary(max_size=2000), st.sampled_from([".png", ".jpg", ".webp", ".bmp", ".gif", ".tif"]), st.sampled_from([b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"BM", b"RIFF\x00\x00\x00\x00WEBPVP8 "]))
+@given(
+    st.binary(max_size=2000),
+    st.sampled_from([".png", ".jpg", ".webp", ".bmp", ".gif", ".tif"]),
+    st.sampled_from(
+        [b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"BM", b"RIFF\x00\x00\x00\x00WEBPVP8 "]
+    ),
+)
 def test_fuzz_image_bytes(tmp_path_factory, payload, ext, magic):
     p = tmp_path_factory.mktemp("fuzz") / f"f{ext}"
     p.write_bytes(magic + payload)

@@ -1,4 +1,5 @@
 """The report against independent computations, on one real build (conftest ``built``)."""
+
 import json
 import re
 import shutil
@@ -53,7 +54,9 @@ def test_galleries_hold_argmin_and_argmax(built):
             # sklearn's sign may differ: compare as sets of the two ends
             lo, hi = set(ids[np.argsort(col)[:5]]), set(ids[np.argsort(-col)[:5]])
             assert {frozenset(e["low"]), frozenset(e["high"])} == {frozenset(lo), frozenset(hi)}
-            assert e["low_scores"] == sorted(e["low_scores"]) and e["high_scores"] == sorted(e["high_scores"], reverse=True)
+            assert e["low_scores"] == sorted(e["low_scores"]) and e["high_scores"] == sorted(
+                e["high_scores"], reverse=True
+            )
 
 
 def test_neighbours_equal_sklearn(built):
@@ -80,7 +83,9 @@ def test_knn_accuracy_matches_sklearn_leave_one_out(built):
     res, tmp = built
     layer = _summary(tmp / "out")["models"][0]["layers"][1]
     x = np.asarray(stored(res, tmp).layers[layer["layer"]], np.float64)
-    ref = cross_val_score(KNeighborsClassifier(10, metric="cosine", algorithm="brute"), x, res.report.samples.labels, cv=LeaveOneOut()).mean()
+    ref = cross_val_score(
+        KNeighborsClassifier(10, metric="cosine", algorithm="brute"), x, res.report.samples.labels, cv=LeaveOneOut()
+    ).mean()
     assert abs(layer["metrics"]["knn_accuracy"] - ref) < 0.02  # tie-breaking differs only
     assert layer["metrics"]["knn_accuracy"] > 0.8  # 300 samples; the 500-sample floor of 0.85 is in test_extract
 
@@ -134,7 +139,9 @@ def test_html_references_nothing_external(built):
     html = (tmp / "out" / "report.html").read_text()
     p = _Refs()
     p.feed(html)
-    assert p.refs and all(r.startswith(("data:", "#")) for r in p.refs), [r[:40] for r in p.refs if not r.startswith(("data:", "#"))]
+    assert p.refs and all(r.startswith(("data:", "#")) for r in p.refs), [
+        r[:40] for r in p.refs if not r.startswith(("data:", "#"))
+    ]
     assert not re.findall(r"url\((?!['\"]?data:)", html)
     assert "@import" not in html and p.scripts == 0 and not p.handlers
     csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', html).group(1).replace("&#39;", "'")
@@ -153,13 +160,20 @@ def test_hostile_class_names_are_escaped(tmp_path):
     for i, name in enumerate(evil):
         (root / name).mkdir(parents=True)
         for j in range(4):
-            Image.fromarray(np.roll(data.chelsea()[::8, ::8], 7 * j + 40 * i, axis=1)).save(root / name / f"<script>{j}.png")
-    spec = make_spec({
-        "title": "</title><script>alert(2)</script>", "dataset": {"kind": "image_folder", "path": str(root)},
-        "models": [{**EFFNET, "input_size": 32, "layers": ["global_pool"]}], "reducers": ["pca"],
-        "report": {"axes": [[evil[0], evil[1]]]},
-        "output": {"dir": str(tmp_path / "out")}, "cache_dir": str(tmp_path / "cache"),
-    })
+            Image.fromarray(np.roll(data.chelsea()[::8, ::8], 7 * j + 40 * i, axis=1)).save(
+                root / name / f"<script>{j}.png"
+            )
+    spec = make_spec(
+        {
+            "title": "</title><script>alert(2)</script>",
+            "dataset": {"kind": "image_folder", "path": str(root)},
+            "models": [{**EFFNET, "input_size": 32, "layers": ["global_pool"]}],
+            "reducers": ["pca"],
+            "report": {"axes": [[evil[0], evil[1]]]},
+            "output": {"dir": str(tmp_path / "out")},
+            "cache_dir": str(tmp_path / "cache"),
+        }
+    )
     build(spec, progress=False)
     html = (tmp_path / "out" / "report.html").read_text()
     p = _Refs()
@@ -179,12 +193,16 @@ def test_summary_is_deterministic(built, tmp_path):
     import shutil
 
     shutil.copytree(tmp / "out", first)
-    again = build(make_spec(spec_dict(tmp)), progress=False)  # the same spec, rebuilt (from the caches) into the same folder
+    again = build(
+        make_spec(spec_dict(tmp)), progress=False
+    )  # the same spec, rebuilt (from the caches) into the same folder
     assert again.forward_calls == 0 and again.reducer_fits == 0
     assert (first / "summary.json").read_bytes() == (tmp / "out" / "summary.json").read_bytes()
     for f in ("effnet--blocks.2--tsne-mosaic.png", "effnet--global_pool--pca-scatter.png"):
         assert (first / "figures" / f).read_bytes() == (tmp / "out" / "figures" / f).read_bytes()
-    fresh = build(make_spec(spec_dict(tmp)), cache_dir=tmp_path / "empty-cache", progress=False)  # every cache empty: computed again
+    fresh = build(
+        make_spec(spec_dict(tmp)), cache_dir=tmp_path / "empty-cache", progress=False
+    )  # every cache empty: computed again
     assert fresh.forward_calls > 0 and fresh.reducer_fits == 2
     assert (first / "summary.json").read_bytes() == (tmp / "out" / "summary.json").read_bytes()
 
@@ -225,16 +243,33 @@ def test_headless_chromium_opens_report_offline(built, tmp_path):
     _, tmp = built
     html = tmp / "out" / "report.html"
     shot = tmp_path  # test outputs stay under pytest's temporary folders
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,2400",
-           "--proxy-server=http://0.0.0.0:9", "--proxy-bypass-list=<-loopback>", "--disable-background-networking",
-           "--enable-logging=stderr", "--v=0", f"--user-data-dir={tmp_path / 'profile'}",
-           f"--screenshot={shot / 'report.png'}", html.as_uri()]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--window-size=1280,2400",
+        "--proxy-server=http://0.0.0.0:9",
+        "--proxy-bypass-list=<-loopback>",
+        "--disable-background-networking",
+        "--enable-logging=stderr",
+        "--v=0",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={shot / 'report.png'}",
+        html.as_uri(),
+    ]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert (shot / "report.png").stat().st_size > 50_000
     log = run.stderr
     console = [l for l in log.splitlines() if "CONSOLE" in l or "Refused to" in l or "net::ERR" in l]
     assert not console, console
-    dom = subprocess.run([c for c in cmd if not c.startswith("--screenshot")][:-1] + ["--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=120)
+    dom = subprocess.run(
+        [c for c in cmd if not c.startswith("--screenshot")][:-1] + ["--dump-dom", html.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "Extremity galleries" in dom.stdout and "Nearest neighbours" in dom.stdout
 
 
@@ -249,7 +284,9 @@ def test_rebuild_with_report_options_only_refits_nothing(built, tmp_path):
     d["output"] = {"dir": str(tmp_path / "o3")}
     again = build(make_spec(d), progress=False)
     assert again.forward_calls == 0 and again.reducer_fits == 0
-    np.testing.assert_array_equal(again.models[0].layers[0].maps["tsne"].coords, res.models[0].layers[0].maps["tsne"].coords)
+    np.testing.assert_array_equal(
+        again.models[0].layers[0].maps["tsne"].coords, res.models[0].layers[0].maps["tsne"].coords
+    )
     d["reducers"] = [{"pca": {"n_components": 8}}, {"tsne": {"perplexity": 15, "n_iter": 250}}]
     changed = build(make_spec(d), progress=False)
     assert changed.forward_calls == 0 and changed.reducer_fits == 2  # only the changed reducer, on each layer

@@ -2,6 +2,7 @@
 streamed from memory-mapped files, maps fitted on a stated sample with every sample still counted,
 and clear errors for inputs that cannot be streamed. Sizes are small here (thresholds lowered);
 benchmarks/scaling.py runs the million-sample case."""
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,9 @@ def _features(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray
     d = load_digits()
     rng = np.random.default_rng(seed)
     reps = -(-n // len(d.data))
-    imgs = np.concatenate([d.images + (rng.normal(scale=1.0, size=d.images.shape) if i else 0) for i in range(reps)])[:n]
+    imgs = np.concatenate([d.images + (rng.normal(scale=1.0, size=d.images.shape) if i else 0) for i in range(reps)])[
+        :n
+    ]
     labels = np.tile(d.target, reps)[:n]
     w = rng.normal(size=(64, 256)).astype(np.float32)
     x = np.maximum(imgs.reshape(n, 64).astype(np.float32) @ w, 0)
@@ -71,17 +74,31 @@ def test_a_large_input_is_streamed_sampled_and_stated(tmp_path):
     """6,000 precomputed vectors with the thresholds lowered as a million would meet them: the
     approximate graph (recall in the report and summary.json, gated by a check), t-SNE fitted on a
     stated stratified sample of 1,500, every sample placed for the density layer, NaN rows counted."""
-    d = {"title": "scale", "dataset": _precomputed(tmp_path, 6000, nan_rows=3),
-         "reducers": ["pca", {"tsne": {"perplexity": 20, "n_iter": 200}}],
-         "report": {"approximate_above": 2000, "map_cap": 1500, "mosaic_cap": 300, "trustworthiness_cap": 800, "probe_cap": 1000},
-         "checks": [{"metric": "neighbour_recall", "min": 0.95}],
-         "output": {"dir": "out"}, "cache_dir": "cache"}
+    d = {
+        "title": "scale",
+        "dataset": _precomputed(tmp_path, 6000, nan_rows=3),
+        "reducers": ["pca", {"tsne": {"perplexity": 20, "n_iter": 200}}],
+        "report": {
+            "approximate_above": 2000,
+            "map_cap": 1500,
+            "mosaic_cap": 300,
+            "trustworthiness_cap": 800,
+            "probe_cap": 1000,
+        },
+        "checks": [{"metric": "neighbour_recall", "min": 0.95}],
+        "output": {"dir": "out"},
+        "cache_dir": "cache",
+    }
     code, out, err = run("build", str(write(tmp_path, d)), "-q")
     assert code == 0, err
     s = json.loads((tmp_path / "out" / "summary.json").read_text())
     layer = s["models"][0]["layers"][0]
     met = layer["metrics"]
-    assert met["neighbour_index"].startswith("approximate") and met["neighbour_recall"] >= 0.95 and met["neighbour_recall_queries"] == 500
+    assert (
+        met["neighbour_index"].startswith("approximate")
+        and met["neighbour_recall"] >= 0.95
+        and met["neighbour_recall_queries"] == 500
+    )
     assert s["checks"][0]["metric"] == "neighbour_recall" and s["checks"][0]["passed"]
     tsne = layer["maps"]["tsne"]
     assert tsne["fitted_samples"] == 1500 and tsne["placement"] == "nearest fitted samples"
@@ -94,12 +111,22 @@ def test_a_large_input_is_streamed_sampled_and_stated(tmp_path):
 
 
 def test_place_all_uses_the_maps_transform(tmp_path):
-    d = {"title": "placed", "dataset": _precomputed(tmp_path, 2400), "reducers": ["pca", {"tsne": {"perplexity": 15, "n_iter": 150}}],
-         "report": {"map_cap": 800, "place_all": True, "mosaic_cap": 100}, "output": {"dir": "out"}, "cache_dir": "cache"}
+    d = {
+        "title": "placed",
+        "dataset": _precomputed(tmp_path, 2400),
+        "reducers": ["pca", {"tsne": {"perplexity": 15, "n_iter": 150}}],
+        "report": {"map_cap": 800, "place_all": True, "mosaic_cap": 100},
+        "output": {"dir": "out"},
+        "cache_dir": "cache",
+    }
     code, out, err = run("build", str(write(tmp_path, d)), "-q")
     assert code == 0, err
     tsne = json.loads((tmp_path / "out" / "summary.json").read_text())["models"][0]["layers"][0]["maps"]["tsne"]
-    assert tsne["fitted_samples"] == 800 and tsne["placement"] == "transform" and "placed by the fitted map's transform" in tsne["notes"][0]
+    assert (
+        tsne["fitted_samples"] == 800
+        and tsne["placement"] == "transform"
+        and "placed by the fitted map's transform" in tsne["notes"][0]
+    )
 
 
 def test_inputs_that_cannot_be_streamed_get_one_clear_line(tmp_path):
@@ -107,13 +134,22 @@ def test_inputs_that_cannot_be_streamed_get_one_clear_line(tmp_path):
     (tmp_path / "meta.tsv").write_text("label\tsource\n" + "".join(f"{y}\tdigits\n" for y in labels[:599]))
     np.save(tmp_path / "v.npy", x)
     base = {"title": "bad", "reducers": ["pca"], "output": {"dir": "out"}, "cache_dir": "cache"}
-    code, _, err = run("build", str(write(tmp_path, {**base, "dataset": {"kind": "embeddings", "vectors": "v.npy", "metadata": "meta.tsv"}})), "-q")
+    code, _, err = run(
+        "build",
+        str(write(tmp_path, {**base, "dataset": {"kind": "embeddings", "vectors": "v.npy", "metadata": "meta.tsv"}})),
+        "-q",
+    )
     assert code == 1 and err.count("\n") == 1 and "599 metadata rows for 600 vectors" in err  # row counts disagree
     (tmp_path / "meta.tsv").write_text("".join(f"{y}\n" for y in labels))
     np.savez_compressed(tmp_path / "v.npz", layer=x)
     d = {**base, "dataset": {"kind": "embeddings", "vectors": "v.npz", "metadata": "meta.tsv", "memory_gb": 0.0001}}
     code, _, err = run("build", str(write(tmp_path, d)), "-q")
-    assert code == 1 and err.count("\n") == 1 and "more than the 0.0 GB memory budget" in err and "save each array as its own .npy" in err
+    assert (
+        code == 1
+        and err.count("\n") == 1
+        and "more than the 0.0 GB memory budget" in err
+        and "save each array as its own .npy" in err
+    )
     np.save(tmp_path / "v64.npy", x.astype(np.float64))
     d = {**base, "dataset": {"kind": "embeddings", "vectors": "v64.npy", "metadata": "meta.tsv", "memory_gb": 0.0001}}
     code, _, err = run("build", str(write(tmp_path, d)), "-q")

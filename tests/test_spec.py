@@ -100,7 +100,9 @@ def test_model_needs_exactly_one_source():
 
 
 def test_set_overrides():
-    spec = loads_spec(GOOD, overrides=["dataset.limit=50", "models[0].input_size=128", "reducers[1].tsne.perplexity=5", "title=x y"])
+    spec = loads_spec(
+        GOOD, overrides=["dataset.limit=50", "models[0].input_size=128", "reducers[1].tsne.perplexity=5", "title=x y"]
+    )
     assert spec.dataset.limit == 50 and spec.models[0].input_size == 128 and spec.title == "x y"
     assert spec.reducers[1].perplexity == 5
     with pytest.raises(SpecError, match="KEY=VALUE"):

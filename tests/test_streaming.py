@@ -1,4 +1,5 @@
 """Extraction streams to disk: peak memory does not grow with the number of images."""
+
 import json
 import subprocess
 import sys
@@ -31,11 +32,21 @@ print(json.dumps({"n": len(x), "dim": x.shape[1], "peak_mb": hwm / 1024}))
 
 def test_peak_memory_of_extraction_is_flat_in_n(tmp_path):
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "big.npz", images=rng.integers(0, 255, (20_000, 28, 28), dtype=np.uint8), labels=np.arange(20_000) % 10)
+    np.savez(
+        tmp_path / "big.npz",
+        images=rng.integers(0, 255, (20_000, 28, 28), dtype=np.uint8),
+        labels=np.arange(20_000) % 10,
+    )
     out = {}
     for n in (10_000, 20_000):
-        r = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path), str(n)], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"})
+        r = subprocess.run(
+            [sys.executable, "-c", SCRIPT, str(tmp_path), str(n)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"},
+        )
         assert r.returncode == 0, r.stderr[-2000:]
         out[n] = json.loads(r.stdout.strip().splitlines()[-1])
     assert out[20_000]["n"] == 20_000 and out[20_000]["dim"] == 2048
@@ -43,8 +54,12 @@ def test_peak_memory_of_extraction_is_flat_in_n(tmp_path):
     growth = out[20_000]["peak_mb"] - out[10_000]["peak_mb"]
     from tests.conftest import SUMMARY_LINES
 
-    SUMMARY_LINES.append(f"extraction peak RSS: {out[10_000]['peak_mb']:.0f} MB at N=10,000, {out[20_000]['peak_mb']:.0f} MB at N=20,000")
-    print(f"\nextraction peak RSS: {out[10_000]['peak_mb']:.0f} MB at N=10,000, {out[20_000]['peak_mb']:.0f} MB at N=20,000 (growth {growth:.0f} MB; keeping rows would add {kept_in_memory:.0f} MB)")
+    SUMMARY_LINES.append(
+        f"extraction peak RSS: {out[10_000]['peak_mb']:.0f} MB at N=10,000, {out[20_000]['peak_mb']:.0f} MB at N=20,000"
+    )
+    print(
+        f"\nextraction peak RSS: {out[10_000]['peak_mb']:.0f} MB at N=10,000, {out[20_000]['peak_mb']:.0f} MB at N=20,000 (growth {growth:.0f} MB; keeping rows would add {kept_in_memory:.0f} MB)"
+    )
     assert growth < 40, out
 
 
@@ -71,4 +86,6 @@ def test_a_stage_hands_back_the_pages_of_the_memory_maps_it_read(tmp_path):
     assert key in streaming._MAPPED
     del a
     gc.collect()
-    assert key not in streaming._MAPPED and all(r() is not None for r in streaming._MAPPED.values())  # forgotten, no dead entries
+    assert key not in streaming._MAPPED and all(
+        r() is not None for r in streaming._MAPPED.values()
+    )  # forgotten, no dead entries

@@ -1,7 +1,8 @@
 """Analyses: one module per report section, all in one registry (``ANALYSES``), in report order.
 
-    from reportgen.analyses import LayerAnalysis, BuildAnalysis, register_analysis
+from reportgen.analyses import LayerAnalysis, BuildAnalysis, register_analysis
 """
+
 from __future__ import annotations
 
 from .audit import Audit
@@ -35,10 +36,37 @@ from .pca import PcaAnalysis
 from .shift import CompareDatasets
 from .slices import Slices
 
-for _cls in (Metrics, Audit, Slices, PcaAnalysis, ClassAssociation, ImageStatistics, Extremes, Maps, Neighbours, HardSamples, Axes, CompareModels, CompareDatasets, Depth):
+for _cls in (
+    Metrics,
+    Audit,
+    Slices,
+    PcaAnalysis,
+    ClassAssociation,
+    ImageStatistics,
+    Extremes,
+    Maps,
+    Neighbours,
+    HardSamples,
+    Axes,
+    CompareModels,
+    CompareDatasets,
+    Depth,
+):
     register_analysis(_cls)
 
 __all__ = [
-    "ANALYSES", "Analysis", "LayerAnalysis", "BuildAnalysis", "LayerInput", "BuildInput", "register_analysis", "unregister_analysis",
-    "get_analysis", "layer_analyses", "build_analyses", "run_order", "check_metric_names", "metric_docs",
+    "ANALYSES",
+    "Analysis",
+    "LayerAnalysis",
+    "BuildAnalysis",
+    "LayerInput",
+    "BuildInput",
+    "register_analysis",
+    "unregister_analysis",
+    "get_analysis",
+    "layer_analyses",
+    "build_analyses",
+    "run_order",
+    "check_metric_names",
+    "metric_docs",
 ]

@@ -15,11 +15,12 @@ embedding cannot tell a copy from a look-alike, measured) with a threshold calib
 copies of the data set's own images; candidate pairs come from this layer's neighbour graph and
 from the images' own nearest neighbours.
 """
+
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
@@ -53,7 +54,9 @@ class AuditFinding(Finding):
     probe_pred: np.ndarray  # (N,) the probe's out-of-sample prediction (slices read it)
     label_issues: np.ndarray  # rows flagged, most doubtful first
     duplicate_groups: tuple[np.ndarray, ...]  # rows with identical image content, one array per group
-    near_pairs: np.ndarray  # (P, 2) rows i < j whose images are twins (reportgen.twins), exact duplicates excluded, most alike first
+    near_pairs: (
+        np.ndarray
+    )  # (P, 2) rows i < j whose images are twins (reportgen.twins), exact duplicates excluded, most alike first
     near_distances: np.ndarray  # their image differences
     near_threshold: float | None  # None: not looked for (no images)
     calibration: str  # how the threshold was set, in words
@@ -69,7 +72,9 @@ class AuditFinding(Finding):
         return int(sum(len(g) - 1 for g in self.duplicate_groups))
 
 
-def probe_probabilities(x: np.ndarray, labels: np.ndarray, n_classes: int, *, seed: int, cap: int = PROBE_CAP) -> np.ndarray:
+def probe_probabilities(
+    x: np.ndarray, labels: np.ndarray, n_classes: int, *, seed: int, cap: int = PROBE_CAP
+) -> np.ndarray:
     """(N, C) out-of-sample class probabilities of a strongly regularised logistic regression on
     the first PROBE_DIMS principal components of the standardised features:
     out-of-fold (5 folds) for a seeded stratified sample of at most ``cap`` rows, the mean of the
@@ -96,7 +101,11 @@ def probe_probabilities(x: np.ndarray, labels: np.ndarray, n_classes: int, *, se
     from sklearn.pipeline import make_pipeline
 
     dims = min(PROBE_DIMS, xs.shape[1], len(xs) - 1)
-    scaler = make_pipeline(StandardScaler(), PCA(dims, svd_solver="randomized", random_state=seed)) if dims < xs.shape[1] else StandardScaler()
+    scaler = (
+        make_pipeline(StandardScaler(), PCA(dims, svd_solver="randomized", random_state=seed))
+        if dims < xs.shape[1]
+        else StandardScaler()
+    )
     z = scaler.fit_transform(xs)
     models = []
     with warnings.catch_warnings():
@@ -155,8 +164,13 @@ class Audit(LayerAnalysis):
             return None
         n, c = len(layer.labels), layer.n_classes
         y = layer.labels
-        probs = np.asarray(layer.cached_array("audit-probe", {"cap": PROBE_CAP, "C": PROBE_C, "dims": PROBE_DIMS, "seed": layer.seed},
-                                              lambda: probe_probabilities(layer.x, y, c, seed=layer.seed)))
+        probs = np.asarray(
+            layer.cached_array(
+                "audit-probe",
+                {"cap": PROBE_CAP, "C": PROBE_C, "dims": PROBE_DIMS, "seed": layer.seed},
+                lambda: probe_probabilities(layer.x, y, c, seed=layer.seed),
+            )
+        )
         g = layer.graph
         k = min(audit_k(n), g.k)
         nb = y[g.indices[:, :k]]
@@ -174,34 +188,74 @@ class Audit(LayerAnalysis):
 
             cal = layer.twins.calibration
             thr, how = cal.threshold, cal.how
-            pairs, dists = find_twins(layer.twins.signatures, g.indices, TWIN_GRAPH_NEIGHBOURS, thr, seed=layer.seed,
-                                      exclude_identical=layer.samples.hashes)
+            pairs, dists = find_twins(
+                layer.twins.signatures,
+                g.indices,
+                TWIN_GRAPH_NEIGHBOURS,
+                thr,
+                seed=layer.seed,
+                exclude_identical=layer.samples.hashes,
+            )
         kth = g.distances[:, min(found["metrics"].knn_k, g.k) - 1]
         q1, q3 = np.quantile(kth, [0.25, 0.75])
         cut = float(q3 + 3 * (q3 - q1))
         outl = np.flatnonzero(kth > cut)
         outl = outl[np.argsort(-kth[outl], kind="stable")]
-        return AuditFinding(quality, suggested, np.argmax(probs, axis=1), issues, groups, pairs, dists, thr, how, outl, cut, k, n,
-                            layer.samples.hashes is not None)
+        return AuditFinding(
+            quality,
+            suggested,
+            np.argmax(probs, axis=1),
+            issues,
+            groups,
+            pairs,
+            dists,
+            thr,
+            how,
+            outl,
+            cut,
+            k,
+            n,
+            layer.samples.hashes is not None,
+        )
 
     def metric_values(self, f: AuditFinding) -> dict:
         near_rows = len(np.unique(f.near_pairs)) if len(f.near_pairs) else 0
-        return {"label_issue_rate": len(f.label_issues) / f.n, "label_issues": int(len(f.label_issues)),
-                "duplicate_rate": f.duplicates / f.n if f.has_hashes else None, "duplicates": f.duplicates if f.has_hashes else None,
-                "near_duplicate_rate": near_rows / f.n if f.near_threshold is not None else None, "near_duplicate_pairs": int(len(f.near_pairs)),
-                "outliers": int(len(f.outliers))}
+        return {
+            "label_issue_rate": len(f.label_issues) / f.n,
+            "label_issues": int(len(f.label_issues)),
+            "duplicate_rate": f.duplicates / f.n if f.has_hashes else None,
+            "duplicates": f.duplicates if f.has_hashes else None,
+            "near_duplicate_rate": near_rows / f.n if f.near_threshold is not None else None,
+            "near_duplicate_pairs": int(len(f.near_pairs)),
+            "outliers": int(len(f.outliers)),
+        }
 
     def summary(self, f: AuditFinding, samples: Samples) -> dict:
         ids, names = samples.ids, samples.class_names
-        return {"audit": {
-            "label_issues": [{"id": ids[r], "label": names[samples.labels[r]], "suggested": names[f.suggested[r]], "quality": round(float(f.quality[r]), 4)}
-                             for r in f.label_issues[:5000]],
-            "label_threshold": LABEL_THRESHOLD, "neighbours": f.k,
-            "duplicate_groups": [[ids[r] for r in g] for g in f.duplicate_groups[:200]],
-            "near_duplicates": [{"a": ids[a], "b": ids[b], "difference": round(float(d), 5)} for (a, b), d in zip(f.near_pairs[:500], f.near_distances[:500])],
-            "near_threshold": f.near_threshold, "calibration": f.calibration,
-            "outliers": [ids[r] for r in f.outliers[:200]], "outlier_cut": round(f.outlier_cut, 5),
-        }}
+        return {
+            "audit": {
+                "label_issues": [
+                    {
+                        "id": ids[r],
+                        "label": names[samples.labels[r]],
+                        "suggested": names[f.suggested[r]],
+                        "quality": round(float(f.quality[r]), 4),
+                    }
+                    for r in f.label_issues[:5000]
+                ],
+                "label_threshold": LABEL_THRESHOLD,
+                "neighbours": f.k,
+                "duplicate_groups": [[ids[r] for r in g] for g in f.duplicate_groups[:200]],
+                "near_duplicates": [
+                    {"a": ids[a], "b": ids[b], "difference": round(float(d), 5)}
+                    for (a, b), d in zip(f.near_pairs[:500], f.near_distances[:500])
+                ],
+                "near_threshold": f.near_threshold,
+                "calibration": f.calibration,
+                "outliers": [ids[r] for r in f.outliers[:200]],
+                "outlier_cut": round(f.outlier_cut, 5),
+            }
+        }
 
     def headlines(self, f: AuditFinding, where: Where) -> list[Headline]:
         out = []
@@ -212,26 +266,69 @@ class Audit(LayerAnalysis):
             pairs = Counter((int(labels[r]), int(f.suggested[r])) for r in f.label_issues)
             (a, b), m = pairs.most_common(1)[0]
             rate = n_issues / f.n
-            mostly = f", mostly {names[a]} labelled where {names[b]} is suggested ({m})" if m >= max(3, 0.2 * n_issues) else ""
-            out.append(Headline(where.id("audit", "label_issues"), "high" if rate > 0.05 else "medium" if rate > 0.01 else "low",
-                                f"{n_issues:,} likely label errors ({100 * rate:.1f} %) in {where.layer}{mostly}.", f"#{where.anchor}-labels", rate))
+            mostly = (
+                f", mostly {names[a]} labelled where {names[b]} is suggested ({m})"
+                if m >= max(3, 0.2 * n_issues)
+                else ""
+            )
+            out.append(
+                Headline(
+                    where.id("audit", "label_issues"),
+                    "high" if rate > 0.05 else "medium" if rate > 0.01 else "low",
+                    f"{n_issues:,} likely label errors ({100 * rate:.1f} %) in {where.layer}{mostly}.",
+                    f"#{where.anchor}-labels",
+                    rate,
+                )
+            )
         if f.duplicate_groups:
-            out.append(Headline(where.id("audit", "duplicates"), "medium", f"{f.duplicates:,} images exactly repeat another ({len(f.duplicate_groups):,} groups of identical images).",
-                                f"#{where.anchor}-duplicates", f.duplicates / f.n))
+            out.append(
+                Headline(
+                    where.id("audit", "duplicates"),
+                    "medium",
+                    f"{f.duplicates:,} images exactly repeat another ({len(f.duplicate_groups):,} groups of identical images).",
+                    f"#{where.anchor}-duplicates",
+                    f.duplicates / f.n,
+                )
+            )
         if len(f.near_pairs):
-            out.append(Headline(where.id("audit", "near_duplicates"), "low" if len(f.near_pairs) < 0.005 * f.n else "medium",
-                                f"{len(f.near_pairs):,} pairs of near-duplicate images (the same picture re-encoded, re-lit or shifted).",
-                                f"#{where.anchor}-near", len(f.near_pairs) / f.n))
+            out.append(
+                Headline(
+                    where.id("audit", "near_duplicates"),
+                    "low" if len(f.near_pairs) < 0.005 * f.n else "medium",
+                    f"{len(f.near_pairs):,} pairs of near-duplicate images (the same picture re-encoded, re-lit or shifted).",
+                    f"#{where.anchor}-near",
+                    len(f.near_pairs) / f.n,
+                )
+            )
         return out
 
     def context(self, f: AuditFinding, view) -> dict:
         names = view.class_names
         g = view.gallery_size * 3
-        issues = [view.sample(r, suggested=names[f.suggested[r]], quality=float(f.quality[r])) for r in f.label_issues[:g]]
+        issues = [
+            view.sample(r, suggested=names[f.suggested[r]], quality=float(f.quality[r])) for r in f.label_issues[:g]
+        ]
         dups = [[view.sample(r) for r in grp[:4]] for grp in f.duplicate_groups[: view.gallery_size]]
-        near = [{"a": view.sample(a), "b": view.sample(b), "d": float(d)} for (a, b), d in zip(f.near_pairs[: view.gallery_size * 2], f.near_distances)]
+        near = [
+            {"a": view.sample(a), "b": view.sample(b), "d": float(d)}
+            for (a, b), d in zip(f.near_pairs[: view.gallery_size * 2], f.near_distances)
+        ]
         outl = [view.sample(r) for r in f.outliers[:g]]
-        return {"issues": issues, "n_issues": len(f.label_issues), "rate": len(f.label_issues) / f.n, "threshold": LABEL_THRESHOLD, "k": f.k,
-                "dups": dups, "n_groups": len(f.duplicate_groups), "n_dups": f.duplicates, "has_hashes": f.has_hashes,
-                "near": near, "n_near": len(f.near_pairs), "near_threshold": f.near_threshold, "calibration": f.calibration,
-                "outliers": outl, "n_outliers": len(f.outliers), "cut": f.outlier_cut}
+        return {
+            "issues": issues,
+            "n_issues": len(f.label_issues),
+            "rate": len(f.label_issues) / f.n,
+            "threshold": LABEL_THRESHOLD,
+            "k": f.k,
+            "dups": dups,
+            "n_groups": len(f.duplicate_groups),
+            "n_dups": f.duplicates,
+            "has_hashes": f.has_hashes,
+            "near": near,
+            "n_near": len(f.near_pairs),
+            "near_threshold": f.near_threshold,
+            "calibration": f.calibration,
+            "outliers": outl,
+            "n_outliers": len(f.outliers),
+            "cut": f.outlier_cut,
+        }

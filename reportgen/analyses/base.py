@@ -7,11 +7,13 @@ the findings of the analyses before them; build analyses see every model and dat
 ``ANALYSES``; nothing lists the analyses anywhere else. To add one, copy ``analyses/axes.py``
 (a layer section with a figure) and ``register_analysis`` it.
 """
+
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -37,9 +39,15 @@ class LayerInput:
     maps: Mapping[str, MapResult]
     options: Any  # the spec's ReportOptions
     seed: int
-    cached: Callable[[str, dict, Callable[[], Any]], Any]  # cached(kind, parts, compute): a JSON value by content and code
-    cached_array: Callable[[str, dict, Callable[[], np.ndarray]], np.ndarray] = lambda kind, parts, compute: compute()  # the same for an array
-    audit: bool = False  # this is the layer the data audit and the slices run on (report.audit_layer, default the deepest)
+    cached: Callable[
+        [str, dict, Callable[[], Any]], Any
+    ]  # cached(kind, parts, compute): a JSON value by content and code
+    cached_array: Callable[[str, dict, Callable[[], np.ndarray]], np.ndarray] = lambda kind, parts, compute: (
+        compute()
+    )  # the same for an array
+    audit: bool = (
+        False  # this is the layer the data audit and the slices run on (report.audit_layer, default the deepest)
+    )
     twins: Any = None  # twins.TwinData of the dataset (image signatures, calibrated threshold) on the audit layer; None: no images
 
     @property
@@ -66,8 +74,12 @@ class BuildInput:
     reference: str
     options: Any
     seed: int
-    graphs: Mapping[tuple[str, str], NeighbourGraph] = field(default_factory=dict)  # (model, layer) -> the layer's neighbour graph
-    twins: Callable[[], Any] = lambda: None  # the reference dataset's twins.TwinData (made on first call), None without images
+    graphs: Mapping[tuple[str, str], NeighbourGraph] = field(
+        default_factory=dict
+    )  # (model, layer) -> the layer's neighbour graph
+    twins: Callable[[], Any] = lambda: (
+        None
+    )  # the reference dataset's twins.TwinData (made on first call), None without images
 
 
 class Analysis:
@@ -107,7 +119,7 @@ class Analysis:
         """The template's context (``s``); None: the section is not shown."""
         return None
 
-    def headlines(self, finding: Finding, where: "Where") -> list[Headline]:
+    def headlines(self, finding: Finding, where: Where) -> list[Headline]:
         """Findings for the top of the report: one sentence each, with severity and evidence."""
         return []
 

@@ -1,8 +1,9 @@
 """Class association: where each class's mean lies on each principal component (a heatmap)."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
@@ -30,14 +31,24 @@ class ClassAssociation(LayerAnalysis):
 
     def summary(self, f: ClassMeansFinding, samples: Samples) -> dict:
         names = samples.class_names
-        return {"pca": {"class_means": {names[c]: [None if np.isnan(v) else float(v) for v in row] for c, row in enumerate(f.class_means)}}}
+        return {
+            "pca": {
+                "class_means": {
+                    names[c]: [None if np.isnan(v) else float(v) for v in row] for c, row in enumerate(f.class_means)
+                }
+            }
+        }
 
     def context(self, f: ClassMeansFinding, view) -> dict | None:
         k = f.class_means.shape[1]
         if not k:
             return None
         comps = [f"PC{i + 1}" for i in range(k)]
-        fig = view.figure("class-means", lambda: heatmap(f.class_means, view.class_names, comps, label="class mean (std units)"), data=(f.class_means,),
-                          alt=f"Class means per component for {view.layer}",
-                          caption="Each cell: how far a class's mean score on a component lies from the overall mean, in standard deviations (red high, blue low). A column with one strong cell is a component that singles out that class.")
+        fig = view.figure(
+            "class-means",
+            lambda: heatmap(f.class_means, view.class_names, comps, label="class mean (std units)"),
+            data=(f.class_means,),
+            alt=f"Class means per component for {view.layer}",
+            caption="Each cell: how far a class's mean score on a component lies from the overall mean, in standard deviations (red high, blue low). A column with one strong cell is a component that singles out that class.",
+        )
         return {"fig": fig}

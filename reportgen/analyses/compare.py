@@ -1,6 +1,7 @@
 """Model comparison (several models or checkpoints on the same samples): linear CKA between every
 pair of layers, each layer's maps in one frame (fitted on the reference, applied to the others:
 3LC's fit-once-apply-to-others), and per class the change in kNN accuracy and centroid position."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -28,7 +29,9 @@ class ClassChange:
     layer: str
     knn_reference: np.ndarray  # (C,) per-class kNN accuracy of the reference
     knn_other: np.ndarray
-    centroid_shift: np.ndarray | None  # (C,) centroid distance in the reference PCA frame / mean reference centroid spread
+    centroid_shift: (
+        np.ndarray | None
+    )  # (C,) centroid distance in the reference PCA frame / mean reference centroid spread
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,7 +45,9 @@ class NeighbourDiff:
     most_changed: np.ndarray  # rows with the lowest overlap
     before: np.ndarray  # (len(most_changed), m) their neighbours in the reference
     after: np.ndarray  # ... and in the other model
-    confusion_growth: tuple[tuple[int, int, float, float], ...]  # (class, neighbour class, before, after), largest growth first
+    confusion_growth: tuple[
+        tuple[int, int, float, float], ...
+    ]  # (class, neighbour class, before, after), largest growth first
 
     @property
     def mean_overlap(self) -> float:
@@ -87,7 +92,9 @@ def jaccard_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return shared / (2 * k - shared)
 
 
-def neighbour_diff(model: str, layer: str, before: np.ndarray, after: np.ndarray, labels: np.ndarray, n_classes: int, k: int = DIFF_K) -> NeighbourDiff:
+def neighbour_diff(
+    model: str, layer: str, before: np.ndarray, after: np.ndarray, labels: np.ndarray, n_classes: int, k: int = DIFF_K
+) -> NeighbourDiff:
     a, b = before[:, :k], after[:, :k]
     j = jaccard_rows(a, b)
     worst = np.argsort(j, kind="stable")[:8]
@@ -95,7 +102,11 @@ def neighbour_diff(model: str, layer: str, before: np.ndarray, after: np.ndarray
     delta = cb - ca
     np.fill_diagonal(delta, -np.inf)
     order = np.argsort(-delta, axis=None, kind="stable")[:6]
-    grown = tuple((int(i // n_classes), int(i % n_classes), float(ca.flat[i]), float(cb.flat[i])) for i in order if delta.flat[i] > 0.01)
+    grown = tuple(
+        (int(i // n_classes), int(i % n_classes), float(ca.flat[i]), float(cb.flat[i]))
+        for i in order
+        if delta.flat[i] > 0.01
+    )
     return NeighbourDiff(model, layer, k, j, worst, before[worst, :6], after[worst, :6], grown)
 
 
@@ -104,7 +115,9 @@ class CompareModels(BuildAnalysis):
     title = "Model comparison"
     template = "sections/compare.html"
     code = ("reportgen.kernels", "reportgen.figures")
-    metrics = {"neighbour_overlap": "Mean Jaccard overlap of each sample's 10 nearest neighbours in this model's layer and the reference model's (1: the same neighbourhoods)."}
+    metrics = {
+        "neighbour_overlap": "Mean Jaccard overlap of each sample's 10 nearest neighbours in this model's layer and the reference model's (1: the same neighbourhoods)."
+    }
 
     def enabled(self, spec) -> bool:
         return len(spec.models) > 1
@@ -139,8 +152,18 @@ class CompareModels(BuildAnalysis):
                     x_other = b.x(other, layer)
                     p = b.pca[(ref, layer)]
                     oth_scores = p.transform(x_other)
-                    cent_ref = np.stack([p.scores[labels == c].mean(0) if (labels == c).any() else np.full(p.k, np.nan) for c in range(n_classes)])
-                    cent_oth = np.stack([oth_scores[labels == c].mean(0) if (labels == c).any() else np.full(p.k, np.nan) for c in range(n_classes)])
+                    cent_ref = np.stack(
+                        [
+                            p.scores[labels == c].mean(0) if (labels == c).any() else np.full(p.k, np.nan)
+                            for c in range(n_classes)
+                        ]
+                    )
+                    cent_oth = np.stack(
+                        [
+                            oth_scores[labels == c].mean(0) if (labels == c).any() else np.full(p.k, np.nan)
+                            for c in range(n_classes)
+                        ]
+                    )
                     spread = np.nanmean(np.linalg.norm(cent_ref - np.nanmean(cent_ref, 0), axis=1))
                     shift = np.linalg.norm(cent_oth - cent_ref, axis=1) / (spread if spread > 0 else 1.0)
                     for method, fitted in b.fitted.get((ref, layer), {}).items():
@@ -149,12 +172,18 @@ class CompareModels(BuildAnalysis):
                         try:
                             moved = fitted.transform(x_other)
                         except Exception as exc:  # a library's transform can refuse (e.g. PaCMAP without a saved tree)
-                            notes.append(f"{method} frame of {layer}: could not place {other} ({type(exc).__name__}: {exc})")
+                            notes.append(
+                                f"{method} frame of {layer}: could not place {other} ({type(exc).__name__}: {exc})"
+                            )
                             continue
-                        frame = frames.setdefault((layer, method), SharedFrame(layer, method, ref, {ref: base.maps[method].coords}))
+                        frame = frames.setdefault(
+                            (layer, method), SharedFrame(layer, method, ref, {ref: base.maps[method].coords})
+                        )
                         frame.coords[other] = moved
                 else:
-                    notes.append(f"{other} · {layer} has {mine.dim} dimensions, the reference {base.dim}: no shared frame (CKA and per-class kNN still compare them).")
+                    notes.append(
+                        f"{other} · {layer} has {mine.dim} dimensions, the reference {base.dim}: no shared frame (CKA and per-class kNN still compare them)."
+                    )
                 changes.append(ClassChange(other, layer, ref_acc, oth_acc, shift))
         diffs, mutual = [], None
         if b.graphs:
@@ -172,11 +201,15 @@ class CompareModels(BuildAnalysis):
                 for layer in run.embeddings.layers:
                     g0, g1 = b.graphs.get((ref, layer)), b.graphs.get((run.model.name, layer))
                     if g0 is not None and g1 is not None:
-                        diffs.append(neighbour_diff(run.model.name, layer, g0.indices, g1.indices, labels, n_classes, k))
+                        diffs.append(
+                            neighbour_diff(run.model.name, layer, g0.indices, g1.indices, labels, n_classes, k)
+                        )
         return Comparison(ref, names, cka, tuple(frames.values()), tuple(changes), tuple(notes), mutual, tuple(diffs))
 
     def layer_metrics(self, comp: Comparison) -> dict:
-        return {(d.model, d.layer): {"neighbour_overlap": d.mean_overlap, "neighbours_moved": d.moved} for d in comp.diffs}
+        return {
+            (d.model, d.layer): {"neighbour_overlap": d.mean_overlap, "neighbours_moved": d.moved} for d in comp.diffs
+        }
 
     def headlines(self, comp: Comparison, where) -> list:
         from ..results import Headline
@@ -189,63 +222,140 @@ class CompareModels(BuildAnalysis):
                 c, c2, before, after = d.confusion_growth[0]
                 grown = f"; {names[c]} → {names[c2]} neighbour confusion up {100 * (after - before):.0f} points"
             sev = "high" if d.moved > 0.3 else "medium" if d.moved > 0.1 else "low"
-            out.append(Headline(where.id("diff", f"{d.model}/{d.layer}"), sev,
-                                f"{d.model} moved {100 * d.moved:.0f} % of samples' neighbourhoods in {d.layer} against {comp.reference} (mean overlap {d.mean_overlap:.2f}){grown}.",
-                                f"#{where.anchor}-diff-{slug(d.model)}-{slug(d.layer)}", d.moved))
+            out.append(
+                Headline(
+                    where.id("diff", f"{d.model}/{d.layer}"),
+                    sev,
+                    f"{d.model} moved {100 * d.moved:.0f} % of samples' neighbourhoods in {d.layer} against {comp.reference} (mean overlap {d.mean_overlap:.2f}){grown}.",
+                    f"#{where.anchor}-diff-{slug(d.model)}-{slug(d.layer)}",
+                    d.moved,
+                )
+            )
         return out
 
     def summary(self, comp: Comparison, samples: Samples) -> dict:
         names = samples.class_names
-        return {"comparison": {
-            "reference": comp.reference,
-            "cka": {"names": list(comp.names), "matrix": [[float(v) for v in row] for row in comp.cka]},
-            "frames": [{"layer": f.layer, "method": f.method, "models": list(f.coords)} for f in comp.frames],
-            "changes": [{
-                "model": ch.model, "layer": ch.layer,
-                "per_class": {names[c]: {"knn_reference": _f(ch.knn_reference[c]), "knn": _f(ch.knn_other[c]),
-                                          "centroid_shift": None if ch.centroid_shift is None else _f(ch.centroid_shift[c])} for c in range(len(names))},
-            } for ch in comp.changes],
-            "notes": list(comp.notes),
-            "diffs": [{"model": d.model, "layer": d.layer, "k": d.k, "neighbour_overlap": d.mean_overlap, "neighbours_moved": d.moved,
-                       "most_changed": [{"id": samples.ids[r], "overlap": float(d.overlap[r])} for r in d.most_changed],
-                       "confusion_growth": [{"class": names[c], "neighbour_class": names[c2], "before": bef, "after": aft} for c, c2, bef, aft in d.confusion_growth]}
-                      for d in comp.diffs],
-        }}
+        return {
+            "comparison": {
+                "reference": comp.reference,
+                "cka": {"names": list(comp.names), "matrix": [[float(v) for v in row] for row in comp.cka]},
+                "frames": [{"layer": f.layer, "method": f.method, "models": list(f.coords)} for f in comp.frames],
+                "changes": [
+                    {
+                        "model": ch.model,
+                        "layer": ch.layer,
+                        "per_class": {
+                            names[c]: {
+                                "knn_reference": _f(ch.knn_reference[c]),
+                                "knn": _f(ch.knn_other[c]),
+                                "centroid_shift": None if ch.centroid_shift is None else _f(ch.centroid_shift[c]),
+                            }
+                            for c in range(len(names))
+                        },
+                    }
+                    for ch in comp.changes
+                ],
+                "notes": list(comp.notes),
+                "diffs": [
+                    {
+                        "model": d.model,
+                        "layer": d.layer,
+                        "k": d.k,
+                        "neighbour_overlap": d.mean_overlap,
+                        "neighbours_moved": d.moved,
+                        "most_changed": [
+                            {"id": samples.ids[r], "overlap": float(d.overlap[r])} for r in d.most_changed
+                        ],
+                        "confusion_growth": [
+                            {"class": names[c], "neighbour_class": names[c2], "before": bef, "after": aft}
+                            for c, c2, bef, aft in d.confusion_growth
+                        ],
+                    }
+                    for d in comp.diffs
+                ],
+            }
+        }
 
     def context(self, comp: Comparison, view) -> dict:
         names = view.class_names
-        ctx = {"reference": comp.reference, "notes": list(comp.notes), "frames": [], "changes": [], "n": len(view.labels)}
-        ctx["cka"] = view.figure("compare--cka", lambda: matrix_heatmap(comp.cka, list(comp.names)), data=(comp.cka,), alt="Linear CKA between layers",
-                                 caption="Linear CKA (0 to 1) between every pair of layers across the models, on the same samples: 1 means the two layers hold the same information up to rotation and scale. Read the diagonal blocks for one model's layers, the off-diagonal blocks for how two models' layers correspond.")
+        ctx = {
+            "reference": comp.reference,
+            "notes": list(comp.notes),
+            "frames": [],
+            "changes": [],
+            "n": len(view.labels),
+        }
+        ctx["cka"] = view.figure(
+            "compare--cka",
+            lambda: matrix_heatmap(comp.cka, list(comp.names)),
+            data=(comp.cka,),
+            alt="Linear CKA between layers",
+            caption="Linear CKA (0 to 1) between every pair of layers across the models, on the same samples: 1 means the two layers hold the same information up to rotation and scale. Read the diagonal blocks for one model's layers, the off-diagonal blocks for how two models' layers correspond.",
+        )
         for f in comp.frames:
             title = REDUCERS[f.method].title if f.method in REDUCERS else f.method
-            fig = view.figure(f"compare--{slug(f.layer)}-{f.method}", lambda f=f: frame_scatter(f.coords, view.labels, names, view.colours, seed=view.seed),
-                              data=tuple(f.coords.values()), alt=f"{title} of {f.layer} in one frame",
-                              caption=f"{title} fitted on {comp.reference} and applied to the other models: the panels share axes, so a class that moves between panels moved in the embedding space.")
+            fig = view.figure(
+                f"compare--{slug(f.layer)}-{f.method}",
+                lambda f=f: frame_scatter(f.coords, view.labels, names, view.colours, seed=view.seed),
+                data=tuple(f.coords.values()),
+                alt=f"{title} of {f.layer} in one frame",
+                caption=f"{title} fitted on {comp.reference} and applied to the other models: the panels share axes, so a class that moves between panels moved in the embedding space.",
+            )
             ctx["frames"].append({"layer": f.layer, "method": f.method, "title": title, "fig": fig})
         if comp.mutual_knn is not None:
-            ctx["mutual"] = view.figure("compare--mutual-knn", lambda: matrix_heatmap(comp.mutual_knn, list(comp.names), label="mutual kNN"), data=(comp.mutual_knn,),
-                                        alt="Mutual nearest-neighbour alignment between layers",
-                                        caption=f"Mutual kNN alignment (0 to 1) between every pair of layers: the mean share of each sample's {DIFF_K} nearest neighbours the two layers agree on. Unlike CKA it reads only local structure.")
+            ctx["mutual"] = view.figure(
+                "compare--mutual-knn",
+                lambda: matrix_heatmap(comp.mutual_knn, list(comp.names), label="mutual kNN"),
+                data=(comp.mutual_knn,),
+                alt="Mutual nearest-neighbour alignment between layers",
+                caption=f"Mutual kNN alignment (0 to 1) between every pair of layers: the mean share of each sample's {DIFF_K} nearest neighbours the two layers agree on. Unlike CKA it reads only local structure.",
+            )
         else:
             ctx["mutual"] = None
         ctx["diffs"] = []
         for d in comp.diffs:
-            ctx["diffs"].append({
-                "model": d.model, "layer": d.layer, "anchor": f"{slug(d.model)}-{slug(d.layer)}", "overlap": d.mean_overlap, "moved": d.moved, "k": d.k,
-                "grown": [{"a": names[c], "b": names[c2], "before": bef, "after": aft} for c, c2, bef, aft in d.confusion_growth],
-                "changed": [{"query": view.sample(r, overlap=float(d.overlap[r])), "before": [view.sample(j) for j in bef], "after": [view.sample(j) for j in aft]}
-                            for r, bef, aft in zip(d.most_changed, d.before, d.after)],
-            })
+            ctx["diffs"].append(
+                {
+                    "model": d.model,
+                    "layer": d.layer,
+                    "anchor": f"{slug(d.model)}-{slug(d.layer)}",
+                    "overlap": d.mean_overlap,
+                    "moved": d.moved,
+                    "k": d.k,
+                    "grown": [
+                        {"a": names[c], "b": names[c2], "before": bef, "after": aft}
+                        for c, c2, bef, aft in d.confusion_growth
+                    ],
+                    "changed": [
+                        {
+                            "query": view.sample(r, overlap=float(d.overlap[r])),
+                            "before": [view.sample(j) for j in bef],
+                            "after": [view.sample(j) for j in aft],
+                        }
+                        for r, bef, aft in zip(d.most_changed, d.before, d.after)
+                    ],
+                }
+            )
         for ch in comp.changes:
             rows = []
             for c, n in enumerate(names):
                 a, b = ch.knn_reference[c], ch.knn_other[c]
-                rows.append({"name": n, "colour": view.colour(c), "ref": None if np.isnan(a) else float(a), "other": None if np.isnan(b) else float(b),
-                             "delta": None if np.isnan(a) or np.isnan(b) else float(b - a),
-                             "shift": None if ch.centroid_shift is None or not np.isfinite(ch.centroid_shift[c]) else float(ch.centroid_shift[c])})
+                rows.append(
+                    {
+                        "name": n,
+                        "colour": view.colour(c),
+                        "ref": None if np.isnan(a) else float(a),
+                        "other": None if np.isnan(b) else float(b),
+                        "delta": None if np.isnan(a) or np.isnan(b) else float(b - a),
+                        "shift": None
+                        if ch.centroid_shift is None or not np.isfinite(ch.centroid_shift[c])
+                        else float(ch.centroid_shift[c]),
+                    }
+                )
             rows.sort(key=lambda r: (r["delta"] is None, r["delta"] if r["delta"] is not None else 0))
-            ctx["changes"].append({"model": ch.model, "layer": ch.layer, "rows": rows[:60], "more": max(0, len(rows) - 60)})
+            ctx["changes"].append(
+                {"model": ch.model, "layer": ch.layer, "rows": rows[:60], "more": max(0, len(rows) - 60)}
+            )
         return ctx
 
 

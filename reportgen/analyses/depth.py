@@ -1,5 +1,6 @@
 """Depth curves: per model, across its layers in order, the intrinsic dimension (TwoNN) beside the
 participation ratio, and kNN accuracy beside the linear probe - one small figure per model."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -49,23 +50,49 @@ class Depth(BuildAnalysis):
             given = list(layers)
             layers.sort(key=lambda l: (index.get(l, 0), given.index(l)))
             met = [b.layers[(run.model.name, l)].metrics for l in layers]
-            curves.append(DepthCurve(run.model.name, tuple(layers), *(np.asarray([_f(m.get(k)) for m in met])
-                                                                     for k in ("intrinsic_dimension", "participation_ratio", "knn_accuracy", "linear_probe_accuracy"))))
+            curves.append(
+                DepthCurve(
+                    run.model.name,
+                    tuple(layers),
+                    *(
+                        np.asarray([_f(m.get(k)) for m in met])
+                        for k in ("intrinsic_dimension", "participation_ratio", "knn_accuracy", "linear_probe_accuracy")
+                    ),
+                )
+            )
         return DepthFinding(tuple(curves)) if curves else None
 
     def summary(self, f: DepthFinding, samples: Samples) -> dict:
         def clean(a):
             return [None if not np.isfinite(v) else round(float(v), 4) for v in a]
 
-        return {"depth": [{"model": c.model, "layers": list(c.layers), "intrinsic_dimension": clean(c.intrinsic_dimension),
-                           "participation_ratio": clean(c.participation_ratio), "knn_accuracy": clean(c.knn_accuracy),
-                           "linear_probe_accuracy": clean(c.probe_accuracy)} for c in f.curves]}
+        return {
+            "depth": [
+                {
+                    "model": c.model,
+                    "layers": list(c.layers),
+                    "intrinsic_dimension": clean(c.intrinsic_dimension),
+                    "participation_ratio": clean(c.participation_ratio),
+                    "knn_accuracy": clean(c.knn_accuracy),
+                    "linear_probe_accuracy": clean(c.probe_accuracy),
+                }
+                for c in f.curves
+            ]
+        }
 
     def context(self, f: DepthFinding, view) -> dict:
         figs = []
         for c in f.curves:
-            figs.append(view.figure(f"depth--{slug(c.model)}", lambda c=c: depth_plot(list(c.layers), c.intrinsic_dimension, c.participation_ratio, c.knn_accuracy, c.probe_accuracy),
-                                    data=(c.intrinsic_dimension, c.participation_ratio, c.knn_accuracy, c.probe_accuracy), alt=f"{c.model} across depth",
-                                    caption=f"{c.model}, layers in order. Left: intrinsic dimension (TwoNN) and participation ratio, the effective number of dimensions. Right: kNN accuracy and linear probe. Where the curves bend is where the model changes what it keeps.",
-                                    cls="half"))
+            figs.append(
+                view.figure(
+                    f"depth--{slug(c.model)}",
+                    lambda c=c: depth_plot(
+                        list(c.layers), c.intrinsic_dimension, c.participation_ratio, c.knn_accuracy, c.probe_accuracy
+                    ),
+                    data=(c.intrinsic_dimension, c.participation_ratio, c.knn_accuracy, c.probe_accuracy),
+                    alt=f"{c.model} across depth",
+                    caption=f"{c.model}, layers in order. Left: intrinsic dimension (TwoNN) and participation ratio, the effective number of dimensions. Right: kNN accuracy and linear probe. Where the curves bend is where the model changes what it keeps.",
+                    cls="half",
+                )
+            )
         return {"figs": figs}

@@ -1,9 +1,10 @@
 """Extremity galleries (Captum's Embedding Explorer): for each component, the samples with the
 lowest and the highest scores, and the class make-up of each end."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
@@ -41,16 +42,34 @@ class Extremes(LayerAnalysis):
         pca = found["pca"]
         n = len(layer.x)
         opts = layer.options
-        ends = tuple(component_ends(layer.pca, components=min(opts.gallery_components, pca.k), size=min(opts.gallery_size, max(1, n // 2))))
+        ends = tuple(
+            component_ends(
+                layer.pca, components=min(opts.gallery_components, pca.k), size=min(opts.gallery_size, max(1, n // 2))
+            )
+        )
         sc = layer.pca.scores
-        return ExtremesFinding(ends, tuple(sc[e.low, e.component] for e in ends), tuple(sc[e.high, e.component] for e in ends),
-                               np.asarray([pca.explained_variance_ratio[e.component] for e in ends]), np.asarray([pca.eta2[e.component] for e in ends]))
+        return ExtremesFinding(
+            ends,
+            tuple(sc[e.low, e.component] for e in ends),
+            tuple(sc[e.high, e.component] for e in ends),
+            np.asarray([pca.explained_variance_ratio[e.component] for e in ends]),
+            np.asarray([pca.eta2[e.component] for e in ends]),
+        )
 
     def summary(self, f: ExtremesFinding, samples: Samples) -> dict:
         ids = samples.ids
-        return {"extremes": [{"component": e.component + 1, "low": [ids[r] for r in e.low], "high": [ids[r] for r in e.high],
-                              "low_scores": [float(v) for v in lo], "high_scores": [float(v) for v in hi]}
-                             for e, lo, hi in zip(f.ends, f.low_scores, f.high_scores)]}
+        return {
+            "extremes": [
+                {
+                    "component": e.component + 1,
+                    "low": [ids[r] for r in e.low],
+                    "high": [ids[r] for r in e.high],
+                    "low_scores": [float(v) for v in lo],
+                    "high_scores": [float(v) for v in hi],
+                }
+                for e, lo, hi in zip(f.ends, f.low_scores, f.high_scores)
+            ]
+        }
 
     def context(self, f: ExtremesFinding, view) -> dict | None:
         if not f.ends:
@@ -58,10 +77,15 @@ class Extremes(LayerAnalysis):
         g = view.gallery_size
         galleries = []
         for e, lo, hi, ratio, eta in zip(f.ends, f.low_scores, f.high_scores, f.ratios, f.eta2):
-            galleries.append({
-                "pc": e.component + 1, "ratio": float(ratio), "eta2": float(eta),
-                "low": [view.sample(r, score=float(s)) for r, s in zip(e.low[:g], lo[:g])],
-                "high": [view.sample(r, score=float(s)) for r, s in zip(e.high[:g], hi[:g])],
-                "low_makeup": makeup(e.low[:g], view.labels, view.class_names), "high_makeup": makeup(e.high[:g], view.labels, view.class_names),
-            })
+            galleries.append(
+                {
+                    "pc": e.component + 1,
+                    "ratio": float(ratio),
+                    "eta2": float(eta),
+                    "low": [view.sample(r, score=float(s)) for r, s in zip(e.low[:g], lo[:g])],
+                    "high": [view.sample(r, score=float(s)) for r, s in zip(e.high[:g], hi[:g])],
+                    "low_makeup": makeup(e.low[:g], view.labels, view.class_names),
+                    "high_makeup": makeup(e.high[:g], view.labels, view.class_names),
+                }
+            )
         return {"galleries": galleries}

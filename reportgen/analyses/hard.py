@@ -1,9 +1,10 @@
 """Hard samples (neighbours mostly of another class: mislabelled, ambiguous, or a weakness of the
 layer) and outliers (the largest distance to the k-th neighbour), both from the layer's graph."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
@@ -35,10 +36,18 @@ class HardSamples(LayerAnalysis):
 
     def summary(self, f: HardFinding, samples: Samples) -> dict:
         ids, names = samples.ids, samples.class_names
-        return {"hard_samples": [{"id": ids[h.row], "label": names[h.label], "majority": names[h.majority], "agreement": h.agreement} for h in f.hard],
-                "outliers": [ids[r] for r in f.outliers]}
+        return {
+            "hard_samples": [
+                {"id": ids[h.row], "label": names[h.label], "majority": names[h.majority], "agreement": h.agreement}
+                for h in f.hard
+            ],
+            "outliers": [ids[r] for r in f.outliers],
+        }
 
     def context(self, f: HardFinding, view) -> dict:
         names = view.class_names
-        return {"k": f.k, "hard": [view.sample(h.row, majority=names[h.majority], agreement=h.agreement) for h in f.hard],
-                "outliers": [view.sample(r, distance=float(d)) for r, d in zip(f.outliers, f.outlier_distance)]}
+        return {
+            "k": f.k,
+            "hard": [view.sample(h.row, majority=names[h.majority], agreement=h.agreement) for h in f.hard],
+            "outliers": [view.sample(r, distance=float(d)) for r, d in zip(f.outliers, f.outlier_distance)],
+        }

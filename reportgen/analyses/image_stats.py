@@ -1,9 +1,10 @@
 """Image statistics: the correlation of every component with brightness, contrast, saturation and
 colour balance; a strong one flags a component that may track a shortcut, not content."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
@@ -30,26 +31,45 @@ class ImageStatistics(LayerAnalysis):
 
     def run(self, layer: LayerInput, found: Mapping[str, Finding]) -> ImageStatsFinding:
         r = correlations(layer.samples.image_stats, found["pca"].scores)
-        shortcuts = tuple((j, STAT_NAMES[i], float(r[i, j])) for j in range(r.shape[1]) for i in range(r.shape[0]) if abs(r[i, j]) >= SHORTCUT_R)
+        shortcuts = tuple(
+            (j, STAT_NAMES[i], float(r[i, j]))
+            for j in range(r.shape[1])
+            for i in range(r.shape[0])
+            if abs(r[i, j]) >= SHORTCUT_R
+        )
         return ImageStatsFinding(r, shortcuts)
 
     def headlines(self, f: ImageStatsFinding, where: Where) -> list[Headline]:
         out = []
         for j, stat, r in sorted(f.shortcuts, key=lambda s: -abs(s[2]))[:3]:
-            out.append(Headline(where.id("shortcut", f"pc{j + 1}-{stat.split()[0]}"), "medium" if abs(r) >= 0.7 and j < 3 else "low",
-                                f"PC{j + 1} of {where.layer} tracks image {stat} (r = {r:.2f}): a possible shortcut, not content.",
-                                f"#{where.anchor}", abs(r)))
+            out.append(
+                Headline(
+                    where.id("shortcut", f"pc{j + 1}-{stat.split()[0]}"),
+                    "medium" if abs(r) >= 0.7 and j < 3 else "low",
+                    f"PC{j + 1} of {where.layer} tracks image {stat} (r = {r:.2f}): a possible shortcut, not content.",
+                    f"#{where.anchor}",
+                    abs(r),
+                )
+            )
         return out
 
     def summary(self, f: ImageStatsFinding, samples: Samples) -> dict:
-        return {"pca": {"image_stat_correlation": {s: [float(v) for v in f.correlation[i]] for i, s in enumerate(STAT_NAMES)}}}
+        return {
+            "pca": {
+                "image_stat_correlation": {s: [float(v) for v in f.correlation[i]] for i, s in enumerate(STAT_NAMES)}
+            }
+        }
 
     def context(self, f: ImageStatsFinding, view) -> dict | None:
         k = f.correlation.shape[1]
         if not k:
             return None
         comps = [f"PC{i + 1}" for i in range(k)]
-        fig = view.figure("image-stats", lambda: heatmap(f.correlation, STAT_NAMES, comps, vlim=1.0, label="Pearson r", fmt=".2f"), data=(f.correlation,),
-                          alt=f"Correlation of components with image statistics for {view.layer}",
-                          caption=f"Pearson correlation of each component's scores with simple image statistics computed from the thumbnails. |r| >= {SHORTCUT_R} flags a component that may track a shortcut (lighting, colour) rather than content.")
+        fig = view.figure(
+            "image-stats",
+            lambda: heatmap(f.correlation, STAT_NAMES, comps, vlim=1.0, label="Pearson r", fmt=".2f"),
+            data=(f.correlation,),
+            alt=f"Correlation of components with image statistics for {view.layer}",
+            caption=f"Pearson correlation of each component's scores with simple image statistics computed from the thumbnails. |r| >= {SHORTCUT_R} flags a component that may track a shortcut (lighting, colour) rather than content.",
+        )
         return {"fig": fig, "shortcuts": [{"pc": j + 1, "stat": s, "r": r} for j, s, r in f.shortcuts]}

@@ -1,9 +1,10 @@
 """Quality metrics of a layer: leave-one-out kNN accuracy (from the layer's graph), a linear probe
 and the silhouette of the class labels (on stated sample caps)."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
@@ -59,26 +60,70 @@ class Metrics(LayerAnalysis):
         pred = knn_predict(layer.graph, layer.labels, k)
         probe: tuple = (None, 0)
         if opts.linear_probe:  # the costliest analysis: cached by content and code like the maps
-            probe = tuple(layer.cached("probe", {"cap": opts.probe_cap, "seed": layer.seed},
-                                       lambda: list(linear_probe_accuracy(layer.x, layer.labels, cap=opts.probe_cap, seed=layer.seed))))
-        sil = layer.cached("silhouette", {"cap": opts.trustworthiness_cap, "seed": layer.seed, "metric": opts.metric},
-                           lambda: list(silhouette(layer.x, layer.labels, cap=opts.trustworthiness_cap, seed=layer.seed, metric=opts.metric)))
-        return MetricsFinding(float((pred == layer.labels).mean()), k, layer.graph.metric, pred, probe[0], int(probe[1]), sil[0], sil[1], layer.graph_quality,
-                              twonn(layer.graph))
+            probe = tuple(
+                layer.cached(
+                    "probe",
+                    {"cap": opts.probe_cap, "seed": layer.seed},
+                    lambda: list(linear_probe_accuracy(layer.x, layer.labels, cap=opts.probe_cap, seed=layer.seed)),
+                )
+            )
+        sil = layer.cached(
+            "silhouette",
+            {"cap": opts.trustworthiness_cap, "seed": layer.seed, "metric": opts.metric},
+            lambda: list(
+                silhouette(layer.x, layer.labels, cap=opts.trustworthiness_cap, seed=layer.seed, metric=opts.metric)
+            ),
+        )
+        return MetricsFinding(
+            float((pred == layer.labels).mean()),
+            k,
+            layer.graph.metric,
+            pred,
+            probe[0],
+            int(probe[1]),
+            sil[0],
+            sil[1],
+            layer.graph_quality,
+            twonn(layer.graph),
+        )
 
     def metric_values(self, f: MetricsFinding) -> dict:
-        return {"knn_accuracy": f.knn_accuracy, "knn_k": f.knn_k, "metric": f.metric, "linear_probe_accuracy": f.probe_accuracy,
-                "linear_probe_samples": f.probe_samples, "silhouette": f.silhouette, "silhouette_samples": f.silhouette_samples,
-                "neighbour_recall": f.graph.recall, "neighbour_recall_queries": f.graph.queries, "neighbour_index": f.graph.method,
-                "intrinsic_dimension": f.intrinsic_dimension}
+        return {
+            "knn_accuracy": f.knn_accuracy,
+            "knn_k": f.knn_k,
+            "metric": f.metric,
+            "linear_probe_accuracy": f.probe_accuracy,
+            "linear_probe_samples": f.probe_samples,
+            "silhouette": f.silhouette,
+            "silhouette_samples": f.silhouette_samples,
+            "neighbour_recall": f.graph.recall,
+            "neighbour_recall_queries": f.graph.queries,
+            "neighbour_index": f.graph.method,
+            "intrinsic_dimension": f.intrinsic_dimension,
+        }
 
     def headlines(self, f: MetricsFinding, where: Where) -> list[Headline]:
         if f.graph.queries and f.graph.recall < 0.95:
-            return [Headline(where.id("metrics", "neighbour_recall"), "medium",
-                             f"The approximate neighbour graph of {where.layer} finds {100 * f.graph.recall:.0f} % of exact neighbours: kNN-based findings there are approximate (set report.neighbour_index: exact).",
-                             f"#{where.anchor}", 1 - f.graph.recall)]
+            return [
+                Headline(
+                    where.id("metrics", "neighbour_recall"),
+                    "medium",
+                    f"The approximate neighbour graph of {where.layer} finds {100 * f.graph.recall:.0f} % of exact neighbours: kNN-based findings there are approximate (set report.neighbour_index: exact).",
+                    f"#{where.anchor}",
+                    1 - f.graph.recall,
+                )
+            ]
         return []
 
     def context(self, f: MetricsFinding, view) -> dict:
-        return {"knn": f.knn_accuracy, "k": f.knn_k, "metric": f.metric, "probe": f.probe_accuracy, "probe_n": f.probe_samples,
-                "silhouette": f.silhouette, "silhouette_n": f.silhouette_samples, "graph": f.graph, "n": len(f.knn_pred)}
+        return {
+            "knn": f.knn_accuracy,
+            "k": f.knn_k,
+            "metric": f.metric,
+            "probe": f.probe_accuracy,
+            "probe_n": f.probe_samples,
+            "silhouette": f.silhouette,
+            "silhouette_n": f.silhouette_samples,
+            "graph": f.graph,
+            "n": len(f.knn_pred),
+        }

@@ -1,9 +1,10 @@
 """Nearest neighbours in the full embedding space: one typical sample per class (nearest its class
 centroid) and the hardest samples, each with its nearest samples."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
@@ -29,17 +30,30 @@ class Neighbours(LayerAnalysis):
 
     def run(self, layer: LayerInput, found: Mapping[str, Finding]) -> NeighboursFinding:
         g = layer.graph
-        q = np.asarray(neighbour_queries(g, layer.labels, layer.x, list(found["hard"].hard), n_classes=layer.n_classes), np.int64)
+        q = np.asarray(
+            neighbour_queries(g, layer.labels, layer.x, list(found["hard"].hard), n_classes=layer.n_classes), np.int64
+        )
         m = min(layer.options.neighbours, g.k)
         return NeighboursFinding(q, g.indices[q, :m], g.distances[q, :m], g.metric)
 
     def summary(self, f: NeighboursFinding, samples: Samples) -> dict:
         ids = samples.ids
-        return {"neighbours": [{"query": ids[q], "neighbours": [ids[j] for j in nb], "distances": [float(d) for d in dist]}
-                               for q, nb, dist in zip(f.queries, f.neighbours, f.distances)]}
+        return {
+            "neighbours": [
+                {"query": ids[q], "neighbours": [ids[j] for j in nb], "distances": [float(d) for d in dist]}
+                for q, nb, dist in zip(f.queries, f.neighbours, f.distances)
+            ]
+        }
 
     def context(self, f: NeighboursFinding, view) -> dict:
         labels = view.labels
-        rows = [{"query": view.sample(q), "items": [view.sample(j, distance=float(d), same=bool(labels[j] == labels[q])) for j, d in zip(nb, dist)]}
-                for q, nb, dist in zip(f.queries, f.neighbours, f.distances)]
+        rows = [
+            {
+                "query": view.sample(q),
+                "items": [
+                    view.sample(j, distance=float(d), same=bool(labels[j] == labels[q])) for j, d in zip(nb, dist)
+                ],
+            }
+            for q, nb, dist in zip(f.queries, f.neighbours, f.distances)
+        ]
         return {"rows": rows, "metric": f.metric, "m": f.neighbours.shape[1]}

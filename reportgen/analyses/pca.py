@@ -1,9 +1,10 @@
 """Principal components: explained variance (table and scree), class eta^2 per component, and the
 effective dimensionality of the layer."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
@@ -57,23 +58,42 @@ class PcaAnalysis(LayerAnalysis):
         p = layer.pca
         k = min(layer.n_components, p.k)
         scores = p.scores[:, :k]
-        return PcaFinding(p.explained_variance_ratio[:k], p.eigenvalues, p.total_variance, eta_squared(scores, layer.labels), scores)
+        return PcaFinding(
+            p.explained_variance_ratio[:k], p.eigenvalues, p.total_variance, eta_squared(scores, layer.labels), scores
+        )
 
     def metric_values(self, f: PcaFinding) -> dict:
-        return {"components_for_90": f.components_for(0.9), "participation_ratio": float(f.participation_ratio), "variance_top10": f.variance_top10}
+        return {
+            "components_for_90": f.components_for(0.9),
+            "participation_ratio": float(f.participation_ratio),
+            "variance_top10": f.variance_top10,
+        }
 
     def summary(self, f: PcaFinding, samples: Samples) -> dict:
-        return {"pca": {
-            "mean_centred": True, "explained_variance_ratio": [float(v) for v in f.explained_variance_ratio],
-            "cumulative": [float(v) for v in np.cumsum(f.explained_variance_ratio)], "total_variance": float(f.total_variance),
-            "variance_top10": f.variance_top10, "components_for_90": f.components_for(0.9), "participation_ratio": float(f.participation_ratio),
-            "eta2": [float(v) for v in f.eta2],
-        }}
+        return {
+            "pca": {
+                "mean_centred": True,
+                "explained_variance_ratio": [float(v) for v in f.explained_variance_ratio],
+                "cumulative": [float(v) for v in np.cumsum(f.explained_variance_ratio)],
+                "total_variance": float(f.total_variance),
+                "variance_top10": f.variance_top10,
+                "components_for_90": f.components_for(0.9),
+                "participation_ratio": float(f.participation_ratio),
+                "eta2": [float(v) for v in f.eta2],
+            }
+        }
 
     def context(self, f: PcaFinding, view) -> dict:
         cum = np.cumsum(f.explained_variance_ratio)
-        rows = [{"pc": i + 1, "ratio": float(r), "cum": float(cum[i]), "eta2": float(f.eta2[i]) if i < len(f.eta2) else 0.0}
-                for i, r in enumerate(f.explained_variance_ratio)]
-        scree = view.figure("scree", lambda: scree_plot(f.explained_variance_ratio), data=(f.explained_variance_ratio,), alt=f"Scree plot of {view.layer}",
-                            caption="Bars: share of the total variance each principal component explains; line: cumulative share. A steep drop means a few directions dominate the layer.")
+        rows = [
+            {"pc": i + 1, "ratio": float(r), "cum": float(cum[i]), "eta2": float(f.eta2[i]) if i < len(f.eta2) else 0.0}
+            for i, r in enumerate(f.explained_variance_ratio)
+        ]
+        scree = view.figure(
+            "scree",
+            lambda: scree_plot(f.explained_variance_ratio),
+            data=(f.explained_variance_ratio,),
+            alt=f"Scree plot of {view.layer}",
+            caption="Bars: share of the total variance each principal component explains; line: cumulative share. A steep drop means a few directions dominate the layer.",
+        )
         return {"variance": rows, "scree": scree}

@@ -1,6 +1,7 @@
 """Dataset comparison (train vs test, clean vs corrupted): each compared dataset goes through the
 same model(s) and is measured against the reference per layer (MMD^2 with a permutation p-value,
 a domain-classifier AUC) and placed in the reference's fitted frames (overlaid maps)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,9 +11,9 @@ import numpy as np
 from ..figures import overlay_scatter
 from ..kernels import domain_auc, mmd_permutation_test
 from ..neighbours import cross_nearest
-from ..streaming import cleaned
 from ..reducers import REDUCERS
 from ..results import Finding, Samples, slug
+from ..streaming import cleaned
 from .base import BuildAnalysis, BuildInput
 
 PERMUTATIONS = 200
@@ -60,7 +61,9 @@ class CompareDatasets(BuildAnalysis):
     title = "Dataset comparison"
     template = "sections/datasets.html"
     code = ("reportgen.kernels", "reportgen.figures", "reportgen.twins")
-    metrics = {"leakage_count": "Images of the compared datasets with a twin in the reference dataset: identical, or the same picture re-encoded, re-lit or shifted."}
+    metrics = {
+        "leakage_count": "Images of the compared datasets with a twin in the reference dataset: identical, or the same picture re-encoded, re-lit or shifted."
+    }
 
     def enabled(self, spec) -> bool:
         return bool(spec.extra_datasets)
@@ -84,7 +87,11 @@ class CompareDatasets(BuildAnalysis):
                             coords[method] = fitted.transform(other)
                         except Exception:  # a reducer that cannot transform: no overlay for it
                             continue
-                    out.append(DatasetShift(name, m, layer, len(other), mmd2, p, PERMUTATIONS, domain_auc(a, other, seed=b.seed), coords))
+                    out.append(
+                        DatasetShift(
+                            name, m, layer, len(other), mmd2, p, PERMUTATIONS, domain_auc(a, other, seed=b.seed), coords
+                        )
+                    )
         return ShiftFinding(tuple(out), tuple(self._leaks(b)), b.dataset_name)
 
     def _leaks(self, b: BuildInput) -> list[Leak]:
@@ -114,7 +121,13 @@ class CompareDatasets(BuildAnalysis):
             if twin is not None and xr.embeddings.thumbnails is not None and n_other:
                 other = cleaned(xr.embeddings.layers[layer])[0]
                 nearest, _ = cross_nearest(b.x(m, layer), other, metric=b.options.metric)
-                r, t, d = cross_twins(twin.signatures, signatures(xr.embeddings.thumbnails), nearest[:, None], twin.calibration.threshold, seed=b.seed)
+                r, t, d = cross_twins(
+                    twin.signatures,
+                    signatures(xr.embeddings.thumbnails),
+                    nearest[:, None],
+                    twin.calibration.threshold,
+                    seed=b.seed,
+                )
                 rows_to[r], diff[r] = t, d
             if xr.embeddings.hashes is not None and lookup:
                 for i, h in enumerate(np.ascontiguousarray(xr.embeddings.hashes).view(np.dtype((np.void, 16))).ravel()):
@@ -123,9 +136,26 @@ class CompareDatasets(BuildAnalysis):
                         exact[i], rows_to[i], diff[i] = True, j, 0.0
             rows = np.flatnonzero(rows_to >= 0)
             rows = rows[np.lexsort((rows, diff[rows]))]
-            thumbs = np.asarray(xr.embeddings.thumbnails[np.sort(rows)])[np.argsort(np.argsort(rows))] if len(rows) else np.zeros((0, 1, 1, 3), np.uint8)
-            out.append(Leak(name, m, layer, rows, rows_to[rows], diff[rows], exact[rows], twin.calibration.threshold if twin else None,
-                            tuple(xr.embeddings.ids[r] for r in rows), thumbs, xr.embeddings.labels[rows]))
+            thumbs = (
+                np.asarray(xr.embeddings.thumbnails[np.sort(rows)])[np.argsort(np.argsort(rows))]
+                if len(rows)
+                else np.zeros((0, 1, 1, 3), np.uint8)
+            )
+            out.append(
+                Leak(
+                    name,
+                    m,
+                    layer,
+                    rows,
+                    rows_to[rows],
+                    diff[rows],
+                    exact[rows],
+                    twin.calibration.threshold if twin else None,
+                    tuple(xr.embeddings.ids[r] for r in rows),
+                    thumbs,
+                    xr.embeddings.labels[rows],
+                )
+            )
         return out
 
     def layer_metrics(self, f: ShiftFinding) -> dict:
@@ -142,35 +172,98 @@ class CompareDatasets(BuildAnalysis):
         for leak in f.leaks:
             if len(leak.rows):
                 n_exact = int(leak.exact.sum())
-                out.append(Headline(where.id("leakage", f"{leak.dataset}/{leak.layer}"), "high",
-                                    f"{len(leak.rows):,} images of {leak.dataset} have a near-twin in {f.reference}"
-                                    + (f" ({n_exact:,} identical)" if n_exact else "") + ": leakage across splits.",
-                                    f"#{where.anchor}-leaks", float(len(leak.rows))))
+                out.append(
+                    Headline(
+                        where.id("leakage", f"{leak.dataset}/{leak.layer}"),
+                        "high",
+                        f"{len(leak.rows):,} images of {leak.dataset} have a near-twin in {f.reference}"
+                        + (f" ({n_exact:,} identical)" if n_exact else "")
+                        + ": leakage across splits.",
+                        f"#{where.anchor}-leaks",
+                        float(len(leak.rows)),
+                    )
+                )
         return out
 
     def summary(self, f: ShiftFinding, samples: Samples) -> dict:
-        return {"leakage": [{"dataset": l.dataset, "model": l.model, "layer": l.layer, "threshold": l.threshold, "count": int(len(l.rows)),
-                             "pairs": [{"id": i, "twin": samples.ids[t], "difference": round(float(d), 5), "identical": bool(e)}
-                                       for i, t, d, e in zip(l.ids[:500], l.twins, l.distances, l.exact)]} for l in f.leaks],
-                "dataset_shift": [{"dataset": d.dataset, "model": d.model, "layer": d.layer, "samples": d.n, "mmd2": d.mmd2,
-                                   "p_value": d.p_value, "permutations": d.permutations, "domain_auc": d.auc} for d in f.shifts]}
+        return {
+            "leakage": [
+                {
+                    "dataset": l.dataset,
+                    "model": l.model,
+                    "layer": l.layer,
+                    "threshold": l.threshold,
+                    "count": int(len(l.rows)),
+                    "pairs": [
+                        {"id": i, "twin": samples.ids[t], "difference": round(float(d), 5), "identical": bool(e)}
+                        for i, t, d, e in zip(l.ids[:500], l.twins, l.distances, l.exact)
+                    ],
+                }
+                for l in f.leaks
+            ],
+            "dataset_shift": [
+                {
+                    "dataset": d.dataset,
+                    "model": d.model,
+                    "layer": d.layer,
+                    "samples": d.n,
+                    "mmd2": d.mmd2,
+                    "p_value": d.p_value,
+                    "permutations": d.permutations,
+                    "domain_auc": d.auc,
+                }
+                for d in f.shifts
+            ],
+        }
 
     def context(self, f: ShiftFinding, view) -> dict:
-        rows = [{"dataset": d.dataset, "model": d.model, "layer": d.layer, "n": d.n, "mmd2": d.mmd2, "p": d.p_value, "perm": d.permutations, "auc": d.auc} for d in f.shifts]
+        rows = [
+            {
+                "dataset": d.dataset,
+                "model": d.model,
+                "layer": d.layer,
+                "n": d.n,
+                "mmd2": d.mmd2,
+                "p": d.p_value,
+                "perm": d.permutations,
+                "auc": d.auc,
+            }
+            for d in f.shifts
+        ]
         order = list(REDUCERS)
-        keys = sorted({(d.model, d.layer, m) for d in f.shifts for m in d.coords}, key=lambda k: (k[0], k[1], order.index(k[2]) if k[2] in order else len(order)))
+        keys = sorted(
+            {(d.model, d.layer, m) for d in f.shifts for m in d.coords},
+            key=lambda k: (k[0], k[1], order.index(k[2]) if k[2] in order else len(order)),
+        )
         figs = []
         for model, layer, method in keys:
             ref = view.models_by_name[model].layer(layer).maps[method].coords
-            others = {d.dataset: d.coords[method] for d in f.shifts if d.model == model and d.layer == layer and method in d.coords}
+            others = {
+                d.dataset: d.coords[method]
+                for d in f.shifts
+                if d.model == model and d.layer == layer and method in d.coords
+            }
             title = REDUCERS[method].title if method in REDUCERS else method
-            figs.append(view.figure(f"datasets--{slug(model)}--{slug(layer)}-{method}",
-                                    lambda ref=ref, others=others: overlay_scatter(ref, others, reference_name=view.dataset_name, seed=view.seed),
-                                    data=(ref, *others.values()), alt=f"{title} of {layer}: datasets overlaid",
-                                    caption=f"{model} · {layer}: {title} fitted on {view.dataset_name} (grey) with the other datasets placed in the same frame. Regions covered by one dataset only show where they differ."))
+            figs.append(
+                view.figure(
+                    f"datasets--{slug(model)}--{slug(layer)}-{method}",
+                    lambda ref=ref, others=others: overlay_scatter(
+                        ref, others, reference_name=view.dataset_name, seed=view.seed
+                    ),
+                    data=(ref, *others.values()),
+                    alt=f"{title} of {layer}: datasets overlaid",
+                    caption=f"{model} · {layer}: {title} fitted on {view.dataset_name} (grey) with the other datasets placed in the same frame. Regions covered by one dataset only show where they differ.",
+                )
+            )
         leaks = []
         for l in f.leaks:
-            pairs = [{"a": view.image(th, view.class_names[int(y)], i), "b": view.sample(t), "d": float(d), "exact": bool(e)}
-                     for th, y, i, t, d, e in zip(l.thumbnails[: view.gallery_size * 2], l.labels, l.ids, l.twins, l.distances, l.exact)]
-            leaks.append({"dataset": l.dataset, "layer": l.layer, "count": len(l.rows), "threshold": l.threshold, "pairs": pairs})
+            pairs = [
+                {"a": view.image(th, view.class_names[int(y)], i), "b": view.sample(t), "d": float(d), "exact": bool(e)}
+                for th, y, i, t, d, e in zip(
+                    l.thumbnails[: view.gallery_size * 2], l.labels, l.ids, l.twins, l.distances, l.exact
+                )
+            ]
+            leaks.append(
+                {"dataset": l.dataset, "layer": l.layer, "count": len(l.rows), "threshold": l.threshold, "pairs": pairs}
+            )
         return {"rows": rows, "figs": figs, "reference": view.dataset_name, "leaks": leaks}

@@ -12,11 +12,12 @@ principal components did not (best Jaccard 0.11, half the samples left as noise)
 Clustered on at most ``SLICE_CAP`` samples (a seeded stratified sample); the others join the slice
 of their nearest clustered samples (in the same space).
 """
+
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
@@ -56,7 +57,12 @@ class SlicesFinding(Finding):
 
 def _traits(stats: np.ndarray, rows: np.ndarray) -> tuple[str, ...]:
     """Image statistics of a slice more than half a standard deviation from the whole set's mean."""
-    words = {0: ("dark", "bright"), 1: ("low-contrast", "high-contrast"), 2: ("greyish", "colourful"), 3: ("bluish", "reddish")}
+    words = {
+        0: ("dark", "bright"),
+        1: ("low-contrast", "high-contrast"),
+        2: ("greyish", "colourful"),
+        3: ("bluish", "reddish"),
+    }
     sd = stats.std(0)
     out = []
     for j in range(min(4, stats.shape[1])):
@@ -74,7 +80,9 @@ class Slices(LayerAnalysis):
     template = "sections/slices.html"
     requires = ("metrics", "audit")
     code = ("reportgen.figures",)
-    metrics = {"worst_slice_accuracy": "kNN accuracy of the worst slice (a cluster of the layer the representation handles worst)."}
+    metrics = {
+        "worst_slice_accuracy": "kNN accuracy of the worst slice (a cluster of the layer the representation handles worst)."
+    }
 
     def enabled(self, spec) -> bool:
         return spec.report.slices
@@ -99,7 +107,11 @@ class Slices(LayerAnalysis):
         z = z / np.where(sd > 0, sd, 1)
         rows = stratified_rows(y, layer.n_classes, SLICE_CAP, layer.seed) if n > SLICE_CAP else np.arange(n)
         size = max(15, len(rows) // MIN_SLICE_SHARE)
-        fit = HDBSCAN(min_cluster_size=size, min_samples=10, cluster_selection_method="leaf", copy=True).fit(z[rows]).labels_
+        fit = (
+            HDBSCAN(min_cluster_size=size, min_samples=10, cluster_selection_method="leaf", copy=True)
+            .fit(z[rows])
+            .labels_
+        )
         assignment = np.zeros(n, np.int64)
         assignment[rows] = fit + 1  # 0: noise
         if len(rows) < n:
@@ -120,8 +132,17 @@ class Slices(LayerAnalysis):
             centre = z[members].mean(0)
             near = members[np.argsort(((z[members] - centre) ** 2).sum(1), kind="stable")[:8]]
             makeup = tuple((int(k), int(v)) for k, v in Counter(y[members].tolist()).most_common())
-            raw.append((members, acc, None if probe is None else float((probe[members] == y[members]).mean()), makeup, near,
-                        _traits(layer.samples.image_stats, members), (overall - acc) * len(members)))
+            raw.append(
+                (
+                    members,
+                    acc,
+                    None if probe is None else float((probe[members] == y[members]).mean()),
+                    makeup,
+                    near,
+                    _traits(layer.samples.image_stats, members),
+                    (overall - acc) * len(members),
+                )
+            )
         raw.sort(key=lambda r: (-r[6], int(r[0][0])))
         slices = []
         for rank, r in enumerate(raw, start=1):
@@ -130,16 +151,30 @@ class Slices(LayerAnalysis):
         for s in slices:
             final[s.rows] = s.id
         shown = method or ("pca" if "pca" in layer.maps else "")
-        return SlicesFinding(tuple(slices), final, overall, len(rows), shown, layer.maps[shown].coords if shown else None, space)
+        return SlicesFinding(
+            tuple(slices), final, overall, len(rows), shown, layer.maps[shown].coords if shown else None, space
+        )
 
     def metric_values(self, f: SlicesFinding) -> dict:
         return {"worst_slice_accuracy": min((s.knn_accuracy for s in f.slices), default=None), "slices": len(f.slices)}
 
     def summary(self, f: SlicesFinding, samples: Samples) -> dict:
         names, ids = samples.class_names, samples.ids
-        return {"slices": [{"slice": s.id, "size": int(len(s.rows)), "knn_accuracy": s.knn_accuracy, "probe_accuracy": s.probe_accuracy,
-                            "classes": {names[c]: k for c, k in s.makeup[:5]}, "traits": list(s.traits), "typical": [ids[r] for r in s.typical],
-                            "harm": round(s.harm, 3)} for s in f.slices[:30]]}
+        return {
+            "slices": [
+                {
+                    "slice": s.id,
+                    "size": int(len(s.rows)),
+                    "knn_accuracy": s.knn_accuracy,
+                    "probe_accuracy": s.probe_accuracy,
+                    "classes": {names[c]: k for c, k in s.makeup[:5]},
+                    "traits": list(s.traits),
+                    "typical": [ids[r] for r in s.typical],
+                    "harm": round(s.harm, 3),
+                }
+                for s in f.slices[:30]
+            ]
+        }
 
     def headlines(self, f: SlicesFinding, where: Where) -> list[Headline]:
         names = where.class_names
@@ -148,11 +183,21 @@ class Slices(LayerAnalysis):
             if s.knn_accuracy >= f.overall - 0.05 or len(s.rows) < 20:
                 continue
             top, k = s.makeup[0]
-            who = f"mostly {' '.join(s.traits) + ' ' if s.traits else ''}{names[top]}" if k >= 0.5 * len(s.rows) else f"{' '.join(s.traits) + ' ' if s.traits else ''}mixed classes"
+            who = (
+                f"mostly {' '.join(s.traits) + ' ' if s.traits else ''}{names[top]}"
+                if k >= 0.5 * len(s.rows)
+                else f"{' '.join(s.traits) + ' ' if s.traits else ''}mixed classes"
+            )
             gap = f.overall - s.knn_accuracy
-            out.append(Headline(where.id("slices", f"slice{s.id}"), "high" if gap > 0.25 and len(s.rows) > 0.02 * len(f.assignment) else "medium",
-                                f"Slice {s.id} of {where.layer} ({len(s.rows):,} images, {who}): kNN accuracy {s.knn_accuracy:.2f} vs {f.overall:.2f} overall.",
-                                f"#{where.anchor}", s.harm))
+            out.append(
+                Headline(
+                    where.id("slices", f"slice{s.id}"),
+                    "high" if gap > 0.25 and len(s.rows) > 0.02 * len(f.assignment) else "medium",
+                    f"Slice {s.id} of {where.layer} ({len(s.rows):,} images, {who}): kNN accuracy {s.knn_accuracy:.2f} vs {f.overall:.2f} overall.",
+                    f"#{where.anchor}",
+                    s.harm,
+                )
+            )
         return out
 
     def context(self, f: SlicesFinding, view) -> dict | None:
@@ -163,13 +208,34 @@ class Slices(LayerAnalysis):
         fig = None
         if coords is not None:
             shown = [s.id for s in f.slices[:12]]
-            fig = view.figure("slices", lambda: slices_plot(coords, f.assignment, shown, seed=view.seed), data=(coords, f.assignment),
-                              alt=f"Slices of {view.layer} on its {f.map_method} map",
-                              caption=f"The {len(shown)} worst slices of {view.layer} drawn on its {f.map_method} map (grey: every other sample); labels at each slice's centre.")
+            fig = view.figure(
+                "slices",
+                lambda: slices_plot(coords, f.assignment, shown, seed=view.seed),
+                data=(coords, f.assignment),
+                alt=f"Slices of {view.layer} on its {f.map_method} map",
+                caption=f"The {len(shown)} worst slices of {view.layer} drawn on its {f.map_method} map (grey: every other sample); labels at each slice's centre.",
+            )
         rows = []
         for s in f.slices[:12]:
-            rows.append({"id": s.id, "size": len(s.rows), "knn": s.knn_accuracy, "probe": s.probe_accuracy, "traits": ", ".join(s.traits),
-                         "makeup": ", ".join(f"{k}× {names[c]}" for c, k in s.makeup[:3]) + (" ..." if len(s.makeup) > 3 else ""),
-                         "typical": [view.sample(r) for r in s.typical[: max(4, view.gallery_size)]]})
-        return {"rows": rows, "fig": fig, "overall": f.overall, "n": len(f.slices), "clustered": f.clustered, "total": len(f.assignment), "space": f.space,
-                "covered": int((f.assignment > 0).sum())}
+            rows.append(
+                {
+                    "id": s.id,
+                    "size": len(s.rows),
+                    "knn": s.knn_accuracy,
+                    "probe": s.probe_accuracy,
+                    "traits": ", ".join(s.traits),
+                    "makeup": ", ".join(f"{k}× {names[c]}" for c, k in s.makeup[:3])
+                    + (" ..." if len(s.makeup) > 3 else ""),
+                    "typical": [view.sample(r) for r in s.typical[: max(4, view.gallery_size)]],
+                }
+            )
+        return {
+            "rows": rows,
+            "fig": fig,
+            "overall": f.overall,
+            "n": len(f.slices),
+            "clustered": f.clustered,
+            "total": len(f.assignment),
+            "space": f.space,
+            "covered": int((f.assignment > 0).sum()),
+        }

@@ -3,8 +3,8 @@
 Each kind is one module of this package, registered in ``DATASET_KINDS``; to add one, copy
 ``datasets/npz.py`` and call ``register_dataset_kind(Params, load)``.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 from ..errors import DataError
 from . import csv_manifest, digits, embeddings, idx, image_folder, npz
@@ -36,11 +36,21 @@ def load_dataset(spec: DatasetParams) -> Dataset:
         raise DataError(f"dataset: {ds.name} has no samples")
     present = int((ds.counts > 0).sum())
     if present < 2:
-        raise DataError(f"dataset: {ds.name} has only one class ({ds.class_names[int(ds.labels[0])]!r}); a report compares classes, so give at least two")
+        raise DataError(
+            f"dataset: {ds.name} has only one class ({ds.class_names[int(ds.labels[0])]!r}); a report compares classes, so give at least two"
+        )
     return ds
 
 
 __all__ = [
-    "DATASET_KINDS", "Dataset", "DatasetParams", "Selection", "load_dataset", "select_samples", "register_dataset_kind",
-    "unregister_dataset_kind", "is_precomputed", "label_codes",
+    "DATASET_KINDS",
+    "Dataset",
+    "DatasetParams",
+    "Selection",
+    "load_dataset",
+    "select_samples",
+    "register_dataset_kind",
+    "unregister_dataset_kind",
+    "is_precomputed",
+    "label_codes",
 ]

@@ -6,13 +6,15 @@ spec's ``dataset:`` entries are validated against the registered models. Images 
 one sample at a time (``Dataset.read``), so a 60,000-image folder is never held decoded in memory;
 every reader returns RGB ``uint8`` (H, W, 3).
 """
+
 from __future__ import annotations
 
 import difflib
 import hashlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Callable, Literal, Mapping, Sequence
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import AfterValidator, Field, ValidationInfo
@@ -41,8 +43,12 @@ class DatasetParams(Params):
 
     kind: str
     limit: int | None = Field(None, gt=0, description="Use at most this many samples.")
-    sample: Literal["stratified", "first", "random"] = Field("stratified", description="How `limit` picks samples (under the spec's seed).")
-    on_bad_image: Literal["skip", "fail"] = Field("skip", description="A corrupt or unreadable image is skipped (and listed) or fails the build.")
+    sample: Literal["stratified", "first", "random"] = Field(
+        "stratified", description="How `limit` picks samples (under the spec's seed)."
+    )
+    on_bad_image: Literal["skip", "fail"] = Field(
+        "skip", description="A corrupt or unreadable image is skipped (and listed) or fails the build."
+    )
     name: str | None = Field(None, description="Display name of the dataset.")
 
 
@@ -91,7 +97,13 @@ class DatasetKind:
 DATASET_KINDS: dict[str, DatasetKind] = {}
 
 
-def register_dataset_kind(params: type[DatasetParams], load: Callable[[DatasetParams], Dataset], *, precomputed: bool = False, replace: bool = False) -> None:
+def register_dataset_kind(
+    params: type[DatasetParams],
+    load: Callable[[DatasetParams], Dataset],
+    *,
+    precomputed: bool = False,
+    replace: bool = False,
+) -> None:
     kind = params.model_fields["kind"].default
     if not isinstance(kind, str) or not kind:
         raise TypeError(f"{params.__name__}.kind must be a Literal with a default (the kind's name)")
@@ -130,12 +142,16 @@ def hash_arrays(*arrays: np.ndarray) -> str:
 
 def label_codes(raw: Sequence[str]) -> tuple[np.ndarray, tuple[str, ...]]:
     """Text labels -> integer codes and class names; numbers sort as numbers ("2" before "10")."""
-    values = sorted(set(raw), key=lambda v: (0, float(v), "") if v.replace(".", "", 1).lstrip("-").isdigit() else (1, 0, v))
+    values = sorted(
+        set(raw), key=lambda v: (0, float(v), "") if v.replace(".", "", 1).lstrip("-").isdigit() else (1, 0, v)
+    )
     lookup = {v: i for i, v in enumerate(values)}
     return np.asarray([lookup[v] for v in raw], np.int64), tuple(values)
 
 
-def array_dataset(name: str, kind: str, images: np.ndarray, labels: np.ndarray, class_names: Sequence[str] | None, id_prefix: str) -> Dataset:
+def array_dataset(
+    name: str, kind: str, images: np.ndarray, labels: np.ndarray, class_names: Sequence[str] | None, id_prefix: str
+) -> Dataset:
     """A dataset held as one (N,H,W[,C]) array in memory (IDX, npz, digits)."""
     labels = np.asarray(labels)
     if labels.ndim != 1:
@@ -168,8 +184,16 @@ def array_dataset(name: str, kind: str, images: np.ndarray, labels: np.ndarray, 
         return to_rgb_uint8(images[i])
 
     ids = tuple(f"{id_prefix}{i}" for i in range(len(labels)))
-    return Dataset(name=name, kind=kind, class_names=names, labels=labels, ids=ids, fingerprint=fingerprint, reader=reader,
-                   array=images if images.dtype == np.uint8 else None)
+    return Dataset(
+        name=name,
+        kind=kind,
+        class_names=names,
+        labels=labels,
+        ids=ids,
+        fingerprint=fingerprint,
+        reader=reader,
+        array=images if images.dtype == np.uint8 else None,
+    )
 
 
 def file_fingerprint(paths: Sequence[Path], labels: np.ndarray, root: Path) -> str:
@@ -177,7 +201,11 @@ def file_fingerprint(paths: Sequence[Path], labels: np.ndarray, root: Path) -> s
     for p, y in zip(paths, labels):
         try:
             st = p.stat()
-            h.update(f"{p.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\0{y}\n".encode("utf-8", "surrogateescape"))
+            h.update(
+                f"{p.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\0{y}\n".encode(
+                    "utf-8", "surrogateescape"
+                )
+            )
         except OSError:
             h.update(f"{p}\0missing\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
@@ -188,7 +216,15 @@ def display_id(rel: str) -> str:
     return rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def path_dataset(name: str, kind: str, root: Path, paths: list[Path], labels: np.ndarray, class_names: tuple[str, ...], metadata: dict[str, list] | None = None) -> Dataset:
+def path_dataset(
+    name: str,
+    kind: str,
+    root: Path,
+    paths: list[Path],
+    labels: np.ndarray,
+    class_names: tuple[str, ...],
+    metadata: dict[str, list] | None = None,
+) -> Dataset:
     """A dataset of image files, decoded on demand."""
     ids = tuple(display_id(p.relative_to(root).as_posix()) for p in paths)
     frozen_paths = tuple(paths)
@@ -196,5 +232,14 @@ def path_dataset(name: str, kind: str, root: Path, paths: list[Path], labels: np
     def reader(i: int) -> np.ndarray:
         return read_image_file(frozen_paths[i])
 
-    return Dataset(name=name, kind=kind, class_names=class_names, labels=labels, ids=ids,
-                   fingerprint=file_fingerprint(paths, labels, root), reader=reader, metadata=metadata or {}, paths=frozen_paths)
+    return Dataset(
+        name=name,
+        kind=kind,
+        class_names=class_names,
+        labels=labels,
+        ids=ids,
+        fingerprint=file_fingerprint(paths, labels, root),
+        reader=reader,
+        metadata=metadata or {},
+        paths=frozen_paths,
+    )

@@ -4,6 +4,7 @@ Two kinds: ``embeddings`` (a .npy / .npz / .tsv of vectors, a metadata TSV, opti
 sprite) and ``tensorboard_projector`` (a projector folder, e.g. written by
 ``SummaryWriter.add_embedding``).
 """
+
 from __future__ import annotations
 
 import os
@@ -24,11 +25,22 @@ class EmbeddingsDataset(DatasetParams):
 
     kind: Literal["embeddings"] = "embeddings"
     vectors: ResolvedPath = Field(description=".npy (N, d), .npz (one array per layer) or .tsv")
-    metadata: ResolvedPath | None = Field(None, description="TSV, TensorBoard's rules: one column = labels, no header; several = header row.")
+    metadata: ResolvedPath | None = Field(
+        None, description="TSV, TensorBoard's rules: one column = labels, no header; several = header row."
+    )
     label_column: str = "label"
-    images: ResolvedPath | None = Field(None, description="A folder of images (sorted names, one per row), a sprite image, or a .npy of (N, H, W[, C]) uint8 images (read on demand).")
-    sprite_dim: int | None = Field(None, gt=0, description="Side of one sprite tile in pixels (when images is a sprite).")
-    memory_gb: float | None = Field(None, gt=0, description="Memory budget for inputs that cannot be streamed (.npz, .tsv); default: half the machine's memory. A .npy is memory-mapped and streamed.")
+    images: ResolvedPath | None = Field(
+        None,
+        description="A folder of images (sorted names, one per row), a sprite image, or a .npy of (N, H, W[, C]) uint8 images (read on demand).",
+    )
+    sprite_dim: int | None = Field(
+        None, gt=0, description="Side of one sprite tile in pixels (when images is a sprite)."
+    )
+    memory_gb: float | None = Field(
+        None,
+        gt=0,
+        description="Memory budget for inputs that cannot be streamed (.npz, .tsv); default: half the machine's memory. A .npy is memory-mapped and streamed.",
+    )
 
 
 class ProjectorDataset(DatasetParams):
@@ -46,14 +58,25 @@ def _labels_from_metadata(meta: dict[str, list[str]], column: str, where: str) -
     return label_codes(meta[column])
 
 
-def _precomputed(name: str, kind: str, vectors: dict[str, np.ndarray], meta: dict[str, list] | None, label_column: str,
-                 thumbs: np.ndarray | None, source: str, where: str, images: np.ndarray | None = None) -> Dataset:
+def _precomputed(
+    name: str,
+    kind: str,
+    vectors: dict[str, np.ndarray],
+    meta: dict[str, list] | None,
+    label_column: str,
+    thumbs: np.ndarray | None,
+    source: str,
+    where: str,
+    images: np.ndarray | None = None,
+) -> Dataset:
     n = len(next(iter(vectors.values())))
     for k, v in vectors.items():
         if v.ndim != 2 or len(v) != n:
             raise DataError(f"dataset: vectors {k!r} have shape {v.shape}; every array must be (N={n}, d)")
     if meta is None:
-        raise DataError(f"dataset.metadata: precomputed embeddings need labels; give a metadata TSV with a {label_column!r} column")
+        raise DataError(
+            f"dataset.metadata: precomputed embeddings need labels; give a metadata TSV with a {label_column!r} column"
+        )
     labels, names = _labels_from_metadata(meta, label_column, where)
     if len(labels) != n:
         raise DataError(f"dataset: {len(labels)} metadata rows for {n} vectors")
@@ -69,8 +92,20 @@ def _precomputed(name: str, kind: str, vectors: dict[str, np.ndarray], meta: dic
     others = {k: v for k, v in meta.items() if k != label_column}
     # float32 arrays (memory-mapped .npy included) pass through uncopied
     vecs = {k: v if v.dtype == np.float32 else np.asarray(v, np.float32) for k, v in vectors.items()}
-    return Dataset(name=name, kind=kind, class_names=names, labels=labels, ids=tuple(f"{name}-{i}" for i in range(n)), fingerprint=fp,
-                   reader=reader, metadata=others, vectors=vecs, source=source, has_images=pixels is not None, array=images)
+    return Dataset(
+        name=name,
+        kind=kind,
+        class_names=names,
+        labels=labels,
+        ids=tuple(f"{name}-{i}" for i in range(n)),
+        fingerprint=fp,
+        reader=reader,
+        metadata=others,
+        vectors=vecs,
+        source=source,
+        has_images=pixels is not None,
+        array=images,
+    )
 
 
 def _fingerprint(vectors: dict[str, np.ndarray], labels: np.ndarray) -> str:
@@ -99,8 +134,10 @@ def memory_budget(spec: EmbeddingsDataset) -> int:
 
 
 def _too_large(p, what: str, nbytes: int, budget: int, fix: str) -> DataError:
-    return DataError(f"dataset.vectors: {p.name} holds {nbytes / 2**30:.1f} GB of {what}, more than the {budget / 2**30:.1f} GB memory budget "
-                     f"(dataset.memory_gb), and cannot be read in parts; {fix}")
+    return DataError(
+        f"dataset.vectors: {p.name} holds {nbytes / 2**30:.1f} GB of {what}, more than the {budget / 2**30:.1f} GB memory budget "
+        f"(dataset.memory_gb), and cannot be read in parts; {fix}"
+    )
 
 
 def load_embeddings(spec: EmbeddingsDataset) -> Dataset:
@@ -112,13 +149,21 @@ def load_embeddings(spec: EmbeddingsDataset) -> Dataset:
         if p.suffix == ".npy":  # memory-mapped: read in chunks by every stage, never whole
             arr = track(np.load(p, mmap_mode="r", allow_pickle=False))
             if arr.dtype != np.float32 and arr.nbytes > budget:
-                raise _too_large(p, f"{arr.dtype} vectors", arr.nbytes, budget, "save them as float32 (x.astype('float32')) to stream them")
+                raise _too_large(
+                    p,
+                    f"{arr.dtype} vectors",
+                    arr.nbytes,
+                    budget,
+                    "save them as float32 (x.astype('float32')) to stream them",
+                )
             vectors = {"embedding": arr}
         elif p.suffix == ".npz":
             with np.load(p, allow_pickle=False) as z:
                 size = sum(z.zip.getinfo(f"{k}.npy").file_size for k in z.files)
                 if size > budget:
-                    raise _too_large(p, "arrays", size, budget, "save each array as its own .npy (np.save) to stream it")
+                    raise _too_large(
+                        p, "arrays", size, budget, "save each array as its own .npy (np.save) to stream it"
+                    )
                 vectors = {k: z[k] for k in z.files}
         elif p.suffix in (".tsv", ".txt"):
             estimate = p.stat().st_size // 3  # ~10 characters of text per float32 of 4 bytes
@@ -140,13 +185,27 @@ def load_embeddings(spec: EmbeddingsDataset) -> Dataset:
         except (ValueError, OSError) as exc:
             raise DataError(f"dataset.images: cannot read {spec.images} ({str(exc)[:100]})") from None
         if images.ndim not in (3, 4) or len(images) != n:
-            raise DataError(f"dataset.images: {spec.images} holds an array of shape {images.shape}; expected ({n}, H, W[, C]) images, one per vector")
-        return _precomputed(spec.name or p.stem, "embeddings", vectors, meta, spec.label_column, None, str(p), str(spec.metadata), images=images)
+            raise DataError(
+                f"dataset.images: {spec.images} holds an array of shape {images.shape}; expected ({n}, H, W[, C]) images, one per vector"
+            )
+        return _precomputed(
+            spec.name or p.stem,
+            "embeddings",
+            vectors,
+            meta,
+            spec.label_column,
+            None,
+            str(p),
+            str(spec.metadata),
+            images=images,
+        )
     if spec.images is not None:
         if spec.images.is_dir():
             files = sorted(f for f in spec.images.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
             if len(files) != n:
-                raise DataError(f"dataset.images: {len(files)} images in {spec.images} for {n} vectors (matched by sorted name)")
+                raise DataError(
+                    f"dataset.images: {len(files)} images in {spec.images} for {n} vectors (matched by sorted name)"
+                )
             try:
                 thumbs = np.stack([make_thumbnail(read_image_file(f), 32) for f in files])
             except BadImage as exc:
@@ -155,7 +214,9 @@ def load_embeddings(spec: EmbeddingsDataset) -> Dataset:
             if not spec.sprite_dim:
                 raise DataError("dataset.sprite_dim: a sprite image needs the side of one tile in pixels")
             thumbs = read_sprite(spec.images, (spec.sprite_dim, spec.sprite_dim), n)
-    return _precomputed(spec.name or p.stem, "embeddings", vectors, meta, spec.label_column, thumbs, str(p), str(spec.metadata))
+    return _precomputed(
+        spec.name or p.stem, "embeddings", vectors, meta, spec.label_column, thumbs, str(p), str(spec.metadata)
+    )
 
 
 def load_projector(spec: ProjectorDataset) -> Dataset:
@@ -166,7 +227,9 @@ def load_projector(spec: ProjectorDataset) -> Dataset:
     if spec.tensor:
         chosen = [e for e in entries if e.tensor_name == spec.tensor]
         if not chosen:
-            raise DataError(f"dataset.tensor: no tensor {spec.tensor!r} in {cfg} (tensors: {', '.join(e.tensor_name for e in entries)})")
+            raise DataError(
+                f"dataset.tensor: no tensor {spec.tensor!r} in {cfg} (tensors: {', '.join(e.tensor_name for e in entries)})"
+            )
         entry = chosen[0]
     else:
         entry = entries[0]
@@ -178,5 +241,16 @@ def load_projector(spec: ProjectorDataset) -> Dataset:
         if len(y) == len(x):
             vectors[e.tensor_name] = y
     meta = read_metadata(entry.metadata_path, len(x)) if entry.metadata_path else None
-    thumbs = read_sprite(entry.sprite_path, entry.sprite_dim, len(x)) if entry.sprite_path and entry.sprite_dim else None
-    return _precomputed(spec.name or cfg.parent.name, "tensorboard_projector", vectors, meta, spec.label_column, thumbs, str(cfg), str(entry.metadata_path))
+    thumbs = (
+        read_sprite(entry.sprite_path, entry.sprite_dim, len(x)) if entry.sprite_path and entry.sprite_dim else None
+    )
+    return _precomputed(
+        spec.name or cfg.parent.name,
+        "tensorboard_projector",
+        vectors,
+        meta,
+        spec.label_column,
+        thumbs,
+        str(cfg),
+        str(entry.metadata_path),
+    )

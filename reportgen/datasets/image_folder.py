@@ -1,4 +1,5 @@
 """One sub-folder per class (torchvision's ImageFolder convention); any Pillow-readable image."""
+
 from __future__ import annotations
 
 import os
@@ -38,7 +39,16 @@ def load(spec: ImageFolderDataset) -> Dataset:
                 if fn.lower().endswith(IMAGE_EXTENSIONS) and not fn.startswith("."):
                     found.append(Path(dirpath) / fn)
         if not found:
-            raise DataError(f"dataset.path: class folder {root / cname} has no images ({', '.join(IMAGE_EXTENSIONS[:5])} ...); add images or remove the folder")
+            raise DataError(
+                f"dataset.path: class folder {root / cname} has no images ({', '.join(IMAGE_EXTENSIONS[:5])} ...); add images or remove the folder"
+            )
         paths += found
         labels += [ci] * len(found)
-    return path_dataset(spec.name or root.name, "image_folder", root, paths, np.asarray(labels, dtype=np.int64), tuple(display_id(c) for c in classes))
+    return path_dataset(
+        spec.name or root.name,
+        "image_folder",
+        root,
+        paths,
+        np.asarray(labels, dtype=np.int64),
+        tuple(display_id(c) for c in classes),
+    )

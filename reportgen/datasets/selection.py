@@ -1,4 +1,5 @@
 """Which samples of a dataset a build uses: all, or ``limit`` of them, first / random / stratified."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,7 +19,9 @@ class Selection:
     method: str
 
 
-def select_samples(ds: Dataset, *, limit: int | None, method: str, seed: int, max_samples: int | None = None) -> Selection:
+def select_samples(
+    ds: Dataset, *, limit: int | None, method: str, seed: int, max_samples: int | None = None
+) -> Selection:
     """Pick the samples a build uses: all, or ``limit`` of them by ``first``/``random``/``stratified``."""
     n = len(ds)
     cap = min(x for x in (limit, max_samples, n) if x is not None)

@@ -1,7 +1,8 @@
 """Reducers: embeddings -> 2-D maps, one module per method, all in one registry.
 
-    from reportgen.reducers import Reducer, ReducerParams, FittedMap, register_reducer
+from reportgen.reducers import Reducer, ReducerParams, FittedMap, register_reducer
 """
+
 from __future__ import annotations
 
 from .base import (
@@ -25,6 +26,18 @@ for _cls in (PcaReducer, TsneReducer, UmapReducer, PacmapReducer):
     register_reducer(_cls)
 
 __all__ = [
-    "REDUCERS", "FittedMap", "Reducer", "ReducerParams", "register_reducer", "unregister_reducer", "get_reducer", "make_reducer",
-    "reducer_names", "call_fit", "PcaParams", "TsneParams", "UmapParams", "PacmapParams",
+    "REDUCERS",
+    "FittedMap",
+    "Reducer",
+    "ReducerParams",
+    "register_reducer",
+    "unregister_reducer",
+    "get_reducer",
+    "make_reducer",
+    "reducer_names",
+    "call_fit",
+    "PcaParams",
+    "TsneParams",
+    "UmapParams",
+    "PacmapParams",
 ]

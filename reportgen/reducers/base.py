@@ -7,12 +7,14 @@ metric names (``trustworthiness_<name>``), the map titles and the cache keys all
 ``REDUCERS``. To add one, copy ``reducers/umap.py`` (or define a class in your own code) and
 ``register_reducer`` it.
 """
+
 from __future__ import annotations
 
 import difflib
 import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -44,7 +46,9 @@ class FittedMap:
     def transform(self, x_new: np.ndarray) -> np.ndarray:
         """(M, d) samples of the same layer (another model's or dataset's) -> (M, 2) in this frame."""
         if self.transformer is None:
-            raise ReportgenError("this map cannot place new samples (it was read from the cache or fitted on a shared graph)")
+            raise ReportgenError(
+                "this map cannot place new samples (it was read from the cache or fitted on a shared graph)"
+            )
         return np.asarray(self.transformer(np.asarray(x_new)), np.float32)
 
 
@@ -61,7 +65,9 @@ class Reducer:
     #: Modules (besides the class's own) whose code shapes the map: part of the cache key.
     code: ClassVar[tuple[str, ...]] = ()
     #: A one-line description for the map's caption.
-    caption: ClassVar[str] = "Nearby dots have similar embeddings in this map; distances between far-apart clusters are not meaningful."
+    caption: ClassVar[str] = (
+        "Nearby dots have similar embeddings in this map; distances between far-apart clusters are not meaningful."
+    )
     #: True when fitting costs nothing per sample (PCA projects every sample): never sampled (report.map_cap).
     fits_all: ClassVar[bool] = False
 
@@ -125,7 +131,10 @@ def get_reducer(name: str) -> type[Reducer]:
         return REDUCERS[name]
     except KeyError:
         hint = difflib.get_close_matches(name, list(REDUCERS), n=1)
-        raise SpecError(f"unknown reducer {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else f"; expected one of {', '.join(REDUCERS)}")) from None
+        raise SpecError(
+            f"unknown reducer {name!r}"
+            + (f"; did you mean {hint[0]!r}?" if hint else f"; expected one of {', '.join(REDUCERS)}")
+        ) from None
 
 
 def reducer_names() -> tuple[str, ...]:
@@ -149,7 +158,9 @@ def call_fit(reducer: Reducer, x: np.ndarray, *, seed: int, graph=None, pca=None
         raise ReportgenError(f"reducer {reducer.name}: fit() returned {type(fitted).__name__}, not a FittedMap")
     coords = np.asarray(fitted.coords, np.float32)
     if coords.shape != (len(x), 2) or not np.isfinite(coords).all():
-        raise ReportgenError(f"reducer {reducer.name}: fit() gave coordinates of shape {coords.shape} (finite: {bool(np.isfinite(coords).all())}); expected ({len(x)}, 2), all finite")
+        raise ReportgenError(
+            f"reducer {reducer.name}: fit() gave coordinates of shape {coords.shape} (finite: {bool(np.isfinite(coords).all())}); expected ({len(x)}, 2), all finite"
+        )
     return fitted
 
 

@@ -1,4 +1,5 @@
 """PaCMAP map (optional extra: pip install 'reportgen[pacmap]')."""
+
 from __future__ import annotations
 
 from typing import Literal
@@ -28,13 +29,19 @@ class PacmapReducer(Reducer):
         try:
             import pacmap
         except ImportError:
-            raise ReportgenError("reducer pacmap needs the pacmap package; pip install 'reportgen[pacmap]' or remove the reducer") from None
+            raise ReportgenError(
+                "reducer pacmap needs the pacmap package; pip install 'reportgen[pacmap]' or remove the reducer"
+            ) from None
         p = self.params
         k, notes = neighbours_for(len(x), p.n_neighbors, "PaCMAP", margin=2)
-        reducer = pacmap.PaCMAP(n_components=2, n_neighbors=k, MN_ratio=p.MN_ratio, FP_ratio=p.FP_ratio, random_state=seed)
+        reducer = pacmap.PaCMAP(
+            n_components=2, n_neighbors=k, MN_ratio=p.MN_ratio, FP_ratio=p.FP_ratio, random_state=seed
+        )
         coords = reducer.fit_transform(np.ascontiguousarray(x, dtype=np.float32), init="pca").astype(np.float32)
 
         def transform(x_new: np.ndarray) -> np.ndarray:
             return reducer.transform(np.ascontiguousarray(x_new, dtype=np.float32))
 
-        return FittedMap(coords, {"n_neighbors": k, "MN_ratio": p.MN_ratio, "FP_ratio": p.FP_ratio}, tuple(notes), transform)
+        return FittedMap(
+            coords, {"n_neighbors": k, "MN_ratio": p.MN_ratio, "FP_ratio": p.FP_ratio}, tuple(notes), transform
+        )

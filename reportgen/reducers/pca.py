@@ -1,4 +1,5 @@
 """PCA map: the first two principal components of the layer's (mean-centred) PCA."""
+
 from __future__ import annotations
 
 from typing import Literal

@@ -3,6 +3,7 @@
 The settings were chosen by measurement (docs/benchmarks.md): Barnes-Hut on one thread below
 5,000 samples (fast there, and bit-reproducible), FFT on every core above.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -21,12 +22,18 @@ class TsneParams(ReducerParams):
     perplexity: float = Field(30.0, gt=0)
     metric: Literal["euclidean", "cosine"] = "euclidean"
     n_iter: int = Field(750, gt=0, le=10_000, description="Most iterations after early exaggeration.")
-    stop_tol: float = Field(0.02, ge=0, description="Stop when a block of 50 iterations improves the KL divergence by less than this share (0: run n_iter).")
+    stop_tol: float = Field(
+        0.02,
+        ge=0,
+        description="Stop when a block of 50 iterations improves the KL divergence by less than this share (0: run n_iter).",
+    )
     early_exaggeration_iter: int = Field(250, ge=0, le=10_000)
     learning_rate: float | Literal["auto"] = "auto"
     negative_gradient_method: Literal["auto", "fft", "bh"] = "auto"
     pca_components: int = Field(50, ge=0, description="PCA dimensions fed to t-SNE (0 disables).")
-    n_jobs: int | Literal["auto"] = Field("auto", description="Threads; auto: 1 for Barnes-Hut (bit-reproducible), every core for FFT.")
+    n_jobs: int | Literal["auto"] = Field(
+        "auto", description="Threads; auto: 1 for Barnes-Hut (bit-reproducible), every core for FFT."
+    )
 
 
 def tsne_settings(n: int, params: TsneParams) -> tuple[str, int, str]:
@@ -70,18 +77,35 @@ class TsneReducer(Reducer):
         perplexity = float(params.perplexity)
         max_perp = max(1.0, (n - 1) / 3.0 - 1.0)
         if perplexity > max_perp:
-            notes.append(f"perplexity lowered from {params.perplexity:g} to {max_perp:.3g}: t-SNE needs perplexity < (N-1)/3 with N = {n}")
+            notes.append(
+                f"perplexity lowered from {params.perplexity:g} to {max_perp:.3g}: t-SNE needs perplexity < (N-1)/3 with N = {n}"
+            )
             perplexity = max_perp
         method, jobs, neighbors = tsne_settings(n, params)
         if method == "bh" and jobs > 1:
-            notes.append("Barnes-Hut t-SNE on several threads is not bit-reproducible: maps may differ slightly between runs")
+            notes.append(
+                "Barnes-Hut t-SNE on several threads is not bit-reproducible: maps may differ slightly between runs"
+            )
         data = np.ascontiguousarray(inp, dtype=np.float64)
-        aff = affinity.PerplexityBasedNN(data, perplexity=perplexity, metric=params.metric, method=neighbors, n_jobs=jobs, random_state=seed, verbose=False)
+        aff = affinity.PerplexityBasedNN(
+            data,
+            perplexity=perplexity,
+            metric=params.metric,
+            method=neighbors,
+            n_jobs=jobs,
+            random_state=seed,
+            verbose=False,
+        )
         init = initialization.pca(data, random_state=seed, verbose=False)
         lr = max(200.0, n / 12.0) if params.learning_rate == "auto" else float(params.learning_rate)
         emb = TSNEEmbedding(init, aff, negative_gradient_method=method, n_jobs=jobs, random_state=seed, verbose=False)
         if params.early_exaggeration_iter:
-            emb = emb.optimize(n_iter=params.early_exaggeration_iter, exaggeration=12, momentum=0.5, learning_rate=lr / 12 if params.learning_rate == "auto" else lr)
+            emb = emb.optimize(
+                n_iter=params.early_exaggeration_iter,
+                exaggeration=12,
+                momentum=0.5,
+                learning_rate=lr / 12 if params.learning_rate == "auto" else lr,
+            )
         done, kl_prev = 0, None
         while done < params.n_iter:
             step = min(50, params.n_iter - done)
@@ -92,9 +116,20 @@ class TsneReducer(Reducer):
                 break
             kl_prev = kl
         coords = np.asarray(emb, dtype=np.float32)
-        used = {"perplexity": perplexity, "metric": params.metric, "iterations": done, "n_iter": params.n_iter, "stop_tol": params.stop_tol,
-                "early_exaggeration_iter": params.early_exaggeration_iter, "learning_rate": round(lr, 3), "negative_gradient_method": method,
-                "n_jobs": jobs, "neighbors": neighbors, "initialization": "pca", "kl_divergence": round(float(emb.kl_divergence), 5)}
+        used = {
+            "perplexity": perplexity,
+            "metric": params.metric,
+            "iterations": done,
+            "n_iter": params.n_iter,
+            "stop_tol": params.stop_tol,
+            "early_exaggeration_iter": params.early_exaggeration_iter,
+            "learning_rate": round(lr, 3),
+            "negative_gradient_method": method,
+            "n_jobs": jobs,
+            "neighbors": neighbors,
+            "initialization": "pca",
+            "kl_divergence": round(float(emb.kl_divergence), 5),
+        }
         frame = pca
 
         def transform(x_new: np.ndarray) -> np.ndarray:

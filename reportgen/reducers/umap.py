@@ -7,6 +7,7 @@ never compiled. Below 4,096 samples umap-learn would compute all pairwise distan
 graph there too. A map fitted on a given graph cannot ``transform`` new data, so comparisons pass
 no graph.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -24,7 +25,10 @@ class UmapParams(ReducerParams):
     method: Literal["umap"] = "umap"
     n_neighbors: int = Field(15, ge=2)
     min_dist: float = Field(0.1, ge=0)
-    metric: Literal["euclidean", "cosine"] | None = Field(None, description="Distance; unset: the report's metric (report.metric), so UMAP reuses the layer's neighbour graph.")
+    metric: Literal["euclidean", "cosine"] | None = Field(
+        None,
+        description="Distance; unset: the report's metric (report.metric), so UMAP reuses the layer's neighbour graph.",
+    )
 
 
 class UmapReducer(Reducer):
@@ -58,9 +62,20 @@ class UmapReducer(Reducer):
             knn = None
             if graph is not None and graph.metric == params.metric and graph.indices.shape[1] >= k - 1:
                 rows = np.arange(n)[:, None]  # umap-learn counts each sample as its own first neighbour
-                knn = (np.hstack([rows, graph.indices[:, : k - 1]]).astype(np.int32), np.hstack([np.zeros((n, 1)), graph.distances[:, : k - 1]]).astype(np.float32))
-            reducer = umap.UMAP(n_components=2, n_neighbors=k, min_dist=params.min_dist, metric=params.metric, random_state=seed, init="spectral" if n > k + 1 else "random",
-                                precomputed_knn=knn if knn is not None else (None, None, None), force_approximation_algorithm=knn is not None)
+                knn = (
+                    np.hstack([rows, graph.indices[:, : k - 1]]).astype(np.int32),
+                    np.hstack([np.zeros((n, 1)), graph.distances[:, : k - 1]]).astype(np.float32),
+                )
+            reducer = umap.UMAP(
+                n_components=2,
+                n_neighbors=k,
+                min_dist=params.min_dist,
+                metric=params.metric,
+                random_state=seed,
+                init="spectral" if n > k + 1 else "random",
+                precomputed_knn=knn if knn is not None else (None, None, None),
+                force_approximation_algorithm=knn is not None,
+            )
             coords = reducer.fit_transform(np.ascontiguousarray(x, dtype=np.float32)).astype(np.float32)
         source = "all pairwise distances" if n < 4096 else "pynndescent (approximate)"
         if knn is not None:
