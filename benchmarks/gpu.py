@@ -139,7 +139,8 @@ def fashion(n: int):
 
 def extraction(device: str, n: int, size: int, batch: int, precision: str, ds=None, idx=None) -> tuple[float, object]:
     """Images/s of reportgen's extraction of 3 layers (decode, feed, forward, pool, copy back)."""
-    from reportgen.extract import Extractor, resolve_layers
+    from reportgen.embed.extractor import Extractor
+    from reportgen.embed.layers import resolve_layers
     from reportgen.models import load_model
 
     if ds is None:
@@ -165,7 +166,7 @@ def loader_ceiling(device: str, n: int, size: int, batch: int, ds, idx) -> float
     any extraction of this dataset can reach with these workers, whatever the device."""
     from torch.utils.data import DataLoader
 
-    from reportgen.extract import _collate, _Prepared, choose_feeding, default_workers
+    from reportgen.embed.feeding import PreparedImages, choose_feeding, collate, default_workers
     from reportgen.models import load_model
 
     m = load_model(model_spec(size, device=device, batch_size=batch))
@@ -177,24 +178,25 @@ def loader_ceiling(device: str, n: int, size: int, batch: int, ds, idx) -> float
     ):  # what Extractor.run does for arrays
         import torch
 
-        from reportgen.extract import _array_extras, _array_hashes, _array_pixels, _PinnedRing, thumbnails_on_device
+        from reportgen.embed.feeding import PinnedRing, array_extras, array_hashes, array_pixels
+        from reportgen.images.device import thumbnails_on_device
 
-        ring = _PinnedRing() if device.startswith("cuda") else None
+        ring = PinnedRing() if device.startswith("cuda") else None
         for b in range(0, len(idx), batch):
-            raw = _array_pixels(ds, idx[b : b + batch])
+            raw = array_pixels(ds, idx[b : b + batch])
             sent = (ring.stage(raw) if ring is not None else torch.from_numpy(raw)).to(device, non_blocking=True)
             if ring is not None:
                 ring.sent(device)
             if thumbnails_on_device(sent, 32) is None:
-                _array_extras(raw, 32)
+                array_extras(raw, 32)
             else:
-                _array_hashes(raw)
+                array_hashes(raw)
     else:
         loader = DataLoader(
-            _Prepared(ds, idx, m.preprocess, 32, ex_feeding),
+            PreparedImages(ds, idx, m.preprocess, 32, ex_feeding),
             batch_size=batch,
             num_workers=workers,
-            collate_fn=_collate,
+            collate_fn=collate,
             prefetch_factor=4 if workers else None,
             pin_memory=device.startswith("cuda"),
         )
@@ -367,10 +369,10 @@ def main() -> int:
     def run_parity() -> None:  # CPU vs GPU agreement on 600 digits: the same Extractor on both devices
         if not device.startswith("cuda"):
             return
+        from reportgen.compute.kernels import knn_accuracy, linear_cka
+        from reportgen.compute.neighbours import exact_graph
         from reportgen.datasets import load_dataset
         from reportgen.datasets.digits import DigitsDataset
-        from reportgen.kernels import knn_accuracy, linear_cka
-        from reportgen.neighbours import exact_graph
 
         digits = load_dataset(DigitsDataset(kind="digits"))
         idx = np.arange(600)

@@ -131,7 +131,7 @@ def bench_hook_overhead(n: int, repeat: int) -> None:
     """3 layers captured (reshape in the hook) vs the bare forward loop, on the same pre-decoded batches."""
     import torch
 
-    from reportgen.extract import capture, resolve_layers
+    from reportgen.embed.layers import capture, resolve_layers
     from reportgen.images import preprocess_image
     from reportgen.spec import LayerSpec
 
@@ -180,7 +180,8 @@ def bench_extraction_defaults(n: int, repeat: int) -> None:
     """Default extraction (decode workers, channels_last, batch size) vs a naive loop at 224 px."""
     import torch
 
-    from reportgen.extract import extract_shard, resolve_layers
+    from reportgen.embed.extractor import extract_shard
+    from reportgen.embed.layers import resolve_layers
     from reportgen.images import preprocess_image
     from reportgen.spec import LayerSpec
 
@@ -234,7 +235,8 @@ def bench_resizer(n: int, repeat: int) -> None:
 
     from reportgen.datasets import load_dataset
     from reportgen.datasets.image_folder import ImageFolderDataset
-    from reportgen.extract import extract_shard, resolve_layers
+    from reportgen.embed.extractor import extract_shard
+    from reportgen.embed.layers import resolve_layers
     from reportgen.images import Preprocess, resize_crop
     from reportgen.spec import LayerSpec
 
@@ -289,7 +291,7 @@ def bench_resizer(n: int, repeat: int) -> None:
 def bench_pca(n: int, d: int, repeat: int) -> None:
     from sklearn.decomposition import PCA
 
-    from reportgen.pca import fit_pca
+    from reportgen.compute.pca import fit_pca
 
     rng = np.random.default_rng(0)
     x = (rng.normal(size=(n, 64)) @ rng.normal(size=(64, d)) + 0.1 * rng.normal(size=(n, d))).astype(np.float32)
@@ -314,7 +316,7 @@ def bench_neighbours(n: int, d: int, repeat: int) -> None:
     """The layer's exact neighbour graph vs scikit-learn's brute-force NearestNeighbors (cosine, k=15)."""
     from sklearn.neighbors import NearestNeighbors
 
-    from reportgen.neighbours import exact_graph as neighbour_graph
+    from reportgen.compute.neighbours import exact_graph as neighbour_graph
 
     rng = np.random.default_rng(0)
     x = np.maximum(rng.normal(size=(n, 64)) @ rng.normal(size=(64, d)) + 0.5 * rng.normal(size=(n, d)), 0).astype(
@@ -340,14 +342,15 @@ def bench_neighbours(n: int, d: int, repeat: int) -> None:
 def bench_tsne(n: int) -> None:
     from sklearn.manifold import TSNE
 
-    from reportgen.kernels import knn_accuracy, trust_and_continuity
-    from reportgen.neighbours import exact_graph as neighbour_graph
-    from reportgen.pca import fit_pca
+    from reportgen.compute.kernels import knn_accuracy, trust_and_continuity
+    from reportgen.compute.neighbours import exact_graph as neighbour_graph
+    from reportgen.compute.pca import fit_pca
     from reportgen.reducers import TsneParams, make_reducer
 
     ds, idx = dataset(n)
     m = effnet(64)
-    from reportgen.extract import extract_shard, resolve_layers
+    from reportgen.embed.extractor import extract_shard
+    from reportgen.embed.layers import resolve_layers
     from reportgen.spec import LayerSpec
 
     sh = extract_shard(m, ds, idx, resolve_layers(m.module, [LayerSpec(name="global_pool")]), batch_size=128)
@@ -381,7 +384,7 @@ from sklearn.datasets import load_digits
 d = load_digits(); rng = np.random.default_rng(0)
 x = np.vstack([d.data + (rng.normal(scale=0.5, size=d.data.shape) if i else 0) for i in range(3)]).astype(np.float32)
 if sys.argv[1] == "ours":
-    from reportgen.neighbours import exact_graph
+    from reportgen.compute.neighbours import exact_graph
     from reportgen.reducers import UmapParams, make_reducer
     g = exact_graph(x, 14, metric="cosine")
     fit = lambda: make_reducer(UmapParams(metric="cosine")).fit(x, seed=0, graph=g)

@@ -99,9 +99,9 @@ def raw_parts(spec_path: str) -> dict:
     import umap
     from openTSNE import TSNE
 
+    from reportgen.compute.pca import fit_pca
     from reportgen.images import preprocess_image
     from reportgen.models import load_model
-    from reportgen.pca import fit_pca
     from reportgen.pipeline import extract_embeddings
     from reportgen.spec import load_spec
 

@@ -30,7 +30,7 @@ _LAZY = {  # importing reportgen stays fast: no torch, no pydantic until a name 
     "load_spec": "spec",
     "loads_spec": "spec",
     "build": "pipeline",
-    "list_layers": "extract",
+    "list_layers": "embed.layers",
     "load_model": "models",
     "load_dataset": "datasets",
     "register_reducer": "reducers",

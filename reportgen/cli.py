@@ -170,7 +170,7 @@ def _process_setup() -> None:
     """Process-wide settings only the command line makes (the Python API never does): numba's
     compiled kernels (UMAP) cached under the user's cache folder, so later runs skip most of the
     ~30 s compilation even where site-packages is read-only; matplotlib without a display."""
-    from .store import default_cache_dir
+    from .store.files import default_cache_dir
 
     os.environ.setdefault("NUMBA_CACHE_DIR", str(default_cache_dir() / "numba"))
     os.environ.setdefault("MPLBACKEND", "Agg")
@@ -251,7 +251,7 @@ def _cmd_check(args, out: TextIO, err: TextIO) -> int:
     for r in results:
         print(f"{'pass' if r.passed else 'FAIL'}  {r.name}  {r.message}", file=out)
     if args.junit:
-        from .store import atomic_write_bytes
+        from .store.files import atomic_write_bytes
 
         atomic_write_bytes(args.junit, junit_xml(results).encode("utf-8"))
     return _report_checks(results, out, err, quiet=args.quiet)
@@ -269,7 +269,7 @@ def _cmd_demo(args, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_layers(args, out: TextIO, err: TextIO) -> int:
-    from .extract import list_layers
+    from .embed.layers import list_layers
     from .models import load_model
     from .spec import ModelSpec, load_spec
 
@@ -320,7 +320,7 @@ def _cmd_export(args, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_cache(args, out: TextIO, err: TextIO) -> int:
-    from .store import EmbeddingStore
+    from .store.embeddings import EmbeddingStore
 
     store = EmbeddingStore(args.cache_dir)
     if args.action == "path":
@@ -369,15 +369,17 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr:
             parser.print_help(out)
             return ExitStatus.USAGE
         if args.command == "schema":
-            from .spec import json_schema
+            from .catalog import json_schema
 
             print(json.dumps(json_schema(), indent=2), file=out)
             return ExitStatus.OK
         if args.command == "validate":
+            from .catalog import check_names
             from .spec import load_spec
 
             try:
                 spec = load_spec(args.spec, overrides=args.overrides)
+                check_names(spec)
             except SpecError as exc:
                 for line in exc.errors:
                     print(f"reportgen: error: {line}", file=err)

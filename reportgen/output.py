@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .errors import OutputError
-from .store import remove_stale_temps, temp_name
+from .store.files import remove_stale_temps, temp_name
 
 REPORT_MARKER = "reportgen-report"
 

@@ -15,11 +15,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 import numpy as np
 
 from .images import Preprocess
+
+if TYPE_CHECKING:  # annotations only: results sit below the spec
+    from .spec import ReportSpec
 
 #: A number (or a small nested mapping of numbers) in summary.json's per-layer ``metrics``.
 MetricValue = Union[float, int, str, None, Mapping[str, Mapping[str, float | int | None]]]
@@ -89,9 +92,6 @@ class Finding:
     """Base class of every analysis's result (a frozen dataclass of plain values and arrays)."""
 
 
-SEVERITIES = ("high", "medium", "low", "info")
-
-
 @dataclass(frozen=True)
 class Headline:
     """One finding for the top of the report: a sentence a reviewer can act on, how much it
@@ -119,6 +119,7 @@ class MapResult:
     caption: str
     fitted_rows: np.ndarray | None = None  # the sample the map was fitted on (None: every sample)
     placement: str = ""  # how the others were placed: "transform" or "nearest fitted samples"
+    key: str = ""  # its cache key: what it was computed from (embeddings, graph, PCA, sample) and the code
 
     @property
     def rows(self) -> np.ndarray:
@@ -153,6 +154,7 @@ class LayerResult:
     maps: Mapping[str, MapResult]
     findings: Mapping[str, Finding]  # analysis name -> its finding, in the registry's order
     metrics: Mapping[str, MetricValue]  # every analysis's metrics (summary.json and checks)
+    summary: Mapping[str, Any] = field(default_factory=dict)  # every analysis's part of the layer's summary.json entry
 
     @property
     def slug(self) -> str:
@@ -219,7 +221,7 @@ class RunStats:
 class ReportData:
     """Everything the report shows; the input of render and of summary.json."""
 
-    spec: ReportSpec  # noqa: F821 - reportgen.spec.ReportSpec, not imported: results sit below the spec
+    spec: ReportSpec
     dataset: DatasetInfo
     samples: Samples
     models: tuple[ModelResult, ...]
@@ -230,9 +232,9 @@ class ReportData:
     stats: RunStats
     versions: Mapping[str, str]
     headlines: tuple[Headline, ...] = ()  # the findings, ranked: what is wrong and where
-    build_metrics: Mapping[str, Mapping[str, Mapping[str, MetricValue]]] = field(
-        default_factory=dict
-    )  # model -> layer -> metrics from build analyses
+    #: model -> layer -> metrics that build analyses measured for it (a diff against the reference)
+    build_metrics: Mapping[str, Mapping[str, Mapping[str, MetricValue]]] = field(default_factory=dict)
+    build_summary: Mapping[str, Any] = field(default_factory=dict)  # the build analyses' part of summary.json
 
     @property
     def layers(self) -> tuple[LayerResult, ...]:
@@ -241,12 +243,15 @@ class ReportData:
 
 @dataclass(frozen=True)
 class HtmlStats:
-    """What render measured: sizes (section by section) and the size-budget steps it took."""
+    """What render measured: sizes (section by section) and the size-budget steps it took, and which
+    figure files it drew and which it read back from the cache."""
 
     html_bytes: int
     section_bytes: Mapping[str, int]
     reductions: tuple[str, ...]
     over_budget: bool
+    figures_drawn: tuple[str, ...] = ()
+    figures_reused: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -258,7 +263,7 @@ class BuildResult:
     output_dir: Path | None
 
     @property
-    def spec(self) -> ReportSpec:  # noqa: F821
+    def spec(self) -> ReportSpec:
         return self.report.spec
 
     @property

@@ -1,8 +1,9 @@
 """Summary: ``ReportData`` -> the plain dict written as summary.json (every number the report shows).
 
-Produced once, from the results: each analysis contributes its part (``Analysis.summary``) and its
-metrics (``Analysis.metric_values``, already in ``LayerResult.metrics``). Deterministic: two builds
-of one spec give byte-identical JSON; run-specific facts (timings, cache hits) go to run.json.
+Produced once, from the results: each analysis's part (``Analysis.summary``, merged into
+``LayerResult.summary`` and ``ReportData.build_summary`` as the analyses ran) and its metrics
+(``LayerResult.metrics``). Deterministic: two builds of one spec give byte-identical JSON;
+run-specific facts (timings, cache hits) go to run.json.
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ._version import __version__
-from .analyses import ANALYSES
-from .results import HtmlStats, LayerResult, ModelResult, ReportData, Samples
+from .results import HtmlStats, LayerResult, ModelResult, ReportData
 
 
-def merge(into: dict, part: Mapping[str, Any]) -> dict:
+def merge(into: dict[str, Any], part: Mapping[str, Any]) -> dict[str, Any]:
     """Deep-merge ``part`` into ``into`` (nested dicts merge; other values replace)."""
     for k, v in part.items():
         if isinstance(v, Mapping) and isinstance(into.get(k), dict):
@@ -25,18 +25,7 @@ def merge(into: dict, part: Mapping[str, Any]) -> dict:
     return into
 
 
-def _contributions(findings: Mapping[str, Any], samples: Samples, options: Any, seed: int) -> dict:
-    out: dict = {}
-    for name, finding in findings.items():
-        cls = ANALYSES.get(name)
-        if cls is not None:
-            merge(out, cls(options, seed).summary(finding, samples))
-    return out
-
-
-def layer_entry(
-    lr: LayerResult, samples: Samples, options: Any, seed: int, extra_metrics: Mapping | None = None
-) -> dict:
+def layer_entry(lr: LayerResult, extra_metrics: Mapping[str, Any] | None = None) -> dict[str, Any]:
     entry = {
         "layer": lr.layer,
         "reshape": lr.reshape,
@@ -45,7 +34,7 @@ def layer_entry(
         "nonfinite_rows": lr.nonfinite_rows,
         "notes": list(lr.notes),
     }
-    merge(entry, _contributions(lr.findings, samples, options, seed))
+    merge(entry, lr.summary)
     entry["metrics"] = {**lr.metrics, **(extra_metrics or {})}
     return entry
 
@@ -69,7 +58,7 @@ def metrics_view(models: Iterable[ModelResult], build_metrics: Mapping | None = 
     }
 
 
-def summary_dict(report: ReportData, html: HtmlStats | None = None) -> dict:
+def summary_dict(report: ReportData, html: HtmlStats | None = None) -> dict[str, Any]:
     """Every number the report shows, deterministic: timings (and the bytes they take in the
     HTML) go to run.json, so two builds of one spec give byte-identical files."""
     spec = report.spec
@@ -113,15 +102,10 @@ def summary_dict(report: ReportData, html: HtmlStats | None = None) -> dict:
                 "embeddings_key": m.embeddings_key,
                 "feeding": {**info.feeding, "precision": info.precision},
                 "precision_agreement": {k: dict(v) for k, v in info.agreement.items()},
-                "layers": [
-                    layer_entry(
-                        lr, samples, spec.report, spec.seed, report.build_metrics.get(info.name, {}).get(lr.layer)
-                    )
-                    for lr in m.layers
-                ],
+                "layers": [layer_entry(lr, report.build_metrics.get(info.name, {}).get(lr.layer)) for lr in m.layers],
             }
         )
-    merge(out, _contributions(report.build_findings, samples, spec.report, spec.seed))
+    merge(out, report.build_summary)
     out["checks"] = [c.as_dict() for c in report.checks]
     out["check_specs"] = [c.model_dump(mode="json") for c in spec.checks]
     return out

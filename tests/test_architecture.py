@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -18,10 +16,11 @@ import numpy as np
 import pytest
 from pydantic import Field
 
-from reportgen.analyses import LayerAnalysis, LayerInput, register_analysis, unregister_analysis
+from reportgen.analyses import Column, LayerAnalysis, LayerInput, register_analysis, unregister_analysis
 from reportgen.reducers import FittedMap, Reducer, ReducerParams, register_reducer, unregister_reducer
 from reportgen.results import Finding, Samples
-from tests.conftest import EFFNET, make_spec, run, small_spec, write
+from reportgen.sections import Section, View, register_section, unregister_section
+from tests.conftest import run, small_spec, write
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,7 +82,7 @@ def test_a_reducer_from_the_users_own_file(isomap, tmp_path):
     html = (tmp_path / "out" / "report.html").read_text()
     assert "Isomap (scikit-learn)" in html and "trust. isomap" in html
     # the spec's schema and its errors know it too
-    schema = json.dumps(__import__("reportgen.spec", fromlist=["json_schema"]).json_schema())
+    schema = json.dumps(__import__("reportgen.catalog", fromlist=["json_schema"]).json_schema())
     assert "IsomapParams" in schema and "trustworthiness_isomap" in schema
     d["reducers"] = ["pca", {"isomap": {"n_neighbours": 8}}]
     code, _, err = run("validate", str(write(tmp_path, d)))
@@ -105,12 +104,12 @@ class NormFinding(Finding):
 
 
 class ClassNorms(LayerAnalysis):
-    """How long each class's embedding vectors are: a section declared in this test file only."""
+    """How long each class's embedding vectors are: an analysis declared in this test file only."""
 
     name = "class_norms"
     title = "Embedding norms per class"
-    template = "sections/class_norms.html"  # in the user's template folder (report.templates)
     metrics = {"mean_norm": "Mean L2 norm of the embeddings."}
+    overview = (Column("mean_norm", "mean norm"),)
 
     def run(self, layer: LayerInput, found: Mapping[str, Finding]) -> NormFinding:
         n = np.linalg.norm(np.asarray(layer.x, np.float64), axis=1)
@@ -122,7 +121,14 @@ class ClassNorms(LayerAnalysis):
     def summary(self, f: NormFinding, samples: Samples) -> dict:
         return {"class_norms": {c: float(v) for c, v in zip(samples.class_names, f.norms)}}
 
-    def context(self, f: NormFinding, view) -> dict:
+
+class ClassNormsSection(Section):
+    """Its section, in the same file: a table, from the user's template folder."""
+
+    name = "class_norms"
+    template = "sections/class_norms.html"  # in the user's template folder (report.templates)
+
+    def context(self, f: NormFinding, view: View) -> dict:
         return {
             "rows": [{"name": c, "norm": float(v)} for c, v in zip(view.class_names, f.norms)],
             "note": "<b>not bold</b>",
@@ -139,12 +145,14 @@ def test_an_analysis_section_from_the_users_own_file(tmp_path):
     templates.mkdir(parents=True)
     (templates / "class_norms.html").write_text(TEMPLATE)
     register_analysis(ClassNorms)
+    register_section(ClassNormsSection)
     try:
         d = small_spec(tmp_path, checks=[{"metric": "mean_norm", "layer": "pool", "min": 0.0}])
         d["report"] = {"templates": "my-templates"}  # relative to the spec's folder
         code, out, err = run("build", str(write(tmp_path, d)), "-q")
     finally:
         unregister_analysis("class_norms")
+        unregister_section("class_norms")
     assert code == 0, err
     s = json.loads((tmp_path / "out" / "summary.json").read_text())
     layer = s["models"][0]["layers"][1]
@@ -152,6 +160,7 @@ def test_an_analysis_section_from_the_users_own_file(tmp_path):
     assert s["checks"][0]["passed"] and s["checks"][0]["metric"] == "mean_norm"
     html = (tmp_path / "out" / "report.html").read_text()
     assert 'id="l-small--pool-class_norms"' in html and "Embedding norms" in html
+    assert '<th class="n">mean norm</th>' in html  # its overview column, declared by the analysis
     assert (
         "&lt;b&gt;not bold&lt;/b&gt;" in html and "<b>not bold</b>" not in html
     )  # autoescape holds in the user's template
@@ -175,9 +184,9 @@ def test_a_template_folder_overrides_a_built_in_section(tmp_path):
 
 
 def _layer_input(n: int = 120, d: int = 16, seed: int = 0):
-    from reportgen.kernels import STAT_NAMES, image_statistics
-    from reportgen.neighbours import exact_graph
-    from reportgen.pca import fit_pca
+    from reportgen.compute.kernels import STAT_NAMES, image_statistics
+    from reportgen.compute.neighbours import exact_graph
+    from reportgen.compute.pca import fit_pca
     from reportgen.results import MapResult
     from reportgen.spec import ReportOptions
 
@@ -186,8 +195,8 @@ def _layer_input(n: int = 120, d: int = 16, seed: int = 0):
     x = (rng.normal(size=(n, d)) + labels[:, None] * 2.0).astype(np.float32)
     thumbs = rng.integers(0, 255, (n, 8, 8, 3), dtype=np.uint8)
     thumbs[-1] = thumbs[0]  # one exact duplicate
+    from reportgen.compute.twins import Calibration, TwinData, signatures
     from reportgen.images import image_hash
-    from reportgen.twins import Calibration, TwinData, signatures
 
     hashes = np.frombuffer(b"".join(image_hash(t) for t in thumbs), np.uint8).reshape(n, 16)
     samples = Samples(
@@ -195,9 +204,14 @@ def _layer_input(n: int = 120, d: int = 16, seed: int = 0):
     )
     pca = fit_pca(x, 10)
     opts = ReportOptions(axes=[("a", "c")], gallery_components=3, probe_cap=100)
-    maps = {"pca": MapResult("pca", "PCA", pca.scores[:, :2].astype(np.float32), {}, (), "")}
+    coords = pca.scores[:, :2].astype(np.float32)
+    # a nonlinear map stand-in (the slices cluster the layer's t-SNE map)
+    maps = {
+        "pca": MapResult("pca", "PCA", coords, {}, (), ""),
+        "tsne": MapResult("tsne", "t-SNE", coords * 3, {}, (), ""),
+    }
     assert len(STAT_NAMES) == samples.image_stats.shape[1]
-    from reportgen.neighbours import GraphQuality
+    from reportgen.compute.neighbours import GraphQuality
 
     return LayerInput(
         "m",
@@ -218,16 +232,17 @@ def _layer_input(n: int = 120, d: int = 16, seed: int = 0):
 
 
 def test_every_registered_layer_analysis_meets_the_contract():
-    """Each analysis: a frozen finding, JSON-ready summary and metrics, its metrics named, a section
-    that renders with its own template."""
+    """Each analysis: a frozen finding, JSON-ready summary and metrics, its metrics named; its
+    section renders the finding with its own template, on a real View, and every finding is shown."""
     import dataclasses
 
     from reportgen.analyses import layer_analyses, run_order
-    from reportgen.render import environment
+    from reportgen.render import LADDER, render_html
+    from reportgen.sections import SECTIONS
 
     layer = _layer_input()
     found: dict = {}
-    env = environment()
+    metrics: dict = {}
     for cls in run_order(layer_analyses()):
         a = cls(layer.options, 0)
         f = a.run(layer, found)
@@ -238,9 +253,49 @@ def test_every_registered_layer_analysis_meets_the_contract():
         json.dumps(a.summary(f, layer.samples))
         values = a.metric_values(f)
         json.dumps(values)
+        metrics.update(values)
         named = set(cls.metric_names())
         assert not named or named & set(values), (cls.name, named, set(values))  # what checks can name, it measures
-        assert env.get_template(cls.template), cls.name  # the template it names exists
+        assert cls.name in SECTIONS, f"analysis {cls.name} has no section to show it"
+    html, _, _ = render_html(_report_of(layer, found, metrics), LADDER[0])
+    shown = [name for name in found if f'id="l-m--l-{name}"' in html]
+    # every finding with something to show has its section (the axes finding has one axis here)
+    assert set(shown) == set(found), set(found) - set(shown)
+
+
+def _report_of(layer, findings: dict, metrics: dict):
+    """A ReportData around one analysed layer (what the pipeline hands the render)."""
+    from reportgen.images import Preprocess
+    from reportgen.results import DatasetInfo, LayerResult, ModelInfo, ModelResult, ReportData, RunStats
+    from reportgen.spec import loads_spec
+
+    names = layer.samples.class_names
+    order = {
+        name: findings[name]
+        for name in __import__("reportgen.analyses", fromlist=["ANALYSES"]).ANALYSES
+        if name in findings
+    }
+    result = LayerResult("m", "l", "mean", layer.x.shape[1], len(layer.x), 0, (), layer.maps, order, metrics)
+    info = ModelInfo(
+        "m", "tiny", "random init", "ab" * 32, Preprocess(8, (0.5,) * 3, (0.5,) * 3, "bilinear", 1.0), "cpu"
+    )
+    spec = loads_spec(
+        "dataset: {kind: digits}\nmodels: [{name: m, timm: resnet18, layers: [l]}]\nreport: {axes: [[a, c]]}\n"
+    )
+    return ReportData(
+        spec=spec,
+        dataset=DatasetInfo(
+            "toy", "digits", "f" * 64, names, "all", {c: 40 for c in names}, {c: 40 for c in names}, True
+        ),
+        samples=layer.samples,
+        models=(ModelResult(info, "k" * 32, "computed", 1, (result,)),),
+        build_findings={},
+        bad=(),
+        notes=(),
+        checks=(),
+        stats=RunStats({}, {}, 1, 0, {}, {}),
+        versions={},
+    )
 
 
 @pytest.mark.parametrize("name", ["pca", "tsne"])
@@ -294,12 +349,17 @@ def _imports(path: Path, module: str) -> set[str]:
     return out
 
 
-def test_no_import_circle_in_reportgen_counting_imports_inside_functions():
+def _import_graph() -> dict[str, set[str]]:
     graph = {}
     for p in (ROOT / "reportgen").rglob("*.py"):
         rel = p.relative_to(ROOT).with_suffix("")
         mod = ".".join(rel.parts[:-1] if p.name == "__init__.py" else rel.parts)
         graph[mod] = _imports(p, mod)
+    return graph
+
+
+def test_no_import_circle_in_reportgen_counting_imports_inside_functions():
+    graph = _import_graph()
     assert len(graph) > 30
     cycles = []
 
@@ -319,219 +379,61 @@ def test_no_import_circle_in_reportgen_counting_imports_inside_functions():
     assert not cycles, cycles[:5]
     assert "reportgen" not in {t for deps in graph.values() for t in deps}  # nothing imports the package root
     assert not graph["reportgen.images"] - {"reportgen.errors"}  # the image module is a leaf
-    for stage, later in [
-        ("reportgen.render", "reportgen.pipeline"),
-        ("reportgen.datasets.embeddings", "reportgen.pipeline"),
-        ("reportgen.spec", "reportgen.pipeline"),
-    ]:
-        assert later not in graph[stage]
-
-
-# ----------------------------------------------------------------------------- caches know the code
-
-
-CHILD = r"""
-import json, sys
-import reportgen
-print("FROM " + str(__import__("pathlib").Path(reportgen.__file__).parent.parent))
-from reportgen.pipeline import build
-from reportgen.spec import load_spec
-res = build(load_spec(sys.argv[1]), progress=False)
-print("RESULT " + json.dumps({"forward": res.forward_calls, "fits": res.reducer_fits, "computed": res.stats.computed, "reused": res.stats.reused}))
-"""
-
-
-def _child_build(src: Path, spec: Path) -> dict:
-    env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{ROOT}"}  # the copy first; ROOT for tests.netzoo
-    p = subprocess.run(
-        [sys.executable, "-c", CHILD, str(spec)], capture_output=True, text=True, env=env, cwd=spec.parent, timeout=600
-    )
-    assert f"FROM {src}" in p.stdout, p.stdout[-500:]
-    assert p.returncode == 0, p.stderr[-3000:]
-    return json.loads(next(l for l in p.stdout.splitlines() if l.startswith("RESULT "))[7:])
-
-
-def test_a_changed_stage_is_recomputed_and_the_others_reused(tmp_path):
-    """A copy of reportgen whose t-SNE module changes between two builds sharing one cache: the
-    second build recomputes the t-SNE maps (and the figures that draw them) and nothing else."""
-    src = tmp_path / "src"
-    shutil.copytree(ROOT / "reportgen", src / "reportgen", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(ROOT / "templates", src / "templates")
-    d = small_spec(tmp_path, reducers=["pca", {"tsne": {"perplexity": 10, "n_iter": 100}}])
-    d["dataset"]["limit"] = 100
-    spec = write(tmp_path, d)
-    first = _child_build(src, spec)
-    assert first["forward"] > 0 and first["fits"] == 2 and first["computed"]["maps"] == 2 and not first["reused"]
-    same = _child_build(src, spec)
-    assert same["forward"] == 0 and same["fits"] == 0 and not same["computed"] and same["reused"]["maps"] == 2
-    tsne = src / "reportgen" / "reducers" / "tsne.py"
-    code = tsne.read_text()
-    assert "momentum=0.8, learning_rate=lr" in code
-    tsne.write_text(
-        code.replace("momentum=0.8, learning_rate=lr", "momentum=0.75, learning_rate=lr")
-    )  # a changed schedule
-    changed = _child_build(src, spec)
-    assert changed["forward"] == 0 and changed["fits"] == 2  # both layers' t-SNE maps, nothing else refitted
-    assert (
-        changed["computed"]["maps"] == 2 and "graphs" not in changed["computed"] and "probe" not in changed["computed"]
-    )
-    assert changed["reused"]["graphs"] == 2 and changed["reused"]["probe"] == 2
-    # the t-SNE figures (scatter, grid and mosaic PNGs of each layer, and the slices drawn on the
-    # audit layer's t-SNE map) are redrawn; the others are reused
-    assert changed["computed"]["figures"] == 7 and changed["reused"]["figures"] == same["reused"]["figures"] - 7
-    extract = src / "reportgen" / "extract.py"
-    extract.write_text(extract.read_text() + "\n# a changed pooling step\n")
-    assert _child_build(src, spec)["forward"] > 0  # embeddings are keyed by the extraction code too
-
-
-# ----------------------------------------------------------------------------- the caller's process
-
-
-def _hwm_mb() -> float:
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def test_the_python_api_leaves_the_callers_process_as_it_found_it(tmp_path):
-    import logging
-    import warnings
-
-    import sklearn  # noqa: F401 - the libraries' own import-time settings (scikit-learn sets KMP_* variables,
-    import timm  # noqa: F401   timm's torch imports set TORCHINDUCTOR_CACHE_DIR) are theirs: loaded first,
-    import torch  # they are part of the process reportgen is handed
-    import umap  # noqa: F401
-    from PIL import Image, ImageFile
-
-    from reportgen.pipeline import build
-
-    big = np.ones(200 << 17)  # 200 MB touched, then freed: the peak-RSS mark stays above what follows
-    del big
-    hwm = _hwm_mb()
-    before = {
-        "env": dict(os.environ),
-        "pil": (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES),
-        "threads": torch.get_num_threads(),
-        "torch_rng": torch.get_rng_state().clone(),
-        "np_rng": np.random.get_state()[1].copy(),
-        "warnings": list(warnings.filters),
-        "loggers": (
-            logging.getLogger().handlers[:],
-            logging.getLogger("reportgen").handlers[:],
-            logging.getLogger("reportgen").level,
-        ),
-        "cwd": os.getcwd(),
-        "path": list(sys.path),
+    later_than = {
+        "reportgen.render": "reportgen.pipeline",
+        "reportgen.datasets.embeddings": "reportgen.pipeline",
+        "reportgen.spec": "reportgen.pipeline",
+        "reportgen.embed": "reportgen.pipeline",
+        "reportgen.compute": "reportgen.analyses",
+        "reportgen.analyses": "reportgen.sections",
     }
-    spec = make_spec(
-        {
-            **small_spec(tmp_path),
-            "reducers": ["pca", {"umap": {"n_neighbors": 5}}],
-            "models": [{**EFFNET, "input_size": 32, "layers": ["global_pool"]}],
-        }
-    )
-    build(spec, progress=False)
-    assert dict(os.environ) == before["env"]  # no NUMBA_CACHE_DIR, no MPLBACKEND
-    assert (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES) == before["pil"]
-    assert torch.get_num_threads() == before["threads"] and torch.equal(torch.get_rng_state(), before["torch_rng"])
-    assert np.array_equal(np.random.get_state()[1], before["np_rng"])
-    assert list(warnings.filters) == before["warnings"]
-    assert (
-        logging.getLogger().handlers,
-        logging.getLogger("reportgen").handlers,
-        logging.getLogger("reportgen").level,
-    ) == before["loggers"]
-    assert os.getcwd() == before["cwd"] and sys.path == before["path"]
-    assert _hwm_mb() >= hwm - 1  # the kernel's peak-RSS mark was not reset (/proc/self/clear_refs)
-
-
-def test_the_cli_does_its_process_housekeeping(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
-    code = "import os, sys; from reportgen.cli import main; main(['--version']); print(os.environ.get('NUMBA_CACHE_DIR', 'unset'))"
-    p = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={**env, "XDG_CACHE_HOME": str(tmp_path)},
-        timeout=120,
-    )
-    assert p.stdout.splitlines()[-1] == str(tmp_path / "reportgen" / "numba")
-
-
-# ----------------------------------------------------------------------------- rebuilds
-
-
-REBUILD = r"""
-import json, sys
-from reportgen.pipeline import build
-from reportgen.spec import load_spec
-res = build(load_spec(sys.argv[1], overrides=sys.argv[2:]), progress=False)
-print("RESULT " + json.dumps({"torch": "torch" in sys.modules, "timm": "timm" in sys.modules, "forward": res.forward_calls, "fits": res.reducer_fits}))
-"""
-
-
-def test_a_rebuild_that_needs_no_model_imports_no_model_library(tmp_path):
-    d = {
-        "title": "first",
-        "dataset": {"kind": "digits", "limit": 60},
-        "models": [{**EFFNET, "input_size": 32, "layers": ["blocks.2", "global_pool"]}],
-        "reducers": ["pca", {"tsne": {"perplexity": 10, "n_iter": 100}}],
-        "output": {"dir": str(tmp_path / "out")},
-        "cache_dir": str(tmp_path / "cache"),
-    }
-    spec = write(tmp_path, d)
-
-    def child(*overrides):
-        p = subprocess.run(
-            [sys.executable, "-c", REBUILD, str(spec), *overrides],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=600,
+    for stage, later in later_than.items():
+        users = {m: deps for m, deps in graph.items() if m == stage or m.startswith(stage + ".")}
+        assert not {m for m, deps in users.items() if any(d == later or d.startswith(later + ".") for d in deps)}, (
+            stage,
+            later,
         )
-        assert p.returncode == 0, p.stderr[-3000:]
-        return json.loads(next(l for l in p.stdout.splitlines() if l.startswith("RESULT "))[7:])
-
-    assert child() == {"torch": True, "timm": True, "forward": 1, "fits": 2}  # 60 images: one batch
-    assert child("title=renamed", "report.gallery_size=3") == {"torch": False, "timm": False, "forward": 0, "fits": 0}
-    assert child("reducers[1].tsne.perplexity=12") == {"torch": False, "timm": False, "forward": 0, "fits": 2}
 
 
-def test_build_takes_str_paths(tmp_path):
-    from reportgen.pipeline import build
-
-    spec = make_spec(small_spec(tmp_path))
-    res = build(spec, output_dir=str(tmp_path / "as-str"), cache_dir=str(tmp_path / "c"), progress=False)
-    assert (
-        res.output_dir == tmp_path / "as-str"
-        and (tmp_path / "as-str" / "report.html").exists()
-        and (tmp_path / "c" / "embeddings").is_dir()
-    )
-    base = str(tmp_path / "as-str" / "summary.json")
-    d = small_spec(tmp_path, checks=[{"metric": "knn_accuracy", "max_drop": 0.5}])
-    again = build(
-        make_spec(d),
-        output_dir=os.fsencode(tmp_path / "bytes-path").decode(),
-        cache_dir=tmp_path / "c",
-        baseline=base,
-        progress=False,
-    )
-    assert again.checks and all(c.passed and c.baseline is not None for c in again.checks)
-    import reportgen
-
-    assert reportgen.load_spec(str(write(tmp_path, small_spec(tmp_path)))).title == "cli"
+def test_the_spec_loads_without_the_analyses():
+    """The first stage imports no later one: loading a spec imports no analysis, section, kernel
+    or figure module (names that need the analyses are checked when a build starts)."""
+    code = "import sys, reportgen.spec; print(' '.join(sorted(m for m in sys.modules if m.startswith(('reportgen', 'torch', 'matplotlib')))))"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    loaded = set(p.stdout.split())
+    assert "reportgen.spec" in loaded, p.stderr[-2000:]
+    for later in (
+        "reportgen.analyses",
+        "reportgen.sections",
+        "reportgen.compute",
+        "reportgen.figures",
+        "reportgen.render",
+        "torch",
+        "matplotlib",
+    ):
+        assert not {m for m in loaded if m == later or m.startswith(later + ".")}, later
 
 
-def test_the_report_shows_the_spec_that_was_built(tmp_path):
-    p = write(tmp_path, small_spec(tmp_path))
-    code, out, err = run("build", str(p), "-q", "--set", "dataset.limit=30", "--set", "title=overridden <b>")
-    assert code == 0, err
-    html = (tmp_path / "out" / "report.html").read_text()
-    spec_part = html.split("<h3>Spec</h3>")[1]
-    assert "limit: 30" in spec_part and "limit: 40" not in spec_part  # the effective spec, not the file on disk
-    assert "2 override(s) given on the command line" in spec_part and "--set dataset.limit=30" in spec_part
-    assert "overridden &lt;b&gt;" in spec_part
-    code, out, err = run("build", str(p), "-q")
-    spec_part = (tmp_path / "out" / "report.html").read_text().split("<h3>Spec</h3>")[1]
-    assert "limit: 40" in spec_part and "override" not in spec_part
+def test_analyses_compute_and_sections_present():
+    """No analysis draws (figures, sections, the render, matplotlib: none imported, anywhere in
+    the module); no template names a metric (the overview's columns come from the analyses)."""
+    drawing = ("reportgen.figures", "reportgen.sections", "reportgen.render", "matplotlib")
+    for p in sorted((ROOT / "reportgen" / "analyses").glob("*.py")):
+        tree = ast.parse(p.read_text())
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        mod = f"reportgen.analyses.{p.stem}"
+        names |= _imports(p, mod)
+        assert not {
+            n for n in names if n.startswith(drawing) or n.startswith((".figures", "..figures", "..sections"))
+        }, p.name
+    for t in sorted((ROOT / "templates").rglob("*.html")):
+        text = t.read_text()
+        assert "metrics." not in text and "metrics[" not in text and "metrics.get" not in text, t.name
+
+
+def test_no_module_is_over_450_lines():
+    sizes = {
+        p.relative_to(ROOT).as_posix(): len(p.read_text().splitlines()) for p in (ROOT / "reportgen").rglob("*.py")
+    }
+    assert max(sizes.values()) <= 450, sorted(sizes.items(), key=lambda kv: -kv[1])[:3]

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reportgen.kernels import linear_cka
+from reportgen.compute.kernels import linear_cka
 from tests.conftest import EFFNET, make_spec
 
 

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from reportgen.kernels import domain_auc, mmd_permutation_test
+from reportgen.compute.kernels import domain_auc, mmd_permutation_test
 from tests.conftest import run, write
 
 

@@ -4,8 +4,9 @@ import torch
 
 from reportgen.datasets import load_dataset, select_samples
 from reportgen.datasets.digits import DigitsDataset
+from reportgen.embed.extractor import extract_shard
+from reportgen.embed.layers import list_layers, resolve_layers
 from reportgen.errors import ModelError
-from reportgen.extract import extract_shard, list_layers, resolve_layers
 from reportgen.spec import LayerSpec
 
 

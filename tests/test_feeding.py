@@ -8,22 +8,17 @@ import numpy as np
 import pytest
 import torch
 
+from reportgen.compute.kernels import knn_accuracy, linear_cka
+from reportgen.compute.neighbours import exact_graph
 from reportgen.datasets import load_dataset, select_samples
 from reportgen.datasets.digits import DigitsDataset
 from reportgen.datasets.image_folder import ImageFolderDataset
+from reportgen.embed.extractor import Extractor
+from reportgen.embed.feeding import Feeding, choose_feeding, default_workers
+from reportgen.embed.layers import resolve_layers
 from reportgen.errors import ModelError
-from reportgen.extract import (
-    Extractor,
-    Feeding,
-    choose_feeding,
-    decode_on_device,
-    default_workers,
-    resize_on_device,
-    resolve_layers,
-)
 from reportgen.images import Preprocess, normalise, read_image_file, resize_crop
-from reportgen.kernels import knn_accuracy, linear_cka
-from reportgen.neighbours import exact_graph
+from reportgen.images.device import decode_on_device, resize_on_device
 from reportgen.spec import LayerSpec
 
 
@@ -79,8 +74,8 @@ def test_device_thumbnails_equal_pillows():
     """Thumbnails made on the device (where the GPU's array batches already are) equal
     ``make_thumbnails`` and so Pillow's, byte for byte: down (Lanczos), up (bicubic), the same size,
     squares and oblongs, grey and colour; Pillow's nearest-neighbour upscales are left to the host."""
-    from reportgen.extract import thumbnails_on_device
     from reportgen.images import make_thumbnails
+    from reportgen.images.device import thumbnails_on_device
 
     rng = np.random.default_rng(2)
     for h, w in [(28, 28), (25, 25), (9, 14), (20, 31), (32, 32), (64, 50), (255, 300)]:
@@ -189,7 +184,7 @@ def test_feeding_is_chosen_by_device_and_data(tmp_path):
 
 
 def test_normalisation_on_the_device_equals_the_numpy_path():
-    from reportgen.extract import normalise_on_device
+    from reportgen.images.device import normalise_on_device
 
     rng = np.random.default_rng(0)
     px = rng.integers(0, 256, (4, 24, 24, 3), dtype=np.uint8)
@@ -205,7 +200,7 @@ def test_array_batches_equal_the_per_image_path(channels):
     batch while the device computes) gives what the per-image path gives: grey, one-, three- and
     four-channel arrays."""
     from reportgen.datasets.base import array_dataset
-    from reportgen.extract import _array_extras, _array_pixels, _collate, _Prepared
+    from reportgen.embed.feeding import PreparedImages, array_extras, array_pixels, collate
 
     rng = np.random.default_rng(0)
     shape = (70, 28, 20) if channels is None else (70, 28, 20, channels)
@@ -214,11 +209,11 @@ def test_array_batches_equal_the_per_image_path(channels):
     prep = Preprocess(32, (0.5,) * 3, (0.5,) * 3, "bicubic", 1.0)
     for b in range(0, 50, 16):
         chunk = idx[b : b + 16]
-        p1, t1, h1, _, _ = _collate(
-            [_Prepared(ds, chunk, prep, 32, Feeding("device", "cpu"))[j] for j in range(len(chunk))]
+        p1, t1, h1, _, _ = collate(
+            [PreparedImages(ds, chunk, prep, 32, Feeding("device", "cpu"))[j] for j in range(len(chunk))]
         )
-        pixels = _array_pixels(ds, chunk)
-        t2, h2 = _array_extras(pixels, 32)
+        pixels = array_pixels(ds, chunk)
+        t2, h2 = array_extras(pixels, 32)
         rgb = pixels if pixels.ndim == 4 else np.repeat(pixels[..., None], 3, axis=-1)
         assert np.array_equal(p1.numpy(), rgb) and np.array_equal(t1, t2) and np.array_equal(h1, h2)
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reportgen import twins
+from reportgen.compute import twins
 from tests.conftest import EFFNET, run, write
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")

@@ -6,8 +6,8 @@ import pytest
 from sklearn.datasets import load_digits
 from sklearn.neighbors import NearestNeighbors
 
-from reportgen.neighbours import exact_graph as neighbour_graph
-from reportgen.pca import _spectrum_and_top, fit_pca
+from reportgen.compute.neighbours import exact_graph as neighbour_graph
+from reportgen.compute.pca import _spectrum_and_top, fit_pca
 
 
 def _digits(n_copies: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -153,7 +153,7 @@ def test_trust_and_continuity_equal_sklearn(metric):
     from sklearn.decomposition import PCA
     from sklearn.manifold import trustworthiness as sk_trust
 
-    from reportgen.kernels import trust_and_continuity
+    from reportgen.compute.kernels import trust_and_continuity
 
     x, _ = _digits(2)  # the noisy copy has no distance ties
     x = x[1797:]

@@ -17,9 +17,9 @@ from reportgen.analyses.maps import MapQuality, MapsFinding
 from reportgen.analyses.metrics import MetricsFinding
 from reportgen.analyses.neighbours import NeighboursFinding
 from reportgen.analyses.pca import PcaFinding
+from reportgen.compute.kernels import AxisFinding, ComponentEnds, HardSample
+from reportgen.compute.neighbours import GraphQuality
 from reportgen.images import Preprocess
-from reportgen.kernels import AxisFinding, ComponentEnds, HardSample
-from reportgen.neighbours import GraphQuality
 from reportgen.render import LADDER, render_html
 from reportgen.results import (
     CheckResult,
@@ -94,8 +94,8 @@ def hand_built() -> ReportData:
         "knn_accuracy": 0.8333,
         "knn_k": 3,
         "metric": "cosine",
-        "components_for_90": 2,
-        "participation_ratio": 1.9,
+        "components_for_90": 3,  # as the finding's spectrum gives them (the header reads the finding)
+        "participation_ratio": 2.247,
         "variance_top10": 1.0,
         "linear_probe_accuracy": 0.75,
         "silhouette": 0.41,
@@ -177,7 +177,7 @@ def test_page_frame(html):
     )
     summary = html[html.index('id="summary"') : html.index('id="contents"')]
     assert re.search(
-        r"block&lt;1&gt;</a></td><td class=\"n\">5</td><td class=\"n\">100\.0 %</td><td class=\"n\">2</td><td class=\"n\">0\.833</td>"
+        r"block&lt;1&gt;</a></td><td class=\"n\">5</td><td class=\"n\">100\.0 %</td><td class=\"n\">3</td><td class=\"n\">0\.833</td>"
         r"<td class=\"n\">0\.750</td><td class=\"n\">0\.410</td><td class=\"n\">0\.910</td><td class=\"n\">0\.880</td>",
         summary,
     ), summary
@@ -189,8 +189,8 @@ def test_layer_header_and_metrics(html):
     anchor = next(m for m in re.findall(r'<section id="([^"]+)"', html))
     sec = html[html.index(f'<section id="{anchor}"') :]
     assert (
-        "6 samples × 5 features (reshape: mean). kNN accuracy 0.833 (k = 3, cosine). 2 components hold 90 % of the variance"
-        in sec
+        "6 samples × 5 features (reshape: mean). kNN accuracy 0.833 (k = 3, cosine). 3 components hold 90 % of the variance;"
+        " participation ratio 2.2 (effective number of dimensions)." in sec
     )
     assert '<p class="warn">a note about this layer</p>' in sec
     metrics = _section(html, f"{anchor}-metrics")

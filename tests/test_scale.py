@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reportgen.neighbours import build_graph, exact_graph, graph_recall
+from reportgen.compute.neighbours import build_graph, exact_graph, graph_recall
 from tests.conftest import run, write
 
 
@@ -160,7 +160,7 @@ def test_inputs_that_cannot_be_streamed_get_one_clear_line(tmp_path):
 def test_streaming_passes_keep_resident_memory_flat(tmp_path):
     """A streamed pass over a memory-mapped layer hands every chunk's pages back: resident memory
     does not grow with the file (a full read would add its size)."""
-    from reportgen.pca import fit_pca
+    from reportgen.compute.pca import fit_pca
     from reportgen.streaming import nonfinite_rows
 
     def rss_mb() -> float:

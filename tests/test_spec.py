@@ -2,11 +2,11 @@ from pathlib import Path
 
 import pytest
 
+from reportgen.catalog import json_schema
 from reportgen.errors import SpecError
 from reportgen.spec import (
     ReportSpec,
     apply_overrides,
-    json_schema,
     load_spec,
     loads_spec,
 )

@@ -1,6 +1,7 @@
-"""Analyses: one module per report section, all in one registry (``ANALYSES``), in report order.
+"""Analyses: what the report finds, one module per analysis, all in one registry (``ANALYSES``),
+in report order. Each computes a frozen finding; its section (``reportgen.sections``) shows it.
 
-from reportgen.analyses import LayerAnalysis, BuildAnalysis, register_analysis
+    from reportgen.analyses import LayerAnalysis, BuildAnalysis, register_analysis
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from .base import (
     Analysis,
     BuildAnalysis,
     BuildInput,
+    Column,
     LayerAnalysis,
     LayerInput,
+    Where,
     build_analyses,
     check_metric_names,
-    get_analysis,
     layer_analyses,
     metric_docs,
     register_analysis,
@@ -61,9 +63,10 @@ __all__ = [
     "BuildAnalysis",
     "LayerInput",
     "BuildInput",
+    "Column",
+    "Where",
     "register_analysis",
     "unregister_analysis",
-    "get_analysis",
     "layer_analyses",
     "build_analyses",
     "run_order",

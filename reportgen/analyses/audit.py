@@ -21,11 +21,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..results import Finding, Headline, Samples
 from .base import LayerAnalysis, LayerInput, Where
+
+if TYPE_CHECKING:
+    from ..spec import ReportSpec
 
 #: Flag a label when the mean of the probe's and the neighbours' support for it is under this.
 LABEL_THRESHOLD = 0.045
@@ -147,17 +151,18 @@ def duplicate_groups(hashes: np.ndarray | None) -> tuple[np.ndarray, ...]:
 class Audit(LayerAnalysis):
     name = "audit"
     title = "Data audit"
-    template = "sections/audit.html"
     requires = ("metrics",)
-    code = ("reportgen.kernels", "reportgen.twins")
     metrics = {
         "label_issue_rate": "Share of samples whose label the probe and the neighbours both doubt (likely label errors).",
         "duplicate_rate": "Share of samples whose decoded image exactly repeats another's.",
         "near_duplicate_rate": "Share of samples with a near-duplicate: the same picture re-encoded, re-lit or shifted (threshold calibrated on edited copies).",
     }
 
-    def enabled(self, spec) -> bool:
+    def enabled(self, spec: ReportSpec) -> bool:
         return spec.report.audit
+
+    def graph_neighbours(self, n: int, *, audit: bool) -> int:
+        return audit_k(n) if audit else 0
 
     def run(self, layer: LayerInput, found: Mapping[str, Finding]) -> AuditFinding | None:
         if not layer.audit:
@@ -184,7 +189,7 @@ class Audit(LayerAnalysis):
         pairs, dists, thr = np.zeros((0, 2), np.int64), np.zeros(0, np.float32), None
         how = "not looked for: the dataset has no images"
         if layer.twins is not None:
-            from ..twins import TWIN_GRAPH_NEIGHBOURS, find_twins
+            from ..compute.twins import TWIN_GRAPH_NEIGHBOURS, find_twins
 
             cal = layer.twins.calibration
             thr, how = cal.threshold, cal.how
@@ -301,34 +306,3 @@ class Audit(LayerAnalysis):
                 )
             )
         return out
-
-    def context(self, f: AuditFinding, view) -> dict:
-        names = view.class_names
-        g = view.gallery_size * 3
-        issues = [
-            view.sample(r, suggested=names[f.suggested[r]], quality=float(f.quality[r])) for r in f.label_issues[:g]
-        ]
-        dups = [[view.sample(r) for r in grp[:4]] for grp in f.duplicate_groups[: view.gallery_size]]
-        near = [
-            {"a": view.sample(a), "b": view.sample(b), "d": float(d)}
-            for (a, b), d in zip(f.near_pairs[: view.gallery_size * 2], f.near_distances)
-        ]
-        outl = [view.sample(r) for r in f.outliers[:g]]
-        return {
-            "issues": issues,
-            "n_issues": len(f.label_issues),
-            "rate": len(f.label_issues) / f.n,
-            "threshold": LABEL_THRESHOLD,
-            "k": f.k,
-            "dups": dups,
-            "n_groups": len(f.duplicate_groups),
-            "n_dups": f.duplicates,
-            "has_hashes": f.has_hashes,
-            "near": near,
-            "n_near": len(f.near_pairs),
-            "near_threshold": f.near_threshold,
-            "calibration": f.calibration,
-            "outliers": outl,
-            "n_outliers": len(f.outliers),
-            "cut": f.outlier_cut,
-        }

@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..figures import axis_histogram
-from ..kernels import AxisFinding, centroid_axis
-from ..results import Finding, Samples, slug
+from ..compute.kernels import AxisFinding, centroid_axis
+from ..results import Finding, Samples
 from .base import LayerAnalysis, LayerInput
 
 
@@ -24,8 +23,6 @@ class AxesFinding(Finding):
 class Axes(LayerAnalysis):
     name = "axes"
     title = "Custom axes"
-    template = "sections/axes.html"
-    code = ("reportgen.kernels", "reportgen.figures")
 
     def run(self, layer: LayerInput, found: Mapping[str, Finding]) -> AxesFinding:
         names = list(layer.samples.class_names)
@@ -39,26 +36,3 @@ class Axes(LayerAnalysis):
                 for a in f.axes
             ]
         }
-
-    def context(self, f: AxesFinding, view) -> dict | None:
-        names = list(view.class_names)
-        out = []
-        for a in f.axes:
-            ia, ib = names.index(a.class_a), names.index(a.class_b)
-            hist = view.figure(
-                f"axis-{slug(a.class_a)}-{slug(a.class_b)}",
-                lambda a=a, ia=ia, ib=ib: axis_histogram(a.t, view.labels, ia, ib, names, view.colours),
-                data=(a.t,),
-                alt=f"Projection onto the axis from {a.class_a} to {a.class_b}",
-                caption=f"Every sample of the two classes projected onto the line through their centroids (0 = {a.class_a}, 1 = {a.class_b}). Overlap between the histograms shows how often the layer confuses them.",
-            )
-            out.append(
-                {
-                    "a": a.class_a,
-                    "b": a.class_b,
-                    "separation": a.separation,
-                    "strip": [view.sample(r, t=float(a.t[r])) for r in a.strip],
-                    "hist": hist,
-                }
-            )
-        return {"axes": out} if out else None

@@ -1,26 +1,42 @@
-"""The analysis registry: each analysis is one class that computes a frozen finding, contributes
-its metrics and its part of summary.json, and names the template of its report section.
+"""The analysis registry: each analysis is one class that computes a frozen finding and says what
+it found - its metrics, its part of summary.json, its headlines - in numbers and sample rows. It
+draws nothing: its report section (``reportgen.sections``, registered under the same name) turns
+the finding into a template context and figures.
 
 Layer analyses see one model's layer (``LayerInput``: embeddings, PCA, neighbour graph, maps) and
 the findings of the analyses before them; build analyses see every model and dataset at once
-(``BuildInput``: comparisons). The pipeline, summary.json and the report each loop over
-``ANALYSES``; nothing lists the analyses anywhere else. To add one, copy ``analyses/axes.py``
-(a layer section with a figure) and ``register_analysis`` it.
+(``BuildInput``: comparisons). The pipeline instantiates the enabled ones once per build, in
+``run_order``. To add one, copy ``analyses/axes.py`` with ``sections/axes.py`` and register both.
 """
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
-from ..fingerprint import code_fingerprint
-from ..neighbours import GraphQuality, NeighbourGraph
-from ..pca import PcaResult
+from ..errors import ReportgenError
+from ..registry import Registry
 from ..results import Finding, Headline, LayerResult, MapResult, MetricValue, ModelRun, Samples
+from ..store.fingerprint import code_fingerprint
+
+if TYPE_CHECKING:  # annotations only: no part of what an analysis computes comes from these modules
+    from ..compute.neighbours import GraphQuality, NeighbourGraph
+    from ..compute.pca import PcaResult
+    from ..compute.twins import TwinData
+    from ..options import ReportOptions
+    from ..reducers.base import FittedMap
+    from ..spec import ReportSpec
+
+#: ``cached(kind, parts, compute)``: a JSON value (or an array) by the layer's embeddings, ``parts``
+#: and the analysis's code; computed once, read back by later builds.
+Cached = Callable[[str, dict[str, Any], Callable[[], Any]], Any]
+
+
+def _uncached(kind: str, parts: dict[str, Any], compute: Callable[[], Any]) -> Any:
+    return compute()
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,18 +53,12 @@ class LayerInput:
     graph: NeighbourGraph
     graph_quality: GraphQuality  # exact, or approximate with its measured recall
     maps: Mapping[str, MapResult]
-    options: Any  # the spec's ReportOptions
+    options: ReportOptions
     seed: int
-    cached: Callable[
-        [str, dict, Callable[[], Any]], Any
-    ]  # cached(kind, parts, compute): a JSON value by content and code
-    cached_array: Callable[[str, dict, Callable[[], np.ndarray]], np.ndarray] = lambda kind, parts, compute: (
-        compute()
-    )  # the same for an array
-    audit: bool = (
-        False  # this is the layer the data audit and the slices run on (report.audit_layer, default the deepest)
-    )
-    twins: Any = None  # twins.TwinData of the dataset (image signatures, calibrated threshold) on the audit layer; None: no images
+    cached: Cached = _uncached
+    cached_array: Cached = _uncached
+    audit: bool = False  # the layer the data audit and the slices run on (report.audit_layer, default the deepest)
+    twins: TwinData | None = None  # the dataset's image signatures and twin threshold (audit layer; None: no images)
 
     @property
     def labels(self) -> np.ndarray:
@@ -61,67 +71,32 @@ class LayerInput:
 
 @dataclass(frozen=True, eq=False)
 class BuildInput:
-    """Everything a build analysis may read: every model's layers, their embeddings and fitted maps."""
+    """Everything a build analysis may read: every model's layers, their embeddings and fitted maps,
+    and the compared datasets' embeddings."""
 
     runs: tuple[ModelRun, ...]
     layers: Mapping[tuple[str, str], LayerResult]  # (model, layer) -> result
     x: Callable[[str, str], np.ndarray]  # (model, layer) -> cleaned embeddings of the reference dataset
-    fitted: Mapping[tuple[str, str], Mapping[str, Any]]  # (model, layer) -> {method: FittedMap}
+    fitted: Mapping[tuple[str, str], Mapping[str, FittedMap]]  # (model, layer) -> {method: fitted map}
     pca: Mapping[tuple[str, str], PcaResult]
     extra: tuple[tuple[str, tuple[ModelRun, ...]], ...]  # compared datasets: (name, one run per model)
     samples: Samples
     dataset_name: str
     reference: str
-    options: Any
+    options: ReportOptions
     seed: int
-    graphs: Mapping[tuple[str, str], NeighbourGraph] = field(
-        default_factory=dict
-    )  # (model, layer) -> the layer's neighbour graph
-    twins: Callable[[], Any] = lambda: (
-        None
-    )  # the reference dataset's twins.TwinData (made on first call), None without images
+    graphs: Mapping[tuple[str, str], NeighbourGraph] = field(default_factory=dict)
+    twins: Callable[[], TwinData | None] = lambda: None  # the reference dataset's (made on first call)
 
 
-class Analysis:
-    """Base of layer and build analyses (see ``LayerAnalysis`` and ``BuildAnalysis``)."""
+@dataclass(frozen=True)
+class Column:
+    """A column of the report's overview table (one row per layer): a metric and how to show it."""
 
-    name: ClassVar[str]
-    title: ClassVar[str]  # the section heading
-    template: ClassVar[str]  # sections/<name>.html, rendered with ``s`` (the context) and ``l`` (the layer)
-    #: metric name -> one sentence for the report's glossary; these names can be used in checks
-    metrics: ClassVar[Mapping[str, str]] = {}
-    #: analyses whose findings ``run`` reads (they run first)
-    requires: ClassVar[tuple[str, ...]] = ()
-    #: modules besides the class's own whose code shapes its results and figures (cache keys)
-    code: ClassVar[tuple[str, ...]] = ()
-
-    def __init__(self, options: Any, seed: int) -> None:
-        self.options = options
-        self.seed = seed
-
-    @classmethod
-    def metric_names(cls) -> tuple[str, ...]:
-        return tuple(cls.metrics)
-
-    @classmethod
-    def fingerprint(cls) -> str:
-        return code_fingerprint(cls, *cls.code)
-
-    def metric_values(self, finding: Finding) -> dict[str, MetricValue]:
-        """This analysis's entries in the layer's ``metrics`` (summary.json, checks, summary table)."""
-        return {}
-
-    def summary(self, finding: Finding, samples: Samples) -> dict:
-        """JSON-ready entries merged into the layer's (or the build's) part of summary.json."""
-        return {}
-
-    def context(self, finding: Finding, view: Any) -> dict | None:
-        """The template's context (``s``); None: the section is not shown."""
-        return None
-
-    def headlines(self, finding: Finding, where: Where) -> list[Headline]:
-        """Findings for the top of the report: one sentence each, with severity and evidence."""
-        return []
+    metric: str
+    heading: str
+    format: Literal["num", "pct", "int"] = "num"
+    order: int = 50  # columns sort by this, then by the registry's order (the space's shape, quality, maps)
 
 
 @dataclass(frozen=True, eq=False)
@@ -142,66 +117,95 @@ class Where:
         return "/".join(p for p in (analysis, self.model, self.layer, what) if p)
 
 
-class LayerAnalysis(Analysis):
-    def enabled(self, spec: Any) -> bool:
+class Analysis:
+    """Base of layer and build analyses (see ``LayerAnalysis`` and ``BuildAnalysis``).
+
+    The constructor only stores the options (scikit-learn's rule); ``run`` does the work.
+    """
+
+    name: ClassVar[str]
+    title: ClassVar[str]  # what the analysis is called in the report and in the stage timings
+    #: metric name -> one sentence for the report's glossary; these names can be used in checks
+    metrics: ClassVar[Mapping[str, str]] = {}
+    #: the overview table's columns this analysis fills (one row per layer), in order
+    overview: ClassVar[tuple[Column, ...]] = ()
+    #: analyses whose findings ``run`` reads (they run first)
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, options: ReportOptions, seed: int) -> None:
+        self.options = options
+        self.seed = seed
+
+    @classmethod
+    def metric_names(cls) -> tuple[str, ...]:
+        return tuple(cls.metrics)
+
+    @classmethod
+    def columns(cls) -> tuple[Column, ...]:
+        """The overview columns (a class whose metrics depend on the registries overrides this)."""
+        return cls.overview
+
+    @classmethod
+    def fingerprint(cls) -> str:
+        """The code that makes this analysis's results: its module and what that imports."""
+        return code_fingerprint(cls)
+
+    def enabled(self, spec: ReportSpec) -> bool:
         return True
 
+    def graph_neighbours(self, n: int, *, audit: bool) -> int:
+        """How many neighbours of the layer's graph ``run`` reads (``audit``: this is the audit layer)."""
+        return 0
+
+    def metric_values(self, finding: Any) -> dict[str, MetricValue]:
+        """This analysis's entries in the layer's ``metrics`` (summary.json, checks, the overview)."""
+        return {}
+
+    def summary(self, finding: Any, samples: Samples) -> dict[str, Any]:
+        """JSON-ready entries merged into the layer's (or the build's) part of summary.json."""
+        return {}
+
+    def headlines(self, finding: Any, where: Where) -> list[Headline]:
+        """Findings for the top of the report: one sentence each, with severity and evidence."""
+        return []
+
+
+class LayerAnalysis(Analysis):
     def run(self, layer: LayerInput, found: Mapping[str, Finding]) -> Finding | None:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
 class BuildAnalysis(Analysis):
-    def layer_metrics(self, finding: Finding) -> dict[tuple[str, str], dict[str, MetricValue]]:
+    def layer_metrics(self, finding: Any) -> dict[tuple[str, str], dict[str, MetricValue]]:
         """Metrics this build analysis measures for a model's layer (e.g. a diff against the
         reference): merged into that layer's ``metrics`` in summary.json, usable in checks."""
         return {}
-
-    def enabled(self, spec: Any) -> bool:
-        return True
 
     def run(self, build: BuildInput) -> Finding | None:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
-ANALYSES: dict[str, type[Analysis]] = {}
+ANALYSES: Registry[type[Analysis]] = Registry("analysis", error=ReportgenError)
 
 
-def register_analysis(cls: type[Analysis] | None = None, *, replace: bool = False, before: str | None = None):
+def register_analysis(cls: type[Analysis] | None = None, *, replace: bool = False, before: str | None = None) -> Any:
     """Add an analysis class to the registry (usable as a decorator); ``before`` places its section
-    ahead of an existing one (default: last)."""
+    ahead of an existing one (default: last). Its section is registered with ``register_section``."""
 
     def add(c: type[Analysis]) -> type[Analysis]:
-        for attr in ("name", "title", "template"):
+        for attr in ("name", "title"):
             if not hasattr(c, attr):
                 raise TypeError(f"analysis {c.__name__} must define {attr!r}")
-        if c.run in (LayerAnalysis.run, BuildAnalysis.run) or not issubclass(c, (LayerAnalysis, BuildAnalysis)):
+        implemented = c.run not in (LayerAnalysis.run, BuildAnalysis.run)  # type: ignore[comparison-overlap]
+        if not implemented or not issubclass(c, (LayerAnalysis, BuildAnalysis)):
             raise TypeError(f"analysis {c.name} must subclass LayerAnalysis or BuildAnalysis and implement run()")
-        if c.name in ANALYSES and not replace and ANALYSES[c.name] is not c:
-            raise ValueError(f"an analysis named {c.name!r} is registered already; pass replace=True to override it")
-        ANALYSES.pop(c.name, None)
-        if before is not None and before in ANALYSES:
-            items = list(ANALYSES.items())
-            i = [k for k, _ in items].index(before)
-            items.insert(i, (c.name, c))
-            ANALYSES.clear()
-            ANALYSES.update(items)
-        else:
-            ANALYSES[c.name] = c
-        return c
+        return ANALYSES.register(c.name, c, replace=replace, before=before)
 
     return add if cls is None else add(cls)
 
 
 def unregister_analysis(name: str) -> None:
-    ANALYSES.pop(name, None)
-
-
-def get_analysis(name: str) -> type[Analysis]:
-    try:
-        return ANALYSES[name]
-    except KeyError:
-        hint = difflib.get_close_matches(name, list(ANALYSES), n=1)
-        raise KeyError(f"no analysis {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")) from None
+    ANALYSES.unregister(name)
 
 
 def layer_analyses() -> list[type[LayerAnalysis]]:
@@ -221,10 +225,10 @@ def run_order(classes: list[type[Analysis]]) -> list[type[Analysis]]:
         if c in out:
             return
         if c.name in path:
-            raise ValueError(f"analyses require each other in a circle: {' -> '.join(path + (c.name,))}")
+            raise ValueError(f"analyses require each other in a circle: {' -> '.join((*path, c.name))}")
         for r in c.requires:
             if r in by_name:
-                visit(by_name[r], path + (c.name,))
+                visit(by_name[r], (*path, c.name))
         out.append(c)
 
     for c in classes:

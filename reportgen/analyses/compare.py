@@ -5,14 +5,16 @@ pair of layers, each layer's maps in one frame (fitted on the reference, applied
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..figures import frame_scatter, matrix_heatmap
-from ..kernels import linear_cka, per_class_accuracy
-from ..reducers import REDUCERS
+from ..compute.kernels import linear_cka, per_class_accuracy
 from ..results import Finding, Samples, slug
 from .base import BuildAnalysis, BuildInput
+
+if TYPE_CHECKING:
+    from ..spec import ReportSpec
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,13 +115,11 @@ def neighbour_diff(
 class CompareModels(BuildAnalysis):
     name = "compare_models"
     title = "Model comparison"
-    template = "sections/compare.html"
-    code = ("reportgen.kernels", "reportgen.figures")
     metrics = {
         "neighbour_overlap": "Mean Jaccard overlap of each sample's 10 nearest neighbours in this model's layer and the reference model's (1: the same neighbourhoods)."
     }
 
-    def enabled(self, spec) -> bool:
+    def enabled(self, spec: ReportSpec) -> bool:
         return len(spec.models) > 1
 
     def run(self, b: BuildInput) -> Comparison | None:
@@ -275,88 +275,6 @@ class CompareModels(BuildAnalysis):
                 ],
             }
         }
-
-    def context(self, comp: Comparison, view) -> dict:
-        names = view.class_names
-        ctx = {
-            "reference": comp.reference,
-            "notes": list(comp.notes),
-            "frames": [],
-            "changes": [],
-            "n": len(view.labels),
-        }
-        ctx["cka"] = view.figure(
-            "compare--cka",
-            lambda: matrix_heatmap(comp.cka, list(comp.names)),
-            data=(comp.cka,),
-            alt="Linear CKA between layers",
-            caption="Linear CKA (0 to 1) between every pair of layers across the models, on the same samples: 1 means the two layers hold the same information up to rotation and scale. Read the diagonal blocks for one model's layers, the off-diagonal blocks for how two models' layers correspond.",
-        )
-        for f in comp.frames:
-            title = REDUCERS[f.method].title if f.method in REDUCERS else f.method
-            fig = view.figure(
-                f"compare--{slug(f.layer)}-{f.method}",
-                lambda f=f: frame_scatter(f.coords, view.labels, names, view.colours, seed=view.seed),
-                data=tuple(f.coords.values()),
-                alt=f"{title} of {f.layer} in one frame",
-                caption=f"{title} fitted on {comp.reference} and applied to the other models: the panels share axes, so a class that moves between panels moved in the embedding space.",
-            )
-            ctx["frames"].append({"layer": f.layer, "method": f.method, "title": title, "fig": fig})
-        if comp.mutual_knn is not None:
-            ctx["mutual"] = view.figure(
-                "compare--mutual-knn",
-                lambda: matrix_heatmap(comp.mutual_knn, list(comp.names), label="mutual kNN"),
-                data=(comp.mutual_knn,),
-                alt="Mutual nearest-neighbour alignment between layers",
-                caption=f"Mutual kNN alignment (0 to 1) between every pair of layers: the mean share of each sample's {DIFF_K} nearest neighbours the two layers agree on. Unlike CKA it reads only local structure.",
-            )
-        else:
-            ctx["mutual"] = None
-        ctx["diffs"] = []
-        for d in comp.diffs:
-            ctx["diffs"].append(
-                {
-                    "model": d.model,
-                    "layer": d.layer,
-                    "anchor": f"{slug(d.model)}-{slug(d.layer)}",
-                    "overlap": d.mean_overlap,
-                    "moved": d.moved,
-                    "k": d.k,
-                    "grown": [
-                        {"a": names[c], "b": names[c2], "before": bef, "after": aft}
-                        for c, c2, bef, aft in d.confusion_growth
-                    ],
-                    "changed": [
-                        {
-                            "query": view.sample(r, overlap=float(d.overlap[r])),
-                            "before": [view.sample(j) for j in bef],
-                            "after": [view.sample(j) for j in aft],
-                        }
-                        for r, bef, aft in zip(d.most_changed, d.before, d.after)
-                    ],
-                }
-            )
-        for ch in comp.changes:
-            rows = []
-            for c, n in enumerate(names):
-                a, b = ch.knn_reference[c], ch.knn_other[c]
-                rows.append(
-                    {
-                        "name": n,
-                        "colour": view.colour(c),
-                        "ref": None if np.isnan(a) else float(a),
-                        "other": None if np.isnan(b) else float(b),
-                        "delta": None if np.isnan(a) or np.isnan(b) else float(b - a),
-                        "shift": None
-                        if ch.centroid_shift is None or not np.isfinite(ch.centroid_shift[c])
-                        else float(ch.centroid_shift[c]),
-                    }
-                )
-            rows.sort(key=lambda r: (r["delta"] is None, r["delta"] if r["delta"] is not None else 0))
-            ctx["changes"].append(
-                {"model": ch.model, "layer": ch.layer, "rows": rows[:60], "more": max(0, len(rows) - 60)}
-            )
-        return ctx
 
 
 def _f(v) -> float | None:

@@ -4,12 +4,15 @@ participation ratio, and kNN accuracy beside the linear probe - one small figure
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..figures import depth_plot
-from ..results import Finding, Samples, slug
+from ..results import Finding, Samples
 from .base import BuildAnalysis, BuildInput
+
+if TYPE_CHECKING:
+    from ..spec import ReportSpec
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,10 +37,8 @@ def _f(v) -> float:
 class Depth(BuildAnalysis):
     name = "depth"
     title = "Across depth"
-    template = "sections/depth.html"
-    code = ("reportgen.figures",)
 
-    def enabled(self, spec) -> bool:
+    def enabled(self, spec: ReportSpec) -> bool:
         return any(len(m.layers) > 1 for m in spec.models)
 
     def run(self, b: BuildInput) -> DepthFinding | None:
@@ -79,20 +80,3 @@ class Depth(BuildAnalysis):
                 for c in f.curves
             ]
         }
-
-    def context(self, f: DepthFinding, view) -> dict:
-        figs = []
-        for c in f.curves:
-            figs.append(
-                view.figure(
-                    f"depth--{slug(c.model)}",
-                    lambda c=c: depth_plot(
-                        list(c.layers), c.intrinsic_dimension, c.participation_ratio, c.knn_accuracy, c.probe_accuracy
-                    ),
-                    data=(c.intrinsic_dimension, c.participation_ratio, c.knn_accuracy, c.probe_accuracy),
-                    alt=f"{c.model} across depth",
-                    caption=f"{c.model}, layers in order. Left: intrinsic dimension (TwoNN) and participation ratio, the effective number of dimensions. Right: kNN accuracy and linear probe. Where the curves bend is where the model changes what it keeps.",
-                    cls="half",
-                )
-            )
-        return {"figs": figs}

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..kernels import ComponentEnds, component_ends
+from ..compute.kernels import ComponentEnds, component_ends
 from ..results import Finding, Samples
 from .base import LayerAnalysis, LayerInput
 
@@ -35,7 +35,6 @@ def makeup(rows: np.ndarray, labels: np.ndarray, names) -> str:
 class Extremes(LayerAnalysis):
     name = "extremes"
     title = "Extremity galleries"
-    template = "sections/extremes.html"
     requires = ("pca",)
 
     def run(self, layer: LayerInput, found: Mapping[str, Finding]) -> ExtremesFinding:
@@ -70,22 +69,3 @@ class Extremes(LayerAnalysis):
                 for e, lo, hi in zip(f.ends, f.low_scores, f.high_scores)
             ]
         }
-
-    def context(self, f: ExtremesFinding, view) -> dict | None:
-        if not f.ends:
-            return None
-        g = view.gallery_size
-        galleries = []
-        for e, lo, hi, ratio, eta in zip(f.ends, f.low_scores, f.high_scores, f.ratios, f.eta2):
-            galleries.append(
-                {
-                    "pc": e.component + 1,
-                    "ratio": float(ratio),
-                    "eta2": float(eta),
-                    "low": [view.sample(r, score=float(s)) for r, s in zip(e.low[:g], lo[:g])],
-                    "high": [view.sample(r, score=float(s)) for r, s in zip(e.high[:g], hi[:g])],
-                    "low_makeup": makeup(e.low[:g], view.labels, view.class_names),
-                    "high_makeup": makeup(e.high[:g], view.labels, view.class_names),
-                }
-            )
-        return {"galleries": galleries}

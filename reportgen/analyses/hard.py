@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..kernels import HardSample, hard_samples, outliers
+from ..compute.kernels import HardSample, hard_samples, outliers
 from ..results import Finding, Samples
 from .base import LayerAnalysis, LayerInput
 
@@ -24,8 +24,9 @@ class HardFinding(Finding):
 class HardSamples(LayerAnalysis):
     name = "hard"
     title = "Hard samples and outliers"
-    template = "sections/hard.html"
-    code = ("reportgen.kernels",)
+
+    def graph_neighbours(self, n: int, *, audit: bool) -> int:
+        return self.options.knn_k
 
     def run(self, layer: LayerInput, found: Mapping[str, Finding]) -> HardFinding:
         opts = layer.options
@@ -42,12 +43,4 @@ class HardSamples(LayerAnalysis):
                 for h in f.hard
             ],
             "outliers": [ids[r] for r in f.outliers],
-        }
-
-    def context(self, f: HardFinding, view) -> dict:
-        names = view.class_names
-        return {
-            "k": f.k,
-            "hard": [view.sample(h.row, majority=names[h.majority], agreement=h.agreement) for h in f.hard],
-            "outliers": [view.sample(r, distance=float(d)) for r, d in zip(f.outliers, f.outlier_distance)],
         }

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..figures import heatmap
-from ..kernels import STAT_NAMES, correlations
+from ..compute.kernels import STAT_NAMES, correlations
 from ..results import Finding, Headline, Samples
 from .base import LayerAnalysis, LayerInput, Where
 
@@ -25,9 +24,7 @@ class ImageStatsFinding(Finding):
 class ImageStatistics(LayerAnalysis):
     name = "image_statistics"
     title = "Image statistics"
-    template = "sections/image_statistics.html"
     requires = ("pca",)
-    code = ("reportgen.figures", "reportgen.kernels")
 
     def run(self, layer: LayerInput, found: Mapping[str, Finding]) -> ImageStatsFinding:
         r = correlations(layer.samples.image_stats, found["pca"].scores)
@@ -59,17 +56,3 @@ class ImageStatistics(LayerAnalysis):
                 "image_stat_correlation": {s: [float(v) for v in f.correlation[i]] for i, s in enumerate(STAT_NAMES)}
             }
         }
-
-    def context(self, f: ImageStatsFinding, view) -> dict | None:
-        k = f.correlation.shape[1]
-        if not k:
-            return None
-        comps = [f"PC{i + 1}" for i in range(k)]
-        fig = view.figure(
-            "image-stats",
-            lambda: heatmap(f.correlation, STAT_NAMES, comps, vlim=1.0, label="Pearson r", fmt=".2f"),
-            data=(f.correlation,),
-            alt=f"Correlation of components with image statistics for {view.layer}",
-            caption=f"Pearson correlation of each component's scores with simple image statistics computed from the thumbnails. |r| >= {SHORTCUT_R} flags a component that may track a shortcut (lighting, colour) rather than content.",
-        )
-        return {"fig": fig, "shortcuts": [{"pc": j + 1, "stat": s, "r": r} for j, s, r in f.shortcuts]}

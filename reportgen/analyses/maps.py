@@ -6,14 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import numpy as np
-
-from ..figures import CENTROID_LABELS, grid_mosaic, image_mosaic, scatter_plot
-from ..fingerprint import array_digest
-from ..kernels import trust_and_continuity
-from ..reducers import REDUCERS
+from ..compute.kernels import trust_and_continuity
+from ..reducers.base import REDUCERS
 from ..results import Finding, MapResult, Samples
-from .base import LayerAnalysis, LayerInput
+from ..store.fingerprint import array_digest
+from .base import Column, LayerAnalysis, LayerInput
 
 
 @dataclass(frozen=True)
@@ -32,8 +29,6 @@ class MapsFinding(Finding):
 class Maps(LayerAnalysis):
     name = "maps"
     title = "2-D maps"
-    template = "sections/maps.html"
-    code = ("reportgen.kernels", "reportgen.figures")
     metrics = {
         "trustworthiness": "Trustworthiness of a 2-D map (0 to 1): 1 when every neighbour in the map is also a neighbour in the embedding space.",
         "continuity": "Continuity of a 2-D map (0 to 1): 1 when every neighbour in the embedding space stays a neighbour in the map.",
@@ -43,18 +38,22 @@ class Maps(LayerAnalysis):
     def metric_names(cls) -> tuple[str, ...]:
         return tuple(f"{kind}_{m}" for kind in ("trustworthiness", "continuity") for m in REDUCERS)
 
+    @classmethod
+    def columns(cls) -> tuple[Column, ...]:
+        return tuple(Column(f"trustworthiness_{m}", f"trust. {m}", order=30) for m in REDUCERS)
+
     def run(self, layer: LayerInput, found: Mapping[str, Finding]) -> MapsFinding:
         n = len(layer.x)
         if n < 6:  # trustworthiness needs k < N/2 neighbours
             quality = {name: MapQuality(None, None, n) for name in layer.maps}
-        else:  # O(cap^2) ranks: cached by the maps' coordinates (and the code), like the probe
+        else:  # O(cap^2) ranks: cached by the maps' keys (and the code), like the probe
             opts = layer.options
             k = min(10, max(1, n // 2 - 1))
             # sampled maps are judged where they were fitted (every sampled map shares one sample)
             fitted = [m.fitted_rows for m in layer.maps.values() if m.fitted_rows is not None]
             among = fitted[0] if fitted else None
             parts = {
-                "maps": {name: array_digest(m.coords) for name, m in layer.maps.items()},
+                "maps": {name: m.key for name, m in layer.maps.items()},
                 "k": k,
                 "cap": opts.trustworthiness_cap,
                 "seed": layer.seed,
@@ -107,91 +106,3 @@ class Maps(LayerAnalysis):
                 for k, m in f.maps.items()
             }
         }
-
-    def context(self, f: MapsFinding, view) -> dict | None:
-        names, labels, n = view.class_names, view.labels, len(view.labels)
-        out = []
-        for method, m in f.maps.items():
-            many = len(names) > 20
-            dots = (
-                m.rows
-                if len(m.rows) <= view.options.map_cap
-                else np.sort(np.random.default_rng(view.seed).choice(m.rows, view.options.map_cap, replace=False))
-            )
-            density = len(dots) < n
-            who = (
-                "Every sample is a dot"
-                if not density
-                else f"{len(dots):,} of the {n:,} samples are dots ({'the fitted sample' if m.fitted_rows is not None and len(dots) == len(m.rows) else 'a seeded random subset'})"
-            )
-            scatter_caption = (
-                (
-                    f"{who} coloured by its class (legend: class and count). "
-                    if not many
-                    else f"{who} coloured by its class; with {len(names)} classes, names sit at class centroids"
-                    + (f" (the {CENTROID_LABELS} largest classes)" if len(names) > CENTROID_LABELS else "")
-                    + ". "
-                )
-                + (
-                    f"Grey hexagons behind: the density of all {n:,} samples{' (those not fitted placed at their nearest fitted samples)' if m.placement == 'nearest fitted samples' else ''}. "
-                    if density
-                    else ""
-                )
-                + m.caption
-            )
-            scatter = view.figure(
-                f"{method}-scatter",
-                lambda m=m, dots=dots, density=density: scatter_plot(
-                    m.coords[dots],
-                    labels[dots],
-                    names,
-                    view.colours,
-                    seed=view.seed,
-                    density=m.coords if density else None,
-                    counts=np.bincount(labels, minlength=len(names)),
-                ),
-                data=(m.coords, dots),
-                alt=f"{m.title} class scatter of {view.layer}",
-                caption=scatter_caption,
-            )
-            cap = view.mosaic_cap
-            mo = image_mosaic(
-                m.coords, view.thumbnails, labels, view.colours, cap=cap, seed=view.seed, among=m.fitted_rows
-            )
-            shown = len(mo.rows)
-            mosaic = view.mosaic(
-                f"{method}-mosaic",
-                mo,
-                data=(m.coords,),
-                alt=f"{m.title} image mosaic of {view.layer}",
-                caption=f"Thumbnails at their map positions, each bordered in its class colour. {shown:,} of {n:,} samples shown"
-                + (f" (a random subset, seed {view.seed})" if shown < n else "")
-                + "; drawn in random order, so overlaps favour no class.",
-            )
-            gm = grid_mosaic(
-                m.coords, view.thumbnails, labels, view.colours, cap=view.grid_cap, seed=view.seed, among=m.fitted_rows
-            )
-            side = int(np.sqrt(len(gm.rows)))
-            grid = view.mosaic(
-                f"{method}-grid",
-                gm,
-                data=(m.coords,),
-                alt=f"{m.title} grid mosaic of {view.layer}",
-                caption=f"The same map snapped to a {side}x{side} grid by linear assignment: each of {len(gm.rows):,} samples"
-                + (" (a random subset)" if len(gm.rows) < n else "")
-                + " appears exactly once and nothing overlaps; layout follows the map.",
-            )
-            q = f.quality.get(method)
-            out.append(
-                {
-                    "method": method,
-                    "title": m.title,
-                    "params": dict(m.params),
-                    "notes": list(m.notes),
-                    "quality": q,
-                    "scatter": scatter,
-                    "mosaic": mosaic,
-                    "grid": grid,
-                }
-            )
-        return {"maps": out} if out else None

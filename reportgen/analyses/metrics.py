@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..kernels import knn_predict, linear_probe_accuracy, silhouette
-from ..neighbours import GraphQuality
+from ..compute.kernels import knn_predict, linear_probe_accuracy, silhouette
+from ..compute.neighbours import GraphQuality
 from ..results import Finding, Headline
-from .base import LayerAnalysis, LayerInput, Where
+from .base import Column, LayerAnalysis, LayerInput, Where
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,8 +44,6 @@ def twonn(graph) -> float | None:
 class Metrics(LayerAnalysis):
     name = "metrics"
     title = "Quality metrics"
-    template = "sections/metrics.html"
-    code = ("reportgen.kernels",)
     metrics = {
         "knn_accuracy": "Leave-one-out kNN accuracy: the share of samples whose k nearest neighbours (itself excluded) mostly carry its label.",
         "linear_probe_accuracy": "Linear-probe accuracy: a logistic regression on the standardised embeddings, mean over stratified 5-fold cross-validation.",
@@ -53,6 +51,15 @@ class Metrics(LayerAnalysis):
         "intrinsic_dimension": "Intrinsic dimension (TwoNN, Facco et al. 2017): the dimension of the surface the samples lie on, from the ratio of each sample's two nearest-neighbour distances.",
         "neighbour_recall": "Recall@k of the layer's neighbour graph: the share of exact nearest neighbours it lists (1 for an exact graph; for an approximate one, measured on a seeded sample of queries).",
     }
+
+    overview = (
+        Column("knn_accuracy", "kNN accuracy", order=20),
+        Column("linear_probe_accuracy", "linear probe", order=20),
+        Column("silhouette", "silhouette", order=20),
+    )
+
+    def graph_neighbours(self, n: int, *, audit: bool) -> int:
+        return self.options.knn_k
 
     def run(self, layer: LayerInput, found: Mapping[str, Finding]) -> MetricsFinding:
         opts = layer.options
@@ -114,16 +121,3 @@ class Metrics(LayerAnalysis):
                 )
             ]
         return []
-
-    def context(self, f: MetricsFinding, view) -> dict:
-        return {
-            "knn": f.knn_accuracy,
-            "k": f.knn_k,
-            "metric": f.metric,
-            "probe": f.probe_accuracy,
-            "probe_n": f.probe_samples,
-            "silhouette": f.silhouette,
-            "silhouette_n": f.silhouette_samples,
-            "graph": f.graph,
-            "n": len(f.knn_pred),
-        }

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..kernels import neighbour_queries
+from ..compute.kernels import neighbour_queries
 from ..results import Finding, Samples
 from .base import LayerAnalysis, LayerInput
 
@@ -24,9 +24,10 @@ class NeighboursFinding(Finding):
 class Neighbours(LayerAnalysis):
     name = "neighbours"
     title = "Nearest neighbours"
-    template = "sections/neighbours.html"
     requires = ("hard",)
-    code = ("reportgen.kernels",)
+
+    def graph_neighbours(self, n: int, *, audit: bool) -> int:
+        return self.options.neighbours
 
     def run(self, layer: LayerInput, found: Mapping[str, Finding]) -> NeighboursFinding:
         g = layer.graph
@@ -44,16 +45,3 @@ class Neighbours(LayerAnalysis):
                 for q, nb, dist in zip(f.queries, f.neighbours, f.distances)
             ]
         }
-
-    def context(self, f: NeighboursFinding, view) -> dict:
-        labels = view.labels
-        rows = [
-            {
-                "query": view.sample(q),
-                "items": [
-                    view.sample(j, distance=float(d), same=bool(labels[j] == labels[q])) for j, d in zip(nb, dist)
-                ],
-            }
-            for q, nb, dist in zip(f.queries, f.neighbours, f.distances)
-        ]
-        return {"rows": rows, "metric": f.metric, "m": f.neighbours.shape[1]}

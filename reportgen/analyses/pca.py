@@ -8,10 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..figures import scree_plot
-from ..kernels import eta_squared
+from ..compute.kernels import eta_squared
 from ..results import Finding, Samples
-from .base import LayerAnalysis, LayerInput
+from .base import Column, LayerAnalysis, LayerInput
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,13 +45,15 @@ class PcaFinding(Finding):
 class PcaAnalysis(LayerAnalysis):
     name = "pca"
     title = "Principal components"
-    template = "sections/pca.html"
-    code = ("reportgen.pca", "reportgen.figures")
     metrics = {
         "components_for_90": "Effective dimensionality: principal components needed for 90 % of the variance.",
         "participation_ratio": "Participation ratio (sum of eigenvalues)^2 / sum of squared eigenvalues: the effective number of dimensions.",
         "variance_top10": "Share of the variance held by the first 10 principal components.",
     }
+    overview = (
+        Column("variance_top10", "variance in 10 PCs", "pct", order=10),
+        Column("components_for_90", "PCs for 90 %", "int", order=10),
+    )
 
     def run(self, layer: LayerInput, found: Mapping[str, Finding]) -> PcaFinding:
         p = layer.pca
@@ -82,18 +83,3 @@ class PcaAnalysis(LayerAnalysis):
                 "eta2": [float(v) for v in f.eta2],
             }
         }
-
-    def context(self, f: PcaFinding, view) -> dict:
-        cum = np.cumsum(f.explained_variance_ratio)
-        rows = [
-            {"pc": i + 1, "ratio": float(r), "cum": float(cum[i]), "eta2": float(f.eta2[i]) if i < len(f.eta2) else 0.0}
-            for i, r in enumerate(f.explained_variance_ratio)
-        ]
-        scree = view.figure(
-            "scree",
-            lambda: scree_plot(f.explained_variance_ratio),
-            data=(f.explained_variance_ratio,),
-            alt=f"Scree plot of {view.layer}",
-            caption="Bars: share of the total variance each principal component explains; line: cumulative share. A steep drop means a few directions dominate the layer.",
-        )
-        return {"variance": rows, "scree": scree}

@@ -5,16 +5,18 @@ a domain-classifier AUC) and placed in the reference's fitted frames (overlaid m
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..figures import overlay_scatter
-from ..kernels import domain_auc, mmd_permutation_test
-from ..neighbours import cross_nearest
-from ..reducers import REDUCERS
-from ..results import Finding, Samples, slug
+from ..compute.kernels import domain_auc, mmd_permutation_test
+from ..compute.neighbours import cross_nearest
+from ..results import Finding, Samples
 from ..streaming import cleaned
 from .base import BuildAnalysis, BuildInput
+
+if TYPE_CHECKING:
+    from ..spec import ReportSpec
 
 PERMUTATIONS = 200
 
@@ -59,13 +61,11 @@ class ShiftFinding(Finding):
 class CompareDatasets(BuildAnalysis):
     name = "compare_datasets"
     title = "Dataset comparison"
-    template = "sections/datasets.html"
-    code = ("reportgen.kernels", "reportgen.figures", "reportgen.twins")
     metrics = {
         "leakage_count": "Images of the compared datasets with a twin in the reference dataset: identical, or the same picture re-encoded, re-lit or shifted."
     }
 
-    def enabled(self, spec) -> bool:
+    def enabled(self, spec: ReportSpec) -> bool:
         return bool(spec.extra_datasets)
 
     def run(self, b: BuildInput) -> ShiftFinding | None:
@@ -98,7 +98,7 @@ class CompareDatasets(BuildAnalysis):
         """Twins across datasets (reported on the first model's audit layer): identical images by
         content hash, near-twins by ``reportgen.twins`` with the reference's calibrated threshold;
         candidates from the layer (each sample's nearest reference sample) and from the images."""
-        from ..twins import cross_twins, signatures
+        from ..compute.twins import cross_twins, signatures
 
         run = b.runs[0]
         m = run.model.name
@@ -215,55 +215,3 @@ class CompareDatasets(BuildAnalysis):
                 for d in f.shifts
             ],
         }
-
-    def context(self, f: ShiftFinding, view) -> dict:
-        rows = [
-            {
-                "dataset": d.dataset,
-                "model": d.model,
-                "layer": d.layer,
-                "n": d.n,
-                "mmd2": d.mmd2,
-                "p": d.p_value,
-                "perm": d.permutations,
-                "auc": d.auc,
-            }
-            for d in f.shifts
-        ]
-        order = list(REDUCERS)
-        keys = sorted(
-            {(d.model, d.layer, m) for d in f.shifts for m in d.coords},
-            key=lambda k: (k[0], k[1], order.index(k[2]) if k[2] in order else len(order)),
-        )
-        figs = []
-        for model, layer, method in keys:
-            ref = view.models_by_name[model].layer(layer).maps[method].coords
-            others = {
-                d.dataset: d.coords[method]
-                for d in f.shifts
-                if d.model == model and d.layer == layer and method in d.coords
-            }
-            title = REDUCERS[method].title if method in REDUCERS else method
-            figs.append(
-                view.figure(
-                    f"datasets--{slug(model)}--{slug(layer)}-{method}",
-                    lambda ref=ref, others=others: overlay_scatter(
-                        ref, others, reference_name=view.dataset_name, seed=view.seed
-                    ),
-                    data=(ref, *others.values()),
-                    alt=f"{title} of {layer}: datasets overlaid",
-                    caption=f"{model} · {layer}: {title} fitted on {view.dataset_name} (grey) with the other datasets placed in the same frame. Regions covered by one dataset only show where they differ.",
-                )
-            )
-        leaks = []
-        for l in f.leaks:
-            pairs = [
-                {"a": view.image(th, view.class_names[int(y)], i), "b": view.sample(t), "d": float(d), "exact": bool(e)}
-                for th, y, i, t, d, e in zip(
-                    l.thumbnails[: view.gallery_size * 2], l.labels, l.ids, l.twins, l.distances, l.exact
-                )
-            ]
-            leaks.append(
-                {"dataset": l.dataset, "layer": l.layer, "count": len(l.rows), "threshold": l.threshold, "pairs": pairs}
-            )
-        return {"rows": rows, "figs": figs, "reference": view.dataset_name, "leaks": leaks}

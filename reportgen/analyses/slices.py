@@ -18,12 +18,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..figures import slices_plot
 from ..results import Finding, Headline, Samples
 from .base import LayerAnalysis, LayerInput, Where
+
+if TYPE_CHECKING:
+    from ..spec import ReportSpec
 
 SLICE_CAP = 20_000
 #: Principal components the clustering sees when the layer has no nonlinear map.
@@ -77,21 +80,19 @@ def _traits(stats: np.ndarray, rows: np.ndarray) -> tuple[str, ...]:
 class Slices(LayerAnalysis):
     name = "slices"
     title = "Slices"
-    template = "sections/slices.html"
     requires = ("metrics", "audit")
-    code = ("reportgen.figures",)
     metrics = {
         "worst_slice_accuracy": "kNN accuracy of the worst slice (a cluster of the layer the representation handles worst)."
     }
 
-    def enabled(self, spec) -> bool:
+    def enabled(self, spec: ReportSpec) -> bool:
         return spec.report.slices
 
     def run(self, layer: LayerInput, found: Mapping[str, Finding]) -> SlicesFinding | None:
         from sklearn.cluster import HDBSCAN
 
+        from ..compute.neighbours import nearest_fitted
         from ..datasets.selection import stratified_rows
-        from ..neighbours import nearest_fitted
 
         if not layer.audit or len(layer.labels) < 50:
             return None
@@ -199,43 +200,3 @@ class Slices(LayerAnalysis):
                 )
             )
         return out
-
-    def context(self, f: SlicesFinding, view) -> dict | None:
-        if not f.slices:
-            return None
-        names = view.class_names
-        coords = f.map_coords
-        fig = None
-        if coords is not None:
-            shown = [s.id for s in f.slices[:12]]
-            fig = view.figure(
-                "slices",
-                lambda: slices_plot(coords, f.assignment, shown, seed=view.seed),
-                data=(coords, f.assignment),
-                alt=f"Slices of {view.layer} on its {f.map_method} map",
-                caption=f"The {len(shown)} worst slices of {view.layer} drawn on its {f.map_method} map (grey: every other sample); labels at each slice's centre.",
-            )
-        rows = []
-        for s in f.slices[:12]:
-            rows.append(
-                {
-                    "id": s.id,
-                    "size": len(s.rows),
-                    "knn": s.knn_accuracy,
-                    "probe": s.probe_accuracy,
-                    "traits": ", ".join(s.traits),
-                    "makeup": ", ".join(f"{k}× {names[c]}" for c, k in s.makeup[:3])
-                    + (" ..." if len(s.makeup) > 3 else ""),
-                    "typical": [view.sample(r) for r in s.typical[: max(4, view.gallery_size)]],
-                }
-            )
-        return {
-            "rows": rows,
-            "fig": fig,
-            "overall": f.overall,
-            "n": len(f.slices),
-            "clustered": f.clustered,
-            "total": len(f.assignment),
-            "space": f.space,
-            "covered": int((f.assignment > 0).sum()),
-        }

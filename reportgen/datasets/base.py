@@ -9,33 +9,19 @@ every reader returns RGB ``uint8`` (H, W, 3).
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 import numpy as np
-from pydantic import AfterValidator, Field, ValidationInfo
+from pydantic import Field
 
-from ..errors import DataError, SpecError
+from ..errors import DataError
 from ..images import read_image_file, to_rgb_uint8
 from ..params import Params
-
-
-def _resolve(value: Path | None, info: ValidationInfo) -> Path | None:
-    """Relative paths resolve against the spec's folder (the validation context's ``base_dir``)."""
-    if value is None:
-        return None
-    base = (info.context or {}).get("base_dir")
-    value = Path(value).expanduser()
-    if base is not None and not value.is_absolute():
-        value = Path(base) / value
-    return value
-
-
-ResolvedPath = Annotated[Path, AfterValidator(_resolve)]
+from ..registry import Registry
 
 
 class DatasetParams(Params):
@@ -94,7 +80,7 @@ class DatasetKind:
     precomputed: bool = False  # holds embeddings: no model runs
 
 
-DATASET_KINDS: dict[str, DatasetKind] = {}
+DATASET_KINDS: Registry[DatasetKind] = Registry("dataset kind")
 
 
 def register_dataset_kind(
@@ -104,24 +90,24 @@ def register_dataset_kind(
     precomputed: bool = False,
     replace: bool = False,
 ) -> None:
+    """Add a dataset kind: its parameter model (a ``kind`` literal with a default) and its loader."""
     kind = params.model_fields["kind"].default
     if not isinstance(kind, str) or not kind:
         raise TypeError(f"{params.__name__}.kind must be a Literal with a default (the kind's name)")
-    if kind in DATASET_KINDS and not replace and DATASET_KINDS[kind].params is not params:
-        raise ValueError(f"a dataset kind {kind!r} is registered already; pass replace=True to override it")
-    DATASET_KINDS[kind] = DatasetKind(params, load, precomputed)
+    current = DATASET_KINDS.get(kind)
+    DATASET_KINDS.register(
+        kind,
+        DatasetKind(params, load, precomputed),
+        replace=replace or (current is not None and current.params is params),
+    )
 
 
 def unregister_dataset_kind(kind: str) -> None:
-    DATASET_KINDS.pop(kind, None)
+    DATASET_KINDS.unregister(kind)
 
 
 def get_kind(kind: str) -> DatasetKind:
-    try:
-        return DATASET_KINDS[kind]
-    except KeyError:
-        hint = difflib.get_close_matches(str(kind), list(DATASET_KINDS), n=1)
-        raise SpecError(f"unknown dataset kind {kind!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")) from None
+    return DATASET_KINDS.lookup(kind)
 
 
 def is_precomputed(params: DatasetParams) -> bool:

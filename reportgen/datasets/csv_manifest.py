@@ -9,7 +9,8 @@ from typing import Literal
 from pydantic import Field
 
 from ..errors import DataError
-from .base import Dataset, DatasetParams, ResolvedPath, label_codes, path_dataset
+from ..params import ResolvedPath
+from .base import Dataset, DatasetParams, label_codes, path_dataset
 
 
 class CsvDataset(DatasetParams):

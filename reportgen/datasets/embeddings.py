@@ -15,9 +15,10 @@ from pydantic import Field
 
 from ..errors import DataError
 from ..images import IMAGE_EXTENSIONS, BadImage, make_thumbnail, read_image_file, to_rgb_uint8
+from ..params import ResolvedPath
 from ..projector import parse_config, read_metadata, read_sprite, read_tensor, read_vectors_tsv
 from ..streaming import track
-from .base import Dataset, DatasetParams, ResolvedPath, hash_arrays, label_codes
+from .base import Dataset, DatasetParams, hash_arrays, label_codes
 
 
 class EmbeddingsDataset(DatasetParams):

@@ -12,7 +12,8 @@ import numpy as np
 from pydantic import Field
 
 from ..errors import DataError
-from .base import Dataset, DatasetParams, ResolvedPath, array_dataset
+from ..params import ResolvedPath
+from .base import Dataset, DatasetParams, array_dataset
 
 
 class IdxDataset(DatasetParams):

@@ -10,7 +10,8 @@ import numpy as np
 
 from ..errors import DataError
 from ..images import IMAGE_EXTENSIONS
-from .base import Dataset, DatasetParams, ResolvedPath, display_id, path_dataset
+from ..params import ResolvedPath
+from .base import Dataset, DatasetParams, display_id, path_dataset
 
 
 class ImageFolderDataset(DatasetParams):

@@ -7,7 +7,8 @@ from typing import Literal
 import numpy as np
 
 from ..errors import DataError
-from .base import Dataset, DatasetParams, ResolvedPath, array_dataset
+from ..params import ResolvedPath
+from .base import Dataset, DatasetParams, array_dataset
 
 
 class NpzDataset(DatasetParams):

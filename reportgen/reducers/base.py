@@ -10,17 +10,22 @@ metric names (``trustworthiness_<name>``), the map titles and the cache keys all
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ..errors import ReportgenError, SpecError
-from ..fingerprint import code_fingerprint
+from ..errors import ReportgenError
+from ..options import ReportOptions
 from ..params import Params
+from ..registry import Registry
+from ..store.fingerprint import code_fingerprint
+
+if TYPE_CHECKING:
+    from ..compute.neighbours import NeighbourGraph
+    from ..compute.pca import PcaResult
 
 
 class ReducerParams(Params):
@@ -62,8 +67,6 @@ class Reducer:
     name: ClassVar[str]
     title: ClassVar[str]
     Params: ClassVar[type[ReducerParams]]
-    #: Modules (besides the class's own) whose code shapes the map: part of the cache key.
-    code: ClassVar[tuple[str, ...]] = ()
     #: A one-line description for the map's caption.
     caption: ClassVar[str] = (
         "Nearby dots have similar embeddings in this map; distances between far-apart clusters are not meaningful."
@@ -71,7 +74,7 @@ class Reducer:
     #: True when fitting costs nothing per sample (PCA projects every sample): never sampled (report.map_cap).
     fits_all: ClassVar[bool] = False
 
-    def __init__(self, params: ReducerParams, options: Any = None) -> None:
+    def __init__(self, params: ReducerParams, options: ReportOptions | None = None) -> None:
         self.params = params
         self.options = options
 
@@ -84,7 +87,9 @@ class Reducer:
         """How many neighbours of the layer's graph ``fit`` can use instead of its own search (0: none)."""
         return 0
 
-    def fit(self, x: np.ndarray, *, seed: int, graph=None, pca=None) -> FittedMap:  # pragma: no cover - abstract
+    def fit(
+        self, x: np.ndarray, *, seed: int, graph: NeighbourGraph | None = None, pca: PcaResult | None = None
+    ) -> FittedMap:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def cache_parts(self) -> dict:
@@ -93,13 +98,14 @@ class Reducer:
 
     @classmethod
     def fingerprint(cls) -> str:
-        return code_fingerprint(cls, *cls.code)
+        """The code that makes this reducer's maps: its module and every reportgen module it imports."""
+        return code_fingerprint(cls)
 
 
-REDUCERS: dict[str, type[Reducer]] = {}
+REDUCERS: Registry[type[Reducer]] = Registry("reducer")
 
 
-def register_reducer(cls: type[Reducer] | None = None, *, replace: bool = False):
+def register_reducer(cls: type[Reducer] | None = None, *, replace: bool = False) -> Any:
     """Add a reducer class to the registry (usable as a decorator). Its ``Params.method`` must be a
     ``Literal`` of its ``name``, so the spec's ``reducers:`` entries can name it."""
 
@@ -114,38 +120,22 @@ def register_reducer(cls: type[Reducer] | None = None, *, replace: bool = False)
             raise TypeError(f"reducer {c.name}: Params.method must default to {c.name!r} (got {default!r})")
         if c.fit is Reducer.fit:
             raise TypeError(f"reducer {c.name} must implement fit()")
-        if c.name in REDUCERS and not replace and REDUCERS[c.name] is not c:
-            raise ValueError(f"a reducer named {c.name!r} is registered already; pass replace=True to override it")
-        REDUCERS[c.name] = c
-        return c
+        return REDUCERS.register(c.name, c, replace=replace)
 
     return add if cls is None else add(cls)
 
 
 def unregister_reducer(name: str) -> None:
-    REDUCERS.pop(name, None)
+    REDUCERS.unregister(name)
 
 
-def get_reducer(name: str) -> type[Reducer]:
-    try:
-        return REDUCERS[name]
-    except KeyError:
-        hint = difflib.get_close_matches(name, list(REDUCERS), n=1)
-        raise SpecError(
-            f"unknown reducer {name!r}"
-            + (f"; did you mean {hint[0]!r}?" if hint else f"; expected one of {', '.join(REDUCERS)}")
-        ) from None
+def make_reducer(params: ReducerParams, options: ReportOptions | None = None) -> Reducer:
+    return REDUCERS.lookup(params.method)(params, options)
 
 
-def reducer_names() -> tuple[str, ...]:
-    return tuple(REDUCERS)
-
-
-def make_reducer(params: ReducerParams, options: Any = None) -> Reducer:
-    return get_reducer(params.method)(params, options)
-
-
-def call_fit(reducer: Reducer, x: np.ndarray, *, seed: int, graph=None, pca=None) -> FittedMap:
+def call_fit(
+    reducer: Reducer, x: np.ndarray, *, seed: int, graph: NeighbourGraph | None = None, pca: PcaResult | None = None
+) -> FittedMap:
     """``reducer.fit`` with the keyword arguments it accepts (a user's reducer may take only ``seed``)."""
     sig = inspect.signature(reducer.fit).parameters
     kwargs: dict[str, Any] = {"seed": seed}
@@ -170,9 +160,3 @@ def neighbours_for(n: int, requested: int, what: str, *, margin: int) -> tuple[i
         return requested, []
     k = max(2, n - margin)
     return k, [f"n_neighbors lowered from {requested} to {k}: {what} needs n_neighbors < N = {n}"]
-
-
-def cores() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import Field
 
 from .base import FittedMap, Reducer, ReducerParams
+
+if TYPE_CHECKING:
+    from ..compute.neighbours import NeighbourGraph
+    from ..compute.pca import PcaResult
 
 
 class PcaParams(ReducerParams):
@@ -21,16 +25,17 @@ class PcaReducer(Reducer):
     name = "pca"
     title = "PCA (components 1 and 2)"
     Params = PcaParams
-    code = ("reportgen.pca",)
     caption = "Nearby dots have similar embeddings; axes are the first two principal components."
     fits_all = True
 
     def pca_components(self, dim: int) -> int:
         return 2
 
-    def fit(self, x: np.ndarray, *, seed: int, graph=None, pca=None) -> FittedMap:
+    def fit(
+        self, x: np.ndarray, *, seed: int, graph: NeighbourGraph | None = None, pca: PcaResult | None = None
+    ) -> FittedMap:
         if pca is None:
-            from ..pca import fit_pca
+            from ..compute.pca import fit_pca
 
             pca = fit_pca(x, 2)
         coords = np.zeros((len(x), 2), np.float32)

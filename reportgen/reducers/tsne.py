@@ -6,13 +6,18 @@ The settings were chosen by measurement (docs/benchmarks.md): Barnes-Hut on one 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import Field
 
 from ..errors import ReportgenError
-from .base import FittedMap, Reducer, ReducerParams, cores
+from ..machine import cores
+from .base import FittedMap, Reducer, ReducerParams
+
+if TYPE_CHECKING:
+    from ..compute.neighbours import NeighbourGraph
+    from ..compute.pca import PcaResult
 
 
 class TsneParams(ReducerParams):
@@ -52,12 +57,13 @@ class TsneReducer(Reducer):
     name = "tsne"
     title = "t-SNE (openTSNE)"
     Params = TsneParams
-    code = ("reportgen.pca",)
 
     def pca_components(self, dim: int) -> int:
         return self.params.pca_components
 
-    def fit(self, x: np.ndarray, *, seed: int, graph=None, pca=None) -> FittedMap:
+    def fit(
+        self, x: np.ndarray, *, seed: int, graph: NeighbourGraph | None = None, pca: PcaResult | None = None
+    ) -> FittedMap:
         """A perplexity too large for the data is lowered, and said so."""
         try:
             from openTSNE import TSNEEmbedding, affinity, initialization
@@ -66,7 +72,7 @@ class TsneReducer(Reducer):
         params = self.params
         k = params.pca_components if 0 < params.pca_components < x.shape[1] else 0  # PCA first only where it reduces
         if k and pca is None:
-            from ..pca import fit_pca
+            from ..compute.pca import fit_pca
 
             pca = fit_pca(x, k)
         inp = pca.scores[:, :k] if k else x

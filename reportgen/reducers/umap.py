@@ -10,13 +10,17 @@ no graph.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import Field
 
 from ..errors import ReportgenError
 from .base import FittedMap, Reducer, ReducerParams, neighbours_for
+
+if TYPE_CHECKING:
+    from ..compute.neighbours import NeighbourGraph
+    from ..compute.pca import PcaResult
 
 
 class UmapParams(ReducerParams):
@@ -45,7 +49,9 @@ class UmapReducer(Reducer):
         same = self.params.metric == getattr(self.options, "metric", None)
         return max(0, min(self.params.n_neighbors, n - 1) - 1) if same else 0
 
-    def fit(self, x: np.ndarray, *, seed: int, graph=None, pca=None) -> FittedMap:
+    def fit(
+        self, x: np.ndarray, *, seed: int, graph: NeighbourGraph | None = None, pca: PcaResult | None = None
+    ) -> FittedMap:
         try:
             import umap
         except ImportError:

@@ -10,13 +10,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .images import to_rgb_uint8
+from ..images import to_rgb_uint8
+from ..streaming import gather_rows, row_chunks
 from .neighbours import NeighbourGraph
 from .pca import PcaResult
-from .streaming import gather_rows, row_chunks
 
 STAT_NAMES = ("brightness", "contrast", "saturation", "colour balance (R-B)")
-SHORTCUT_R = 0.5  # |r| at or above which a component is flagged as tracking an image statistic
 
 
 @dataclass(frozen=True)

@@ -16,94 +16,23 @@ manifest (shape and SHA-256); a mismatch is logged and the entry recomputed, nev
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import logging
 import os
 import re
 import shutil
-import uuid
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from .errors import CacheError
-from .results import Embeddings, slug
-from .streaming import track
+from ..errors import CacheError
+from ..results import Embeddings, slug
+from ..streaming import track
+from .files import default_cache_dir, file_sha256, remove_stale_temps, temp_name, write_cached
 
 log = logging.getLogger(__name__)
 
 FORMAT = 2
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "reportgen"
-
-
-def temp_name(prefix: str) -> str:
-    """A unique temporary name that records the writing process: ``.<prefix>.tmp-<pid>-<random>``."""
-    return f".{prefix}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file whole or not at all: a temporary beside it, then a rename."""
-    tmp = path.with_name(temp_name(path.name))
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_cached(path: Path, data: bytes) -> bool:
-    """Best-effort atomic write into a cache folder (made if missing): an unwritable cache only costs time."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, data)
-        return True
-    except OSError:
-        return False
-
-
-def remove_stale_temps(folder: Path, prefix: str = "") -> int:
-    """Remove temporary folders left by processes that died (SIGKILL, power loss); keep live ones."""
-    removed = 0
-    try:
-        entries = list(folder.iterdir())
-    except OSError:
-        return 0
-    for p in entries:
-        m = re.match(r"^\.(.+)\.(?:tmp|old)-(\d+)-[0-9a-f]{8}$", p.name)
-        if not m or (prefix and m.group(1) != prefix):
-            continue
-        pid = int(m.group(2))
-        if pid == os.getpid():
-            continue
-        try:
-            os.kill(pid, 0)
-            continue  # the writer is alive: a concurrent build
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
-        shutil.rmtree(p, ignore_errors=True)
-        removed += 1
-    return removed
-
-
-def content_key(parts: dict) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class _RowFile:
@@ -125,10 +54,8 @@ class _RowFile:
         self.rows += len(arr)
 
     def close(self) -> None:
-        header = "{'descr': %r, 'fortran_order': False, 'shape': %r, }" % (
-            self.dtype.str,
-            (self.rows,) + self.row_shape,
-        )
+        shape = (self.rows, *self.row_shape)
+        header = f"{{'descr': {self.dtype.str!r}, 'fortran_order': False, 'shape': {shape!r}, }}"
         room = self.HEADER - 10 - 1
         if len(header) > room:
             raise CacheError("internal: .npy header does not fit")
@@ -330,84 +257,3 @@ class EmbeddingStore:
             if p.is_dir() and p.name != "numba":
                 shutil.rmtree(p, ignore_errors=True)
         return n
-
-
-class Cache:
-    """Computed artefacts (maps, neighbour graphs, probe results, figures), keyed by content and code.
-
-    A key is a digest of the inputs that determine the artefact *and* the fingerprint of the code
-    that computes it (``reportgen.fingerprint``), so changing a stage's code recomputes that stage
-    only. Entries live in ``<cache>/<kind>/<key>.<ext>``; every write is atomic and best-effort (an
-    unwritable cache costs time, never a build). ``computed`` and ``reused`` count entries per kind.
-    A disabled cache (``--no-cache``) reads nothing and writes nothing.
-    """
-
-    def __init__(self, root: Path | None = None, *, enabled: bool = True) -> None:
-        self.root = Path(root) if root is not None else default_cache_dir()
-        self.enabled = enabled
-        self.computed: Counter = Counter()
-        self.reused: Counter = Counter()
-
-    @staticmethod
-    def key(kind: str, parts: dict, code: str) -> str:
-        return content_key({"kind": kind, "code": code, **parts})
-
-    def _path(self, kind: str, key: str, ext: str) -> Path:
-        return self.root / kind / f"{key}.{ext}"
-
-    def _hit(self, kind: str, value):
-        if value is not None:
-            self.reused[kind] += 1
-        return value
-
-    def get_arrays(self, kind: str, key: str) -> tuple[dict[str, np.ndarray], dict] | None:
-        """Arrays and a JSON ``meta`` saved by ``put_arrays``, or None (a damaged entry is removed)."""
-        if not self.enabled:
-            return None
-        path = self._path(kind, key, "npz")
-        if not path.exists():
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: np.asarray(z[k]) for k in z.files if k != "__meta__"}
-                meta = json.loads(str(z["__meta__"]))
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
-            log.warning("cache entry %s/%s is unreadable (%s); recomputing", kind, key, exc)
-            path.unlink(missing_ok=True)
-            return None
-        return self._hit(kind, (arrays, meta))
-
-    def put_arrays(self, kind: str, key: str, arrays: dict[str, np.ndarray], meta: dict) -> None:
-        self.computed[kind] += 1
-        if not self.enabled:
-            return
-        buf = io.BytesIO()
-        np.savez(buf, __meta__=np.asarray(json.dumps(meta, default=str)), **arrays)
-        if not write_cached(self._path(kind, key, "npz"), buf.getvalue()):
-            log.warning("cannot write the cache in %s; %s will be recomputed next time", self.root / kind, kind)
-
-    def get_json(self, kind: str, key: str):
-        if not self.enabled:
-            return None
-        try:
-            return self._hit(kind, json.loads(self._path(kind, key, "json").read_text(encoding="utf-8"))["value"])
-        except (OSError, ValueError, KeyError):
-            return None
-
-    def put_json(self, kind: str, key: str, value) -> None:
-        self.computed[kind] += 1
-        if self.enabled:
-            write_cached(self._path(kind, key, "json"), json.dumps({"value": value}).encode("utf-8"))
-
-    def get_bytes(self, kind: str, key: str) -> bytes | None:
-        if not self.enabled:
-            return None
-        try:
-            return self._hit(kind, self._path(kind, key, "bin").read_bytes())
-        except OSError:
-            return None
-
-    def put_bytes(self, kind: str, key: str, data: bytes) -> None:
-        self.computed[kind] += 1
-        if self.enabled:
-            write_cached(self._path(kind, key, "bin"), data)

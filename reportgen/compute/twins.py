@@ -128,7 +128,7 @@ def _shifted(b: np.ndarray, offset: float, r: int, m: int, axis: int) -> np.ndar
     """The m-pixel window of b starting at r + offset along ``axis`` (linear interpolation at
     half pixels)."""
     lo = int(np.floor(r + offset))
-    take = lambda s0: b[:, s0 : s0 + m] if axis == 1 else b[:, :, s0 : s0 + m]  # noqa: E731
+    take = lambda s0: b[:, s0 : s0 + m] if axis == 1 else b[:, :, s0 : s0 + m]
     return take(lo) if offset == lo - r else 0.5 * (take(lo) + take(lo + 1))
 
 
@@ -182,7 +182,7 @@ class TwinData:
 def calibrate(read, rows: np.ndarray, thumbnail_px: int, *, seed: int) -> Calibration | None:
     """The twin threshold of a data set: ``read(row)`` gives an RGB uint8 image; a seeded sample of
     ``rows`` is edited (``edits``) and each copy's difference to its original is measured."""
-    from .images import make_thumbnail, to_rgb_uint8
+    from ..images import make_thumbnail, to_rgb_uint8
 
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(len(rows), min(CALIBRATION_IMAGES, len(rows)), replace=False))

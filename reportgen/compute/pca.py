@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ReportgenError
-from .streaming import row_chunks
+from ..errors import ReportgenError
+from ..streaming import row_chunks
 
 
 @dataclass(frozen=True)

@@ -217,7 +217,7 @@ def approximate_graph(
     index holds N x ``dims`` floats. Built on one thread, so the graph is the same on every run."""
     import faiss
 
-    from .streaming import release, row_chunks
+    from ..streaming import release, row_chunks
 
     n, d = x.shape
     k = int(min(k, n - 1))
@@ -306,7 +306,7 @@ def _query_distances(q: np.ndarray, qq: np.ndarray, c, metric: str) -> np.ndarra
 def exact_neighbours_of(x: np.ndarray, rows: np.ndarray, k: int, *, metric: str = "cosine") -> np.ndarray:
     """Exact k nearest neighbours (self excluded) of a few rows, by one streamed pass over x: the
     recall's reference."""
-    from .streaming import row_chunks
+    from ..streaming import row_chunks
 
     q = np.asarray(x[rows], np.float32)
     if metric == "cosine":
@@ -342,7 +342,7 @@ def graph_recall(x: np.ndarray, graph: NeighbourGraph, rows: np.ndarray) -> floa
 def cross_nearest(a: np.ndarray, b: np.ndarray, *, metric: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
     """For every row of ``b``, its nearest row of ``a`` (exact) and the distance: one streamed pass
     over ``a`` (e.g. test samples against a training set)."""
-    from .streaming import row_chunks
+    from ..streaming import row_chunks
 
     q = np.asarray(b, np.float32)
     if metric == "cosine":

@@ -1,94 +1,36 @@
-"""Figures: findings -> image bytes. Explicit ``Figure`` objects (no pyplot state), Agg backend.
-
-Mosaics are composed directly in NumPy from the build's one thumbnail array and encoded
-once (JPEG for photographic mosaics, PNG for plots).
-"""
+"""Plots: explicit ``Figure`` objects (no pyplot state, Agg backend), as umap-learn's plots: each
+plot function draws on the ``ax`` (or ``fig``) it is given, or on a new figure of its own size, and
+returns the figure; ``figure_png`` turns it into bytes and frees it."""
 
 from __future__ import annotations
 
-import base64
-import colorsys
 import io
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-# ----------------------------------------------------------------------------- palette
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 
-def palette(n: int) -> np.ndarray:
-    """(n, 3) uint8 class colours: tab10 / tab20 for few classes, golden-ratio hues beyond."""
-    from matplotlib import colormaps
-
-    if n <= 10:
-        cols = colormaps["tab10"].colors[:n]
-    elif n <= 20:
-        cols = colormaps["tab20"].colors[:n]
-    else:
-        cols = []
-        for i in range(n):
-            h = (i * 0.618033988749895) % 1.0
-            l = (0.38, 0.52, 0.66)[i % 3]
-            s = (0.85, 0.65)[(i // 3) % 2]
-            cols.append(colorsys.hls_to_rgb(h, l, s))
-    return (np.asarray(cols)[:, :3] * 255).round().astype(np.uint8)
-
-
-def hex_colour(rgb) -> str:
-    return "#%02x%02x%02x" % tuple(int(v) for v in rgb)
-
-
-# ----------------------------------------------------------------------------- encoding
-
-
-def encode_png(pixels: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(pixels)).save(buf, format="PNG", optimize=False, compress_level=6)
-    return buf.getvalue()
-
-
-def encode_jpeg(pixels: np.ndarray, quality: int = 85) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(pixels)).save(
-        buf, format="JPEG", quality=quality, optimize=True, subsampling=0 if quality >= 90 else 2
-    )
-    return buf.getvalue()
-
-
-def encode_small(pixels: np.ndarray, quality: int = 85) -> tuple[bytes, str]:
-    """PNG or JPEG, whichever is smaller (small flat images favour PNG)."""
-    png = encode_png(pixels)
-    jpg = encode_jpeg(pixels, quality)
-    return (png, "image/png") if len(png) <= len(jpg) * 1.15 else (jpg, "image/jpeg")
-
-
-def data_uri(data: bytes, mime: str) -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-
-
-def _figure(w: float, h: float):
+def _figure(w: float, h: float) -> Figure:
     from matplotlib.figure import Figure
 
     return Figure(figsize=(w, h), dpi=100, layout="constrained")
 
 
-def figure_png(fig) -> bytes:
+def figure_png(fig: Figure) -> bytes:
+    """A figure as PNG bytes (no timestamp or software tag, so equal figures give equal bytes)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
     fig.clear()
     return buf.getvalue()
 
 
-# ----------------------------------------------------------------------------- plots
-
-
-def scree_plot(ratio: np.ndarray) -> bytes:
-    fig = _figure(5.2, 2.8)
-    ax = fig.add_subplot()
+def scree_plot(ratio: np.ndarray, *, ax: Axes | None = None) -> Figure:
+    ax = ax if ax is not None else _figure(5.2, 2.8).add_subplot()
+    fig = ax.figure
     k = len(ratio)
     xs = np.arange(1, k + 1)
     ax.bar(xs, ratio * 100, color="#4c72b0", label="per component")
@@ -99,7 +41,7 @@ def scree_plot(ratio: np.ndarray) -> bytes:
     ax.set_xticks(xs)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="center right", fontsize=8, frameon=False)
-    return figure_png(fig)
+    return fig
 
 
 #: With more classes than this, only the largest classes get a label at their centroid.
@@ -116,13 +58,14 @@ def scatter_plot(
     seed: int = 0,
     density: np.ndarray | None = None,
     counts: np.ndarray | None = None,
-) -> bytes:
+    ax: Axes | None = None,
+) -> Figure:
     """One colour per class, drawn in a seeded random order (no class always on top). ``density``:
     the positions of all samples (when only some are dots), drawn behind as grey hexagons (log counts).
     ``counts``: samples per class for the legend (default: the dots')."""
     n_classes = len(class_names)
-    fig = _figure(6.4, 5.0 if n_classes <= 20 else 5.6)
-    ax = fig.add_subplot()
+    ax = ax if ax is not None else _figure(6.4, 5.0 if n_classes <= 20 else 5.6).add_subplot()
+    fig = ax.figure
     if density is not None:
         ax.hexbin(
             density[:, 0],
@@ -184,18 +127,24 @@ def scatter_plot(
     ax.set_yticks([])
     if title:
         ax.set_title(title, fontsize=9)
-    return figure_png(fig)
+    return fig
 
 
 def slices_plot(
-    coords: np.ndarray, assignment: np.ndarray, shown: list[int], *, seed: int = 0, background_cap: int = 100_000
-) -> bytes:
+    coords: np.ndarray,
+    assignment: np.ndarray,
+    shown: list[int],
+    *,
+    seed: int = 0,
+    background_cap: int = 100_000,
+    ax: Axes | None = None,
+) -> Figure:
     """Slices on a map: every sample a grey dot (a seeded subset above ``background_cap``), the
     members of each shown slice in its own colour, its number at its centre."""
     from matplotlib import colormaps
 
-    fig = _figure(6.4, 5.0)
-    ax = fig.add_subplot()
+    ax = ax if ax is not None else _figure(6.4, 5.0).add_subplot()
+    fig = ax.figure
     rng = np.random.default_rng(seed)
     bg = (
         np.arange(len(coords))
@@ -223,14 +172,20 @@ def slices_plot(
         )
     ax.set_xticks([])
     ax.set_yticks([])
-    return figure_png(fig)
+    return fig
 
 
 def depth_plot(
-    layers: list[str], intrinsic: np.ndarray, participation: np.ndarray, knn: np.ndarray, probe: np.ndarray
-) -> bytes:
+    layers: list[str],
+    intrinsic: np.ndarray,
+    participation: np.ndarray,
+    knn: np.ndarray,
+    probe: np.ndarray,
+    *,
+    fig: Figure | None = None,
+) -> Figure:
     """Two small panels over the layers in order: dimensions (log scale) and accuracies."""
-    fig = _figure(6.2, 2.6)
+    fig = fig if fig is not None else _figure(6.2, 2.6)
     a, b = fig.subplots(1, 2)
     xs = np.arange(len(layers))
     a.plot(xs, intrinsic, marker="o", color="#2f5d9b", label="intrinsic dim. (TwoNN)")
@@ -256,7 +211,7 @@ def depth_plot(
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6.5, frameon=False)
-    return figure_png(fig)
+    return fig
 
 
 def heatmap(
@@ -268,10 +223,11 @@ def heatmap(
     vlim: float | None = None,
     label: str = "",
     fmt: str | None = None,
-) -> bytes:
+    ax: Axes | None = None,
+) -> Figure:
     rows, cols = values.shape
-    fig = _figure(min(1.4 + 0.45 * cols, 9), min(1.2 + 0.26 * rows, 14))
-    ax = fig.add_subplot()
+    ax = ax if ax is not None else _figure(min(1.4 + 0.45 * cols, 9), min(1.2 + 0.26 * rows, 14)).add_subplot()
+    fig = ax.figure
     v = np.nan_to_num(values, nan=0.0)
     lim = vlim if vlim is not None else float(np.nanmax(np.abs(v))) or 1.0
     im = ax.imshow(v, cmap=cmap, vmin=-lim, vmax=lim, aspect="auto")
@@ -293,12 +249,14 @@ def heatmap(
     cb = fig.colorbar(im, ax=ax, shrink=0.8)
     cb.set_label(label, fontsize=7)
     cb.ax.tick_params(labelsize=7)
-    return figure_png(fig)
+    return fig
 
 
-def axis_histogram(t: np.ndarray, labels: np.ndarray, ia: int, ib: int, names, colours) -> bytes:
-    fig = _figure(5.2, 2.4)
-    ax = fig.add_subplot()
+def axis_histogram(
+    t: np.ndarray, labels: np.ndarray, ia: int, ib: int, names, colours, *, ax: Axes | None = None
+) -> Figure:
+    ax = ax if ax is not None else _figure(5.2, 2.4).add_subplot()
+    fig = ax.figure
     lo, hi = np.percentile(t[(labels == ia) | (labels == ib)], [0.5, 99.5]) if len(t) else (0, 1)
     bins = np.linspace(min(lo, -0.25), max(hi, 1.25), 40)
     for c in (ia, ib):
@@ -308,119 +266,14 @@ def axis_histogram(t: np.ndarray, labels: np.ndarray, ia: int, ib: int, names, c
     ax.set_xlabel(f"position: 0 = centroid of {names[ia][:20]}, 1 = centroid of {names[ib][:20]}", fontsize=8)
     ax.set_ylabel("samples")
     ax.legend(fontsize=8, frameon=False)
-    return figure_png(fig)
+    return fig
 
 
-# ----------------------------------------------------------------------------- mosaics
-
-
-@dataclass(frozen=True)
-class Mosaic:
-    pixels: np.ndarray  # (H, W, 3) uint8
-    rows: np.ndarray  # sample rows shown, in draw order
-    positions: np.ndarray  # (len(rows), 2) top-left (x, y) of each bordered tile
-    tile: int  # tile side including the border
-
-
-def _bordered(thumbs: np.ndarray, colours: np.ndarray, border: int) -> np.ndarray:
-    n, t = thumbs.shape[0], thumbs.shape[1]
-    out = np.empty((n, t + 2 * border, t + 2 * border, 3), np.uint8)
-    out[:] = colours[:, None, None, :]
-    out[:, border : border + t, border : border + t] = thumbs
-    return out
-
-
-def image_mosaic(
-    coords: np.ndarray,
-    thumbnails: np.ndarray,
-    labels: np.ndarray,
-    colours: np.ndarray,
-    *,
-    cap: int,
-    seed: int,
-    border: int = 2,
-    canvas: int | None = None,
-    among: np.ndarray | None = None,
-) -> Mosaic:
-    """Thumbnails at their 2-D positions, bordered in the class colour.
-
-    Overlap is handled deliberately: at most ``cap`` samples (a seeded random subset), drawn in
-    a seeded random order so no class is systematically on top; the canvas grows with the
-    number shown (about 1.7 tiles of width per sqrt(sample)).
-    """
-    pool = np.arange(len(coords)) if among is None else np.asarray(among)
-    n = len(pool)
-    rng = np.random.default_rng(seed)
-    rows = pool[np.sort(rng.choice(n, cap, replace=False))] if n > cap else pool
-    rows = rows[rng.permutation(len(rows))]
-    t = thumbnails.shape[1]
-    tile = t + 2 * border
-    side = canvas or int(np.clip(np.sqrt(len(rows)) * tile * 1.7, 480, 3200))
-    xy = coords[rows].astype(np.float64)
-    lo, hi = xy.min(0), xy.max(0)
-    span = np.where(hi - lo > 0, hi - lo, 1)
-    pos = ((xy - lo) / span * (side - tile)).round().astype(int)
-    pos[:, 1] = (side - tile) - pos[:, 1]  # y up, as in the scatter plot
-    img = np.full((side, side, 3), 255, np.uint8)
-    tiles = _bordered(
-        np.asarray(thumbnails[np.sort(rows)])[np.argsort(np.argsort(rows))], colours[labels[rows]], border
-    )
-    for (x, y), tile_px in zip(pos, tiles):
-        img[y : y + tile, x : x + tile] = tile_px
-    return Mosaic(img, rows, pos, tile)
-
-
-def grid_mosaic(
-    coords: np.ndarray,
-    thumbnails: np.ndarray,
-    labels: np.ndarray,
-    colours: np.ndarray,
-    *,
-    cap: int,
-    seed: int,
-    border: int = 2,
-    among: np.ndarray | None = None,
-) -> Mosaic:
-    """The map snapped to a regular grid by linear assignment: every chosen sample shown once, no overlap."""
-    from scipy.optimize import linear_sum_assignment
-
-    pool = np.arange(len(coords)) if among is None else np.asarray(among)
-    n = len(pool)
-    g = int(np.floor(np.sqrt(min(n, cap))))
-    m = g * g
-    rng = np.random.default_rng(seed)
-    rows = pool[np.sort(rng.choice(n, m, replace=False))] if n > m else pool
-    xy = coords[rows].astype(np.float64)
-    lo, hi = xy.min(0), xy.max(0)
-    xy = (xy - lo) / np.where(hi - lo > 0, hi - lo, 1)
-    gx, gy = np.meshgrid((np.arange(g) + 0.5) / g, (np.arange(g) + 0.5) / g)
-    cells = np.stack([gx.ravel(), 1 - gy.ravel()], 1)  # row 0 at the top = high y
-    cost = ((xy[:, None, :] - cells[None, :, :]) ** 2).sum(-1)
-    r, c = linear_sum_assignment(cost)
-    t = thumbnails.shape[1]
-    tile = t + 2 * border
-    img = np.full((g * tile, g * tile, 3), 255, np.uint8)
-    picked = rows[r]
-    order = np.argsort(picked, kind="stable")  # read thumbnails in ascending rows (they may be made on demand)
-    thumbs = np.empty((len(picked),) + tuple(thumbnails.shape[1:]), np.uint8)
-    thumbs[order] = thumbnails[picked[order]]
-    tiles = _bordered(thumbs, colours[labels[picked]], border)
-    pos = np.stack([(c % g) * tile, (c // g) * tile], 1)
-    for (x, y), tp in zip(pos, tiles):
-        img[y : y + tile, x : x + tile] = tp
-    return Mosaic(img, rows[r], pos, tile)
-
-
-def thumbnail_uri(thumb: np.ndarray, quality: int = 85) -> str:
-    data, mime = encode_small(np.asarray(thumb), quality)
-    return data_uri(data, mime)
-
-
-def matrix_heatmap(values: np.ndarray, names, *, label: str = "linear CKA") -> bytes:
+def matrix_heatmap(values: np.ndarray, names, *, label: str = "linear CKA", ax: Axes | None = None) -> Figure:
     """A square 0..1 similarity matrix (CKA between layers), annotated when small."""
     n = len(names)
-    fig = _figure(min(2.5 + 0.5 * n, 11), min(2.0 + 0.45 * n, 10))
-    ax = fig.add_subplot()
+    ax = ax if ax is not None else _figure(min(2.5 + 0.5 * n, 11), min(2.0 + 0.45 * n, 10)).add_subplot()
+    fig = ax.figure
     im = ax.imshow(values, cmap="viridis", vmin=0, vmax=1)
     ax.set_xticks(range(n), [str(x)[:28] for x in names], rotation=60, ha="right", fontsize=7)
     ax.set_yticks(range(n), [str(x)[:28] for x in names], fontsize=7)
@@ -438,13 +291,15 @@ def matrix_heatmap(values: np.ndarray, names, *, label: str = "linear CKA") -> b
                 )
     cb = fig.colorbar(im, ax=ax, shrink=0.8)
     cb.set_label(label, fontsize=7)
-    return figure_png(fig)
+    return fig
 
 
-def frame_scatter(coords: dict, labels: np.ndarray, class_names, colours: np.ndarray, *, seed: int = 0) -> bytes:
+def frame_scatter(
+    coords: dict, labels: np.ndarray, class_names, colours: np.ndarray, *, seed: int = 0, fig: Figure | None = None
+) -> Figure:
     """Small multiples in one shared frame: one panel per model, same axis limits."""
     names = list(coords)
-    fig = _figure(3.2 * len(names) + 0.4, 3.4)
+    fig = fig if fig is not None else _figure(3.2 * len(names) + 0.4, 3.4)
     axes = fig.subplots(1, len(names), squeeze=False)[0]
     allc = np.concatenate([coords[n] for n in names])
     lo, hi = np.percentile(allc, 0.5, axis=0), np.percentile(allc, 99.5, axis=0)
@@ -467,15 +322,17 @@ def frame_scatter(coords: dict, labels: np.ndarray, class_names, colours: np.nda
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(str(n)[:40], fontsize=9)
-    return figure_png(fig)
+    return fig
 
 
-def overlay_scatter(reference: np.ndarray, others: dict, *, reference_name: str = "reference", seed: int = 0) -> bytes:
+def overlay_scatter(
+    reference: np.ndarray, others: dict, *, reference_name: str = "reference", seed: int = 0, ax: Axes | None = None
+) -> Figure:
     """The reference dataset in grey, each compared dataset in its own colour, in one frame."""
     from matplotlib import colormaps
 
-    fig = _figure(5.6, 4.4)
-    ax = fig.add_subplot()
+    ax = ax if ax is not None else _figure(5.6, 4.4).add_subplot()
+    fig = ax.figure
     size = float(np.clip(1500 / max(len(reference), 1) ** 0.8, 1.0, 25))
     ax.scatter(
         reference[:, 0],
@@ -503,4 +360,4 @@ def overlay_scatter(reference: np.ndarray, others: dict, *, reference_name: str 
     ax.set_xticks([])
     ax.set_yticks([])
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7.5, frameon=False)
-    return figure_png(fig)
+    return fig

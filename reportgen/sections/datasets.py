@@ -1,0 +1,69 @@
+"""Dataset comparison: the shift table, overlaid maps, leakage pairs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..analyses.shift import ShiftFinding
+from ..figures import overlay_scatter
+from ..reducers.base import REDUCERS
+from ..results import slug
+from .base import Section
+from .view import View
+
+
+class CompareDatasetsSection(Section):
+    name = "compare_datasets"
+    template = "sections/datasets.html"
+
+    def context(self, f: ShiftFinding, view: View) -> dict[str, Any] | None:
+        rows = [
+            {
+                "dataset": d.dataset,
+                "model": d.model,
+                "layer": d.layer,
+                "n": d.n,
+                "mmd2": d.mmd2,
+                "p": d.p_value,
+                "perm": d.permutations,
+                "auc": d.auc,
+            }
+            for d in f.shifts
+        ]
+        order = list(REDUCERS)
+        keys = sorted(
+            {(d.model, d.layer, m) for d in f.shifts for m in d.coords},
+            key=lambda k: (k[0], k[1], order.index(k[2]) if k[2] in order else len(order)),
+        )
+        figs = []
+        for model, layer, method in keys:
+            ref = view.models_by_name[model].layer(layer).maps[method].coords
+            others = {
+                d.dataset: d.coords[method]
+                for d in f.shifts
+                if d.model == model and d.layer == layer and method in d.coords
+            }
+            title = REDUCERS[method].title if method in REDUCERS else method
+            figs.append(
+                view.figure(
+                    f"datasets--{slug(model)}--{slug(layer)}-{method}",
+                    lambda ref=ref, others=others: overlay_scatter(
+                        ref, others, reference_name=view.dataset_name, seed=view.seed
+                    ),
+                    data=(ref, *others.values()),
+                    alt=f"{title} of {layer}: datasets overlaid",
+                    caption=f"{model} · {layer}: {title} fitted on {view.dataset_name} (grey) with the other datasets placed in the same frame. Regions covered by one dataset only show where they differ.",
+                )
+            )
+        leaks = []
+        for l in f.leaks:
+            pairs = [
+                {"a": view.image(th, view.class_names[int(y)], i), "b": view.sample(t), "d": float(d), "exact": bool(e)}
+                for th, y, i, t, d, e in zip(
+                    l.thumbnails[: view.gallery_size * 2], l.labels, l.ids, l.twins, l.distances, l.exact
+                )
+            ]
+            leaks.append(
+                {"dataset": l.dataset, "layer": l.layer, "count": len(l.rows), "threshold": l.threshold, "pairs": pairs}
+            )
+        return {"rows": rows, "figs": figs, "reference": view.dataset_name, "leaks": leaks}

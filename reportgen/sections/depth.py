@@ -1,0 +1,33 @@
+"""Across depth: one small figure per model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..analyses.depth import DepthFinding
+from ..figures import depth_plot
+from ..results import slug
+from .base import Section
+from .view import View
+
+
+class DepthSection(Section):
+    name = "depth"
+    template = "sections/depth.html"
+
+    def context(self, f: DepthFinding, view: View) -> dict[str, Any] | None:
+        figs = []
+        for c in f.curves:
+            figs.append(
+                view.figure(
+                    f"depth--{slug(c.model)}",
+                    lambda c=c: depth_plot(
+                        list(c.layers), c.intrinsic_dimension, c.participation_ratio, c.knn_accuracy, c.probe_accuracy
+                    ),
+                    data=(c.intrinsic_dimension, c.participation_ratio, c.knn_accuracy, c.probe_accuracy),
+                    alt=f"{c.model} across depth",
+                    caption=f"{c.model}, layers in order. Left: intrinsic dimension (TwoNN) and participation ratio, the effective number of dimensions. Right: kNN accuracy and linear probe. Where the curves bend is where the model changes what it keeps.",
+                    cls="half",
+                )
+            )
+        return {"figs": figs}

@@ -1,0 +1,105 @@
+"""2-D maps: a class scatter plot, an image mosaic and a grid mosaic per reducer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..analyses.maps import MapsFinding
+from ..figures import CENTROID_LABELS, grid_mosaic, image_mosaic, scatter_plot
+from .base import Section
+from .view import View
+
+
+class MapsSection(Section):
+    name = "maps"
+    template = "sections/maps.html"
+
+    def context(self, f: MapsFinding, view: View) -> dict[str, Any] | None:
+        names, labels, n = view.class_names, view.labels, len(view.labels)
+        out = []
+        for method, m in f.maps.items():
+            many = len(names) > 20
+            dots = (
+                m.rows
+                if len(m.rows) <= view.options.map_cap
+                else np.sort(np.random.default_rng(view.seed).choice(m.rows, view.options.map_cap, replace=False))
+            )
+            density = len(dots) < n
+            who = (
+                "Every sample is a dot"
+                if not density
+                else f"{len(dots):,} of the {n:,} samples are dots ({'the fitted sample' if m.fitted_rows is not None and len(dots) == len(m.rows) else 'a seeded random subset'})"
+            )
+            scatter_caption = (
+                (
+                    f"{who} coloured by its class (legend: class and count). "
+                    if not many
+                    else f"{who} coloured by its class; with {len(names)} classes, names sit at class centroids"
+                    + (f" (the {CENTROID_LABELS} largest classes)" if len(names) > CENTROID_LABELS else "")
+                    + ". "
+                )
+                + (
+                    f"Grey hexagons behind: the density of all {n:,} samples{' (those not fitted placed at their nearest fitted samples)' if m.placement == 'nearest fitted samples' else ''}. "
+                    if density
+                    else ""
+                )
+                + m.caption
+            )
+            scatter = view.figure(
+                f"{method}-scatter",
+                lambda m=m, dots=dots, density=density: scatter_plot(
+                    m.coords[dots],
+                    labels[dots],
+                    names,
+                    view.colours,
+                    seed=view.seed,
+                    density=m.coords if density else None,
+                    counts=np.bincount(labels, minlength=len(names)),
+                ),
+                data=(m.coords, dots),
+                alt=f"{m.title} class scatter of {view.layer}",
+                caption=scatter_caption,
+            )
+            cap = view.mosaic_cap
+            mo = image_mosaic(
+                m.coords, view.thumbnails, labels, view.colours, cap=cap, seed=view.seed, among=m.fitted_rows
+            )
+            shown = len(mo.rows)
+            mosaic = view.mosaic(
+                f"{method}-mosaic",
+                mo,
+                data=(m.coords,),
+                alt=f"{m.title} image mosaic of {view.layer}",
+                caption=f"Thumbnails at their map positions, each bordered in its class colour. {shown:,} of {n:,} samples shown"
+                + (f" (a random subset, seed {view.seed})" if shown < n else "")
+                + "; drawn in random order, so overlaps favour no class.",
+            )
+            gm = grid_mosaic(
+                m.coords, view.thumbnails, labels, view.colours, cap=view.grid_cap, seed=view.seed, among=m.fitted_rows
+            )
+            side = int(np.sqrt(len(gm.rows)))
+            grid = view.mosaic(
+                f"{method}-grid",
+                gm,
+                data=(m.coords,),
+                alt=f"{m.title} grid mosaic of {view.layer}",
+                caption=f"The same map snapped to a {side}x{side} grid by linear assignment: each of {len(gm.rows):,} samples"
+                + (" (a random subset)" if len(gm.rows) < n else "")
+                + " appears exactly once and nothing overlaps; layout follows the map.",
+            )
+            q = f.quality.get(method)
+            out.append(
+                {
+                    "method": method,
+                    "title": m.title,
+                    "params": dict(m.params),
+                    "notes": list(m.notes),
+                    "quality": q,
+                    "scatter": scatter,
+                    "mosaic": mosaic,
+                    "grid": grid,
+                }
+            )
+        return {"maps": out} if out else None

@@ -1,0 +1,194 @@
+"""What a section sees of the report while it presents a finding (``View``): samples as
+thumbnails with their label and colour, figures drawn once and cached, the size budget's caps.
+
+One ``View`` per layer (or one for the build), given the code of the section being rendered. Figures are
+drawn once per build (not once per size step) and, through the figure cache, not at all when an
+earlier build drew the same data with the same code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from ..figures import Mosaic, data_uri, encode_jpeg, encode_png, figure_png, hex_colour, thumbnail_uri
+from ..results import ReportData
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One step of the size ladder: what to reduce when the report is too large."""
+
+    mosaic_cap: float  # fraction of spec.report.mosaic_cap
+    grid_cap: float
+    mosaic_quality: int
+    thumb_quality: int
+    gallery_fraction: float
+    label: str
+
+
+class FigureCache(Protocol):
+    def get(self, key: str) -> bytes | None: ...
+
+    def put(self, key: str, data: bytes) -> None: ...
+
+
+def digest(*parts: object) -> str:
+    """A digest of values and arrays (dtype, shape and bytes): a figure's key."""
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, np.ndarray):
+            a = np.ascontiguousarray(p)
+            h.update(str((a.dtype.str, a.shape)).encode())
+            h.update(memoryview(a).cast("B"))
+        else:
+            h.update(repr(p).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+@dataclass
+class Figures:
+    """Figure bytes of one build: drawn once (not once per size step), read from ``cache`` when an
+    earlier build drew the same data with the same code. ``drawn`` and ``reused`` name the figure
+    files of this build that were drawn and read back (run.json)."""
+
+    cache: FigureCache | None
+    memo: dict[str, bytes] = field(default_factory=dict)
+    drawn: set[str] = field(default_factory=set)
+    reused: set[str] = field(default_factory=set)
+
+    def get_or(self, key: str, name: str, make: Callable[[], bytes]) -> bytes:
+        if key in self.memo:
+            return self.memo[key]
+        data = self.cache.get(key) if self.cache is not None else None
+        if data is None:
+            data = make()
+            self.drawn.add(name)
+            if self.cache is not None:
+                self.cache.put(key, data)
+        else:
+            self.reused.add(name)
+        self.memo[key] = data
+        return data
+
+
+class Thumbs:
+    """Each thumbnail encoded once per size step and reused by every gallery, strip and table."""
+
+    def __init__(self, thumbnails: np.ndarray, quality: int) -> None:
+        self.thumbnails, self.quality = thumbnails, quality
+        self.cache: dict[int, str] = {}
+
+    def __call__(self, row: int) -> str:
+        row = int(row)
+        if row not in self.cache:
+            self.cache[row] = thumbnail_uri(self.thumbnails[row], self.quality)
+        return self.cache[row]
+
+
+class View:
+    """What a section's ``context()`` uses to show samples and figures; one per layer (or one for
+    the build), given the code of the section being rendered (``code``)."""
+
+    def __init__(
+        self,
+        report: ReportData,
+        budget: Budget,
+        colours: np.ndarray,
+        thumbs: Thumbs,
+        figs: Figures,
+        files: dict[str, bytes],
+        base_key: str,
+        prefix: str = "",
+        layer: str = "",
+    ) -> None:
+        self.report, self.budget, self.colours, self._thumbs, self._figs, self._files = (
+            report,
+            budget,
+            colours,
+            thumbs,
+            figs,
+            files,
+        )
+        self._base_key, self.prefix, self.layer = base_key, prefix, layer
+        opts = report.spec.report
+        self.options, self.seed = opts, report.spec.seed
+        self.labels, self.class_names, self.ids = report.samples.labels, report.samples.class_names, report.samples.ids
+        self.thumbnails = report.samples.thumbnails
+        self.gallery_size = max(1, int(round(opts.gallery_size * budget.gallery_fraction)))
+        self.mosaic_cap = max(1, int(opts.mosaic_cap * budget.mosaic_cap))
+        self.grid_cap = max(4, int(opts.grid_cap * budget.grid_cap))
+        self.dataset_name = report.dataset.name
+        self.models_by_name = {m.model.name: m for m in report.models}
+        self.code = ""  # the fingerprint of the section being rendered (part of its figures' keys)
+
+    def colour(self, c: int) -> str:
+        return hex_colour(self.colours[int(c)])
+
+    def sample(self, row: Any, **extra: Any) -> dict[str, Any]:
+        row = int(row)
+        c = int(self.labels[row])
+        thumb = self._thumbs(row)
+        return {
+            "row": row,
+            "id": self.ids[row],
+            "label": self.class_names[c],
+            "colour": self.colour(c),
+            "thumb": thumb,
+            **extra,
+        }
+
+    def image(self, thumbnail: np.ndarray, label: str, id: str, **extra: Any) -> dict[str, Any]:
+        """A sample-like dict for an image that is not a row of the report's samples (a compared
+        dataset's), bordered in its class colour when the class is known."""
+        c = self.class_names.index(label) if label in self.class_names else None
+        return {
+            "row": -1,
+            "id": id,
+            "label": label,
+            "colour": self.colour(c) if c is not None else "#9aa3ad",
+            "thumb": thumbnail_uri(np.asarray(thumbnail), self.budget.thumb_quality),
+            **extra,
+        }
+
+    def _key(self, name: str, data: tuple[Any, ...], *extra: Any) -> str:
+        return digest(self._base_key, self.prefix, name, self.code, *extra, *data)
+
+    def _fig(
+        self, name: str, data: bytes, mime: str, alt: str, caption: str, png: bytes | None = None, cls: str = ""
+    ) -> dict[str, Any]:
+        fname = f"{self.prefix}{name}.png"
+        self._files[fname] = png if png is not None else data
+        return {"name": fname, "uri": data_uri(data, mime), "alt": alt, "caption": caption, "cls": cls}
+
+    def figure(
+        self,
+        name: str,
+        make: Callable[[], Figure],
+        *,
+        data: tuple[Any, ...] = (),
+        alt: str,
+        caption: str,
+        cls: str = "",
+    ) -> dict[str, Any]:
+        """A plot, drawn by ``make`` unless the same ``data`` was drawn by the same code before."""
+        png = self._figs.get_or(self._key(name, data), f"{self.prefix}{name}.png", lambda: figure_png(make()))
+        return self._fig(name, png, "image/png", alt, caption, cls=cls)
+
+    def mosaic(
+        self, name: str, mosaic: Mosaic, *, data: tuple[Any, ...] = (), alt: str, caption: str
+    ) -> dict[str, Any]:
+        """A mosaic in the HTML as JPEG or PNG, whichever is smaller (upscaled pixel art favours PNG)."""
+        key = self._key(name, data, "png", len(mosaic.rows), mosaic.pixels.shape)
+        png = self._figs.get_or(key, f"{self.prefix}{name}.png", lambda: encode_png(mosaic.pixels))
+        jpg = encode_jpeg(mosaic.pixels, self.budget.mosaic_quality)
+        data_, mime = (png, "image/png") if len(png) <= len(jpg) else (jpg, "image/jpeg")
+        return self._fig(name, data_, mime, alt, caption, png=png)
