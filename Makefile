@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast bench bench-smoke clean
+.PHONY: venv demo test test-slow test-all lint bench bench-smoke clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,11 +18,21 @@ venv: $(STAMP)
 demo: $(STAMP)
 	MPLBACKEND=Agg $(VENV)/bin/reportgen demo --out reportgen-demo
 
+# the fast suite (<= 5 minutes on 2 cores); CI runs the slow tests too (make test-slow)
 test: $(STAMP)
+	HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(PY) -m pytest -q -m "not slow"
+
+# subprocess builds of copied packages, benchmark-sized checks, real Ray clusters and nodes, the demo
+test-slow: $(STAMP)
+	HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(PY) -m pytest -q -m slow
+
+test-all: $(STAMP)
 	HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(PY) -m pytest -q
 
-test-fast: $(STAMP)
-	HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(PY) -m pytest -q -m "not slow"
+lint: $(STAMP)
+	$(VENV)/bin/ruff check reportgen tests benchmarks
+	$(VENV)/bin/ruff format --check reportgen tests benchmarks
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

@@ -123,8 +123,9 @@ def main() -> int:
         np.savez(tmp / "train.npz", images=all_img, labels=all_lab)
         np.savez(tmp / "test.npz", images=t_img, labels=t_lab)
         model = (
-            "{name: effnet, timm: tf_efficientnet_lite0, weights: efficientnet_lite0, input_size: %d, crop_pct: 1.0, batch_size: 128, layers: [blocks.4, blocks.6, {name: global_pool, reshape: mean}]}"
-            % args.px
+            "{name: effnet, timm: tf_efficientnet_lite0, weights: efficientnet_lite0, input_size: "
+            f"{args.px}, crop_pct: 1.0, batch_size: 128, "
+            "layers: [blocks.4, blocks.6, {name: global_pool, reshape: mean}]}"
         )
         spec = f"""
 title: planted problems
@@ -242,14 +243,16 @@ cache_dir: {tmp}/cache
     for k in ("label_issues", "exact_duplicates", "near_duplicates", "leakage"):
         r = results[k]
         print(
-            f"{k:<18} planted {r['planted']:>5} found {r['found']:>5} precision {r['precision'] if r['precision'] is None else round(r['precision'], 3)} "
+            f"{k:<18} planted {r['planted']:>5} found {r['found']:>5} precision "
+            f"{r['precision'] if r['precision'] is None else round(r['precision'], 3)} "
             f"recall {r['recall'] if r['recall'] is None else round(r['recall'], 3)}"
         )
     print(f"slice: {results.get('slice')}")
     print(f"diff overlap per layer: {results['diff']['overlap']}")
     c = results["cost"]
     print(
-        f"audit + slices + leakage: build {c['build_s']:.1f} s with, {c['build_without_s']:.1f} s without: +{100 * c['added']:.1f} % (their own stages {c['audit_and_slices_stages_s']:.1f} s)"
+        f"audit + slices + leakage: build {c['build_s']:.1f} s with, {c['build_without_s']:.1f} s without: "
+        f"+{100 * c['added']:.1f} % (their own stages {c['audit_and_slices_stages_s']:.1f} s)"
     )
     d = results["diff"]
     print(f"diff: {d['diff_s']:.1f} s of the comparison stage in a {d['build_s']:.1f} s two-model build")

@@ -61,7 +61,8 @@ def row(stage: str, n: int, per_s: float, baseline: float | None, target: str, o
     ROWS.append(r)
     save()
     print(
-        f"{stage:<52} {n:>7} {per_s:>10.1f} {('-' if baseline is None else f'{baseline:.1f}'):>10} {('-' if r['ratio'] is None else r['ratio']):>7} "
+        f"{stage:<52} {n:>7} {per_s:>10.1f} {('-' if baseline is None else f'{baseline:.1f}'):>10} "
+        f"{('-' if r['ratio'] is None else r['ratio']):>7} "
         f"{target:>8} {('-' if ok is None else ('pass' if ok else 'MISS')):>5}  {note}",
         flush=True,
     )
@@ -319,7 +320,12 @@ def main() -> int:
                     bare.get("fp32"),
                     "-",
                     None,
-                    f"read, thumbnail, hash, pinned copy; {'in the driving thread' if ds.array is not None and device.startswith('cuda') else 'decode workers'}",
+                    "read, thumbnail, hash, pinned copy; "
+                    + (
+                        "in the driving thread"
+                        if ds.array is not None and device.startswith("cuda")
+                        else "decode workers"
+                    ),
                 )
             for p in precisions:
                 rate, (ex, _) = extraction(device, n, size, batch, p, ds, idx)
@@ -384,7 +390,8 @@ def main() -> int:
             a, b = on_cpu.embeddings[layer], on_gpu.embeddings[layer]
             rel = float(np.abs(a - b).max() / (np.abs(a).max() or 1))
             notes.append(
-                f"{layer}: CKA {linear_cka(a, b):.5f}, max rel diff {rel:.2e}, kNN {knn_accuracy(exact_graph(a, 10), y, 10):.3f} vs {knn_accuracy(exact_graph(b, 10), y, 10):.3f}"
+                f"{layer}: CKA {linear_cka(a, b):.5f}, max rel diff {rel:.2e}, kNN "
+                f"{knn_accuracy(exact_graph(a, 10), y, 10):.3f} vs {knn_accuracy(exact_graph(b, 10), y, 10):.3f}"
             )
         row("CPU vs GPU agreement, 600 digits", 600, 0.0, None, "-", None, "; ".join(notes))
 
@@ -401,14 +408,20 @@ def main() -> int:
         for label, engine in (("local path", "local"), ("Ray, one actor (incl. cluster start)", "ray")):
             with tempfile.TemporaryDirectory() as tmp:
                 text = (
-                    f"dataset: {{kind: idx, images: {FASHION}/t10k-images-idx3-ubyte.gz, labels: {FASHION}/t10k-labels-idx1-ubyte.gz, limit: {n}}}\n"
+                    (
+                        f"dataset: {{kind: idx, images: {FASHION}/t10k-images-idx3-ubyte.gz, labels: "
+                        f"{FASHION}/t10k-labels-idx1-ubyte.gz, limit: {n}}}\n"
+                    )
                     if (FASHION / "t10k-images-idx3-ubyte.gz").exists()
                     else f"dataset: {{kind: digits, limit: {min(n, 1797)}}}\n"
                 )
                 text += (
-                    f"models: [{{name: effnet, timm: tf_efficientnet_lite0, weights: efficientnet_lite0, input_size: {size}, crop_pct: 1.0, batch_size: {batch},"
-                    f" device: {'cuda' if device.startswith('cuda') else 'cpu'}, layers: [blocks.2, blocks.4, global_pool]}}]\n"
-                    f"cache_dir: {tmp}/cache\nexecution: {{engine: {engine}, shard_size: {max(256, n // 8)}, cpus_per_worker: {max(1, len(os.sched_getaffinity(0)) - 1)}}}\n"
+                    f"models: [{{name: effnet, timm: tf_efficientnet_lite0, weights: efficientnet_lite0, input_size: "
+                    f"{size}, crop_pct: 1.0, batch_size: {batch},"
+                    f" device: {'cuda' if device.startswith('cuda') else 'cpu'}, layers: [blocks.2, blocks.4, "
+                    f"global_pool]}}]\n"
+                    f"cache_dir: {tmp}/cache\nexecution: {{engine: {engine}, shard_size: {max(256, n // 8)}, "
+                    f"cpus_per_worker: {max(1, len(os.sched_getaffinity(0)) - 1)}}}\n"
                 )
                 t0 = time.perf_counter()
                 _, sel, runs = extract_embeddings(loads_spec(text), progress=False)

@@ -74,7 +74,11 @@ def row(
     ROWS.append(r)
     ratio = "-" if r["ratio"] is None else f"{r['ratio']:.3f}"
     print(
-        f"{stage:<42} {n:>7} {seconds:>9.3f} {r['peak_rss_mb']:>7} {('-' if baseline is None else f'{baseline:.3f}'):>9} {ratio:>7} {target:>10} {('-' if ok is None else ('pass' if ok else 'FAIL')):>5}  {note}",
+        (
+            f"{stage:<42} {n:>7} {seconds:>9.3f} {r['peak_rss_mb']:>7} "
+            f"{('-' if baseline is None else f'{baseline:.3f}'):>9} {ratio:>7} {target:>10} "
+            f"{('-' if ok is None else ('pass' if ok else 'FAIL')):>5}  {note}"
+        ),
         flush=True,
     )
 
@@ -247,8 +251,8 @@ def bench_resizer(n: int, repeat: int) -> None:
     cv2.setNumThreads(1)  # one image on one thread, as in a decode worker
     try:
         for label, img, count in (("28 px -> 224", small, 2000), ("512 px photo -> 224", data.astronaut(), 500)):
-            tp, _ = timed(lambda: [resize_crop(img, pil) for _ in range(count)], repeat)
-            tc, _ = timed(lambda: [resize_crop(img, cv) for _ in range(count)], repeat)
+            tp, _ = timed(lambda img=img, count=count: [resize_crop(img, pil) for _ in range(count)], repeat)
+            tc, _ = timed(lambda img=img, count=count: [resize_crop(img, cv) for _ in range(count)], repeat)
             diff = np.abs(resize_crop(img, pil).astype(int) - resize_crop(img, cv).astype(int)).mean()
             row(
                 f"resize: OpenCV vs Pillow, {label}",
@@ -275,7 +279,9 @@ def bench_resizer(n: int, repeat: int) -> None:
             m = effnet(224, resizer=resizer)
             layers = resolve_layers(m.module, [LayerSpec(name="global_pool")])
             extract_shard(m, ds, idx[:64], layers, batch_size=64)  # warm-up
-            times[resizer], _ = timed(lambda: extract_shard(m, ds, idx, layers, batch_size=64), repeat)
+            times[resizer], _ = timed(
+                lambda m=m, layers=layers: extract_shard(m, ds, idx, layers, batch_size=64), repeat
+            )
     row(
         "extract: JPEG photos, OpenCV resizer vs Pillow",
         len(idx),
@@ -484,7 +490,10 @@ cache_dir: {tmp}/cache
         t_first,
         "<= 0.15",
         ok,
-        f"fresh processes; forward calls {again['forward_calls']}, reducer fits {again['reducer_fits']}, computed {again['computed'] or 'nothing'}",
+        (
+            f"fresh processes; forward calls {again['forward_calls']}, reducer fits {again['reducer_fits']}, computed "
+            f"{again['computed'] or 'nothing'}"
+        ),
         1,
     )
     render = first["timings_s"].get("render", 0) + first["timings_s"].get("write", 0)
@@ -572,9 +581,11 @@ def _ray_job(tmp: Path, n: int, cpus_per_worker: int):
     spec = tmp / "spec.yaml"
     spec.write_text(f"""
 title: ray bench
-dataset: {{kind: idx, images: {FASHION}/t10k-images-idx3-ubyte.gz, labels: {FASHION}/t10k-labels-idx1-ubyte.gz, limit: {n}}}
-models: [{{name: effnet, timm: tf_efficientnet_lite0, weights: efficientnet_lite0, input_size: 96, crop_pct: 1.0, batch_size: 128,
-          layers: [blocks.2, blocks.4, global_pool]}}]
+dataset:
+  {{kind: idx, images: {FASHION}/t10k-images-idx3-ubyte.gz, labels: {FASHION}/t10k-labels-idx1-ubyte.gz, limit: {n}}}
+models:
+  - {{name: effnet, timm: tf_efficientnet_lite0, weights: efficientnet_lite0, input_size: 96, crop_pct: 1.0,
+     batch_size: 128, layers: [blocks.2, blocks.4, global_pool]}}
 reducers: [pca]
 output: {{dir: {tmp}/out}}
 execution: {{shard_size: 1024, cpus_per_worker: {cpus_per_worker}}}
@@ -691,7 +702,8 @@ def bench_ray_nodes(n: int) -> None:
         t_local,
         "-",
         None,
-        f"informational: {engine.get('nodes')} nodes worked ({'both up' if ready else 'second node late'}), {engine.get('workers')} workers; "
+        f"informational: {engine.get('nodes')} nodes worked ({'both up' if ready else 'second node late'}), "
+        f"{engine.get('workers')} workers; "
         f"same key, embeddings equal (rtol 1e-5): {same}",
         1,
     )

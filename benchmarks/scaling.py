@@ -60,12 +60,14 @@ import json, sys, time
 t0 = time.perf_counter()
 from reportgen.pipeline import ProcessHooks, build
 from reportgen.spec import load_spec
-res = build(load_spec(sys.argv[1]), progress=False, hooks=ProcessHooks(reset_peaks=True, trim_memory=True))  # its own process, as the CLI
+hooks = ProcessHooks(reset_peaks=True, trim_memory=True)  # its own process, as the CLI
+res = build(load_spec(sys.argv[1]), progress=False, hooks=hooks)
 wall = time.perf_counter() - t0
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) / 1024
 run = json.loads((res.output_dir / "run.json").read_text())
-print("RESULT " + json.dumps({"wall_s": wall, "timings_s": dict(res.stats.timings), "peak_rss_mb": dict(res.stats.peak_rss_mb), "final_hwm_mb": hwm,
-                              "samples": len(res.ids), "html_bytes": run.get("html_bytes")}))
+stats = res.stats
+print("RESULT " + json.dumps({"wall_s": wall, "timings_s": dict(stats.timings), "peak_rss_mb": dict(stats.peak_rss_mb),
+                              "final_hwm_mb": hwm, "samples": len(res.ids), "html_bytes": run.get("html_bytes")}))
 """
 
 
@@ -200,7 +202,8 @@ CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shi
 PRECOMPUTED_SPEC = """
 title: precomputed {n}
 seed: 0
-dataset: {{kind: embeddings, vectors: {data}/vectors.npy, images: {data}/images.npy, metadata: {data}/meta.tsv, name: Fashion-MNIST x{reps}, limit: {n}, sample: first}}
+dataset: {{kind: embeddings, vectors: {data}/vectors.npy, images: {data}/images.npy, metadata: {data}/meta.tsv,
+          name: Fashion-MNIST x{reps}, limit: {n}, sample: first}}
 reducers: [{{pca: {{n_components: 10}}}}, {{tsne: {{perplexity: 30}}}}, {{umap: {{n_neighbors: 15}}}}]
 report: {{mosaic_cap: 1500, axes: [[Shirt, T-shirt/top]], neighbour_index: {index}}}
 output: {{dir: {out}, max_html_mb: 10}}
@@ -319,7 +322,10 @@ def main() -> int:
             results[str(n)] = r
             top = sorted(r["timings_s"].items(), key=lambda kv: -kv[1])[:6]
             print(
-                f"N={n:>6}: {r['wall_s']:7.1f} s, peak RSS {max(r['peak_rss_mb'].values()):6.0f} MB, HTML {r['html_bytes'] / 1e6:.1f} MB; "
+                (
+                    f"N={n:>6}: {r['wall_s']:7.1f} s, peak RSS {max(r['peak_rss_mb'].values()):6.0f} MB, HTML "
+                    f"{r['html_bytes'] / 1e6:.1f} MB; "
+                )
                 + ", ".join(f"{k} {v:.1f}" for k, v in top),
                 flush=True,
             )
@@ -364,8 +370,10 @@ def main_precomputed(args) -> int:
                 r = build_precomputed(70_000, data, Path(tmp), index)
                 results[f"70000-{index}"] = r
                 print(
-                    f"70,000 rows, neighbour_index {index}: {r['wall_s']:.1f} s, graph {r['timings_s'].get('neighbours', 0):.1f} s, recall "
-                    f"{r['metrics'].get('neighbour_recall')}, trustworthiness tsne {r['metrics'].get('trustworthiness_tsne')}, umap "
+                    f"70,000 rows, neighbour_index {index}: {r['wall_s']:.1f} s, graph "
+                    f"{r['timings_s'].get('neighbours', 0):.1f} s, recall "
+                    f"{r['metrics'].get('neighbour_recall')}, trustworthiness tsne "
+                    f"{r['metrics'].get('trustworthiness_tsne')}, umap "
                     f"{r['metrics'].get('trustworthiness_umap')}",
                     flush=True,
                 )
@@ -375,7 +383,8 @@ def main_precomputed(args) -> int:
                 results[str(n)] = r
                 top = sorted(r["timings_s"].items(), key=lambda kv: -kv[1])[:7]
                 print(
-                    f"N={n:>8}: {r['wall_s']:7.1f} s, peak RSS {max(r['peak_rss_mb'].values()):6.0f} MB, HTML {r['html_bytes'] / 1e6:.1f} MB, recall "
+                    f"N={n:>8}: {r['wall_s']:7.1f} s, peak RSS {max(r['peak_rss_mb'].values()):6.0f} MB, HTML "
+                    f"{r['html_bytes'] / 1e6:.1f} MB, recall "
                     f"{r['metrics'].get('neighbour_recall')}; " + ", ".join(f"{k} {v:.1f}" for k, v in top),
                     flush=True,
                 )

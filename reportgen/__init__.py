@@ -39,7 +39,7 @@ _LAZY = {  # importing reportgen stays fast: no torch, no pydantic until a name 
 }
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     if name in _LAZY:
         import importlib
 

@@ -9,7 +9,9 @@ The spec itself (``reportgen.spec``) never imports the analyses; this module sta
 from __future__ import annotations
 
 import difflib
-from typing import Annotated, Any, Literal, Union
+import functools
+import operator
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, create_model
 
@@ -52,14 +54,17 @@ def json_schema() -> dict[str, Any]:
     """JSON Schema of the spec, with the dataset kinds, reducers and check metrics registered now."""
 
     def union(models: list[Any], key: str) -> Any:
-        return models[0] if len(models) == 1 else Annotated[Union[tuple(models)], Field(discriminator=key)]
+        return (
+            models[0]
+            if len(models) == 1
+            else Annotated[functools.reduce(operator.or_, models), Field(discriminator=key)]
+        )
 
-    ds = union([k.params for k in DATASET_KINDS.values()], "kind")
-    rd = union([r.Params for r in REDUCERS.values()], "method")
+    ds: Any = union([k.params for k in DATASET_KINDS.values()], "kind")
+    rd: Any = union([r.Params for r in REDUCERS.values()], "method")
     described = CheckSpec.model_fields["metric"].description
-    check = create_model(
-        "CheckSpec", __base__=CheckSpec, metric=(Literal[check_metrics()], Field(description=described))
-    )
+    metric: Any = Literal[check_metrics()]
+    check: Any = create_model("CheckSpec", __base__=CheckSpec, metric=(metric, Field(description=described)))
     fields = ReportSpec.model_fields
     schema_model = create_model(
         "ReportSpec",

@@ -34,7 +34,7 @@ def _layers(summary: dict) -> Iterable[tuple[str, str, dict]]:
             yield m["name"], l["layer"], l.get("metrics", {})
 
 
-def _fmt(v) -> str:
+def _fmt(v: object) -> str:
     return "n/a" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
 
 
@@ -82,7 +82,10 @@ def evaluate(summary: dict, checks: list, *, baseline: dict | None = None) -> li
                             met.get(c["metric"]),
                             None,
                             True,
-                            f"{model}/{layer}: {c['metric']} = {_fmt(met.get(c['metric']))}; skipped: no baseline given (--baseline)",
+                            (
+                                f"{model}/{layer}: {c['metric']} = {_fmt(met.get(c['metric']))}; skipped: no baseline "
+                                "given (--baseline)"
+                            ),
                             skipped=True,
                         )
                     )

@@ -12,30 +12,37 @@ import logging
 import os
 import sys
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from ._version import __version__
 from .errors import ExitStatus, ReportgenError, SpecError, UsageError
+
+if TYPE_CHECKING:
+    from .pipeline import ProcessHooks
+    from .results import CheckResult
 
 EPILOG = """exit codes: 0 ok · 1 runtime error (data, model, output) · 2 usage or invalid spec ·
 3 a quality check failed · 130 interrupted"""
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2, like every other usage error
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, like every other usage error
         raise UsageError(f"{self.prog}: {message} (see --help)")
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("-v", "--verbose", action="count", default=0, help="log stage timings (-vv: debug)")
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info messages")
     common.add_argument("--traceback", action="store_true", help="show the full traceback on errors")
 
     p = _Parser(
         prog="reportgen",
-        description="Turn a trained image model and a dataset into a self-contained HTML report of what its layers see.",
+        description=(
+            "Turn a trained image model and a dataset into a self-contained HTML report of what its layers see."
+        ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[common],
@@ -74,7 +81,10 @@ def _parser() -> argparse.ArgumentParser:
 
     x = add(
         "extract",
-        "Extract and store the embeddings a spec names (no report): e.g. on a Ray cluster, then 'reportgen build' anywhere.",
+        (
+            "Extract and store the embeddings a spec names (no report): e.g. on a Ray cluster, then 'reportgen build' "
+            "anywhere."
+        ),
     )
     x.add_argument("spec", type=Path, help="YAML spec file")
     x.add_argument(
@@ -135,7 +145,7 @@ def _engine_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="Ray cluster address, e.g. auto or ray://head:10001 (overrides execution.address)")
 
 
-def _engine_overrides(args) -> list[str]:
+def _engine_overrides(args: argparse.Namespace) -> list[str]:
     out = list(getattr(args, "overrides", []) or [])
     if getattr(args, "engine", None):
         out.append(f"execution.engine={args.engine}")
@@ -144,7 +154,7 @@ def _engine_overrides(args) -> list[str]:
     return out
 
 
-def _setup_logging(args, stderr: TextIO) -> None:
+def _setup_logging(args: argparse.Namespace, stderr: TextIO) -> None:
     level = (
         logging.WARNING
         if args.quiet
@@ -159,7 +169,7 @@ def _setup_logging(args, stderr: TextIO) -> None:
     root.propagate = False
 
 
-def _hooks():
+def _hooks() -> ProcessHooks:
     """The CLI owns its process: it may reset the per-stage peak-memory mark and trim the heap."""
     from .pipeline import ProcessHooks
 
@@ -176,7 +186,7 @@ def _process_setup() -> None:
     os.environ.setdefault("MPLBACKEND", "Agg")
 
 
-def _cmd_build(args, out: TextIO, err: TextIO) -> int:
+def _cmd_build(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .pipeline import build
     from .spec import load_spec
 
@@ -193,12 +203,12 @@ def _cmd_build(args, out: TextIO, err: TextIO) -> int:
         baseline=args.baseline,
         hooks=_hooks(),
     )
-    if not args.quiet:
+    if not args.quiet and result.output_dir is not None:
         print(f"report: {result.output_dir / 'report.html'} ({result.html_bytes / 1e6:.1f} MB)", file=out)
     return _report_checks(result.checks, out, err, quiet=args.quiet)
 
 
-def _report_checks(results, out: TextIO, err: TextIO, *, quiet: bool = False) -> int:
+def _report_checks(results: Sequence[CheckResult], out: TextIO, err: TextIO, *, quiet: bool = False) -> int:
     failed = [r for r in results if not r.passed]
     if results and not quiet:
         print(f"checks: {len(results) - len(failed)} of {len(results)} passed", file=out)
@@ -207,7 +217,7 @@ def _report_checks(results, out: TextIO, err: TextIO, *, quiet: bool = False) ->
     return ExitStatus.CHECKS_FAILED if failed else ExitStatus.OK
 
 
-def _cmd_extract(args, out: TextIO, err: TextIO) -> int:
+def _cmd_extract(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .pipeline import Stages, extract_embeddings
     from .spec import load_spec
 
@@ -235,7 +245,7 @@ def _cmd_extract(args, out: TextIO, err: TextIO) -> int:
     return ExitStatus.OK
 
 
-def _cmd_check(args, out: TextIO, err: TextIO) -> int:
+def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .checks import evaluate, junit_xml, read_summary
     from .spec import load_spec
 
@@ -257,18 +267,19 @@ def _cmd_check(args, out: TextIO, err: TextIO) -> int:
     return _report_checks(results, out, err, quiet=args.quiet)
 
 
-def _cmd_demo(args, out: TextIO, err: TextIO) -> int:
+def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .pipeline import build
     from .resources import demo_spec
     from .spec import load_spec
 
     spec = load_spec(demo_spec())
     result = build(spec, cache_dir=args.cache_dir, progress=not args.quiet, output_dir=args.out, hooks=_hooks())
+    assert result.output_dir is not None, "a build that writes"
     print(f"demo report: {(result.output_dir / 'report.html').resolve()}", file=out)
     return ExitStatus.OK
 
 
-def _cmd_layers(args, out: TextIO, err: TextIO) -> int:
+def _cmd_layers(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .embed.layers import list_layers
     from .models import load_model
     from .spec import ModelSpec, load_spec
@@ -295,7 +306,7 @@ def _cmd_layers(args, out: TextIO, err: TextIO) -> int:
     return ExitStatus.OK
 
 
-def _cmd_export(args, out: TextIO, err: TextIO) -> int:
+def _cmd_export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import numpy as np
 
     from .pipeline import extract_embeddings
@@ -313,13 +324,16 @@ def _cmd_export(args, out: TextIO, err: TextIO) -> int:
     for n in notes:
         print(f"reportgen: note: {n}", file=err)
     print(
-        f"projector: {args.out} ({len(tensors)} tensor(s), {len(base.ids)} samples); run: tensorboard --logdir {args.out}",
+        (
+            f"projector: {args.out} ({len(tensors)} tensor(s), {len(base.ids)} samples); run: tensorboard --logdir "
+            f"{args.out}"
+        ),
         file=out,
     )
     return ExitStatus.OK
 
 
-def _cmd_cache(args, out: TextIO, err: TextIO) -> int:
+def _cmd_cache(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .store.embeddings import EmbeddingStore
 
     store = EmbeddingStore(args.cache_dir)
@@ -328,7 +342,10 @@ def _cmd_cache(args, out: TextIO, err: TextIO) -> int:
     else:
         n = store.clear()
         print(
-            f"removed {n} embedding entr{'y' if n == 1 else 'ies'} and every cached map, graph, probe and figure from {store.root}",
+            (
+                f"removed {n} embedding entr{'y' if n == 1 else 'ies'} and every cached map, graph, probe and figure "
+                f"from {store.root}"
+            ),
             file=out,
         )
     return ExitStatus.OK
@@ -385,7 +402,10 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr:
                     print(f"reportgen: error: {line}", file=err)
                 return ExitStatus.USAGE
             print(
-                f"{args.spec}: valid ({len(spec.models)} model(s), {sum(len(m.layers) for m in spec.models)} layer(s), reducers: {', '.join(r.method for r in spec.reducers)})",
+                (
+                    f"{args.spec}: valid ({len(spec.models)} model(s), {sum(len(m.layers) for m in spec.models)} "
+                    f"layer(s), reducers: {', '.join(r.method for r in spec.reducers)})"
+                ),
                 file=out,
             )
             return ExitStatus.OK

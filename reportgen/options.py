@@ -53,8 +53,12 @@ class ModelSpec(Params):
     )
     resizer: Literal["pillow", "opencv"] = Field(
         "pillow",
-        description="Resizing on the CPU: pillow (the GPU reproduces it byte for byte) or opencv (pip install 'reportgen[opencv]'; "
-        "much faster per image, pixels within a few grey levels of Pillow's, its own cache key; images are then resized on the CPU on any device).",
+        description=(
+            "Resizing on the CPU: pillow (the GPU reproduces it byte for byte) or opencv (pip install "
+            "'reportgen[opencv]'; "
+            "much faster per image, pixels within a few grey levels of Pillow's, its own cache key; images are then "
+            "resized on the CPU on any device)."
+        ),
     )
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     batch_size: int = Field(64, gt=0, le=65536)
@@ -62,11 +66,15 @@ class ModelSpec(Params):
     channels_last: bool = True
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32",
-        description="Forward-pass precision; bf16/fp16 only on a GPU (the report states the measured agreement with fp32).",
+        description=(
+            "Forward-pass precision; bf16/fp16 only on a GPU (the report states the measured agreement with fp32)."
+        ),
     )
     jit: bool | Literal["auto"] = Field(
         "auto",
-        description="Freeze the graph with TorchScript (auto: on CPU from 1,024 images); checked against eager, falls back.",
+        description=(
+            "Freeze the graph with TorchScript (auto: on CPU from 1,024 images); checked against eager, falls back."
+        ),
     )
     max_features: int = Field(16_384, gt=0, description="Refuse layers whose reshaped output is larger.")
     layers: list[LayerSpec] = Field(min_length=1)
@@ -125,7 +133,10 @@ class ReportOptions(Params):
     probe_cap: int = Field(5000, gt=10, description="At most this many samples for the linear probe.")
     neighbour_index: Literal["auto", "exact", "approximate"] = Field(
         "auto",
-        description="The layer's neighbour graph: exact, or approximate (faiss HNSW, recall measured); auto: exact up to approximate_above samples.",
+        description=(
+            "The layer's neighbour graph: exact, or approximate (faiss HNSW, recall measured); auto: exact up to "
+            "approximate_above samples."
+        ),
     )
     approximate_above: int = Field(
         20_000, gt=10, description="With neighbour_index auto: samples above which the graph is approximate."
@@ -133,15 +144,25 @@ class ReportOptions(Params):
     map_cap: int = Field(
         100_000,
         gt=10,
-        description="t-SNE, UMAP (any reducer but PCA) are fitted on at most this many samples, a seeded stratified sample; the report says so.",
+        description=(
+            "t-SNE, UMAP (any reducer but PCA) are fitted on at most this many samples, a seeded stratified sample; "
+            "the "
+            "report says so."
+        ),
     )
     place_all: bool = Field(
         False,
-        description="Above map_cap, place the other samples with the fitted map's transform (slower); else at their nearest fitted samples, for the density layer.",
+        description=(
+            "Above map_cap, place the other samples with the fitted map's transform (slower); else at their nearest "
+            "fitted samples, for the density layer."
+        ),
     )
     audit: bool = Field(
         True,
-        description="Data audit on one layer per model: likely label errors, exact and near duplicates, outliers (and leakage across datasets).",
+        description=(
+            "Data audit on one layer per model: likely label errors, exact and near duplicates, outliers (and leakage "
+            "across datasets)."
+        ),
     )
     audit_layer: str | None = Field(
         None, description="The layer the audit and the slices run on (default: the deepest)."
@@ -151,7 +172,10 @@ class ReportOptions(Params):
     )
     templates: ResolvedPath | None = Field(
         None,
-        description="A folder of templates that override the built-in ones by file name (branding, an extra section); same autoescape and Content-Security-Policy.",
+        description=(
+            "A folder of templates that override the built-in ones by file name (branding, an extra section); same "
+            "autoescape and Content-Security-Policy."
+        ),
     )
 
 
@@ -159,7 +183,10 @@ class CheckSpec(Params):
     """A quality gate: a metric of one layer (or of every layer) against a bound or a baseline."""
 
     metric: str = Field(
-        description="A metric of summary.json (every registered analysis's metrics; checked when the build starts and by reportgen validate)."
+        description=(
+            "A metric of summary.json (every registered analysis's metrics; checked when the build starts and by "
+            "reportgen validate)."
+        )
     )
     model: str | None = Field(None, description="Model name (default: every model).")
     layer: str | None = Field(None, description="Layer name (default: every layer).")
@@ -188,7 +215,9 @@ class ExecutionSpec(Params):
     engine: Literal["local", "ray"] = "local"
     address: str | None = Field(
         None,
-        description="Ray cluster address (auto, ray://head:10001, head:6379); unset: start a local cluster for the job.",
+        description=(
+            "Ray cluster address (auto, ray://head:10001, head:6379); unset: start a local cluster for the job."
+        ),
     )
     workers: int | None = Field(
         None, gt=0, description="Model replicas (Ray actors); default: one per GPU, else one per cpus_per_worker CPUs."

@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from .errors import OutputError
@@ -27,7 +27,9 @@ def check_output_dir(out: Path) -> None:
         raise OutputError(f"output.dir: {out} exists and is a file; choose a folder")
     if out.exists() and any(out.iterdir()) and not (out / ".reportgen").exists():
         raise OutputError(
-            f"output.dir: {out} exists, is not empty and is not a reportgen report; choose a new or empty folder (it is replaced whole on each build)"
+            f"output.dir: {out} exists, is not empty and is not a reportgen report; choose a new or empty folder "
+            "(it "
+            "is replaced whole on each build)"
         )
     parent = out.resolve().parent
     try:
@@ -40,7 +42,7 @@ def check_output_dir(out: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(out: Path):
+def atomic_dir(out: Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``out``; on success it replaces ``out`` whole, else it is removed."""
     out = Path(out)
     parent = out.resolve().parent

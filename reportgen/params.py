@@ -18,8 +18,9 @@ class Params(BaseModel):
 
 def all_subclasses(cls: type) -> list[type]:
     out: list[type] = []
-    todo = [cls]
+    todo: list[type] = [cls]
     while todo:
+        sub: type
         for sub in todo.pop().__subclasses__():
             if sub not in out:
                 out.append(sub)

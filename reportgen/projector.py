@@ -20,7 +20,7 @@ from .images import BadImage, read_image_file
 SPRITE_MAX = 8192
 
 
-def _tsv_cell(v) -> str:
+def _tsv_cell(v: object) -> str:
     return str(v).replace("\t", " ").replace("\n", " ").replace("\r", " ")
 
 
@@ -52,7 +52,7 @@ def write_sprite(path: Path, thumbnails: np.ndarray) -> tuple[int, int]:
     for i in range(n):
         im = np.asarray(thumbnails[i])
         if tile != t:
-            im = np.asarray(Image.fromarray(im).resize((tile, tile), Image.LANCZOS))
+            im = np.asarray(Image.fromarray(im).resize((tile, tile), Image.Resampling.LANCZOS))
         r, c = divmod(i, side)
         canvas[r * tile : (r + 1) * tile, c * tile : (c + 1) * tile] = im
     Image.fromarray(canvas).save(path)
@@ -94,7 +94,8 @@ def export_projector(
             e.append(f"  tensor_shape: {x.shape[0]}\n  tensor_shape: {x.shape[1]}")
         if sprite:
             e.append(
-                f'  sprite {{\n    image_path: "sprite.png"\n    single_image_dim: {sprite}\n    single_image_dim: {sprite}\n  }}'
+                f'  sprite {{\n    image_path: "sprite.png"\n    single_image_dim: {sprite}\n    single_image_dim: '
+                f"{sprite}\n  }}"
             )
         entries.append("embeddings {\n" + "\n".join(e) + "\n}\n")
     (out / "projector_config.pbtxt").write_text("".join(entries), encoding="utf-8")
@@ -114,6 +115,11 @@ class ProjectorEntry:
     tensor_shape: tuple[int, ...] | None
 
 
+def _sprite_image(block: str) -> str | None:
+    m = re.search(r'image_path\s*:\s*"([^"]*)"', block)
+    return m.group(1) if m else None
+
+
 def parse_config(path: Path) -> list[ProjectorEntry]:
     """The subset of projector_config.pbtxt that TensorBoard and add_embedding write."""
     try:
@@ -124,7 +130,7 @@ def parse_config(path: Path) -> list[ProjectorEntry]:
     entries = []
     for block in re.findall(r"embeddings\s*\{((?:[^{}]|\{[^{}]*\})*)\}", text):
 
-        def field(name, b=block):
+        def field(name: str, b: str = block) -> str | None:
             m = re.search(rf'\b{name}\s*:\s*"((?:[^"\\]|\\.)*)"', b)
             return m.group(1) if m else None
 
@@ -137,17 +143,15 @@ def parse_config(path: Path) -> list[ProjectorEntry]:
         if not tpath:
             continue
 
-        def resolve(p):
+        def resolve(p: str | None) -> Path | None:
             return None if not p else (root / p).resolve()
 
         entries.append(
             ProjectorEntry(
                 tensor_name=field("tensor_name") or tpath,
-                tensor_path=resolve(tpath),
+                tensor_path=(root / tpath).resolve(),
                 metadata_path=resolve(field("metadata_path")),
-                sprite_path=resolve(re.search(r'image_path\s*:\s*"([^"]*)"', sprite.group(1)).group(1))
-                if sprite and "image_path" in sprite.group(1)
-                else None,
+                sprite_path=resolve(_sprite_image(sprite.group(1))) if sprite else None,
                 sprite_dim=(dims[0], dims[1]) if dims and len(dims) >= 2 else None,
                 tensor_shape=shape or None,
             )

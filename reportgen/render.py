@@ -272,7 +272,10 @@ def render_report(report: ReportData, *, figure_cache: FigureCache | None = None
     reductions: tuple[str, ...] = (budget.label,) if budget.label else ()
     if over:  # said in the report itself, not only in the log
         reductions += (
-            f"the report is still {size / 1e6:.1f} MB, over the {report.spec.output.max_html_mb:g} MB budget after every reduction",
+            (
+                f"the report is still {size / 1e6:.1f} MB, over the {report.spec.output.max_html_mb:g} MB budget after "
+                "every reduction"
+            ),
         )
         html, files, section_bytes = render_html(report, budget, figures=figures, extra_notes=reductions[-1:])
         size = len(html.encode("utf-8"))

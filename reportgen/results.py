@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union
 
 import numpy as np
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # annotations only: results sit below the spec
     from .spec import ReportSpec
 
 #: A number (or a small nested mapping of numbers) in summary.json's per-layer ``metrics``.
-MetricValue = Union[float, int, str, None, Mapping[str, Mapping[str, float | int | None]]]
+MetricValue = Union[float, int, str, None, Mapping[str, Mapping[str, Union[float, int, None]]]]  # noqa: UP007
 
 
 def slug(name: str, *, max_len: int = 80) -> str:
@@ -90,6 +90,18 @@ class ModelRun:
 @dataclass(frozen=True, eq=False)
 class Finding:
     """Base class of every analysis's result (a frozen dataclass of plain values and arrays)."""
+
+
+F = TypeVar("F", bound=Finding)
+
+
+def finding_of(findings: Mapping[str, Finding], name: str, kind: type[F]) -> F:
+    """The finding of analysis ``name``, as the class it is (an analysis reads the findings of the
+    ones it ``requires``)."""
+    f = findings[name]
+    if not isinstance(f, kind):
+        raise TypeError(f"the {name!r} finding is a {type(f).__name__}, not a {kind.__name__}")
+    return f
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import tempfile
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,8 +28,8 @@ def chunk_rows(x: np.ndarray, chunk_bytes: int = CHUNK_BYTES) -> int:
     return int(max(256, chunk_bytes // max(1, row)))
 
 
-def _mmap_of(x: np.ndarray):
-    base = x
+def _mmap_of(x: np.ndarray) -> tuple[mmap.mmap | None, Any]:
+    base: Any = x
     while base is not None:
         mm = getattr(base, "_mmap", None)
         if isinstance(mm, mmap.mmap):
@@ -66,7 +67,11 @@ def track(x: np.ndarray) -> np.ndarray:
     """Remember a memory-mapped array so that ``release_all`` can hand its pages back; returns it."""
     if _mmap_of(x)[0] is not None:
         key = id(x)
-        _MAPPED[key] = weakref.ref(x, lambda _r, key=key: _MAPPED.pop(key, None))
+
+        def forget(_ref: weakref.ref[np.ndarray]) -> None:
+            _MAPPED.pop(key, None)
+
+        _MAPPED[key] = weakref.ref(x, forget)
     return x
 
 

@@ -65,7 +65,7 @@ def summary_dict(report: ReportData, html: HtmlStats | None = None) -> dict[str,
     samples = report.samples
     ds = report.dataset
     stable = {k: v for k, v in (html.section_bytes.items() if html else ()) if k != "run timings"}
-    out = {
+    out: dict[str, Any] = {
         "generator": "reportgen",
         "version": __version__,
         "title": spec.title,

@@ -175,7 +175,8 @@ def pytest_terminal_summary(terminalreporter):
     if _CATALOGUE:
         clean = sum(_CATALOGUE.values())
         terminalreporter.write_line(
-            f"bad-input catalogue: {len(_CATALOGUE)} bad inputs tried, {clean} gave a clean error (or a stated handling), "
+            f"bad-input catalogue: {len(_CATALOGUE)} bad inputs tried, {clean} gave a clean error (or a stated "
+            "handling), "
             "a documented exit code and no partial output"
         )
     for line in SUMMARY_LINES:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.conftest import EFFNET, make_spec, run, small_spec, write
 
@@ -88,7 +89,8 @@ before = dict(os.environ)
 from reportgen.pipeline import build
 from reportgen.spec import load_spec
 build(load_spec(sys.argv[1]), progress=False)
-print("CHANGED " + json.dumps({k: os.environ.get(k) for k in set(before) ^ set(os.environ) | {k for k in before if os.environ.get(k) != before[k]}}))
+changed = set(before) ^ set(os.environ) | {k for k in before if os.environ.get(k) != before[k]}
+print("CHANGED " + json.dumps({k: os.environ.get(k) for k in changed}))
 """
 
 
@@ -106,7 +108,10 @@ def test_a_build_leaves_a_fresh_processs_environment_as_it_found_it(tmp_path):
 
 def test_the_cli_does_its_process_housekeeping(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
-    code = "import os, sys; from reportgen.cli import main; main(['--version']); print(os.environ.get('NUMBA_CACHE_DIR', 'unset'))"
+    code = (
+        "import os, sys; from reportgen.cli import main; main(['--version']); print(os.environ.get('NUMBA_CACHE_DIR', "
+        "'unset'))"
+    )
     p = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -125,10 +130,12 @@ import json, sys
 from reportgen.pipeline import build
 from reportgen.spec import load_spec
 res = build(load_spec(sys.argv[1], overrides=sys.argv[2:]), progress=False)
-print("RESULT " + json.dumps({"torch": "torch" in sys.modules, "timm": "timm" in sys.modules, "forward": res.forward_calls, "fits": res.reducer_fits}))
+loaded = {"torch": "torch" in sys.modules, "timm": "timm" in sys.modules}
+print("RESULT " + json.dumps({**loaded, "forward": res.forward_calls, "fits": res.reducer_fits}))
 """
 
 
+@pytest.mark.slow
 def test_a_rebuild_that_needs_no_model_imports_no_model_library(tmp_path):
     d = {
         "title": "first",

@@ -398,7 +398,11 @@ def test_no_import_circle_in_reportgen_counting_imports_inside_functions():
 def test_the_spec_loads_without_the_analyses():
     """The first stage imports no later one: loading a spec imports no analysis, section, kernel
     or figure module (names that need the analyses are checked when a build starts)."""
-    code = "import sys, reportgen.spec; print(' '.join(sorted(m for m in sys.modules if m.startswith(('reportgen', 'torch', 'matplotlib')))))"
+    code = (
+        "import sys, reportgen.spec; print(' '.join(sorted(m for m in sys.modules if m.startswith(('reportgen', "
+        "'torch', "
+        "'matplotlib')))))"
+    )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     loaded = set(p.stdout.split())
     assert "reportgen.spec" in loaded, p.stderr[-2000:]

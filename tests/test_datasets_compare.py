@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from reportgen.compute.kernels import domain_auc, mmd_permutation_test
 from tests.conftest import run, write
@@ -17,6 +18,7 @@ def test_mmd_and_auc_tell_shift_from_no_shift():
     assert abs(domain_auc(a, b) - 0.5) < 0.1 and domain_auc(a, c) > 0.8
 
 
+@pytest.mark.slow
 def test_clean_vs_corrupted_digits_through_raw_pixels(tmp_path):
     from sklearn.datasets import load_digits
 

@@ -12,6 +12,7 @@ ROOT = Path(__file__).parents[1]
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
+@pytest.mark.slow
 def test_demo_report_has_every_section_and_fits_5_mb(tmp_path):
     code, out, err = run("demo", "--out", str(tmp_path / "demo"), "--cache-dir", str(tmp_path / "cache"), "-q")
     assert code == 0, err
@@ -71,6 +72,7 @@ def test_image_folder_example(tmp_path):
 @pytest.mark.skipif(
     not FASHION.exists(), reason="Debian package dataset-fashion-mnist not installed (.ci/run installs it as root)"
 )
+@pytest.mark.slow
 def test_fashion_mnist_example(tmp_path):
     code, out, err = run(
         "build",

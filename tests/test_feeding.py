@@ -227,7 +227,7 @@ def test_lazy_thumbnails_of_an_image_array_are_made_a_batch_at_a_time_and_equal_
     for shape in [(600, 28, 28), (200, 40, 30, 3), (100, 8, 8)]:
         a = rng.integers(0, 256, shape, dtype=np.uint8)
         rows = rng.permutation(len(a))[: len(a) // 2]
-        lazy = LazyThumbnails(lambda i: to_rgb_uint8(a[i]), rows, 32, a)
+        lazy = LazyThumbnails(lambda i, a=a: to_rgb_uint8(a[i]), rows, 32, a)
         assert lazy._batched()
         ref = np.stack([make_thumbnail(to_rgb_uint8(a[r]), 32) for r in rows])
         assert (

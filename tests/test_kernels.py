@@ -91,6 +91,7 @@ def test_fit_pca_matches_sklearn_on_float32_and_float64():
         )
 
 
+@pytest.mark.slow
 def test_umap_reuses_the_layer_graph(monkeypatch):
     import pynndescent
     from sklearn.manifold import trustworthiness

@@ -44,7 +44,8 @@ def test_checkpoint_for_other_architecture_names_keys(tmp_path):
     torch.save(other.state_dict(), tmp_path / "other.pt")
     with pytest.raises(
         ModelError,
-        match=r"does not fit the architecture: \d+ missing \(first: conv1.weight.*2 unexpected \(first: 0.weight, 0.bias",
+        match=r"does not fit the architecture: \d+ missing \(first: conv1.weight.*"
+        r"2 unexpected \(first: 0.weight, 0.bias",
     ):
         load_model(_tiny_spec(checkpoint=tmp_path / "other.pt"))
 
@@ -86,7 +87,8 @@ def test_pretrained_offline_fails_fast():
 def test_factory_models(tmp_path, monkeypatch):
     (tmp_path / "mymodels.py").write_text(
         "import torch\n"
-        "def small(**kw):\n    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())\n"
+        "def small(**kw):\n    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), "
+        "torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())\n"
         "def not_a_module(**kw):\n    return 42\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -24,6 +24,9 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+pytestmark = pytest.mark.slow  # real Ray clusters: started, joined, killed
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """One local Ray cluster for the module (reportgen uses a running one and leaves it running)."""

@@ -34,6 +34,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+pytestmark = pytest.mark.slow  # real Ray clusters: started, joined, killed
+
+
 @pytest.fixture(scope="module")
 def two_nodes():
     """A head and a joining node, one CPU each, sharing a token; each 'ray start --block' stops its

@@ -177,7 +177,8 @@ def test_page_frame(html):
     )
     summary = html[html.index('id="summary"') : html.index('id="contents"')]
     assert re.search(
-        r"block&lt;1&gt;</a></td><td class=\"n\">5</td><td class=\"n\">100\.0 %</td><td class=\"n\">3</td><td class=\"n\">0\.833</td>"
+        r"block&lt;1&gt;</a></td><td class=\"n\">5</td><td class=\"n\">100\.0 %</td><td class=\"n\">3</td><td "
+        r"class=\"n\">0\.833</td>"
         r"<td class=\"n\">0\.750</td><td class=\"n\">0\.410</td><td class=\"n\">0\.910</td><td class=\"n\">0\.880</td>",
         summary,
     ), summary
@@ -189,7 +190,8 @@ def test_layer_header_and_metrics(html):
     anchor = next(m for m in re.findall(r'<section id="([^"]+)"', html))
     sec = html[html.index(f'<section id="{anchor}"') :]
     assert (
-        "6 samples × 5 features (reshape: mean). kNN accuracy 0.833 (k = 3, cosine). 3 components hold 90 % of the variance;"
+        "6 samples × 5 features (reshape: mean). kNN accuracy 0.833 (k = 3, cosine). 3 components hold 90 % of the "
+        "variance;"
         " participation ratio 2.2 (effective number of dimensions)." in sec
     )
     assert '<p class="warn">a note about this layer</p>' in sec

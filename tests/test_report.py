@@ -184,37 +184,43 @@ def test_hostile_class_names_are_escaped(tmp_path):
     assert all(r.startswith(("data:", "#")) for r in p.refs)
 
 
+def _own_copy(tmp, tmp_path) -> dict:
+    """The shared build's spec with its own output folder and a copy of the shared cache: a test
+    that builds again never writes where other tests read."""
+    from tests.conftest import spec_dict
+
+    shutil.copytree(tmp / "cache", tmp_path / "cache")
+    d = spec_dict(tmp_path)
+    d["output"] = {"dir": str(tmp_path / "out")}
+    return d
+
+
 def test_summary_is_deterministic(built, tmp_path):
     from reportgen.pipeline import build
-    from tests.conftest import make_spec, spec_dict
+    from tests.conftest import make_spec
 
     res, tmp = built
-    first = tmp_path / "first"
-    import shutil
-
-    shutil.copytree(tmp / "out", first)
-    again = build(
-        make_spec(spec_dict(tmp)), progress=False
-    )  # the same spec, rebuilt (from the caches) into the same folder
+    d = _own_copy(tmp, tmp_path)
+    out, first = tmp_path / "out", tmp_path / "first"
+    build(make_spec(d), progress=False)
+    shutil.copytree(out, first)
+    again = build(make_spec(d), progress=False)  # the same spec, rebuilt from the caches into the same folder
     assert again.forward_calls == 0 and again.reducer_fits == 0
-    assert (first / "summary.json").read_bytes() == (tmp / "out" / "summary.json").read_bytes()
+    assert (first / "summary.json").read_bytes() == (out / "summary.json").read_bytes()
     for f in ("effnet--blocks.2--tsne-mosaic.png", "effnet--global_pool--pca-scatter.png"):
-        assert (first / "figures" / f).read_bytes() == (tmp / "out" / "figures" / f).read_bytes()
-    fresh = build(
-        make_spec(spec_dict(tmp)), cache_dir=tmp_path / "empty-cache", progress=False
-    )  # every cache empty: computed again
+        assert (first / "figures" / f).read_bytes() == (out / "figures" / f).read_bytes()
+    fresh = build(make_spec(d), cache_dir=tmp_path / "empty-cache", progress=False)  # every cache empty: computed again
     assert fresh.forward_calls > 0 and fresh.reducer_fits == 2
-    assert (first / "summary.json").read_bytes() == (tmp / "out" / "summary.json").read_bytes()
+    assert (first / "summary.json").read_bytes() == (out / "summary.json").read_bytes()
 
 
 def test_second_build_with_other_reducers_runs_no_forward_pass(built, tmp_path):
     from reportgen.pipeline import build
-    from tests.conftest import make_spec, spec_dict
+    from tests.conftest import make_spec
 
     res, tmp = built
     assert res.forward_calls > 0
-    d = spec_dict(tmp, reducers=[{"pca": {"n_components": 5}}])
-    d["output"] = {"dir": str(tmp_path / "o2")}
+    d = {**_own_copy(tmp, tmp_path), "reducers": [{"pca": {"n_components": 5}}]}
     again = build(make_spec(d), progress=False)
     assert again.forward_calls == 0 and again.models[0].origin == "cache"
 
@@ -275,13 +281,12 @@ def test_headless_chromium_opens_report_offline(built, tmp_path):
 
 def test_rebuild_with_report_options_only_refits_nothing(built, tmp_path):
     from reportgen.pipeline import build
-    from tests.conftest import make_spec, spec_dict
+    from tests.conftest import make_spec
 
     res, tmp = built
     assert res.reducer_fits == 2  # t-SNE on two layers
-    d = spec_dict(tmp, title="renamed")
+    d = {**_own_copy(tmp, tmp_path), "title": "renamed"}
     d["report"] = {**d["report"], "gallery_size": 3}
-    d["output"] = {"dir": str(tmp_path / "o3")}
     again = build(make_spec(d), progress=False)
     assert again.forward_calls == 0 and again.reducer_fits == 0
     np.testing.assert_array_equal(

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).parents[1]
 
@@ -30,6 +31,7 @@ print(json.dumps({"n": len(x), "dim": x.shape[1], "peak_mb": hwm / 1024}))
 """
 
 
+@pytest.mark.slow
 def test_peak_memory_of_extraction_is_flat_in_n(tmp_path):
     rng = np.random.default_rng(0)
     np.savez(
@@ -58,7 +60,8 @@ def test_peak_memory_of_extraction_is_flat_in_n(tmp_path):
         f"extraction peak RSS: {out[10_000]['peak_mb']:.0f} MB at N=10,000, {out[20_000]['peak_mb']:.0f} MB at N=20,000"
     )
     print(
-        f"\nextraction peak RSS: {out[10_000]['peak_mb']:.0f} MB at N=10,000, {out[20_000]['peak_mb']:.0f} MB at N=20,000 (growth {growth:.0f} MB; keeping rows would add {kept_in_memory:.0f} MB)"
+        f"\nextraction peak RSS: {out[10_000]['peak_mb']:.0f} MB at N=10,000, {out[20_000]['peak_mb']:.0f} MB at "
+        f"N=20,000 (growth {growth:.0f} MB; keeping rows would add {kept_in_memory:.0f} MB)"
     )
     assert growth < 40, out
 

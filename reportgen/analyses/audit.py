@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..results import Finding, Headline, Samples
+from ..results import Finding, Headline, Samples, finding_of
 from .base import LayerAnalysis, LayerInput, Where
+from .metrics import MetricsFinding
 
 if TYPE_CHECKING:
     from ..spec import ReportSpec
@@ -153,9 +154,14 @@ class Audit(LayerAnalysis):
     title = "Data audit"
     requires = ("metrics",)
     metrics = {
-        "label_issue_rate": "Share of samples whose label the probe and the neighbours both doubt (likely label errors).",
+        "label_issue_rate": (
+            "Share of samples whose label the probe and the neighbours both doubt (likely label errors)."
+        ),
         "duplicate_rate": "Share of samples whose decoded image exactly repeats another's.",
-        "near_duplicate_rate": "Share of samples with a near-duplicate: the same picture re-encoded, re-lit or shifted (threshold calibrated on edited copies).",
+        "near_duplicate_rate": (
+            "Share of samples with a near-duplicate: the same picture re-encoded, re-lit or shifted (threshold "
+            "calibrated on edited copies)."
+        ),
     }
 
     def enabled(self, spec: ReportSpec) -> bool:
@@ -201,7 +207,7 @@ class Audit(LayerAnalysis):
                 seed=layer.seed,
                 exclude_identical=layer.samples.hashes,
             )
-        kth = g.distances[:, min(found["metrics"].knn_k, g.k) - 1]
+        kth = g.distances[:, min(finding_of(found, "metrics", MetricsFinding).knn_k, g.k) - 1]
         q1, q3 = np.quantile(kth, [0.25, 0.75])
         cut = float(q3 + 3 * (q3 - q1))
         outl = np.flatnonzero(kth > cut)
@@ -290,7 +296,10 @@ class Audit(LayerAnalysis):
                 Headline(
                     where.id("audit", "duplicates"),
                     "medium",
-                    f"{f.duplicates:,} images exactly repeat another ({len(f.duplicate_groups):,} groups of identical images).",
+                    (
+                        f"{f.duplicates:,} images exactly repeat another ({len(f.duplicate_groups):,} groups of "
+                        "identical images)."
+                    ),
                     f"#{where.anchor}-duplicates",
                     f.duplicates / f.n,
                 )
@@ -300,7 +309,10 @@ class Audit(LayerAnalysis):
                 Headline(
                     where.id("audit", "near_duplicates"),
                     "low" if len(f.near_pairs) < 0.005 * f.n else "medium",
-                    f"{len(f.near_pairs):,} pairs of near-duplicate images (the same picture re-encoded, re-lit or shifted).",
+                    (
+                        f"{len(f.near_pairs):,} pairs of near-duplicate images (the same picture re-encoded, re-lit or "
+                        "shifted)."
+                    ),
                     f"#{where.anchor}-near",
                     len(f.near_pairs) / f.n,
                 )

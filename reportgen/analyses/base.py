@@ -196,7 +196,8 @@ def register_analysis(cls: type[Analysis] | None = None, *, replace: bool = Fals
         for attr in ("name", "title"):
             if not hasattr(c, attr):
                 raise TypeError(f"analysis {c.__name__} must define {attr!r}")
-        implemented = c.run not in (LayerAnalysis.run, BuildAnalysis.run)  # type: ignore[comparison-overlap]
+        run = getattr(c, "run", None)
+        implemented = run is not None and run not in (LayerAnalysis.run, BuildAnalysis.run)
         if not implemented or not issubclass(c, (LayerAnalysis, BuildAnalysis)):
             raise TypeError(f"analysis {c.name} must subclass LayerAnalysis or BuildAnalysis and implement run()")
         return ANALYSES.register(c.name, c, replace=replace, before=before)

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..compute.kernels import class_means
-from ..results import Finding, Samples
+from ..results import Finding, Samples, finding_of
 from .base import LayerAnalysis, LayerInput
+from .pca import PcaFinding
 
 
 @dataclass(frozen=True, eq=False)
@@ -23,7 +24,7 @@ class ClassAssociation(LayerAnalysis):
     requires = ("pca",)
 
     def run(self, layer: LayerInput, found: Mapping[str, Finding]) -> ClassMeansFinding:
-        scores = found["pca"].scores
+        scores = finding_of(found, "pca", PcaFinding).scores
         return ClassMeansFinding(class_means(scores, layer.labels, layer.n_classes))
 
     def summary(self, f: ClassMeansFinding, samples: Samples) -> dict:

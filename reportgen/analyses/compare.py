@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..compute.kernels import linear_cka, per_class_accuracy
-from ..results import Finding, Samples, slug
-from .base import BuildAnalysis, BuildInput
+from ..results import Finding, Headline, Samples, finding_of, slug
+from .base import BuildAnalysis, BuildInput, Where
+from .metrics import MetricsFinding
 
 if TYPE_CHECKING:
     from ..spec import ReportSpec
@@ -116,7 +117,11 @@ class CompareModels(BuildAnalysis):
     name = "compare_models"
     title = "Model comparison"
     metrics = {
-        "neighbour_overlap": "Mean Jaccard overlap of each sample's 10 nearest neighbours in this model's layer and the reference model's (1: the same neighbourhoods)."
+        "neighbour_overlap": (
+            "Mean Jaccard overlap of each sample's 10 nearest neighbours in this model's layer and the reference "
+            "model's "
+            "(1: the same neighbourhoods)."
+        )
     }
 
     def enabled(self, spec: ReportSpec) -> bool:
@@ -145,8 +150,12 @@ class CompareModels(BuildAnalysis):
                 if base is None:
                     continue
                 mine = b.layers[(other, layer)]
-                ref_acc = per_class_accuracy(base["metrics"].knn_pred, labels, n_classes)
-                oth_acc = per_class_accuracy(mine["metrics"].knn_pred, labels, n_classes)
+                ref_acc = per_class_accuracy(
+                    finding_of(base.findings, "metrics", MetricsFinding).knn_pred, labels, n_classes
+                )
+                oth_acc = per_class_accuracy(
+                    finding_of(mine.findings, "metrics", MetricsFinding).knn_pred, labels, n_classes
+                )
                 shift = None
                 if base.dim == mine.dim:
                     x_other = b.x(other, layer)
@@ -182,7 +191,8 @@ class CompareModels(BuildAnalysis):
                         frame.coords[other] = moved
                 else:
                     notes.append(
-                        f"{other} · {layer} has {mine.dim} dimensions, the reference {base.dim}: no shared frame (CKA and per-class kNN still compare them)."
+                        f"{other} · {layer} has {mine.dim} dimensions, the reference {base.dim}: no shared frame "
+                        "(CKA and per-class kNN still compare them)."
                     )
                 changes.append(ClassChange(other, layer, ref_acc, oth_acc, shift))
         diffs, mutual = [], None
@@ -211,9 +221,7 @@ class CompareModels(BuildAnalysis):
             (d.model, d.layer): {"neighbour_overlap": d.mean_overlap, "neighbours_moved": d.moved} for d in comp.diffs
         }
 
-    def headlines(self, comp: Comparison, where) -> list:
-        from ..results import Headline
-
+    def headlines(self, comp: Comparison, where: Where) -> list[Headline]:
         names = where.class_names
         out = []
         for d in sorted(comp.diffs, key=lambda d: d.mean_overlap)[:3]:
@@ -226,7 +234,10 @@ class CompareModels(BuildAnalysis):
                 Headline(
                     where.id("diff", f"{d.model}/{d.layer}"),
                     sev,
-                    f"{d.model} moved {100 * d.moved:.0f} % of samples' neighbourhoods in {d.layer} against {comp.reference} (mean overlap {d.mean_overlap:.2f}){grown}.",
+                    (
+                        f"{d.model} moved {100 * d.moved:.0f} % of samples' neighbourhoods in {d.layer} against "
+                        f"{comp.reference} (mean overlap {d.mean_overlap:.2f}){grown}."
+                    ),
                     f"#{where.anchor}-diff-{slug(d.model)}-{slug(d.layer)}",
                     d.moved,
                 )
@@ -277,5 +288,5 @@ class CompareModels(BuildAnalysis):
         }
 
 
-def _f(v) -> float | None:
+def _f(v: float | None) -> float | None:
     return None if v is None or not np.isfinite(v) else float(v)

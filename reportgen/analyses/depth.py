@@ -30,8 +30,8 @@ class DepthFinding(Finding):
     curves: tuple[DepthCurve, ...]
 
 
-def _f(v) -> float:
-    return float("nan") if v is None else float(v)
+def _f(v: object) -> float:
+    return float("nan") if v is None else float(v)  # type: ignore[arg-type]
 
 
 class Depth(BuildAnalysis):
@@ -47,7 +47,7 @@ class Depth(BuildAnalysis):
             layers = list(run.embeddings.layers)
             if len(layers) < 2:
                 continue
-            index = run.embeddings.manifest.get("layer_index") or {}
+            index: dict[str, int] = dict(run.embeddings.manifest.get("layer_index") or {})  # type: ignore[call-overload]
             given = list(layers)
             layers.sort(key=lambda l: (index.get(l, 0), given.index(l)))
             met = [b.layers[(run.model.name, l)].metrics for l in layers]
@@ -64,7 +64,7 @@ class Depth(BuildAnalysis):
         return DepthFinding(tuple(curves)) if curves else None
 
     def summary(self, f: DepthFinding, samples: Samples) -> dict:
-        def clean(a):
+        def clean(a: np.ndarray) -> list[float | None]:
             return [None if not np.isfinite(v) else round(float(v), 4) for v in a]
 
         return {

@@ -3,14 +3,15 @@ lowest and the highest scores, and the class make-up of each end."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..compute.kernels import ComponentEnds, component_ends
-from ..results import Finding, Samples
+from ..results import Finding, Samples, finding_of
 from .base import LayerAnalysis, LayerInput
+from .pca import PcaFinding
 
 
 @dataclass(frozen=True, eq=False)
@@ -22,7 +23,7 @@ class ExtremesFinding(Finding):
     eta2: np.ndarray
 
 
-def makeup(rows: np.ndarray, labels: np.ndarray, names) -> str:
+def makeup(rows: np.ndarray, labels: np.ndarray, names: Sequence[str]) -> str:
     """'7 of 8: Sneaker (+ 1× Sandal)' - the class make-up of one end of a component."""
     counts = np.bincount(labels[rows], minlength=len(names))
     top = [i for i in np.argsort(-counts, kind="stable") if counts[i]]
@@ -38,7 +39,7 @@ class Extremes(LayerAnalysis):
     requires = ("pca",)
 
     def run(self, layer: LayerInput, found: Mapping[str, Finding]) -> ExtremesFinding:
-        pca = found["pca"]
+        pca = finding_of(found, "pca", PcaFinding)
         n = len(layer.x)
         opts = layer.options
         ends = tuple(

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..compute.kernels import STAT_NAMES, correlations
-from ..results import Finding, Headline, Samples
+from ..results import Finding, Headline, Samples, finding_of
 from .base import LayerAnalysis, LayerInput, Where
+from .pca import PcaFinding
 
 SHORTCUT_R = 0.5  # |r| at or above which a component is flagged as tracking an image statistic
 
@@ -27,7 +28,7 @@ class ImageStatistics(LayerAnalysis):
     requires = ("pca",)
 
     def run(self, layer: LayerInput, found: Mapping[str, Finding]) -> ImageStatsFinding:
-        r = correlations(layer.samples.image_stats, found["pca"].scores)
+        r = correlations(layer.samples.image_stats, finding_of(found, "pca", PcaFinding).scores)
         shortcuts = tuple(
             (j, STAT_NAMES[i], float(r[i, j]))
             for j in range(r.shape[1])

@@ -30,8 +30,14 @@ class Maps(LayerAnalysis):
     name = "maps"
     title = "2-D maps"
     metrics = {
-        "trustworthiness": "Trustworthiness of a 2-D map (0 to 1): 1 when every neighbour in the map is also a neighbour in the embedding space.",
-        "continuity": "Continuity of a 2-D map (0 to 1): 1 when every neighbour in the embedding space stays a neighbour in the map.",
+        "trustworthiness": (
+            "Trustworthiness of a 2-D map (0 to 1): 1 when every neighbour in the map is also a neighbour in the "
+            "embedding space."
+        ),
+        "continuity": (
+            "Continuity of a 2-D map (0 to 1): 1 when every neighbour in the embedding space stays a neighbour in the "
+            "map."
+        ),
     }
 
     @classmethod

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..compute.kernels import knn_predict, linear_probe_accuracy, silhouette
-from ..compute.neighbours import GraphQuality
+from ..compute.neighbours import GraphQuality, NeighbourGraph
 from ..results import Finding, Headline
 from .base import Column, LayerAnalysis, LayerInput, Where
 
@@ -28,7 +28,7 @@ class MetricsFinding(Finding):
     intrinsic_dimension: float | None  # TwoNN estimate from each sample's two nearest neighbours
 
 
-def twonn(graph) -> float | None:
+def twonn(graph: NeighbourGraph) -> float | None:
     """TwoNN maximum-likelihood intrinsic dimension: N / sum(log(r2 / r1)) over samples whose two
     nearest neighbours are distinct and not at distance 0 (cosine distances as chord lengths)."""
     if graph.k < 2:
@@ -45,11 +45,27 @@ class Metrics(LayerAnalysis):
     name = "metrics"
     title = "Quality metrics"
     metrics = {
-        "knn_accuracy": "Leave-one-out kNN accuracy: the share of samples whose k nearest neighbours (itself excluded) mostly carry its label.",
-        "linear_probe_accuracy": "Linear-probe accuracy: a logistic regression on the standardised embeddings, mean over stratified 5-fold cross-validation.",
-        "silhouette": "Silhouette of the class labels (-1 to 1): how much closer samples are to their own class than to the nearest other class.",
-        "intrinsic_dimension": "Intrinsic dimension (TwoNN, Facco et al. 2017): the dimension of the surface the samples lie on, from the ratio of each sample's two nearest-neighbour distances.",
-        "neighbour_recall": "Recall@k of the layer's neighbour graph: the share of exact nearest neighbours it lists (1 for an exact graph; for an approximate one, measured on a seeded sample of queries).",
+        "knn_accuracy": (
+            "Leave-one-out kNN accuracy: the share of samples whose k nearest neighbours (itself excluded) mostly "
+            "carry "
+            "its label."
+        ),
+        "linear_probe_accuracy": (
+            "Linear-probe accuracy: a logistic regression on the standardised embeddings, mean over stratified 5-fold "
+            "cross-validation."
+        ),
+        "silhouette": (
+            "Silhouette of the class labels (-1 to 1): how much closer samples are to their own class than to the "
+            "nearest other class."
+        ),
+        "intrinsic_dimension": (
+            "Intrinsic dimension (TwoNN, Facco et al. 2017): the dimension of the surface the samples lie on, from the "
+            "ratio of each sample's two nearest-neighbour distances."
+        ),
+        "neighbour_recall": (
+            "Recall@k of the layer's neighbour graph: the share of exact nearest neighbours it lists (1 for an exact "
+            "graph; for an approximate one, measured on a seeded sample of queries)."
+        ),
     }
 
     overview = (
@@ -115,7 +131,10 @@ class Metrics(LayerAnalysis):
                 Headline(
                     where.id("metrics", "neighbour_recall"),
                     "medium",
-                    f"The approximate neighbour graph of {where.layer} finds {100 * f.graph.recall:.0f} % of exact neighbours: kNN-based findings there are approximate (set report.neighbour_index: exact).",
+                    (
+                        f"The approximate neighbour graph of {where.layer} finds {100 * f.graph.recall:.0f} % of exact "
+                        "neighbours: kNN-based findings there are approximate (set report.neighbour_index: exact)."
+                    ),
                     f"#{where.anchor}",
                     1 - f.graph.recall,
                 )

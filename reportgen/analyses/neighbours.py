@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..compute.kernels import neighbour_queries
-from ..results import Finding, Samples
+from ..results import Finding, Samples, finding_of
 from .base import LayerAnalysis, LayerInput
+from .hard import HardFinding
 
 
 @dataclass(frozen=True, eq=False)
@@ -32,7 +33,10 @@ class Neighbours(LayerAnalysis):
     def run(self, layer: LayerInput, found: Mapping[str, Finding]) -> NeighboursFinding:
         g = layer.graph
         q = np.asarray(
-            neighbour_queries(g, layer.labels, layer.x, list(found["hard"].hard), n_classes=layer.n_classes), np.int64
+            neighbour_queries(
+                g, layer.labels, layer.x, list(finding_of(found, "hard", HardFinding).hard), n_classes=layer.n_classes
+            ),
+            np.int64,
         )
         m = min(layer.options.neighbours, g.k)
         return NeighboursFinding(q, g.indices[q, :m], g.distances[q, :m], g.metric)

@@ -47,7 +47,10 @@ class PcaAnalysis(LayerAnalysis):
     title = "Principal components"
     metrics = {
         "components_for_90": "Effective dimensionality: principal components needed for 90 % of the variance.",
-        "participation_ratio": "Participation ratio (sum of eigenvalues)^2 / sum of squared eigenvalues: the effective number of dimensions.",
+        "participation_ratio": (
+            "Participation ratio (sum of eigenvalues)^2 / sum of squared eigenvalues: the effective number of "
+            "dimensions."
+        ),
         "variance_top10": "Share of the variance held by the first 10 principal components.",
     }
     overview = (

@@ -11,9 +11,9 @@ import numpy as np
 
 from ..compute.kernels import domain_auc, mmd_permutation_test
 from ..compute.neighbours import cross_nearest
-from ..results import Finding, Samples
+from ..results import Finding, Headline, Samples
 from ..streaming import cleaned
-from .base import BuildAnalysis, BuildInput
+from .base import BuildAnalysis, BuildInput, Where
 
 if TYPE_CHECKING:
     from ..spec import ReportSpec
@@ -62,7 +62,10 @@ class CompareDatasets(BuildAnalysis):
     name = "compare_datasets"
     title = "Dataset comparison"
     metrics = {
-        "leakage_count": "Images of the compared datasets with a twin in the reference dataset: identical, or the same picture re-encoded, re-lit or shifted."
+        "leakage_count": (
+            "Images of the compared datasets with a twin in the reference dataset: identical, or the same picture "
+            "re-encoded, re-lit or shifted."
+        )
     }
 
     def enabled(self, spec: ReportSpec) -> bool:
@@ -109,7 +112,7 @@ class CompareDatasets(BuildAnalysis):
         lookup = {}
         if ref_hashes is not None:
             keys = np.ascontiguousarray(ref_hashes).view(np.dtype((np.void, 16))).ravel()
-            lookup = {bytes(k): i for i, k in enumerate(keys)}
+            lookup = {k.tobytes(): i for i, k in enumerate(keys)}
         twin = b.twins()
         out = []
         for name, xruns in b.extra:
@@ -131,7 +134,7 @@ class CompareDatasets(BuildAnalysis):
                 rows_to[r], diff[r] = t, d
             if xr.embeddings.hashes is not None and lookup:
                 for i, h in enumerate(np.ascontiguousarray(xr.embeddings.hashes).view(np.dtype((np.void, 16))).ravel()):
-                    j = lookup.get(bytes(h))
+                    j = lookup.get(h.tobytes())
                     if j is not None:
                         exact[i], rows_to[i], diff[i] = True, j, 0.0
             rows = np.flatnonzero(rows_to >= 0)
@@ -165,9 +168,7 @@ class CompareDatasets(BuildAnalysis):
             entry["leakage_count"] += int(len(leak.rows))
         return out
 
-    def headlines(self, f: ShiftFinding, where) -> list:
-        from ..results import Headline
-
+    def headlines(self, f: ShiftFinding, where: Where) -> list[Headline]:
         out = []
         for leak in f.leaks:
             if len(leak.rows):

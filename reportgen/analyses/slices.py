@@ -22,8 +22,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..results import Finding, Headline, Samples
+from ..results import Finding, Headline, Samples, finding_of
+from .audit import AuditFinding
 from .base import LayerAnalysis, LayerInput, Where
+from .metrics import MetricsFinding
 
 if TYPE_CHECKING:
     from ..spec import ReportSpec
@@ -82,7 +84,9 @@ class Slices(LayerAnalysis):
     title = "Slices"
     requires = ("metrics", "audit")
     metrics = {
-        "worst_slice_accuracy": "kNN accuracy of the worst slice (a cluster of the layer the representation handles worst)."
+        "worst_slice_accuracy": (
+            "kNN accuracy of the worst slice (a cluster of the layer the representation handles worst)."
+        )
     }
 
     def enabled(self, spec: ReportSpec) -> bool:
@@ -120,8 +124,8 @@ class Slices(LayerAnalysis):
             pos, _ = nearest_fitted(z.astype(np.float32), rows, rest)
             votes = assignment[rows][pos]
             assignment[rest] = [Counter(v).most_common(1)[0][0] for v in votes]
-        pred = found["metrics"].knn_pred
-        probe = found["audit"].probe_pred if "audit" in found else None
+        pred = finding_of(found, "metrics", MetricsFinding).knn_pred
+        probe = finding_of(found, "audit", AuditFinding).probe_pred if "audit" in found else None
         correct = pred == y
         overall = float(correct.mean())
         raw = []
@@ -194,7 +198,10 @@ class Slices(LayerAnalysis):
                 Headline(
                     where.id("slices", f"slice{s.id}"),
                     "high" if gap > 0.25 and len(s.rows) > 0.02 * len(f.assignment) else "medium",
-                    f"Slice {s.id} of {where.layer} ({len(s.rows):,} images, {who}): kNN accuracy {s.knn_accuracy:.2f} vs {f.overall:.2f} overall.",
+                    (
+                        f"Slice {s.id} of {where.layer} ({len(s.rows):,} images, {who}): kNN accuracy "
+                        f"{s.knn_accuracy:.2f} vs {f.overall:.2f} overall."
+                    ),
                     f"#{where.anchor}",
                     s.harm,
                 )

@@ -6,6 +6,7 @@ Each is checked against an independent computation in tests/test_kernels.py. The
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,7 +122,7 @@ def image_statistics(thumbnails: np.ndarray, *, chunk: int = 8192) -> np.ndarray
     source = getattr(thumbnails, "array", None)
     for s in range(0, n, chunk):
         if source is not None:
-            raw = gather_rows(source, thumbnails.rows[s : s + chunk])
+            raw = gather_rows(source, thumbnails.rows[s : s + chunk])  # type: ignore[attr-defined]
             t = (
                 np.stack([to_rgb_uint8(im) for im in raw])
                 if raw.ndim == 4 or raw.dtype != np.uint8
@@ -182,7 +183,9 @@ def neighbour_queries(
     return rows
 
 
-def centroid_axis(x: np.ndarray, labels: np.ndarray, class_names, a: str, b: str, *, strip: int = 16) -> AxisFinding:
+def centroid_axis(
+    x: np.ndarray, labels: np.ndarray, class_names: Sequence[str], a: str, b: str, *, strip: int = 16
+) -> AxisFinding:
     ia, ib = class_names.index(a), class_names.index(b)
     cent = class_centroids(x, labels, len(class_names))
     ca, cb = cent[ia], cent[ib]

@@ -79,7 +79,7 @@ def exact_graph(x: np.ndarray, k: int, *, metric: str = "cosine", block_bytes: i
     """
     n = len(x)
     k = int(min(k, n - 1))
-    data = np.ascontiguousarray(x, dtype=np.float32)
+    data: np.ndarray = np.ascontiguousarray(x, dtype=np.float32)
     if metric == "cosine":
         norms = np.linalg.norm(data, axis=1, keepdims=True)
         data = data / np.where(norms > 0, norms, 1)
@@ -292,7 +292,7 @@ def approximate_graph(
     )
 
 
-def _query_distances(q: np.ndarray, qq: np.ndarray, c, metric: str) -> np.ndarray:
+def _query_distances(q: np.ndarray, qq: np.ndarray, c: np.ndarray, metric: str) -> np.ndarray:
     """(len(q), len(c)) float64 distances of float32 queries ``q`` (unit rows for cosine; ``qq``
     their squared norms) to a chunk of rows ``c``."""
     c = np.asarray(c, np.float32)

@@ -25,9 +25,14 @@ Crops and rescales are not twins here (an exact or edited copy is).
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+#: An (N, ...) array, or anything that slices like one (thumbnails made on demand).
+ArrayLike = Any
 
 #: Side of the grey signature, in pixels.
 SIG_PX = 32
@@ -70,7 +75,7 @@ def edits(image: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def signatures(thumbnails, chunk: int = 8_192) -> np.ndarray:
+def signatures(thumbnails: ArrayLike, chunk: int = 8_192) -> np.ndarray:
     """(N, SIG_PX, SIG_PX) uint8 grey signatures of (N, t, t, 3) uint8 thumbnails (an array or
     anything that slices like one): the luma, box-averaged to SIG_PX when t is larger, rounded
     (1 KB a sample: a million take 1 GB)."""
@@ -97,7 +102,7 @@ def _box(g: np.ndarray, side: int) -> np.ndarray:
         return g.reshape(len(g), side, f, side, f).mean((2, 4))
     from PIL import Image
 
-    return np.stack([np.asarray(Image.fromarray(x, mode="F").resize((side, side), Image.BOX)) for x in g])
+    return np.stack([np.asarray(Image.fromarray(x, mode="F").resize((side, side), Image.Resampling.BOX)) for x in g])
 
 
 def spectra(sig: np.ndarray, keep: int = SPECTRUM, chunk: int = 16_384) -> np.ndarray:
@@ -128,7 +133,10 @@ def _shifted(b: np.ndarray, offset: float, r: int, m: int, axis: int) -> np.ndar
     """The m-pixel window of b starting at r + offset along ``axis`` (linear interpolation at
     half pixels)."""
     lo = int(np.floor(r + offset))
-    take = lambda s0: b[:, s0 : s0 + m] if axis == 1 else b[:, :, s0 : s0 + m]
+
+    def take(s0: int) -> np.ndarray:
+        return b[:, s0 : s0 + m] if axis == 1 else b[:, :, s0 : s0 + m]
+
     return take(lo) if offset == lo - r else 0.5 * (take(lo) + take(lo + 1))
 
 
@@ -179,7 +187,9 @@ class TwinData:
     calibration: Calibration
 
 
-def calibrate(read, rows: np.ndarray, thumbnail_px: int, *, seed: int) -> Calibration | None:
+def calibrate(
+    read: Callable[[int], np.ndarray], rows: np.ndarray, thumbnail_px: int, *, seed: int
+) -> Calibration | None:
     """The twin threshold of a data set: ``read(row)`` gives an RGB uint8 image; a seeded sample of
     ``rows`` is edited (``edits``) and each copy's difference to its original is measured."""
     from ..images import make_thumbnail, to_rgb_uint8
@@ -202,13 +212,16 @@ def calibrate(read, rows: np.ndarray, thumbnail_px: int, *, seed: int) -> Calibr
     q = float(np.quantile(d, CALIBRATION_QUANTILE))
     t = min(q, MAX_THRESHOLD)
     how = (
-        f"difference <= {t:.3g}: the {100 * CALIBRATION_QUANTILE:.0f}th percentile of {len(d)} edited copies of this data set's own images "
+        f"difference <= {t:.3g}: the {100 * CALIBRATION_QUANTILE:.0f}th percentile of {len(d)} edited copies of this "
+        "data set's own images "
         "(JPEG 75, 6 % brighter, 6 % darker, shifted 2 %)" + (f", capped from {q:.3g}" if q > t else "")
     )
     return Calibration(t, len(d), q, how)
 
 
-def twin_data(read, rows: np.ndarray, thumbnails, thumbnail_px: int, *, seed: int) -> TwinData | None:
+def twin_data(
+    read: Callable[[int], np.ndarray], rows: np.ndarray, thumbnails: ArrayLike, thumbnail_px: int, *, seed: int
+) -> TwinData | None:
     """Signatures and calibration of one data set (``read(row)``: an image; ``thumbnails``: the
     stored thumbnails of ``rows``); None when none of its images can be read."""
     cal = calibrate(read, rows, thumbnail_px, seed=seed)
@@ -269,7 +282,15 @@ def find_twins(
     return _score(sig, sig, a, b, low, low, threshold)
 
 
-def _score(sig_a, sig_b, a, b, low_a, low_b, threshold):
+def _score(
+    sig_a: np.ndarray,
+    sig_b: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    low_a: np.ndarray,
+    low_b: np.ndarray,
+    threshold: float,
+) -> tuple[np.ndarray, np.ndarray]:
     keep = np.empty(len(a), bool)
     for s in range(0, len(a), 1 << 20):
         keep[s : s + (1 << 20)] = (
@@ -295,7 +316,7 @@ def _score(sig_a, sig_b, a, b, low_a, low_b, threshold):
 
 def cross_twins(
     sig_ref: np.ndarray, sig_other: np.ndarray, graph_twins: np.ndarray | None, threshold: float, *, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each row of another data set, its closest twin in the reference, if any: (rows of other,
     reference rows, differences). Candidates: ``graph_twins`` ((M, k) reference rows nearest in
     the layer) and SIG_NEIGHBOURS nearest reference signatures."""

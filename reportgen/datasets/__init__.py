@@ -37,7 +37,8 @@ def load_dataset(spec: DatasetParams) -> Dataset:
     present = int((ds.counts > 0).sum())
     if present < 2:
         raise DataError(
-            f"dataset: {ds.name} has only one class ({ds.class_names[int(ds.labels[0])]!r}); a report compares classes, so give at least two"
+            f"dataset: {ds.name} has only one class ({ds.class_names[int(ds.labels[0])]!r}); a report compares "
+            "classes, so give at least two"
         )
     return ds
 

@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from pydantic import Field
@@ -75,17 +75,20 @@ class Dataset:
 
 @dataclass(frozen=True)
 class DatasetKind:
+    """A registered kind: its parameter model and the loader that takes them."""
+
     params: type[DatasetParams]
-    load: Callable[[DatasetParams], Dataset]
+    load: Callable[[Any], Dataset]  # called with an instance of ``params``
     precomputed: bool = False  # holds embeddings: no model runs
 
 
 DATASET_KINDS: Registry[DatasetKind] = Registry("dataset kind")
+P = TypeVar("P", bound=DatasetParams)
 
 
 def register_dataset_kind(
-    params: type[DatasetParams],
-    load: Callable[[DatasetParams], Dataset],
+    params: type[P],
+    load: Callable[[P], Dataset],
     *,
     precomputed: bool = False,
     replace: bool = False,
@@ -122,7 +125,7 @@ def hash_arrays(*arrays: np.ndarray) -> str:
     for a in arrays:
         a = np.ascontiguousarray(a)
         h.update(str((a.dtype.str, a.shape)).encode())
-        h.update(memoryview(a).cast("B"))
+        h.update(a.data.cast("B"))
     return h.hexdigest()
 
 
@@ -156,7 +159,8 @@ def array_dataset(
     if class_names is not None:
         if labels.size and (labels.min() < 0 or labels.max() >= len(class_names)):
             raise DataError(
-                f"{name}: label {int(labels.max() if labels.max() >= len(class_names) else labels.min())} is out of range "
+                f"{name}: label {int(labels.max() if labels.max() >= len(class_names) else labels.min())} is out of "
+                "range "
                 f"for {len(class_names)} class_names; labels must be 0..{len(class_names) - 1}"
             )
         names = tuple(str(c) for c in class_names)

@@ -51,7 +51,8 @@ def load(spec: CsvDataset) -> Dataset:
         p = (root / rel).resolve()
         if not p.is_relative_to(root):
             raise DataError(
-                f"dataset.path: {spec.path} line {n}: path {rel!r} points outside {root}; keep images inside the manifest's folder (or set dataset.root)"
+                f"dataset.path: {spec.path} line {n}: path {rel!r} points outside {root}; keep images inside the "
+                "manifest's folder (or set dataset.root)"
             )
         paths.append(p)
         raw_labels.append((row.get(spec.label_column) or "").strip())

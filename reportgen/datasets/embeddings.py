@@ -8,6 +8,7 @@ sprite) and ``tensorboard_projector`` (a projector folder, e.g. written by
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -32,7 +33,10 @@ class EmbeddingsDataset(DatasetParams):
     label_column: str = "label"
     images: ResolvedPath | None = Field(
         None,
-        description="A folder of images (sorted names, one per row), a sprite image, or a .npy of (N, H, W[, C]) uint8 images (read on demand).",
+        description=(
+            "A folder of images (sorted names, one per row), a sprite image, or a .npy of (N, H, W[, C]) uint8 images "
+            "(read on demand)."
+        ),
     )
     sprite_dim: int | None = Field(
         None, gt=0, description="Side of one sprite tile in pixels (when images is a sprite)."
@@ -40,7 +44,10 @@ class EmbeddingsDataset(DatasetParams):
     memory_gb: float | None = Field(
         None,
         gt=0,
-        description="Memory budget for inputs that cannot be streamed (.npz, .tsv); default: half the machine's memory. A .npy is memory-mapped and streamed.",
+        description=(
+            "Memory budget for inputs that cannot be streamed (.npz, .tsv); default: half the machine's memory. A .npy "
+            "is memory-mapped and streamed."
+        ),
     )
 
 
@@ -119,7 +126,7 @@ def _fingerprint(vectors: dict[str, np.ndarray], labels: np.ndarray) -> str:
     for name, v in vectors.items():
         h.update(str((name, v.dtype.str, v.shape)).encode())
         for _, c in row_chunks(v):
-            h.update(memoryview(np.ascontiguousarray(c)).cast("B"))
+            h.update(np.ascontiguousarray(c).data.cast("B"))
     h.update(hash_arrays(labels).encode())
     return h.hexdigest()
 
@@ -134,9 +141,10 @@ def memory_budget(spec: EmbeddingsDataset) -> int:
         return 8 << 30
 
 
-def _too_large(p, what: str, nbytes: int, budget: int, fix: str) -> DataError:
+def _too_large(p: Path, what: str, nbytes: int, budget: int, fix: str) -> DataError:
     return DataError(
-        f"dataset.vectors: {p.name} holds {nbytes / 2**30:.1f} GB of {what}, more than the {budget / 2**30:.1f} GB memory budget "
+        f"dataset.vectors: {p.name} holds {nbytes / 2**30:.1f} GB of {what}, more than the {budget / 2**30:.1f} GB "
+        "memory budget "
         f"(dataset.memory_gb), and cannot be read in parts; {fix}"
     )
 
@@ -187,7 +195,8 @@ def load_embeddings(spec: EmbeddingsDataset) -> Dataset:
             raise DataError(f"dataset.images: cannot read {spec.images} ({str(exc)[:100]})") from None
         if images.ndim not in (3, 4) or len(images) != n:
             raise DataError(
-                f"dataset.images: {spec.images} holds an array of shape {images.shape}; expected ({n}, H, W[, C]) images, one per vector"
+                f"dataset.images: {spec.images} holds an array of shape {images.shape}; expected ({n}, H, W[, C]) "
+                "images, one per vector"
             )
         return _precomputed(
             spec.name or p.stem,
@@ -229,7 +238,8 @@ def load_projector(spec: ProjectorDataset) -> Dataset:
         chosen = [e for e in entries if e.tensor_name == spec.tensor]
         if not chosen:
             raise DataError(
-                f"dataset.tensor: no tensor {spec.tensor!r} in {cfg} (tensors: {', '.join(e.tensor_name for e in entries)})"
+                f"dataset.tensor: no tensor {spec.tensor!r} in {cfg} (tensors: "
+                f"{', '.join(e.tensor_name for e in entries)})"
             )
         entry = chosen[0]
     else:

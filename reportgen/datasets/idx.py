@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -44,7 +44,7 @@ def _read_maybe_gzip(path: Path, what: str) -> bytes:
     return raw
 
 
-_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_TYPES: dict[int, Any] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 def parse_idx(raw: bytes, *, source: str) -> np.ndarray:
@@ -58,11 +58,12 @@ def parse_idx(raw: bytes, *, source: str) -> np.ndarray:
     if len(raw) < header:
         raise DataError(f"{source}: IDX header is truncated")
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    dtype = np.dtype(_IDX_TYPES[raw[2]])
+    dtype: np.dtype[Any] = np.dtype(_IDX_TYPES[raw[2]])
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(raw) - header < expected:
         raise DataError(
-            f"{source}: IDX file is truncated: header says {shape} but the data holds {len(raw) - header} of {expected} bytes"
+            f"{source}: IDX file is truncated: header says {shape} but the data holds {len(raw) - header} of "
+            f"{expected} bytes"
         )
     return np.frombuffer(raw, dtype=dtype, count=int(np.prod(shape)), offset=header).reshape(shape)
 
@@ -72,9 +73,12 @@ def load(spec: IdxDataset) -> Dataset:
     label_files = spec.labels if isinstance(spec.labels, list) else [spec.labels]
     if not image_files or len(image_files) != len(label_files):
         raise DataError(
-            f"dataset: {len(image_files)} images file(s) but {len(label_files)} labels file(s); give one labels file per images file"
+            f"dataset: {len(image_files)} images file(s) but {len(label_files)} labels file(s); give one labels "
+            "file "
+            "per images file"
         )
-    parts, prefixes = [], []
+    parts: list[tuple[np.ndarray, np.ndarray]] = []
+    prefixes: list[str] = []
     for i, (ipath, lpath) in enumerate(zip(image_files, label_files)):
         where = f"[{i}]" if len(image_files) > 1 else ""
         images = parse_idx(_read_maybe_gzip(ipath, f"images{where}"), source=f"dataset.images{where}: {ipath}")
@@ -85,11 +89,13 @@ def load(spec: IdxDataset) -> Dataset:
             raise DataError(f"dataset.labels{where}: {lpath} holds a {labels.ndim}-D array; expected (N,) labels")
         if len(images) != len(labels):
             raise DataError(
-                f"dataset: {ipath} has {len(images)} images but {lpath} has {len(labels)} labels; the files must pair up"
+                f"dataset: {ipath} has {len(images)} images but {lpath} has {len(labels)} labels; the files must "
+                "pair up"
             )
         if parts and images.shape[1:] != parts[0][0].shape[1:]:
             raise DataError(
-                f"dataset.images{where}: {ipath} holds {images.shape[1:]} images, {image_files[0]} holds {parts[0][0].shape[1:]}; files must match"
+                f"dataset.images{where}: {ipath} holds {images.shape[1:]} images, {image_files[0]} holds "
+                f"{parts[0][0].shape[1:]}; files must match"
             )
         parts.append((images, labels))
         prefixes.append(f"{ipath.stem}-")

@@ -41,7 +41,8 @@ def load(spec: ImageFolderDataset) -> Dataset:
                     found.append(Path(dirpath) / fn)
         if not found:
             raise DataError(
-                f"dataset.path: class folder {root / cname} has no images ({', '.join(IMAGE_EXTENSIONS[:5])} ...); add images or remove the folder"
+                f"dataset.path: class folder {root / cname} has no images ({', '.join(IMAGE_EXTENSIONS[:5])} ...); "
+                "add images or remove the folder"
             )
         paths += found
         labels += [ci] * len(found)

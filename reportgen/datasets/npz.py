@@ -25,7 +25,9 @@ def load(spec: NpzDataset) -> Dataset:
             missing = [k for k in ("images", "labels") if k not in z.files]
             if missing:
                 raise DataError(
-                    f"dataset.path: {spec.path} has no array {missing[0]!r} (it has {sorted(z.files)}); save arrays 'images' and 'labels'"
+                    f"dataset.path: {spec.path} has no array {missing[0]!r} (it has {sorted(z.files)}); save "
+                    "arrays "
+                    "'images' and 'labels'"
                 )
             images, labels = z["images"], z["labels"]
     except FileNotFoundError:

@@ -33,7 +33,7 @@ class Connection:
     def __init__(self, address: str | None, num_cpus: int | None) -> None:
         self.address, self.num_cpus, self.started = address, num_cpus, False
 
-    def __enter__(self):
+    def __enter__(self) -> Any:
         ray = import_ray()
         if not ray.is_initialized():
             # No address (and no RAY_ADDRESS, Ray's own convention): a new local cluster for this job,
@@ -61,11 +61,15 @@ class Connection:
                 first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
                 if not self.address:
                     raise RayError(
-                        f"execution: cannot start a local Ray cluster for the job ({first}); run 'ray start --head' and pass --address auto"
+                        f"execution: cannot start a local Ray cluster for the job ({first}); run 'ray start "
+                        "--head' "
+                        "and pass --address auto"
                     ) from None
                 raise RayError(
-                    f"execution.address: cannot join the Ray cluster at {self.address!r} ({first}); check that it runs ('ray status') and, "
-                    "as 'ray start' turns on token authentication, that this machine has RAY_AUTH_MODE=token and the head's token "
+                    f"execution.address: cannot join the Ray cluster at {self.address!r} ({first}); check that it "
+                    "runs ('ray status') and, "
+                    "as 'ray start' turns on token authentication, that this machine has RAY_AUTH_MODE=token and the "
+                    "head's token "
                     "(its ~/.ray/auth_token, or RAY_AUTH_TOKEN)"
                 ) from None
             finally:
@@ -82,7 +86,7 @@ class Connection:
         ctx.enable_progress_bars = False
         return ray
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.ray.data.DataContext.get_current().enable_progress_bars = self.progress
         for name, level in self.loggers.items():
             logging.getLogger(name).setLevel(level)
@@ -112,13 +116,16 @@ def probe_address(address: str, timeout: float = 5.0) -> None:
             pass
     except OSError as exc:
         raise RayError(
-            f"execution.address: cannot reach a Ray cluster at {address!r} ({exc.strerror or exc}); start one with 'ray start --head' "
+            f"execution.address: cannot reach a Ray cluster at {address!r} ({exc.strerror or exc}); start one with "
+            "'ray start --head' "
             "or leave the address out to run a local cluster"
         ) from None
     if "://" not in address and not _token_accepted(hostport):
         raise RayError(
-            f"execution.address: the Ray cluster at {address!r} refuses this machine's token; 'ray start' turns on token authentication: "
-            "set RAY_AUTH_MODE=token here and give this machine the head's token (its ~/.ray/auth_token, or RAY_AUTH_TOKEN)"
+            f"execution.address: the Ray cluster at {address!r} refuses this machine's token; 'ray start' turns on "
+            "token authentication: "
+            "set RAY_AUTH_MODE=token here and give this machine the head's token (its ~/.ray/auth_token, or "
+            "RAY_AUTH_TOKEN)"
         )
 
 
@@ -130,7 +137,7 @@ def _token_accepted(hostport: str, wait: float = 3.0) -> bool:
     import threading
 
     try:
-        from ray._raylet import GcsClient
+        from ray._raylet import GcsClient  # type: ignore[attr-defined]
         from ray.exceptions import AuthenticationError
     except ImportError:
         return True
@@ -152,8 +159,8 @@ def _token_accepted(hostport: str, wait: float = 3.0) -> bool:
 
 def user_error(exc: BaseException) -> ReportgenError | None:
     """The reportgen error (bad data, a broken model) inside Ray's wrappers, if there is one."""
-    seen = set()
-    todo = [exc]
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
     while todo:
         e = todo.pop()
         if e is None or id(e) in seen:

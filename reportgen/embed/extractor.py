@@ -115,7 +115,7 @@ def freeze_tap(
         log.info("cannot freeze the model graph (%s: %s); staying eager", type(exc).__name__, str(exc)[:120])
         return None
     log.info("model graph frozen with TorchScript for %d layer(s)", len(names))
-    return traced  # type: ignore[no-any-return]
+    return traced
 
 
 @contextlib.contextmanager
@@ -282,8 +282,8 @@ class Extractor:
         from torch.utils.data import DataLoader
 
         workers = default_workers(self.expected or len(indices)) if self.num_workers is None else self.num_workers
-        loader = DataLoader(
-            PreparedImages(ds, indices, self.model.preprocess, self.thumbnail_px, feeding),
+        loader: DataLoader[Any] = DataLoader(
+            PreparedImages(ds, indices, self.model.preprocess, self.thumbnail_px, feeding),  # type: ignore[arg-type]
             batch_size=self.batch_size,
             shuffle=False,
             num_workers=workers,
@@ -297,7 +297,7 @@ class Extractor:
         for pixels, thumbs, hashes, rows, reasons in loader:
             yield Batch(pixels, thumbs, hashes, rows, reasons)
 
-    def _inputs(self, b: Batch, feeding: Feeding) -> Any:
+    def _inputs(self, b: Batch, feeding: Feeding) -> _Padded | None:
         """The batch as the model reads it (normalised float32 on the device, padded to the batch size
         on a GPU), or None when none of it was readable; a JPEG that the device cannot decode joins
         the batch's unreadable rows."""
@@ -315,6 +315,7 @@ class Extractor:
         if all(b.reasons):
             return None
         if feeding.decode == "device":
+            assert x is not None, "decoded when any of the batch was readable"
             x = normalise_on_device(x, prep, channels_last=self.model.channels_last)
         else:
             x = to_model_input(
@@ -332,7 +333,9 @@ class Extractor:
                 continue
             if self.on_bad_image == "fail":
                 raise DataError(
-                    f"dataset: cannot read sample {ds.ids[int(i)]!r}: {r} (on_bad_image: fail; use skip to continue past it)"
+                    f"dataset: cannot read sample {ds.ids[int(i)]!r}: {r} (on_bad_image: fail; use skip to "
+                    "continue "
+                    "past it)"
                 )
             out.bad.append((int(i), r))
 

@@ -15,8 +15,12 @@ import numpy as np
 
 from ..datasets import Dataset
 from ..errors import DataError
-from ..images import BadImage, image_hash, make_thumbnail, make_thumbnails, resize_crop
+from ..images import BadImage, Preprocess, image_hash, make_thumbnail, make_thumbnails, resize_crop
 from ..machine import cores
+
+#: What a decode worker hands back for one sample: pixels (uint8, or a JPEG's bytes), thumbnail,
+#: content hash, dataset row, and why it could not be read ("" when it could).
+Item = tuple[np.ndarray | None, np.ndarray | None, bytes | None, int, str]
 
 
 @dataclass
@@ -87,16 +91,16 @@ class PreparedImages:
     device resizing, or the file's bytes for device decoding; images stay uint8 until the device.
     """
 
-    def __init__(self, ds: Dataset, indices: np.ndarray, prep, thumb: int, feeding: Feeding) -> None:
+    def __init__(self, ds: Dataset, indices: np.ndarray, prep: Preprocess, thumb: int, feeding: Feeding) -> None:
         self.ds, self.indices, self.prep, self.thumb, self.feeding = ds, indices, prep, thumb, feeding
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> Item:
         idx = int(self.indices[i])
         try:
-            if self.feeding.decode == "device":
+            if self.feeding.decode == "device" and self.ds.paths is not None:
                 raw = self.ds.paths[idx].read_bytes()
                 if raw[:3] != b"\xff\xd8\xff":
                     raise BadImage("not a JPEG file")
@@ -118,31 +122,31 @@ def one_opencv_thread(_worker: int) -> None:
     cv2.setNumThreads(1)
 
 
-def collate(batch):
-    """Stacks what was read; bytes of JPEG files stay a list (decoded on the device)."""
+def collate(batch: list[Item]) -> tuple[Any, np.ndarray | None, np.ndarray | None, np.ndarray, list[str]]:
+    """Stacks what was read: (pixels, thumbnails, hashes, rows, reasons); bytes of JPEG files stay
+    a list (decoded on the device); pixels are None when nothing in the batch was readable."""
     import torch
 
-    good = [b for b in batch if not b[4]]
     idx = np.asarray([b[3] for b in batch], dtype=np.int64)
     reasons = [b[4] for b in batch]
-    if not good:
+    pixels = [b[0] for b in batch if not b[4] and b[0] is not None]
+    if not pixels:
         return None, None, None, idx, reasons
-    hashes = np.frombuffer(b"".join(b[2] for b in good), np.uint8).reshape(len(good), 16)
-    if good[0][1] is None:  # JPEG bytes
-        pixels = [torch.from_numpy(b[0].copy()) for b in good]
-        return pixels, None, hashes, idx, reasons
-    shapes = {b[0].shape for b in good}
+    hashes = np.frombuffer(b"".join(b[2] or b"" for b in batch if not b[4]), np.uint8).reshape(len(pixels), 16)
+    thumbs = [b[1] for b in batch if not b[4] and b[1] is not None]
+    if not thumbs:  # JPEG bytes
+        return [torch.from_numpy(np.array(p)) for p in pixels], None, hashes, idx, reasons
+    shapes = {p.shape for p in pixels}
     if len(shapes) > 1:
         raise DataError(f"dataset: images of several sizes ({sorted(shapes)[:3]}) in one batch of a fixed-size dataset")
-    pixels = torch.from_numpy(np.stack([b[0] for b in good]))
-    thumbs = np.stack([b[1] for b in good])
-    return pixels, thumbs, hashes, idx, reasons
+    return torch.from_numpy(np.stack(pixels)), np.stack(thumbs), hashes, idx, reasons
 
 
 def array_pixels(ds: Dataset, idx: np.ndarray) -> np.ndarray:
     """Raw pixels of an in-memory uint8 array dataset for resizing on the device: grey (B, H, W)
     or RGB (B, H, W, 3) as stored (a slice), other channel counts converted as ``ds.read`` does."""
     arr = ds.array
+    assert arr is not None, "an array dataset"
     if arr.ndim == 3 or arr.shape[3] == 3:
         return np.ascontiguousarray(arr[idx])
     return np.stack([ds.read(int(i)) for i in idx])
@@ -180,9 +184,11 @@ class PinnedRing:
     and a copy from it does not wait for the device's queued work as one from pageable memory does."""
 
     def __init__(self, slots: int = 3) -> None:
-        self.slots, self.buffers, self.events, self.k = slots, [], [], -1
+        self.slots, self.k = slots, -1
+        self.buffers: list[Any] = []  # page-locked uint8 tensors
+        self.events: list[Any] = []  # the CUDA event marking where the copy out of each ends (None: none yet)
 
-    def stage(self, pixels: np.ndarray):
+    def stage(self, pixels: np.ndarray) -> Any:
         import torch
 
         self.k = (self.k + 1) % self.slots

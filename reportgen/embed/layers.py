@@ -11,11 +11,18 @@ import contextlib
 import difflib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import ModelError
 from ..models import LoadedModel
+
+if TYPE_CHECKING:
+    from torch import Tensor
+    from torch.nn import Module
+
+    from ..options import LayerSpec
 
 
 @dataclass(frozen=True)
@@ -38,8 +45,11 @@ class ResolvedLayer:
 # ----------------------------------------------------------------------------- reshapes
 
 
-def _adaptive(n: int) -> Callable:
-    def f(t):
+Reshape = Callable[["Tensor"], "Tensor"]
+
+
+def _adaptive(n: int) -> Reshape:
+    def f(t: Tensor) -> Tensor:
         import torch.nn.functional as F
 
         return F.adaptive_avg_pool2d(t, n).flatten(1)
@@ -47,7 +57,7 @@ def _adaptive(n: int) -> Callable:
     return f
 
 
-RESHAPES: dict[str, Callable] = {
+RESHAPES: dict[str, Reshape] = {
     "mean": lambda t: t.mean(dim=tuple(range(2, t.ndim))) if t.ndim > 2 else t,
     "max": lambda t: t.amax(dim=tuple(range(2, t.ndim))) if t.ndim > 2 else t,
     "flatten": lambda t: t.flatten(1),
@@ -68,7 +78,8 @@ def _check_reshape(layer: str, strategy: str, shape: tuple) -> None:
     ndim = len(shape)
     if strategy in ("cls", "token_mean") and ndim != 3:
         raise ModelError(
-            f"layer {layer!r}: reshape {strategy!r} needs a (batch, tokens, dim) output, got shape {tuple(shape)}; use mean or avg_pool_N"
+            f"layer {layer!r}: reshape {strategy!r} needs a (batch, tokens, dim) output, got shape {tuple(shape)}; "
+            "use mean or avg_pool_N"
         )
     if strategy.startswith("avg_pool") and ndim != 4:
         raise ModelError(
@@ -91,7 +102,7 @@ def reshaped_size(strategy: str, shape: Sequence[int]) -> int:
 # ----------------------------------------------------------------------------- discovery
 
 
-def _shape_of(out) -> str:
+def _shape_of(out: object) -> str:
     if hasattr(out, "shape"):
         return str(tuple(out.shape))
     if isinstance(out, (tuple, list)):
@@ -111,8 +122,8 @@ def list_layers(model: LoadedModel, *, input_size: int | None = None) -> list[La
     handles = []
     named = list(module.named_modules())
 
-    def make_hook(name: str):
-        def hook(_m, _i, out) -> None:  # must return None, or the output would be replaced
+    def make_hook(name: str) -> Callable[..., None]:
+        def hook(_m: Module, _i: object, out: object) -> None:  # must return None, or the output would be replaced
             shapes.setdefault(name, _shape_of(out))
 
         return hook
@@ -146,14 +157,14 @@ def list_layers(model: LoadedModel, *, input_size: int | None = None) -> list[La
     ]
 
 
-def _in_chans(module) -> int:
+def _in_chans(module: Module) -> int:
     for m in module.modules():
         if hasattr(m, "in_channels"):
-            return int(m.in_channels)
+            return int(getattr(m, "in_channels"))  # noqa: B009 - any module type may have it
     return 3
 
 
-def resolve_layers(module, layers: Sequence) -> list[ResolvedLayer]:
+def resolve_layers(module: Module, layers: Sequence[LayerSpec]) -> list[ResolvedLayer]:
     """Spec layer choices (name or named_modules() index) -> module names, with 'did you mean'."""
     named = [n for n, _ in module.named_modules()]
     lookup = set(named)
@@ -163,7 +174,8 @@ def resolve_layers(module, layers: Sequence) -> list[ResolvedLayer]:
         if isinstance(ref, int):
             if not 0 <= ref < len(named):
                 raise ModelError(
-                    f"models[].layers[{i}]: index {ref} is out of range; the model has {len(named)} modules (0..{len(named) - 1}); run 'reportgen layers' to list them"
+                    f"models[].layers[{i}]: index {ref} is out of range; the model has {len(named)} modules "
+                    f"(0..{len(named) - 1}); run 'reportgen layers' to list them"
                 )
             name = named[ref]
         else:
@@ -189,18 +201,18 @@ def resolve_layers(module, layers: Sequence) -> list[ResolvedLayer]:
 
 
 @contextlib.contextmanager
-def capture(module, layers: Sequence[ResolvedLayer], *, max_features: int) -> Iterator[dict]:
+def capture(module: Module, layers: Sequence[ResolvedLayer], *, max_features: int) -> Iterator[dict[str, Any]]:
     """Register one forward hook per layer that stores the *reshaped* output; always removes them.
 
     Yields a dict that each forward pass fills with {layer: (B, d) tensor}; a ``"__reshapes__"``
     entry records the strategy chosen for ``auto``.
     """
-    store: dict = {"__reshapes__": {}}
+    store: dict[str, Any] = {"__reshapes__": {}}
     modules = dict(module.named_modules())
     handles = []
 
-    def make_hook(layer: ResolvedLayer):
-        def hook(_m, _inp, out):
+    def make_hook(layer: ResolvedLayer) -> Callable[..., None]:
+        def hook(_m: Module, _inp: object, out: Any) -> None:
             if not hasattr(out, "ndim"):
                 kind = type(out).__name__
                 raise ModelError(
@@ -213,7 +225,8 @@ def capture(module, layers: Sequence[ResolvedLayer], *, max_features: int) -> It
                 size = reshaped_size(strategy, tuple(out.shape))
                 if size > max_features:
                     raise ModelError(
-                        f"layer {layer.name!r}: {strategy} gives {size:,} features per sample (output {tuple(out.shape)}), "
+                        f"layer {layer.name!r}: {strategy} gives {size:,} features per sample (output "
+                        f"{tuple(out.shape)}), "
                         f"over the {max_features:,} limit; use reshape: mean or avg_pool_2, or raise max_features"
                     )
                 store["__reshapes__"][layer.name] = strategy

@@ -63,14 +63,9 @@ def write_shard(path: Path, shard: Shard, layer_names: list[str], about: dict[st
         **about,
     }
     arrays = {f"layer_{j}": shard.embeddings[name] for j, name in enumerate(layer_names)}
-    np.savez(
-        buf,
-        __meta__=np.asarray(json.dumps(meta)),
-        indices=shard.indices,
-        thumbnails=shard.thumbnails,
-        hashes=shard.hashes,
-        **arrays,
-    )
+    hashes = shard.hashes if shard.hashes is not None else np.zeros((len(shard.indices), 16), np.uint8)
+    arrays.update(indices=shard.indices, thumbnails=shard.thumbnails, hashes=hashes)
+    np.savez(buf, __meta__=np.asarray(json.dumps(meta)), **arrays)  # type: ignore[arg-type]
     tmp = path.with_name(temp_name(path.name))
     try:
         tmp.write_bytes(buf.getvalue())
@@ -271,7 +266,8 @@ class RayEngine:
             for shard, meta in shards_in_order(folder, n_shards):
                 if meta["key"] != key:
                     raise RayError(
-                        f"ray: the shards in {folder} were computed by different model versions (hub weights changed?); "
+                        f"ray: the shards in {folder} were computed by different model versions (hub weights "
+                        "changed?); "
                         "re-run with --no-cache"
                     )
                 yield shard

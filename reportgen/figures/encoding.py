@@ -5,18 +5,29 @@ from __future__ import annotations
 import base64
 import colorsys
 import io
+from typing import Any
 
 import numpy as np
 
 
+def listed_colours(name: str) -> list[tuple[float, ...]]:
+    """The colours of one of matplotlib's listed colour maps (tab10, tab20), in order."""
+    from matplotlib import colormaps
+    from matplotlib.colors import ListedColormap
+
+    cmap = colormaps[name]
+    assert isinstance(cmap, ListedColormap)
+    colours: Any = cmap.colors
+    return [tuple(float(v) for v in c) for c in colours]
+
+
 def palette(n: int) -> np.ndarray:
     """(n, 3) uint8 class colours: tab10 / tab20 for few classes, golden-ratio hues beyond."""
-    from matplotlib import colormaps
-
+    cols: list[tuple[float, ...]]
     if n <= 10:
-        cols = colormaps["tab10"].colors[:n]
+        cols = listed_colours("tab10")[:n]
     elif n <= 20:
-        cols = colormaps["tab20"].colors[:n]
+        cols = listed_colours("tab20")[:n]
     else:
         cols = []
         for i in range(n):

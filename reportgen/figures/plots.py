@@ -5,9 +5,12 @@ returns the figure; ``figure_png`` turns it into bytes and frees it."""
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from .encoding import listed_colours
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -30,7 +33,8 @@ def figure_png(fig: Figure) -> bytes:
 
 def scree_plot(ratio: np.ndarray, *, ax: Axes | None = None) -> Figure:
     ax = ax if ax is not None else _figure(5.2, 2.8).add_subplot()
-    fig = ax.figure
+    fig = ax.get_figure(root=True)
+    assert fig is not None
     k = len(ratio)
     xs = np.arange(1, k + 1)
     ax.bar(xs, ratio * 100, color="#4c72b0", label="per component")
@@ -51,7 +55,7 @@ CENTROID_LABELS = 60
 def scatter_plot(
     coords: np.ndarray,
     labels: np.ndarray,
-    class_names,
+    class_names: Sequence[str],
     colours: np.ndarray,
     *,
     title: str = "",
@@ -65,7 +69,8 @@ def scatter_plot(
     ``counts``: samples per class for the legend (default: the dots')."""
     n_classes = len(class_names)
     ax = ax if ax is not None else _figure(6.4, 5.0 if n_classes <= 20 else 5.6).add_subplot()
-    fig = ax.figure
+    fig = ax.get_figure(root=True)
+    assert fig is not None
     if density is not None:
         ax.hexbin(
             density[:, 0],
@@ -141,10 +146,10 @@ def slices_plot(
 ) -> Figure:
     """Slices on a map: every sample a grey dot (a seeded subset above ``background_cap``), the
     members of each shown slice in its own colour, its number at its centre."""
-    from matplotlib import colormaps
 
     ax = ax if ax is not None else _figure(6.4, 5.0).add_subplot()
-    fig = ax.figure
+    fig = ax.get_figure(root=True)
+    assert fig is not None
     rng = np.random.default_rng(seed)
     bg = (
         np.arange(len(coords))
@@ -153,7 +158,7 @@ def slices_plot(
     )
     size = float(np.clip(2000 / max(len(bg), 1) ** 0.8, 0.5, 30))
     ax.scatter(coords[bg, 0], coords[bg, 1], s=size, c="#d5d9de", linewidths=0, rasterized=True)
-    cols = colormaps["tab20"].colors
+    cols = listed_colours("tab20")
     for i, sid in enumerate(shown):
         m = np.flatnonzero(assignment == sid)
         if len(m) > background_cap // 10:
@@ -216,8 +221,8 @@ def depth_plot(
 
 def heatmap(
     values: np.ndarray,
-    row_names,
-    col_names,
+    row_names: Sequence[object],
+    col_names: Sequence[object],
     *,
     cmap: str = "RdBu_r",
     vlim: float | None = None,
@@ -227,7 +232,8 @@ def heatmap(
 ) -> Figure:
     rows, cols = values.shape
     ax = ax if ax is not None else _figure(min(1.4 + 0.45 * cols, 9), min(1.2 + 0.26 * rows, 14)).add_subplot()
-    fig = ax.figure
+    fig = ax.get_figure(root=True)
+    assert fig is not None
     v = np.nan_to_num(values, nan=0.0)
     lim = vlim if vlim is not None else float(np.nanmax(np.abs(v))) or 1.0
     im = ax.imshow(v, cmap=cmap, vmin=-lim, vmax=lim, aspect="auto")
@@ -253,14 +259,22 @@ def heatmap(
 
 
 def axis_histogram(
-    t: np.ndarray, labels: np.ndarray, ia: int, ib: int, names, colours, *, ax: Axes | None = None
+    t: np.ndarray,
+    labels: np.ndarray,
+    ia: int,
+    ib: int,
+    names: Sequence[str],
+    colours: np.ndarray,
+    *,
+    ax: Axes | None = None,
 ) -> Figure:
     ax = ax if ax is not None else _figure(5.2, 2.4).add_subplot()
-    fig = ax.figure
+    fig = ax.get_figure(root=True)
+    assert fig is not None
     lo, hi = np.percentile(t[(labels == ia) | (labels == ib)], [0.5, 99.5]) if len(t) else (0, 1)
     bins = np.linspace(min(lo, -0.25), max(hi, 1.25), 40)
     for c in (ia, ib):
-        ax.hist(t[labels == c], bins=bins, alpha=0.6, color=colours[c] / 255.0, label=names[c][:30])
+        ax.hist(t[labels == c], bins=list(bins), alpha=0.6, color=colours[c] / 255.0, label=names[c][:30])
     ax.axvline(0, color="k", lw=0.6, ls=":")
     ax.axvline(1, color="k", lw=0.6, ls=":")
     ax.set_xlabel(f"position: 0 = centroid of {names[ia][:20]}, 1 = centroid of {names[ib][:20]}", fontsize=8)
@@ -269,11 +283,14 @@ def axis_histogram(
     return fig
 
 
-def matrix_heatmap(values: np.ndarray, names, *, label: str = "linear CKA", ax: Axes | None = None) -> Figure:
+def matrix_heatmap(
+    values: np.ndarray, names: Sequence[str], *, label: str = "linear CKA", ax: Axes | None = None
+) -> Figure:
     """A square 0..1 similarity matrix (CKA between layers), annotated when small."""
     n = len(names)
     ax = ax if ax is not None else _figure(min(2.5 + 0.5 * n, 11), min(2.0 + 0.45 * n, 10)).add_subplot()
-    fig = ax.figure
+    fig = ax.get_figure(root=True)
+    assert fig is not None
     im = ax.imshow(values, cmap="viridis", vmin=0, vmax=1)
     ax.set_xticks(range(n), [str(x)[:28] for x in names], rotation=60, ha="right", fontsize=7)
     ax.set_yticks(range(n), [str(x)[:28] for x in names], fontsize=7)
@@ -295,7 +312,13 @@ def matrix_heatmap(values: np.ndarray, names, *, label: str = "linear CKA", ax: 
 
 
 def frame_scatter(
-    coords: dict, labels: np.ndarray, class_names, colours: np.ndarray, *, seed: int = 0, fig: Figure | None = None
+    coords: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    colours: np.ndarray,
+    *,
+    seed: int = 0,
+    fig: Figure | None = None,
 ) -> Figure:
     """Small multiples in one shared frame: one panel per model, same axis limits."""
     names = list(coords)
@@ -326,13 +349,18 @@ def frame_scatter(
 
 
 def overlay_scatter(
-    reference: np.ndarray, others: dict, *, reference_name: str = "reference", seed: int = 0, ax: Axes | None = None
+    reference: np.ndarray,
+    others: Mapping[str, np.ndarray],
+    *,
+    reference_name: str = "reference",
+    seed: int = 0,
+    ax: Axes | None = None,
 ) -> Figure:
     """The reference dataset in grey, each compared dataset in its own colour, in one frame."""
-    from matplotlib import colormaps
 
     ax = ax if ax is not None else _figure(5.6, 4.4).add_subplot()
-    fig = ax.figure
+    fig = ax.get_figure(root=True)
+    assert fig is not None
     size = float(np.clip(1500 / max(len(reference), 1) ** 0.8, 1.0, 25))
     ax.scatter(
         reference[:, 0],
@@ -344,7 +372,7 @@ def overlay_scatter(
         label=f"{reference_name[:30]} ({len(reference)})",
         rasterized=True,
     )
-    cols = colormaps["tab10"].colors
+    cols = listed_colours("tab10")
     for i, (name, c) in enumerate(others.items()):
         order = np.random.default_rng(seed + i).permutation(len(c))
         ax.scatter(

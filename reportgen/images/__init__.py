@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -73,7 +75,7 @@ def read_image_file(path: Path | str) -> np.ndarray:
         raise BadImage("permission denied") from None
 
 
-def decode_image(source) -> np.ndarray:
+def decode_image(source: BinaryIO | bytes | bytearray | memoryview) -> np.ndarray:
     """Decode an image from a binary file object or bytes to RGB uint8 (see ``read_image_file``)."""
     from PIL import Image
 
@@ -113,7 +115,7 @@ def image_hash(image: np.ndarray) -> bytes:
     import hashlib
 
     a = np.ascontiguousarray(image)
-    return hashlib.blake2b(memoryview(a).cast("B"), digest_size=16, person=str(a.shape).encode()[:16]).digest()
+    return hashlib.blake2b(a.data.cast("B"), digest_size=16, person=str(a.shape).encode()[:16]).digest()
 
 
 def thumbnail_filter(side: int, size: int) -> str | None:
@@ -143,7 +145,7 @@ def make_thumbnail(image: np.ndarray, size: int) -> np.ndarray:
 PIL_PRECISION = 22
 
 
-def _pil_filter(name: str):
+def _pil_filter(name: str) -> tuple[Callable[[float], float], float]:
     """Pillow's filter functions and supports (Resample.c), in the same double arithmetic."""
     import math
 
@@ -332,7 +334,7 @@ def resize_crop(image: np.ndarray, prep: Preprocess) -> np.ndarray:
 
 def normalise(pixels: np.ndarray, prep: Preprocess) -> np.ndarray:
     """uint8 (S,S,3) -> normalised float32 (3,S,S)."""
-    arr = np.asarray(pixels, dtype=np.float32) * (1.0 / 255.0)
+    arr = np.asarray(pixels, dtype=np.float32) * np.float32(1.0 / 255.0)
     arr = (arr - np.asarray(prep.mean, dtype=np.float32)) / np.asarray(prep.std, dtype=np.float32)
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
@@ -347,7 +349,9 @@ class LazyThumbnails:
     (a million precomputed embeddings with their images): indexing (a row, a slice, an array of
     rows) returns uint8 thumbnails, as the (N, t, t, 3) array it stands in for would."""
 
-    def __init__(self, read, rows: np.ndarray, size: int, array: np.ndarray | None = None) -> None:
+    def __init__(
+        self, read: Callable[[int], np.ndarray], rows: np.ndarray, size: int, array: np.ndarray | None = None
+    ) -> None:
         self.read, self.rows, self.size = read, np.asarray(rows, np.int64), int(size)
         self.array = array  # the images as one (N, H, W[, C]) array, when the input has one (faster statistics)
         self.shape = (len(self.rows), self.size, self.size, 3)
@@ -366,12 +370,12 @@ class LazyThumbnails:
         a = self.array
         return a is not None and a.dtype == np.uint8 and (a.ndim == 3 or (a.ndim == 4 and a.shape[3] == 3))
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: Any) -> np.ndarray:
         if isinstance(key, (int, np.integer)):
             return self._one(int(key))
         picked = np.arange(len(self.rows))[key]
         out = np.empty((len(picked), self.size, self.size, 3), np.uint8)
-        if self._batched():
+        if self._batched() and self.array is not None:
             rows = self.rows[picked]
             order = np.argsort(rows, kind="stable")  # ascending rows: a memory-mapped array is read in order
             for s in range(0, len(order), 4096):
@@ -383,6 +387,6 @@ class LazyThumbnails:
             out[j] = self._one(int(i))
         return out
 
-    def __array__(self, dtype=None, copy=None):
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         out = self[:]
         return out if dtype is None else out.astype(dtype)

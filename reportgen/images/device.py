@@ -10,12 +10,19 @@ forward pass.
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING, Union
 
-from . import PIL_PRECISION, pil_coefficients, thumbnail_filter
+from . import PIL_PRECISION, Preprocess, pil_coefficients, thumbnail_filter
+
+if TYPE_CHECKING:
+    from torch import Tensor
+    from torch import device as _device
+
+    Device = Union[str, _device]  # noqa: UP007 - an alias, evaluated at run time by nothing
 
 
 @functools.lru_cache(maxsize=32)
-def _resize_weights(in_size: int, out_size: int, first: int, count: int, mode: str, device):
+def _resize_weights(in_size: int, out_size: int, first: int, count: int, mode: str, device: Device) -> Tensor:
     """Pillow's integer weights for one resampling pass, only the rows the centre crop keeps, as a
     float64 (count, in_size) matrix on ``device`` - made once, not per batch."""
     import torch
@@ -23,7 +30,7 @@ def _resize_weights(in_size: int, out_size: int, first: int, count: int, mode: s
     return torch.from_numpy(pil_coefficients(in_size, out_size, mode)[first : first + count]).to(device)
 
 
-def resize_on_device(x, prep):
+def resize_on_device(x: Tensor, prep: Preprocess) -> Tensor:
     """(B, 3, H, W) in 0..255 on any device -> float32 (B, 3, S, S): shorter side to S / crop_pct,
     centre crop - Pillow's resize reproduced byte for byte for bicubic, bilinear and Lanczos: its
     integer weights, its rounding after each pass, the horizontal pass first, each pass one matrix
@@ -53,7 +60,7 @@ def resize_on_device(x, prep):
     ).float()
 
 
-def _pil_passes(x, rows, cols):
+def _pil_passes(x: Tensor, rows: Tensor | None, cols: Tensor | None) -> Tensor:
     """Pillow's two 8-bit resampling passes over a float64 (..., H, W) tensor: ``cols`` (W', W)
     along the width first, then ``rows`` (H', H) along the height, each a matrix product followed
     by Pillow's rounding and clipping (exact: integer weights times 8-bit pixels stay far below
@@ -66,7 +73,7 @@ def _pil_passes(x, rows, cols):
     return x
 
 
-def thumbnails_on_device(pixels, size: int):
+def thumbnails_on_device(pixels: Tensor, size: int) -> Tensor | None:
     """``images.make_thumbnails`` on the device, byte for byte: uint8 (B, H, W) grey or (B, H, W, 3)
     RGB where it already is -> uint8 (B, size, size, 3) there (centre square, Pillow's Lanczos down,
     bicubic up). Queued behind the forward pass, it leaves the host thread free, and the thumbnails
@@ -90,7 +97,7 @@ def thumbnails_on_device(pixels, size: int):
 
 
 @functools.lru_cache(maxsize=16)
-def _norm_constants(mean: tuple, std: tuple, device):
+def _norm_constants(mean: tuple[float, ...], std: tuple[float, ...], device: Device) -> tuple[Tensor, Tensor]:
     """The normalisation's (1, 3, 1, 1) mean and std on ``device``, made once: creating them for
     every batch copies from the host, which on a GPU waits for all queued work - one stall per batch."""
     import torch
@@ -101,7 +108,7 @@ def _norm_constants(mean: tuple, std: tuple, device):
     )
 
 
-def normalise_on_device(x, prep, *, channels_last: bool):
+def normalise_on_device(x: Tensor, prep: Preprocess, *, channels_last: bool) -> Tensor:
     """float (B, 3, S, S) in 0..255 -> normalised, in the same float32 operations as
     ``images.normalise`` (so the CPU path gives the same numbers either way)."""
     import torch
@@ -111,9 +118,10 @@ def normalise_on_device(x, prep, *, channels_last: bool):
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
 
 
-def to_model_input(pixels, prep, *, device: str, resize: bool, channels_last: bool):
-    """uint8 (B, H, W, 3) or grey (B, H, W), on the CPU or already sent -> the normalised float32 batch the model reads, on
-    ``device``: copied as uint8 (pinned, non-blocking), then converted, resized (if asked) and normalised there."""
+def to_model_input(pixels: Tensor, prep: Preprocess, *, device: str, resize: bool, channels_last: bool) -> Tensor:
+    """uint8 (B, H, W, 3) or grey (B, H, W), on the CPU or already sent -> the normalised float32 batch
+    the model reads, on ``device``: copied as uint8 (pinned, non-blocking), then converted, resized (if
+    asked) and normalised there."""
     x = pixels.to(device, non_blocking=True)
     if x.ndim == 3:  # grey (B, H, W): a third of the bytes to copy, channels made on the device
         x = x.unsqueeze(-1).expand(-1, -1, -1, 3)
@@ -122,7 +130,9 @@ def to_model_input(pixels, prep, *, device: str, resize: bool, channels_last: bo
     return normalise_on_device(x, prep, channels_last=channels_last)
 
 
-def decode_on_device(blobs, prep, thumb: int, *, device: str):
+def decode_on_device(
+    blobs: list[Tensor], prep: Preprocess, thumb: int, *, device: str
+) -> tuple[Tensor | None, Tensor | None, list[tuple[int, str]]]:
     """JPEG bytes -> (pixels float (B, 3, S, S) in 0..255, thumbnails uint8 (B, t, t, 3) on the device, failures)
     with nvjpeg (torchvision.io) on a GPU; the thumbnail is an antialiased downscale of the centre
     square, as ``images.make_thumbnail``. ``failures`` lists (position, reason) of undecodable files."""

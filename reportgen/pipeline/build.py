@@ -56,7 +56,7 @@ class Plan:
             made = [c(spec.report, spec.seed) for c in run_order(classes)]
             return [a for a in made if a.enabled(spec)]
 
-        return cls(enabled(layer_analyses()), enabled(build_analyses()))  # type: ignore[arg-type]
+        return cls(enabled(layer_analyses()), enabled(build_analyses()))
 
 
 @dataclass
@@ -277,8 +277,8 @@ def _audit_layer(spec: ReportSpec, run: ModelRun) -> str | None:
             more = f"; did you mean {hint[0]!r}?" if hint else f" ({', '.join(layers)})"
             raise SpecError(f"report.audit_layer: {spec.report.audit_layer!r} is not a layer of {run.model.name}{more}")
         return spec.report.audit_layer
-    index = run.embeddings.manifest.get("layer_index") or {}
-    return max(layers, key=lambda l: (index.get(l, -1), layers.index(l)))  # type: ignore[union-attr]
+    index: dict[str, int] = dict(run.embeddings.manifest.get("layer_index") or {})  # type: ignore[call-overload]
+    return max(layers, key=lambda l: (index.get(l, -1), layers.index(l)))
 
 
 def _twin_data(spec: ReportSpec, data: Embedded) -> Callable[[], TwinData | None]:

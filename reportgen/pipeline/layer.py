@@ -84,7 +84,9 @@ def analyse_layer(
     notes = []
     if nonfinite:
         notes.append(
-            f"{nonfinite} sample(s) had NaN or Inf values in this layer; they were set to 0 for the analyses (check the model)."
+            f"{nonfinite} sample(s) had NaN or Inf values in this layer; they were set to 0 for the analyses "
+            "(check "
+            "the model)."
         )
     n, dim = x.shape
     reducers = [make_reducer(p, opts) for p in spec.reducers]
@@ -93,7 +95,8 @@ def analyse_layer(
         pca = fit_pca(x, k_needed)
     if pca.total_variance <= 0:
         notes.append(
-            "All samples have identical embeddings in this layer (zero variance): PCA components and maps carry no information."
+            "All samples have identical embeddings in this layer (zero variance): PCA components and maps carry no "
+            "information."
         )
     # one neighbour graph per layer, in the report's metric: every kNN analysis reads it, and the
     # reducers that can use it (UMAP), unless a comparison needs their own index to place others

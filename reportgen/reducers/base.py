@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
@@ -57,8 +57,12 @@ class FittedMap:
         return np.asarray(self.transformer(np.asarray(x_new)), np.float32)
 
 
-class Reducer:
-    """A 2-D map method. Subclass it, set ``name``, ``title`` and ``Params``, implement ``fit``.
+P = TypeVar("P", bound=ReducerParams)
+
+
+class Reducer(Generic[P]):
+    """A 2-D map method. Subclass it (``Reducer[MyParams]``), set ``name``, ``title`` and ``Params``,
+    implement ``fit``.
 
     The constructor only stores parameters (scikit-learn's rule); ``options`` are the report's
     options (``metric`` for reducers whose distance defaults to the report's).
@@ -74,8 +78,8 @@ class Reducer:
     #: True when fitting costs nothing per sample (PCA projects every sample): never sampled (report.map_cap).
     fits_all: ClassVar[bool] = False
 
-    def __init__(self, params: ReducerParams, options: ReportOptions | None = None) -> None:
-        self.params = params
+    def __init__(self, params: P, options: ReportOptions | None = None) -> None:
+        self.params: P = params
         self.options = options
 
     def pca_components(self, dim: int) -> int:
@@ -92,7 +96,7 @@ class Reducer:
     ) -> FittedMap:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def cache_parts(self) -> dict:
+    def cache_parts(self) -> dict[str, Any]:
         """What the map's cache key holds besides the embeddings, the layer and the seed."""
         return self.params.model_dump(mode="json")
 
@@ -102,14 +106,14 @@ class Reducer:
         return code_fingerprint(cls)
 
 
-REDUCERS: Registry[type[Reducer]] = Registry("reducer")
+REDUCERS: Registry[type[Reducer[Any]]] = Registry("reducer")
 
 
-def register_reducer(cls: type[Reducer] | None = None, *, replace: bool = False) -> Any:
+def register_reducer(cls: type[Reducer[Any]] | None = None, *, replace: bool = False) -> Any:
     """Add a reducer class to the registry (usable as a decorator). Its ``Params.method`` must be a
     ``Literal`` of its ``name``, so the spec's ``reducers:`` entries can name it."""
 
-    def add(c: type[Reducer]) -> type[Reducer]:
+    def add(c: type[Reducer[Any]]) -> type[Reducer[Any]]:
         for attr in ("name", "title", "Params"):
             if not hasattr(c, attr):
                 raise TypeError(f"reducer {c.__name__} must define {attr!r}")
@@ -129,12 +133,17 @@ def unregister_reducer(name: str) -> None:
     REDUCERS.unregister(name)
 
 
-def make_reducer(params: ReducerParams, options: ReportOptions | None = None) -> Reducer:
+def make_reducer(params: ReducerParams, options: ReportOptions | None = None) -> Reducer[Any]:
     return REDUCERS.lookup(params.method)(params, options)
 
 
 def call_fit(
-    reducer: Reducer, x: np.ndarray, *, seed: int, graph: NeighbourGraph | None = None, pca: PcaResult | None = None
+    reducer: Reducer[Any],
+    x: np.ndarray,
+    *,
+    seed: int,
+    graph: NeighbourGraph | None = None,
+    pca: PcaResult | None = None,
 ) -> FittedMap:
     """``reducer.fit`` with the keyword arguments it accepts (a user's reducer may take only ``seed``)."""
     sig = inspect.signature(reducer.fit).parameters
@@ -149,7 +158,8 @@ def call_fit(
     coords = np.asarray(fitted.coords, np.float32)
     if coords.shape != (len(x), 2) or not np.isfinite(coords).all():
         raise ReportgenError(
-            f"reducer {reducer.name}: fit() gave coordinates of shape {coords.shape} (finite: {bool(np.isfinite(coords).all())}); expected ({len(x)}, 2), all finite"
+            f"reducer {reducer.name}: fit() gave coordinates of shape {coords.shape} (finite: "
+            f"{bool(np.isfinite(coords).all())}); expected ({len(x)}, 2), all finite"
         )
     return fitted
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import Field
 
 from ..errors import ReportgenError
 from .base import FittedMap, Reducer, ReducerParams, neighbours_for
+
+if TYPE_CHECKING:
+    from ..compute.neighbours import NeighbourGraph
+    from ..compute.pca import PcaResult
 
 
 class PacmapParams(ReducerParams):
@@ -20,12 +24,14 @@ class PacmapParams(ReducerParams):
     FP_ratio: float = Field(2.0, ge=0)
 
 
-class PacmapReducer(Reducer):
+class PacmapReducer(Reducer[PacmapParams]):
     name = "pacmap"
     title = "PaCMAP"
     Params = PacmapParams
 
-    def fit(self, x: np.ndarray, *, seed: int) -> FittedMap:
+    def fit(
+        self, x: np.ndarray, *, seed: int, graph: NeighbourGraph | None = None, pca: PcaResult | None = None
+    ) -> FittedMap:
         try:
             import pacmap
         except ImportError:

@@ -21,7 +21,7 @@ class PcaParams(ReducerParams):
     n_components: int = Field(10, gt=0, le=512, description="Components analysed (table, galleries).")
 
 
-class PcaReducer(Reducer):
+class PcaReducer(Reducer[PcaParams]):
     name = "pca"
     title = "PCA (components 1 and 2)"
     Params = PcaParams

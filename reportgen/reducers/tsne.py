@@ -30,7 +30,9 @@ class TsneParams(ReducerParams):
     stop_tol: float = Field(
         0.02,
         ge=0,
-        description="Stop when a block of 50 iterations improves the KL divergence by less than this share (0: run n_iter).",
+        description=(
+            "Stop when a block of 50 iterations improves the KL divergence by less than this share (0: run n_iter)."
+        ),
     )
     early_exaggeration_iter: int = Field(250, ge=0, le=10_000)
     learning_rate: float | Literal["auto"] = "auto"
@@ -53,7 +55,7 @@ def tsne_settings(n: int, params: TsneParams) -> tuple[str, int, str]:
     return method, int(jobs), neighbors
 
 
-class TsneReducer(Reducer):
+class TsneReducer(Reducer[TsneParams]):
     name = "tsne"
     title = "t-SNE (openTSNE)"
     Params = TsneParams
@@ -75,7 +77,7 @@ class TsneReducer(Reducer):
             from ..compute.pca import fit_pca
 
             pca = fit_pca(x, k)
-        inp = pca.scores[:, :k] if k else x
+        inp = pca.scores[:, :k] if k and pca is not None else x
         n = len(inp)
         notes = []
         if n < 5:
@@ -84,7 +86,9 @@ class TsneReducer(Reducer):
         max_perp = max(1.0, (n - 1) / 3.0 - 1.0)
         if perplexity > max_perp:
             notes.append(
-                f"perplexity lowered from {params.perplexity:g} to {max_perp:.3g}: t-SNE needs perplexity < (N-1)/3 with N = {n}"
+                f"perplexity lowered from {params.perplexity:g} to {max_perp:.3g}: t-SNE needs perplexity < "
+                "(N-1)/3 "
+                f"with N = {n}"
             )
             perplexity = max_perp
         method, jobs, neighbors = tsne_settings(n, params)
@@ -139,7 +143,7 @@ class TsneReducer(Reducer):
         frame = pca
 
         def transform(x_new: np.ndarray) -> np.ndarray:
-            z = frame.transform(x_new)[:, :k] if k else np.asarray(x_new, np.float64)
+            z = frame.transform(x_new)[:, :k] if k and frame is not None else np.asarray(x_new, np.float64)
             return np.asarray(emb.transform(np.ascontiguousarray(z)), np.float32)
 
         return FittedMap(coords, used, tuple(notes), transform)

@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import Field
 
 from ..errors import ReportgenError
+from ..options import ReportOptions
 from .base import FittedMap, Reducer, ReducerParams, neighbours_for
 
 if TYPE_CHECKING:
@@ -35,12 +36,12 @@ class UmapParams(ReducerParams):
     )
 
 
-class UmapReducer(Reducer):
+class UmapReducer(Reducer[UmapParams]):
     name = "umap"
     title = "UMAP"
     Params = UmapParams
 
-    def __init__(self, params: UmapParams, options=None) -> None:
+    def __init__(self, params: UmapParams, options: ReportOptions | None = None) -> None:
         if params.metric is None:  # resolved here, so cache keys name the metric that ran
             params = params.model_copy(update={"metric": getattr(options, "metric", "euclidean")})
         super().__init__(params, options)
@@ -84,7 +85,7 @@ class UmapReducer(Reducer):
             )
             coords = reducer.fit_transform(np.ascontiguousarray(x, dtype=np.float32)).astype(np.float32)
         source = "all pairwise distances" if n < 4096 else "pynndescent (approximate)"
-        if knn is not None:
+        if knn is not None and graph is not None:
             source = "the layer's exact graph" if graph.method == "exact" else f"the layer's graph ({graph.method})"
         used = {"n_neighbors": k, "min_dist": params.min_dist, "metric": params.metric, "neighbours": source}
 

@@ -5,6 +5,7 @@ a context of plain values, one figure drawn through ``view.figure``."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from ..analyses.axes import AxesFinding
@@ -25,10 +26,14 @@ class AxesSection(Section):
             ia, ib = names.index(a.class_a), names.index(a.class_b)
             hist = view.figure(
                 f"axis-{slug(a.class_a)}-{slug(a.class_b)}",
-                lambda a=a, ia=ia, ib=ib: axis_histogram(a.t, view.labels, ia, ib, names, view.colours),
+                partial(axis_histogram, a.t, view.labels, ia, ib, names, view.colours),
                 data=(a.t,),
                 alt=f"Projection onto the axis from {a.class_a} to {a.class_b}",
-                caption=f"Every sample of the two classes projected onto the line through their centroids (0 = {a.class_a}, 1 = {a.class_b}). Overlap between the histograms shows how often the layer confuses them.",
+                caption=(
+                    "Every sample of the two classes projected onto the line through their centroids (0 = "
+                    f"{a.class_a}, "
+                    f"1 = {a.class_b}). Overlap between the histograms shows how often the layer confuses them."
+                ),
             )
             out.append(
                 {

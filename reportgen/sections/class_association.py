@@ -24,6 +24,10 @@ class ClassAssociationSection(Section):
             lambda: heatmap(f.class_means, view.class_names, comps, label="class mean (std units)"),
             data=(f.class_means,),
             alt=f"Class means per component for {view.layer}",
-            caption="Each cell: how far a class's mean score on a component lies from the overall mean, in standard deviations (red high, blue low). A column with one strong cell is a component that singles out that class.",
+            caption=(
+                "Each cell: how far a class's mean score on a component lies from the overall mean, in standard "
+                "deviations (red high, blue low). A column with one strong cell is a component that singles out that "
+                "class."
+            ),
         )
         return {"fig": fig}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ class CompareModelsSection(Section):
 
     def context(self, comp: Comparison, view: View) -> dict[str, Any] | None:
         names = view.class_names
-        ctx = {
+        ctx: dict[str, Any] = {
             "reference": comp.reference,
             "notes": list(comp.notes),
             "frames": [],
@@ -32,25 +33,36 @@ class CompareModelsSection(Section):
             lambda: matrix_heatmap(comp.cka, list(comp.names)),
             data=(comp.cka,),
             alt="Linear CKA between layers",
-            caption="Linear CKA (0 to 1) between every pair of layers across the models, on the same samples: 1 means the two layers hold the same information up to rotation and scale. Read the diagonal blocks for one model's layers, the off-diagonal blocks for how two models' layers correspond.",
+            caption=(
+                "Linear CKA (0 to 1) between every pair of layers across the models, on the same samples: 1 means the "
+                "two layers hold the same information up to rotation and scale. Read the diagonal blocks for one "
+                "model's "
+                "layers, the off-diagonal blocks for how two models' layers correspond."
+            ),
         )
         for f in comp.frames:
             title = REDUCERS[f.method].title if f.method in REDUCERS else f.method
             fig = view.figure(
                 f"compare--{slug(f.layer)}-{f.method}",
-                lambda f=f: frame_scatter(f.coords, view.labels, names, view.colours, seed=view.seed),
+                partial(frame_scatter, f.coords, view.labels, names, view.colours, seed=view.seed),
                 data=tuple(f.coords.values()),
                 alt=f"{title} of {f.layer} in one frame",
-                caption=f"{title} fitted on {comp.reference} and applied to the other models: the panels share axes, so a class that moves between panels moved in the embedding space.",
+                caption=(
+                    f"{title} fitted on {comp.reference} and applied to the other models: the panels share axes, so a "
+                    "class that moves between panels moved in the embedding space."
+                ),
             )
             ctx["frames"].append({"layer": f.layer, "method": f.method, "title": title, "fig": fig})
         if comp.mutual_knn is not None:
             ctx["mutual"] = view.figure(
                 "compare--mutual-knn",
-                lambda: matrix_heatmap(comp.mutual_knn, list(comp.names), label="mutual kNN"),
+                partial(matrix_heatmap, comp.mutual_knn, list(comp.names), label="mutual kNN"),
                 data=(comp.mutual_knn,),
                 alt="Mutual nearest-neighbour alignment between layers",
-                caption=f"Mutual kNN alignment (0 to 1) between every pair of layers: the mean share of each sample's {DIFF_K} nearest neighbours the two layers agree on. Unlike CKA it reads only local structure.",
+                caption=(
+                    "Mutual kNN alignment (0 to 1) between every pair of layers: the mean share of each sample's "
+                    f"{DIFF_K} nearest neighbours the two layers agree on. Unlike CKA it reads only local structure."
+                ),
             )
         else:
             ctx["mutual"] = None

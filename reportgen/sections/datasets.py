@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from ..analyses.shift import ShiftFinding
@@ -47,12 +48,14 @@ class CompareDatasetsSection(Section):
             figs.append(
                 view.figure(
                     f"datasets--{slug(model)}--{slug(layer)}-{method}",
-                    lambda ref=ref, others=others: overlay_scatter(
-                        ref, others, reference_name=view.dataset_name, seed=view.seed
-                    ),
+                    partial(overlay_scatter, ref, others, reference_name=view.dataset_name, seed=view.seed),
                     data=(ref, *others.values()),
                     alt=f"{title} of {layer}: datasets overlaid",
-                    caption=f"{model} · {layer}: {title} fitted on {view.dataset_name} (grey) with the other datasets placed in the same frame. Regions covered by one dataset only show where they differ.",
+                    caption=(
+                        f"{model} · {layer}: {title} fitted on {view.dataset_name} (grey) with the other datasets "
+                        "placed "
+                        "in the same frame. Regions covered by one dataset only show where they differ."
+                    ),
                 )
             )
         leaks = []

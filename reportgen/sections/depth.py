@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from ..analyses.depth import DepthFinding
@@ -21,12 +22,22 @@ class DepthSection(Section):
             figs.append(
                 view.figure(
                     f"depth--{slug(c.model)}",
-                    lambda c=c: depth_plot(
-                        list(c.layers), c.intrinsic_dimension, c.participation_ratio, c.knn_accuracy, c.probe_accuracy
+                    partial(
+                        depth_plot,
+                        list(c.layers),
+                        c.intrinsic_dimension,
+                        c.participation_ratio,
+                        c.knn_accuracy,
+                        c.probe_accuracy,
                     ),
                     data=(c.intrinsic_dimension, c.participation_ratio, c.knn_accuracy, c.probe_accuracy),
                     alt=f"{c.model} across depth",
-                    caption=f"{c.model}, layers in order. Left: intrinsic dimension (TwoNN) and participation ratio, the effective number of dimensions. Right: kNN accuracy and linear probe. Where the curves bend is where the model changes what it keeps.",
+                    caption=(
+                        f"{c.model}, layers in order. Left: intrinsic dimension (TwoNN) and participation ratio, the "
+                        "effective number of dimensions. Right: kNN accuracy and linear probe. Where the curves bend "
+                        "is "
+                        "where the model changes what it keeps."
+                    ),
                     cls="half",
                 )
             )

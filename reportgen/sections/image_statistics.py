@@ -25,6 +25,11 @@ class ImageStatisticsSection(Section):
             lambda: heatmap(f.correlation, STAT_NAMES, comps, vlim=1.0, label="Pearson r", fmt=".2f"),
             data=(f.correlation,),
             alt=f"Correlation of components with image statistics for {view.layer}",
-            caption=f"Pearson correlation of each component's scores with simple image statistics computed from the thumbnails. |r| >= {SHORTCUT_R} flags a component that may track a shortcut (lighting, colour) rather than content.",
+            caption=(
+                "Pearson correlation of each component's scores with simple image statistics computed from the "
+                f"thumbnails. |r| >= {SHORTCUT_R} flags a component that may track a shortcut (lighting, colour) "
+                "rather "
+                "than content."
+            ),
         )
         return {"fig": fig, "shortcuts": [{"pc": j + 1, "stat": s, "r": r} for j, s, r in f.shortcuts]}

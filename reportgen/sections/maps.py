@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -27,29 +28,32 @@ class MapsSection(Section):
                 else np.sort(np.random.default_rng(view.seed).choice(m.rows, view.options.map_cap, replace=False))
             )
             density = len(dots) < n
-            who = (
-                "Every sample is a dot"
-                if not density
-                else f"{len(dots):,} of the {n:,} samples are dots ({'the fitted sample' if m.fitted_rows is not None and len(dots) == len(m.rows) else 'a seeded random subset'})"
+            sample = (
+                "the fitted sample"
+                if m.fitted_rows is not None and len(dots) == len(m.rows)
+                else "a seeded random subset"
             )
-            scatter_caption = (
-                (
-                    f"{who} coloured by its class (legend: class and count). "
-                    if not many
-                    else f"{who} coloured by its class; with {len(names)} classes, names sit at class centroids"
-                    + (f" (the {CENTROID_LABELS} largest classes)" if len(names) > CENTROID_LABELS else "")
-                    + ". "
+            who = "Every sample is a dot" if not density else f"{len(dots):,} of the {n:,} samples are dots ({sample})"
+            if not many:
+                legend = f"{who} coloured by its class (legend: class and count). "
+            else:
+                largest = f" (the {CENTROID_LABELS} largest classes)" if len(names) > CENTROID_LABELS else ""
+                legend = (
+                    f"{who} coloured by its class; with {len(names)} classes, names sit at class centroids{largest}. "
                 )
-                + (
-                    f"Grey hexagons behind: the density of all {n:,} samples{' (those not fitted placed at their nearest fitted samples)' if m.placement == 'nearest fitted samples' else ''}. "
-                    if density
+            behind = ""
+            if density:
+                placed = (
+                    " (those not fitted placed at their nearest fitted samples)"
+                    if m.placement == "nearest fitted samples"
                     else ""
                 )
-                + m.caption
-            )
+                behind = f"Grey hexagons behind: the density of all {n:,} samples{placed}. "
+            scatter_caption = legend + behind + m.caption
             scatter = view.figure(
                 f"{method}-scatter",
-                lambda m=m, dots=dots, density=density: scatter_plot(
+                partial(
+                    scatter_plot,
                     m.coords[dots],
                     labels[dots],
                     names,
@@ -72,9 +76,9 @@ class MapsSection(Section):
                 mo,
                 data=(m.coords,),
                 alt=f"{m.title} image mosaic of {view.layer}",
-                caption=f"Thumbnails at their map positions, each bordered in its class colour. {shown:,} of {n:,} samples shown"
-                + (f" (a random subset, seed {view.seed})" if shown < n else "")
-                + "; drawn in random order, so overlaps favour no class.",
+                caption=f"Thumbnails at their map positions, each bordered in its class colour. {shown:,} of {n:,} "
+                f"samples shown{f' (a random subset, seed {view.seed})' if shown < n else ''}; drawn in random order, "
+                "so overlaps favour no class.",
             )
             gm = grid_mosaic(
                 m.coords, view.thumbnails, labels, view.colours, cap=view.grid_cap, seed=view.seed, among=m.fitted_rows
@@ -85,9 +89,9 @@ class MapsSection(Section):
                 gm,
                 data=(m.coords,),
                 alt=f"{m.title} grid mosaic of {view.layer}",
-                caption=f"The same map snapped to a {side}x{side} grid by linear assignment: each of {len(gm.rows):,} samples"
-                + (" (a random subset)" if len(gm.rows) < n else "")
-                + " appears exactly once and nothing overlaps; layout follows the map.",
+                caption=f"The same map snapped to a {side}x{side} grid by linear assignment: each of "
+                f"{len(gm.rows):,} samples{' (a random subset)' if len(gm.rows) < n else ''} appears exactly once and "
+                "nothing overlaps; layout follows the map.",
             )
             q = f.quality.get(method)
             out.append(

@@ -34,6 +34,9 @@ class PcaSection(Section):
             lambda: scree_plot(f.explained_variance_ratio),
             data=(f.explained_variance_ratio,),
             alt=f"Scree plot of {view.layer}",
-            caption="Bars: share of the total variance each principal component explains; line: cumulative share. A steep drop means a few directions dominate the layer.",
+            caption=(
+                "Bars: share of the total variance each principal component explains; line: cumulative share. A steep "
+                "drop means a few directions dominate the layer."
+            ),
         )
         return {"variance": rows, "scree": scree}

@@ -27,7 +27,10 @@ class SlicesSection(Section):
                 lambda: slices_plot(coords, f.assignment, shown, seed=view.seed),
                 data=(coords, f.assignment),
                 alt=f"Slices of {view.layer} on its {f.map_method} map",
-                caption=f"The {len(shown)} worst slices of {view.layer} drawn on its {f.map_method} map (grey: every other sample); labels at each slice's centre.",
+                caption=(
+                    f"The {len(shown)} worst slices of {view.layer} drawn on its {f.map_method} map (grey: every other "
+                    "sample); labels at each slice's centre."
+                ),
             )
         rows = []
         for s in f.slices[:12]:

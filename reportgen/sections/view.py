@@ -47,7 +47,7 @@ def digest(*parts: object) -> str:
         if isinstance(p, np.ndarray):
             a = np.ascontiguousarray(p)
             h.update(str((a.dtype.str, a.shape)).encode())
-            h.update(memoryview(a).cast("B"))
+            h.update(a.data.cast("B"))
         else:
             h.update(repr(p).encode())
         h.update(b"\0")

@@ -21,7 +21,7 @@ def _all_fields() -> set[str]:
     """Every field name of every parameter model (registered plug-ins included), for "did you mean"."""
     out: set[str] = set()
     for cls in all_subclasses(Params):
-        out.update(cls.model_fields)
+        out.update(getattr(cls, "model_fields", {}))
     return out
 
 

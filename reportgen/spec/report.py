@@ -12,6 +12,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     SerializeAsAny,
+    ValidationInfo,
     ValidatorFunctionWrapHandler,
     WrapValidator,
     field_validator,
@@ -48,7 +49,7 @@ def _tagged(value: Any, table: dict, key: str, base: type[BaseModel], context: A
     return table[tag].model_validate(value, context=context)
 
 
-def _dataset(value: Any, _handler: ValidatorFunctionWrapHandler, info) -> Any:
+def _dataset(value: Any, _handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
     return (
         _tagged(value, {k: v.params for k, v in DATASET_KINDS.items()}, "kind", DatasetParams, info.context)
         if not isinstance(value, DatasetParams)
@@ -56,7 +57,7 @@ def _dataset(value: Any, _handler: ValidatorFunctionWrapHandler, info) -> Any:
     )
 
 
-def _reducer(value: Any, _handler: ValidatorFunctionWrapHandler, info) -> Any:
+def _reducer(value: Any, _handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
     return (
         _tagged(value, {k: v.Params for k, v in REDUCERS.items()}, "method", ReducerParams, info.context)
         if not isinstance(value, ReducerParams)
@@ -106,7 +107,7 @@ class ReportSpec(Params):
     )
     extra_datasets: list[DatasetSpec] = Field(
         default_factory=list, description="Set through `datasets:` (the first is the reference); compared against it."
-    )  # type: ignore[valid-type]
+    )
     execution: ExecutionSpec = ExecutionSpec()
 
     @model_validator(mode="before")
@@ -160,7 +161,9 @@ class ReportSpec(Params):
             raise ValueError("models: must have at least 1 item (or use a dataset of kind embeddings)")
         if self.extra_datasets and (precomputed or any(is_precomputed(d) for d in self.extra_datasets)):
             raise ValueError(
-                "datasets: comparing datasets runs a model over each; precomputed embeddings cannot be compared this way"
+                "datasets: comparing datasets runs a model over each; precomputed embeddings cannot be compared "
+                "this "
+                "way"
             )
         if self.models and precomputed:
             raise ValueError(f"models: a dataset of kind {self.dataset.kind} holds embeddings already; remove models")
@@ -180,7 +183,7 @@ class ReportSpec(Params):
 
     @property
     def pca(self) -> PcaParams:
-        return next(r for r in self.reducers if r.method == "pca")
+        return next(r for r in self.reducers if isinstance(r, PcaParams))
 
     @property
     def source(self) -> SpecSource:

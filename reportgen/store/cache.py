@@ -16,13 +16,15 @@ import logging
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from .files import content_key, default_cache_dir, write_cached
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class Cache:
@@ -50,7 +52,7 @@ class Cache:
     def _path(self, kind: str, key: str, ext: str) -> Path:
         return self.root / kind / f"{key}.{ext}"
 
-    def _hit(self, kind: str, value):
+    def _hit(self, kind: str, value: T) -> T:
         if value is not None:
             self.reused[kind] += 1
         return value
@@ -77,11 +79,11 @@ class Cache:
         if not self.enabled:
             return
         buf = io.BytesIO()
-        np.savez(buf, __meta__=np.asarray(json.dumps(meta, default=str)), **arrays)
+        np.savez(buf, __meta__=np.asarray(json.dumps(meta, default=str)), **arrays)  # type: ignore[arg-type]
         if not write_cached(self._path(kind, key, "npz"), buf.getvalue()):
             log.warning("cannot write the cache in %s; %s will be recomputed next time", self.root / kind, kind)
 
-    def get_json(self, kind: str, key: str):
+    def get_json(self, kind: str, key: str) -> Any:
         if not self.enabled:
             return None
         try:
@@ -89,7 +91,7 @@ class Cache:
         except (OSError, ValueError, KeyError):
             return None
 
-    def put_json(self, kind: str, key: str, value) -> None:
+    def put_json(self, kind: str, key: str, value: Any) -> None:
         self.computed[kind] += 1
         if self.enabled:
             write_cached(self._path(kind, key, "json"), json.dumps({"value": value}).encode("utf-8"))

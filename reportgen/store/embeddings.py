@@ -19,20 +19,41 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from ..errors import CacheError
 from ..results import Embeddings, slug
 from ..streaming import track
-from .files import default_cache_dir, file_sha256, remove_stale_temps, temp_name, write_cached
+from .files import default_cache_dir, file_sha256, remove_stale_temps, temp_name
 
 log = logging.getLogger(__name__)
 
 FORMAT = 2
+
+Origin = Literal["computed", "cache", "input"]
+
+
+class ShardLike(Protocol):
+    """What the store reads of a shard of embeddings (``embed.extractor.Shard``)."""
+
+    @property
+    def indices(self) -> np.ndarray: ...
+    @property
+    def embeddings(self) -> Mapping[str, np.ndarray]: ...
+    @property
+    def thumbnails(self) -> np.ndarray: ...
+    @property
+    def hashes(self) -> np.ndarray | None: ...
+    @property
+    def bad(self) -> tuple[tuple[int, str], ...]: ...
+    @property
+    def reshapes(self) -> Mapping[str, str]: ...
 
 
 class _RowFile:
@@ -41,7 +62,7 @@ class _RowFile:
 
     HEADER = 128  # bytes reserved for the .npy header (v1.0 headers are padded to 64-byte multiples)
 
-    def __init__(self, path: Path, dtype, row_shape: tuple) -> None:
+    def __init__(self, path: Path, dtype: npt.DTypeLike, row_shape: tuple[int, ...]) -> None:
         self.path, self.dtype, self.row_shape, self.rows = path, np.dtype(dtype), tuple(row_shape), 0
         self.f = open(path, "wb")
         self.f.write(b"\0" * self.HEADER)
@@ -50,7 +71,7 @@ class _RowFile:
         arr = np.ascontiguousarray(arr, dtype=self.dtype)
         if arr.shape[1:] != self.row_shape:
             raise CacheError(f"internal: rows of shape {arr.shape[1:]} written to a file of rows {self.row_shape}")
-        self.f.write(memoryview(arr).cast("B"))
+        self.f.write(arr.data.cast("B"))
         self.rows += len(arr)
 
     def close(self) -> None:
@@ -88,7 +109,7 @@ class EntryWriter:
         self.bad: list[tuple[int, str]] = []
         self.reshapes: dict[str, str] = {}
 
-    def append(self, shard, labels: np.ndarray) -> None:
+    def append(self, shard: ShardLike, labels: np.ndarray) -> None:
         n = len(shard.indices)
         self.bad += shard.bad
         self.reshapes.update(shard.reshapes)
@@ -178,7 +199,7 @@ class EmbeddingStore:
                 f"cache: cannot write to {self.dir} ({exc.strerror}); set cache_dir in the spec or --cache-dir"
             ) from None
 
-    def load(self, key: str, *, verify: bool = True, origin: str = "cache") -> Embeddings | None:
+    def load(self, key: str, *, verify: bool = True, origin: Origin = "cache") -> Embeddings | None:
         path = self.dir / key
         if not (path / "manifest.json").exists():
             return None
@@ -223,19 +244,6 @@ class EmbeddingStore:
             manifest=manifest,
             hashes=hashes,
         )
-
-    def save_alias(self, quick: str, key: str) -> None:
-        """Remember which entry a spec-level key (see pipeline._quick_key) resolved to."""
-        write_cached(self.dir / ".aliases" / quick, key.encode("utf-8"))
-
-    def load_alias(self, quick: str) -> Embeddings | None:
-        try:
-            key = (self.dir / ".aliases" / quick).read_text(encoding="utf-8").strip()
-        except OSError:
-            return None
-        if not re.fullmatch(r"[0-9a-f]{32}", key):
-            return None
-        return self.load(key)
 
     def remove(self, key: str) -> None:
         path = self.dir / key

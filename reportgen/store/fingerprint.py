@@ -169,5 +169,5 @@ def array_digest(*arrays: object) -> str:
     for a in arrays:
         arr = np.ascontiguousarray(a)
         h.update(str((arr.dtype.str, arr.shape)).encode())
-        h.update(memoryview(arr).cast("B"))
+        h.update(arr.data.cast("B"))
     return h.hexdigest()[:32]
