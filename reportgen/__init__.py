@@ -27,8 +27,8 @@ __all__ = [
 ]
 
 _LAZY = {  # importing reportgen stays fast: no torch, no pydantic until a name is used
-    "load_spec": "spec",
-    "loads_spec": "spec",
+    "load_spec": "specification",
+    "loads_spec": "specification",
     "build": "pipeline",
     "list_layers": "embed.layers",
     "load_model": "models",

@@ -3,7 +3,7 @@ know (a check's metric comes from the analyses), checked when a build starts and
 ``reportgen validate`` (scikit-learn's "validate in fit"); and the spec's JSON Schema with every
 registered dataset kind, reducer and metric in it.
 
-The spec itself (``reportgen.spec``) never imports the analyses; this module stands above both.
+The spec itself (``reportgen.specification``) never imports the analyses; this module stands above both.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from .datasets import DATASET_KINDS
 from .errors import SpecError
 from .options import CheckSpec
 from .reducers import REDUCERS, PcaParams
-from .spec import ReportSpec
+from .specification import ReportSpec
 
 
 def check_metrics() -> tuple[str, ...]:

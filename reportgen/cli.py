@@ -188,7 +188,7 @@ def _process_setup() -> None:
 
 def _cmd_build(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .pipeline import build
-    from .spec import load_spec
+    from .specification import load_spec
 
     spec = load_spec(args.spec, overrides=_engine_overrides(args))
     if args.max_samples is not None and args.max_samples <= 0:
@@ -219,7 +219,7 @@ def _report_checks(results: Sequence[CheckResult], out: TextIO, err: TextIO, *, 
 
 def _cmd_extract(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .pipeline import Stages, extract_embeddings
-    from .spec import load_spec
+    from .specification import load_spec
 
     spec = load_spec(args.spec, overrides=_engine_overrides(args))
     if args.max_samples is not None and args.max_samples <= 0:
@@ -247,7 +247,7 @@ def _cmd_extract(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .checks import evaluate, junit_xml, read_summary
-    from .spec import load_spec
+    from .specification import load_spec
 
     summary = read_summary(args.summary)
     if args.spec:
@@ -270,7 +270,7 @@ def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .pipeline import build
     from .resources import demo_spec
-    from .spec import load_spec
+    from .specification import load_spec
 
     spec = load_spec(demo_spec())
     result = build(spec, cache_dir=args.cache_dir, progress=not args.quiet, output_dir=args.out, hooks=_hooks())
@@ -282,7 +282,7 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def _cmd_layers(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .embed.layers import list_layers
     from .models import load_model
-    from .spec import ModelSpec, load_spec
+    from .specification import ModelSpec, load_spec
 
     target = args.model
     if target.endswith((".yaml", ".yml")) or Path(target).is_file():
@@ -311,7 +311,7 @@ def _cmd_export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     from .pipeline import extract_embeddings
     from .projector import export_projector
-    from .spec import load_spec
+    from .specification import load_spec
 
     spec = load_spec(args.spec, overrides=args.overrides)
     ds, sel, runs = extract_embeddings(spec, cache_dir=args.cache_dir, progress=not args.quiet)
@@ -392,7 +392,7 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr:
             return ExitStatus.OK
         if args.command == "validate":
             from .catalog import check_names
-            from .spec import load_spec
+            from .specification import load_spec
 
             try:
                 spec = load_spec(args.spec, overrides=args.overrides)

@@ -2,7 +2,7 @@
 options, checks, output and execution.
 
 A leaf below the spec, the reducers, the engines and the analyses: each of them reads these
-options with their real types, and none of them needs the spec (``reportgen.spec``), which puts
+options with their real types, and none of them needs the spec (``reportgen.specification``), which puts
 the registered dataset kinds and reducers together into one ``ReportSpec``.
 """
 

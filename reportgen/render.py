@@ -23,11 +23,12 @@ from markupsafe import Markup
 from ._version import __version__
 from .analyses.base import ANALYSES, Column, metric_docs
 from .figures import hex_colour, palette
+from .fingerprint import code_fingerprint
+from .report import ReportData
 from .resources import templates_dir
-from .results import HtmlStats, LayerResult, ReportData
+from .results import HtmlStats, LayerResult
 from .sections import SECTIONS, Budget, FigureCache, Figures, Thumbs, View
 from .sections.view import digest
-from .store.fingerprint import code_fingerprint
 
 log = logging.getLogger(__name__)
 

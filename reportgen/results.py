@@ -2,7 +2,7 @@
 
     extract   -> ModelRun (ModelInfo + Embeddings)
     analyse   -> LayerResult (maps + one Finding per analysis) per model and layer
-    pipeline  -> ReportData (everything the report shows) -> render -> BuildResult
+    pipeline  -> ReportData (everything the report shows; ``reportgen.report``) -> render -> BuildResult
 
 Every class here holds plain values and NumPy arrays, separate from whatever computed them: no
 model, no fitted estimator, no open file.
@@ -15,14 +15,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union
+from typing import Any, Literal, TypeVar, Union
 
 import numpy as np
 
 from .images import Preprocess
-
-if TYPE_CHECKING:  # annotations only: results sit below the spec
-    from .spec import ReportSpec
 
 #: A number (or a small nested mapping of numbers) in summary.json's per-layer ``metrics``.
 MetricValue = Union[float, int, str, None, Mapping[str, Mapping[str, Union[float, int, None]]]]  # noqa: UP007
@@ -229,30 +226,6 @@ class RunStats:
     reused: Mapping[str, int]  # cache kind -> entries read back
 
 
-@dataclass(frozen=True, eq=False)
-class ReportData:
-    """Everything the report shows; the input of render and of summary.json."""
-
-    spec: ReportSpec
-    dataset: DatasetInfo
-    samples: Samples
-    models: tuple[ModelResult, ...]
-    build_findings: Mapping[str, Finding]  # build-scope analyses (model / dataset comparison)
-    bad: tuple[tuple[str, str], ...]
-    notes: tuple[str, ...]
-    checks: tuple[CheckResult, ...]
-    stats: RunStats
-    versions: Mapping[str, str]
-    headlines: tuple[Headline, ...] = ()  # the findings, ranked: what is wrong and where
-    #: model -> layer -> metrics that build analyses measured for it (a diff against the reference)
-    build_metrics: Mapping[str, Mapping[str, Mapping[str, MetricValue]]] = field(default_factory=dict)
-    build_summary: Mapping[str, Any] = field(default_factory=dict)  # the build analyses' part of summary.json
-
-    @property
-    def layers(self) -> tuple[LayerResult, ...]:
-        return tuple(l for m in self.models for l in m.layers)
-
-
 @dataclass(frozen=True)
 class HtmlStats:
     """What render measured: sizes (section by section) and the size-budget steps it took, and which
@@ -264,48 +237,3 @@ class HtmlStats:
     over_budget: bool
     figures_drawn: tuple[str, ...] = ()
     figures_reused: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, eq=False)
-class BuildResult:
-    """What ``reportgen.build`` returns: the report's data, its checks and where it was written."""
-
-    report: ReportData
-    html: HtmlStats | None  # None when nothing was rendered (write=False)
-    output_dir: Path | None
-
-    @property
-    def spec(self) -> ReportSpec:
-        return self.report.spec
-
-    @property
-    def models(self) -> tuple[ModelResult, ...]:
-        return self.report.models
-
-    @property
-    def checks(self) -> tuple[CheckResult, ...]:
-        return self.report.checks
-
-    @property
-    def checks_failed(self) -> list[CheckResult]:
-        return [c for c in self.report.checks if not c.passed]
-
-    @property
-    def stats(self) -> RunStats:
-        return self.report.stats
-
-    @property
-    def forward_calls(self) -> int:
-        return self.report.stats.forward_calls
-
-    @property
-    def reducer_fits(self) -> int:
-        return self.report.stats.reducer_fits
-
-    @property
-    def ids(self) -> tuple[str, ...]:
-        return self.report.samples.ids
-
-    @property
-    def html_bytes(self) -> int:
-        return self.html.html_bytes if self.html else 0

@@ -63,16 +63,18 @@ def release(x: np.ndarray, start: int, stop: int) -> None:
 _MAPPED: dict[int, weakref.ref] = {}  # id -> weak reference (arrays are not hashable)
 
 
-def track(x: np.ndarray) -> np.ndarray:
-    """Remember a memory-mapped array so that ``release_all`` can hand its pages back; returns it."""
-    if _mmap_of(x)[0] is not None:
+def track(*arrays: np.ndarray) -> None:
+    """Remember memory-mapped arrays so that ``release_all`` can hand their pages back (arrays in
+    memory are ignored)."""
+    for x in arrays:
+        if _mmap_of(x)[0] is None:
+            continue
         key = id(x)
 
-        def forget(_ref: weakref.ref[np.ndarray]) -> None:
+        def forget(_ref: weakref.ref[np.ndarray], key: int = key) -> None:
             _MAPPED.pop(key, None)
 
         _MAPPED[key] = weakref.ref(x, forget)
-    return x
 
 
 def release_all() -> None:
@@ -154,7 +156,8 @@ def select_rows(
     folder.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=".selected-", suffix=".npy", dir=folder)
     os.close(fd)
-    out = track(np.lib.format.open_memmap(name, mode="w+", dtype=x.dtype, shape=(len(rows),) + x.shape[1:]))
+    out = np.lib.format.open_memmap(name, mode="w+", dtype=x.dtype, shape=(len(rows),) + x.shape[1:])
+    track(out)
     os.unlink(name)
     step = chunk_rows(out)
     for s in range(0, len(rows), step):

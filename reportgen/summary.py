@@ -12,7 +12,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ._version import __version__
-from .results import HtmlStats, LayerResult, ModelResult, ReportData
+from .report import ReportData
+from .results import HtmlStats, LayerResult, ModelResult
 
 
 def merge(into: dict[str, Any], part: Mapping[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from reportgen.store.fingerprint import closure, code_fingerprint
+from reportgen.fingerprint import closure, code_fingerprint
 from tests.conftest import EFFNET, make_spec, small_spec, write
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,6 +21,7 @@ from reportgen.compute.kernels import AxisFinding, ComponentEnds, HardSample
 from reportgen.compute.neighbours import GraphQuality
 from reportgen.images import Preprocess
 from reportgen.render import LADDER, render_html
+from reportgen.report import ReportData
 from reportgen.results import (
     CheckResult,
     DatasetInfo,
@@ -28,7 +29,6 @@ from reportgen.results import (
     MapResult,
     ModelInfo,
     ModelResult,
-    ReportData,
     RunStats,
     Samples,
     slug,

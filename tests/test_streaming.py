@@ -78,7 +78,8 @@ def test_a_stage_hands_back_the_pages_of_the_memory_maps_it_read(tmp_path):
         return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("RssFile")) / 1024
 
     np.save(tmp_path / "a.npy", np.arange(40_000 * 256, dtype=np.float32).reshape(40_000, 256))  # 40 MB
-    a = streaming.track(np.load(tmp_path / "a.npy", mmap_mode="r"))
+    a = np.load(tmp_path / "a.npy", mmap_mode="r")
+    streaming.track(a)
     before = rss_file_mb()
     a[np.random.default_rng(0).permutation(40_000)].sum()  # read all over, as a gather does
     assert rss_file_mb() - before > 30

@@ -30,7 +30,7 @@ from .base import LayerAnalysis, LayerInput, Where
 from .metrics import MetricsFinding
 
 if TYPE_CHECKING:
-    from ..spec import ReportSpec
+    from ..specification import ReportSpec
 
 #: Flag a label when the mean of the probe's and the neighbours' support for it is under this.
 LABEL_THRESHOLD = 0.045

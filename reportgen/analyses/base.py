@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 
 from ..errors import ReportgenError
+from ..fingerprint import code_fingerprint
 from ..registry import Registry
 from ..results import Finding, Headline, LayerResult, MapResult, MetricValue, ModelRun, Samples
-from ..store.fingerprint import code_fingerprint
 
 if TYPE_CHECKING:  # annotations only: no part of what an analysis computes comes from these modules
     from ..compute.neighbours import GraphQuality, NeighbourGraph
@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # annotations only: no part of what an analysis computes come
     from ..compute.twins import TwinData
     from ..options import ReportOptions
     from ..reducers.base import FittedMap
-    from ..spec import ReportSpec
+    from ..specification import ReportSpec
 
 #: ``cached(kind, parts, compute)``: a JSON value (or an array) by the layer's embeddings, ``parts``
 #: and the analysis's code; computed once, read back by later builds.

@@ -15,7 +15,7 @@ from .base import BuildAnalysis, BuildInput, Where
 from .metrics import MetricsFinding
 
 if TYPE_CHECKING:
-    from ..spec import ReportSpec
+    from ..specification import ReportSpec
 
 
 @dataclass(frozen=True, eq=False)

@@ -12,7 +12,7 @@ from ..results import Finding, Samples
 from .base import BuildAnalysis, BuildInput
 
 if TYPE_CHECKING:
-    from ..spec import ReportSpec
+    from ..specification import ReportSpec
 
 
 @dataclass(frozen=True, eq=False)

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..compute.kernels import trust_and_continuity
+from ..fingerprint import array_digest
 from ..reducers.base import REDUCERS
 from ..results import Finding, MapResult, Samples
-from ..store.fingerprint import array_digest
 from .base import Column, LayerAnalysis, LayerInput
 
 

@@ -16,7 +16,7 @@ from ..streaming import cleaned
 from .base import BuildAnalysis, BuildInput, Where
 
 if TYPE_CHECKING:
-    from ..spec import ReportSpec
+    from ..specification import ReportSpec
 
 PERMUTATIONS = 200
 

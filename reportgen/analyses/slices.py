@@ -28,7 +28,7 @@ from .base import LayerAnalysis, LayerInput, Where
 from .metrics import MetricsFinding
 
 if TYPE_CHECKING:
-    from ..spec import ReportSpec
+    from ..specification import ReportSpec
 
 SLICE_CAP = 20_000
 #: Principal components the clustering sees when the layer has no nonlinear map.

@@ -156,7 +156,8 @@ def load_embeddings(spec: EmbeddingsDataset) -> Dataset:
     budget = memory_budget(spec)
     try:
         if p.suffix == ".npy":  # memory-mapped: read in chunks by every stage, never whole
-            arr = track(np.load(p, mmap_mode="r", allow_pickle=False))
+            arr = np.load(p, mmap_mode="r", allow_pickle=False)
+            track(arr)
             if arr.dtype != np.float32 and arr.nbytes > budget:
                 raise _too_large(
                     p,
@@ -190,7 +191,8 @@ def load_embeddings(spec: EmbeddingsDataset) -> Dataset:
     thumbs = None
     if spec.images is not None and spec.images.suffix == ".npy":
         try:
-            images = track(np.load(spec.images, mmap_mode="r", allow_pickle=False))
+            images = np.load(spec.images, mmap_mode="r", allow_pickle=False)
+            track(images)
         except (ValueError, OSError) as exc:
             raise DataError(f"dataset.images: cannot read {spec.images} ({str(exc)[:100]})") from None
         if images.ndim not in (3, 4) or len(images) != n:

@@ -63,7 +63,7 @@ def assemble(store: EmbeddingStore, run: ShardRun, request: EmbedRequest) -> Emb
     writer = store.writer(run.key, request.thumbnail_px)
     try:
         for shard in run.shards:
-            writer.append(shard, ds.labels[shard.indices])
+            writer.add(shard, ds.labels[shard.indices])
             del shard  # one shard in memory at a time
         if writer.count == 0:
             first = writer.bad[0][1] if writer.bad else "no reason given"

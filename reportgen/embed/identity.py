@@ -21,10 +21,10 @@ import numpy as np
 
 from ..datasets import Dataset, DatasetParams
 from ..errors import ReportgenError
+from ..fingerprint import code_fingerprint
 from ..options import ModelSpec
 from ..results import ModelInfo
 from ..store.files import content_key, file_sha256
-from ..store.fingerprint import code_fingerprint
 
 #: Model options that never change the embeddings' values, so never part of their identity
 #: (``checkpoint``: the file's content, its SHA-256, stands in for its path).

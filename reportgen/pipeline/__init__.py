@@ -15,7 +15,7 @@ from typing import Any
 from ..datasets import Dataset, Selection
 from ..machine import keeps_environ, peak_rss_mb
 from ..results import ModelRun
-from ..spec import ReportSpec
+from ..specification import ReportSpec
 from .build import build
 from .embedding import Embedded, embed_datasets
 from .process import ProcessHooks, Stages

@@ -27,8 +27,9 @@ from ..errors import DataError, ReportgenError, SpecError
 from ..machine import keeps_environ
 from ..output import check_output_dir, write_report
 from ..render import render_report
-from ..results import BuildResult, DatasetInfo, Headline, ModelResult, ModelRun, ReportData, RunStats, Samples
-from ..spec import ReportSpec
+from ..report import BuildResult, ReportData
+from ..results import DatasetInfo, Headline, ModelResult, ModelRun, RunStats, Samples
+from ..specification import ReportSpec
 from ..store.cache import Cache
 from ..summary import merge, metrics_view, summary_dict
 from .embedding import Embedded, embed_datasets

@@ -16,7 +16,7 @@ from ..embed import EmbedRequest, Engine, embed, engine_for
 from ..embed.precomputed import precomputed_run
 from ..errors import SpecError
 from ..results import ModelRun
-from ..spec import ReportSpec
+from ..specification import ReportSpec
 from ..store.embeddings import EmbeddingStore
 from .process import Stages
 

@@ -16,7 +16,7 @@ from ..compute.pca import PcaResult, fit_pca
 from ..compute.twins import TwinData
 from ..reducers.base import FittedMap, make_reducer
 from ..results import Finding, Headline, LayerResult, MetricValue, ModelRun, Samples
-from ..spec import ReportSpec
+from ..specification import ReportSpec
 from ..store.cache import Cache
 from ..streaming import cleaned
 from ..summary import merge

@@ -20,11 +20,11 @@ import numpy as np
 from ..compute.neighbours import GraphQuality, NeighbourGraph, build_graph, nearest_fitted
 from ..compute.pca import PcaResult
 from ..datasets.selection import stratified_rows
+from ..fingerprint import code_fingerprint
 from ..options import ReportOptions
 from ..reducers.base import FittedMap, Reducer, call_fit
 from ..results import MapResult
 from ..store.cache import Cache
-from ..store.fingerprint import code_fingerprint
 from ..streaming import gather_rows
 from .process import Stages
 

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 import numpy as np
 
 from ..errors import ReportgenError
+from ..fingerprint import code_fingerprint
 from ..options import ReportOptions
 from ..params import Params
 from ..registry import Registry
-from ..store.fingerprint import code_fingerprint
 
 if TYPE_CHECKING:
     from ..compute.neighbours import NeighbourGraph

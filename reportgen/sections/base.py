@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from ..errors import ReportgenError
+from ..fingerprint import code_fingerprint
 from ..registry import Registry
-from ..store.fingerprint import code_fingerprint
 from .view import View
 
 

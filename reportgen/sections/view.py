@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from ..figures import Mosaic, data_uri, encode_jpeg, encode_png, figure_png, hex_colour, thumbnail_uri
-from ..results import ReportData
+from ..report import ReportData
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

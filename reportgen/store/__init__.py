@@ -1,12 +1,12 @@
 """The store: embeddings on disk (``embeddings``), the cache of what is computed from them
-(``cache``), code fingerprints (``fingerprint``) and atomic file writes (``files``)."""
+(``cache``, keyed with ``reportgen.fingerprint``'s code fingerprints) and atomic file writes
+(``files``)."""
 
 from __future__ import annotations
 
 from .cache import Cache
 from .embeddings import FORMAT, EmbeddingStore, EntryWriter
 from .files import atomic_write_bytes, content_key, default_cache_dir, file_sha256, remove_stale_temps, temp_name
-from .fingerprint import array_digest, code_fingerprint
 
 __all__ = [
     "Cache",
@@ -19,6 +19,4 @@ __all__ = [
     "file_sha256",
     "remove_stale_temps",
     "temp_name",
-    "array_digest",
-    "code_fingerprint",
 ]

@@ -1,7 +1,7 @@
 """The cache of computed artefacts (maps, neighbour graphs, probes, figures), keyed by what made them.
 
 A key is a digest of three things: the parameters that shape the artefact, the fingerprint of the
-code that computes it (``store.fingerprint``: the module and every reportgen module it imports), and
+code that computes it (``reportgen.fingerprint``: the module and every reportgen module it imports), and
 the keys of the artefacts it was computed from (a map fitted on a neighbour graph carries that
 graph's key, the graph carries the embeddings' key), as a build system's target carries its
 sources' hashes. Change a stage's code or any of its inputs and that stage is recomputed; every

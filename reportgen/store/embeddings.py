@@ -35,6 +35,8 @@ from .files import default_cache_dir, file_sha256, remove_stale_temps, temp_name
 log = logging.getLogger(__name__)
 
 FORMAT = 2
+#: The files of an entry besides its layers, each checked against the manifest's SHA-256.
+ENTRY_FILES = ("labels.npy", "thumbnails.npy", "hashes.npy", "samples.json")
 
 Origin = Literal["computed", "cache", "input"]
 
@@ -109,7 +111,7 @@ class EntryWriter:
         self.bad: list[tuple[int, str]] = []
         self.reshapes: dict[str, str] = {}
 
-    def append(self, shard: ShardLike, labels: np.ndarray) -> None:
+    def add(self, shard: ShardLike, labels: np.ndarray) -> None:
         n = len(shard.indices)
         self.bad += shard.bad
         self.reshapes.update(shard.reshapes)
@@ -139,25 +141,22 @@ class EntryWriter:
         np.save(self.tmp / "labels.npy", labels)
         samples = {"ids": ids, "indices": indices.tolist(), "bad": [[i, r] for i, r in bad]}
         (self.tmp / "samples.json").write_text(json.dumps(samples), encoding="utf-8")
-        layer_meta = {}
-        for name, fname in self.files.items():
-            a = track(np.load(self.tmp / fname, mmap_mode="r"))
-            layer_meta[name] = {
-                "file": fname,
-                "shape": list(a.shape),
+        layer_meta = {
+            name: {
+                "file": f.path.name,
+                "shape": [f.rows, *f.row_shape],
                 "reshape": self.reshapes.get(name),
-                "sha256": file_sha256(self.tmp / fname),
+                "sha256": file_sha256(f.path),
             }
-            del a
+            for name, f in self.layers.items()
+        }
         manifest = {
             **manifest,
             "format": FORMAT,
             "key": self.key,
             "count": self.count,
             "layers": layer_meta,
-            "files": {
-                f: file_sha256(self.tmp / f) for f in ("labels.npy", "thumbnails.npy", "hashes.npy", "samples.json")
-            },
+            "files": {f: file_sha256(self.tmp / f) for f in ENTRY_FILES},
         }
         (self.tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         final = self.root / self.key
@@ -186,6 +185,45 @@ class EntryWriter:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def _read_entry(path: Path, key: str, *, verify: bool, origin: Origin) -> Embeddings:
+    """One entry read back: the manifest checked (format, key, digests, shapes, row counts), the
+    layers and thumbnails memory-mapped and tracked (``streaming.track``) in one go."""
+    manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    if manifest.get("format") != FORMAT or manifest.get("key") != key:
+        raise ValueError("format or key mismatch")
+    expected = {**manifest["files"], **{m["file"]: m["sha256"] for m in manifest["layers"].values()}}
+    if verify:
+        changed = [f for f, digest in expected.items() if file_sha256(path / f) != digest]
+        if changed:
+            raise ValueError(f"{changed[0]} changed")
+    samples = json.loads((path / "samples.json").read_text(encoding="utf-8"))
+    layers = {name: np.load(path / meta["file"], mmap_mode="r") for name, meta in manifest["layers"].items()}
+    for name, meta in manifest["layers"].items():
+        if list(layers[name].shape) != meta["shape"] or layers[name].dtype != np.float32:
+            raise ValueError(f"{meta['file']} has shape {layers[name].shape}")
+    thumbs = np.load(path / "thumbnails.npy", mmap_mode="r")
+    labels = np.load(path / "labels.npy")
+    hashes = np.load(path / "hashes.npy") if (path / "hashes.npy").exists() else None
+    n = manifest["count"]
+    if len(labels) != n or len(samples["ids"]) != n or len(thumbs) != n:
+        raise ValueError("row counts disagree")
+    track(*layers.values(), thumbs)
+    return Embeddings(
+        key=key,
+        origin=origin,
+        path=path,
+        ids=tuple(samples["ids"]),
+        indices=np.asarray(samples["indices"], np.int64),
+        labels=labels,
+        layers=layers,
+        reshapes={k: v["reshape"] for k, v in manifest["layers"].items()},
+        thumbnails=thumbs,
+        bad=tuple((str(i), str(r)) for i, r in samples["bad"]),
+        manifest=manifest,
+        hashes=hashes,
+    )
+
+
 class EmbeddingStore:
     def __init__(self, root: Path | None = None) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
@@ -200,50 +238,17 @@ class EmbeddingStore:
             ) from None
 
     def load(self, key: str, *, verify: bool = True, origin: Origin = "cache") -> Embeddings | None:
+        """The entry ``key`` with its layers and thumbnails memory-mapped (every file checked against
+        its SHA-256 when ``verify``), or None; a damaged or mismatched entry is removed."""
         path = self.dir / key
         if not (path / "manifest.json").exists():
             return None
         try:
-            manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-            if manifest.get("format") != FORMAT or manifest.get("key") != key:
-                raise ValueError("format or key mismatch")
-            if verify:
-                for fname, digest in manifest["files"].items():
-                    if file_sha256(path / fname) != digest:
-                        raise ValueError(f"{fname} changed")
-            samples = json.loads((path / "samples.json").read_text(encoding="utf-8"))
-            layers = {}
-            for name, meta in manifest["layers"].items():
-                if verify and file_sha256(path / meta["file"]) != meta["sha256"]:
-                    raise ValueError(f"{meta['file']} changed")
-                arr = track(np.load(path / meta["file"], mmap_mode="r"))
-                if list(arr.shape) != meta["shape"] or arr.dtype != np.float32:
-                    raise ValueError(f"{meta['file']} has shape {arr.shape}")
-                layers[name] = arr
-            labels = np.load(path / "labels.npy")
-            thumbs = track(np.load(path / "thumbnails.npy", mmap_mode="r"))
-            hashes = np.load(path / "hashes.npy") if (path / "hashes.npy").exists() else None
-            n = manifest["count"]
-            if len(labels) != n or len(samples["ids"]) != n or len(thumbs) != n:
-                raise ValueError("row counts disagree")
+            return _read_entry(path, key, verify=verify, origin=origin)
         except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
             log.warning("cache entry %s is corrupt or mismatched (%s); recomputing", key, exc)
             self.remove(key)
             return None
-        return Embeddings(
-            key=key,
-            origin=origin,
-            path=path,
-            ids=tuple(samples["ids"]),
-            indices=np.asarray(samples["indices"], np.int64),
-            labels=labels,
-            layers=layers,
-            reshapes={k: v["reshape"] for k, v in manifest["layers"].items()},
-            thumbnails=thumbs,
-            bad=tuple((str(i), str(r)) for i, r in samples["bad"]),
-            manifest=manifest,
-            hashes=hashes,
-        )
 
     def remove(self, key: str) -> None:
         path = self.dir / key

@@ -25,7 +25,7 @@ import types
 from pathlib import Path
 
 #: The folder of the reportgen package whose modules fingerprints follow.
-PACKAGE_DIR = Path(__file__).resolve().parents[1]
+PACKAGE_DIR = Path(__file__).resolve().parent
 PACKAGE = "reportgen"
 
 _DIGESTS: dict[tuple[str, int, int], str] = {}
