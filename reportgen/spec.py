@@ -6,42 +6,5 @@ The stage itself is the package ``reportgen.specification`` (its YAML source, it
 
 from __future__ import annotations
 
-from .specification import (
-    PIXELS_MODEL,
-    CheckSpec,
-    DatasetSpec,
-    ExecutionSpec,
-    LayerSpec,
-    ModelSpec,
-    OutputSpec,
-    ReducerSpec,
-    ReportOptions,
-    ReportSpec,
-    SpecSource,
-    apply_overrides,
-    format_loc,
-    load_spec,
-    loads_spec,
-    parse_yaml,
-    validate_data,
-)
-
-__all__ = [
-    "ReportSpec",
-    "ModelSpec",
-    "LayerSpec",
-    "ReportOptions",
-    "CheckSpec",
-    "OutputSpec",
-    "ExecutionSpec",
-    "DatasetSpec",
-    "ReducerSpec",
-    "SpecSource",
-    "PIXELS_MODEL",
-    "load_spec",
-    "loads_spec",
-    "validate_data",
-    "parse_yaml",
-    "apply_overrides",
-    "format_loc",
-]
+from .specification import *  # noqa: F403 - every public name, by the shorter path
+from .specification import __all__ as __all__
