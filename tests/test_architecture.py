@@ -443,3 +443,13 @@ def test_no_module_is_over_450_lines():
         p.relative_to(ROOT).as_posix(): len(p.read_text().splitlines()) for p in (ROOT / "reportgen").rglob("*.py")
     }
     assert max(sizes.values()) <= 450, sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
+
+
+def test_every_package_ships_in_the_wheel():
+    """pyproject.toml lists the packages by hand (templates and examples are mapped into the
+    package): a new stage package missing there would install without its modules."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    packages = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "reportgen").rglob("__init__.py")}
+    assert packages <= listed, packages - listed
