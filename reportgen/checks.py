@@ -131,10 +131,11 @@ def junit_xml(results: list[CheckResult], *, suite: str = "reportgen checks") ->
     )
     for r in results:
         tc = ET.SubElement(ts, "testcase", classname=f"reportgen.{r.model}.{r.layer}", name=r.name)
+        message = r.message + (f"; evidence: report.html{r.evidence}" if r.evidence else "")
         if r.skipped:
-            ET.SubElement(tc, "skipped", message=r.message)
+            ET.SubElement(tc, "skipped", message=message)
         elif not r.passed:
-            f = ET.SubElement(tc, "failure", message=r.message, type="CheckFailed")
-            f.text = r.message
-        ET.SubElement(tc, "system-out").text = r.message
+            f = ET.SubElement(tc, "failure", message=message, type="CheckFailed")
+            f.text = message
+        ET.SubElement(tc, "system-out").text = message
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"

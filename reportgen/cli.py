@@ -257,7 +257,14 @@ def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if not checks:
         raise UsageError(f"{args.summary} records no checks; give --spec with a checks: section")
     base = read_summary(args.baseline, what="--baseline") if args.baseline else None
-    results = evaluate(summary, checks, baseline=base)
+    import dataclasses
+
+    from .analyses import metric_anchor
+
+    results = [
+        dataclasses.replace(r, evidence=metric_anchor(r.metric, r.model, r.layer))
+        for r in evaluate(summary, checks, baseline=base)
+    ]
     for r in results:
         print(f"{'pass' if r.passed else 'FAIL'}  {r.name}  {r.message}", file=out)
     if args.junit:

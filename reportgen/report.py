@@ -19,6 +19,7 @@ from .results import (
     MetricValue,
     ModelResult,
     RunStats,
+    SampleFlag,
     Samples,
 )
 from .specification import ReportSpec
@@ -42,6 +43,7 @@ class ReportData:
     #: model -> layer -> metrics that build analyses measured for it (a diff against the reference)
     build_metrics: Mapping[str, Mapping[str, Mapping[str, MetricValue]]] = field(default_factory=dict)
     build_summary: Mapping[str, Any] = field(default_factory=dict)  # the build analyses' part of summary.json
+    build_flags: tuple[SampleFlag, ...] = ()  # what the build analyses say of samples (anchors resolved)
 
     @property
     def layers(self) -> tuple[LayerResult, ...]:

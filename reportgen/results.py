@@ -111,9 +111,10 @@ class Headline:
     text: str
     evidence: str  # the anchor of the evidence in the report ("#l-effnet--global_pool-audit")
     value: float = 0.0  # the size of the problem, to rank findings of one severity
+    rows: tuple[int, ...] = ()  # the samples it is most about (rows of the report's samples), worst first
 
-    def as_dict(self) -> dict:
-        return asdict(self)
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "rows"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -146,9 +147,39 @@ class Samples:
     thumbnails: np.ndarray  # (N, t, t, 3) uint8
     image_stats: np.ndarray  # (N, 4): brightness, contrast, saturation, colour balance
     hashes: np.ndarray | None = None  # (N, 16) uint8 content hash of each image (None: no images)
+    metadata: Mapping[str, tuple[str, ...]] = field(
+        default_factory=dict
+    )  # column -> each sample's value (a CSV manifest's)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+
+def card_anchor(sample_id: str) -> str:
+    """The anchor of a sample's card in the report: the same for one id in every build."""
+    return f"s-{slug(sample_id, max_len=60)}"
+
+
+@dataclass(frozen=True, eq=False)
+class SampleFlag:
+    """What a finding says of some samples ("likely label error"): their rows, and where in the
+    report the finding shows them (an anchor suffix of the analysis's section, e.g. "-labels")."""
+
+    name: str
+    rows: np.ndarray
+    anchor: str = ""
+    finding: bool = True  # a finding about them (False: they only stand in a gallery, e.g. a component's end)
+
+
+@dataclass(frozen=True, eq=False)
+class SampleValues:
+    """A value a finding gives every sample, worth showing on its card: a number ("label support"),
+    a class (``kind="class"``: "kNN prediction") or a slice (``kind="slice"``, 0: none)."""
+
+    name: str
+    values: np.ndarray  # (N,)
+    kind: Literal["number", "class", "slice"] = "number"
+    per_layer: bool = False  # a column of the card's table of layers (every layer has it); else in its head
 
 
 @dataclass(frozen=True, eq=False)
@@ -164,6 +195,9 @@ class LayerResult:
     findings: Mapping[str, Finding]  # analysis name -> its finding, in the registry's order
     metrics: Mapping[str, MetricValue]  # every analysis's metrics (summary.json and checks)
     summary: Mapping[str, Any] = field(default_factory=dict)  # every analysis's part of the layer's summary.json entry
+    neighbours: np.ndarray | None = None  # (N, m) each sample's nearest samples in this layer (rows), nearest first
+    flags: tuple[SampleFlag, ...] = ()  # what the findings say of samples (anchors resolved)
+    values: tuple[SampleValues, ...] = ()  # per-sample values the findings give
 
     @property
     def slug(self) -> str:
@@ -208,6 +242,7 @@ class CheckResult:
     passed: bool
     message: str
     skipped: bool = False
+    evidence: str = ""  # the anchor in report.html of what the metric measures ("#l-effnet--global_pool-audit")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -237,3 +272,4 @@ class HtmlStats:
     over_budget: bool
     figures_drawn: tuple[str, ...] = ()
     figures_reused: tuple[str, ...] = ()
+    cards: Mapping[str, str] = field(default_factory=dict)  # sample id -> the anchor of its card in the report

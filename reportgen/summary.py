@@ -13,7 +13,7 @@ from typing import Any
 
 from ._version import __version__
 from .report import ReportData
-from .results import HtmlStats, LayerResult, ModelResult
+from .results import Headline, HtmlStats, LayerResult, ModelResult
 
 
 def merge(into: dict[str, Any], part: Mapping[str, Any]) -> dict[str, Any]:
@@ -59,6 +59,12 @@ def metrics_view(models: Iterable[ModelResult], build_metrics: Mapping | None = 
     }
 
 
+def _finding(h: Headline, ids: tuple[str, ...], html: HtmlStats | None) -> dict[str, Any]:
+    """A headline as summary.json lists it: with the samples it names and their cards' anchors."""
+    cards = html.cards if html else {}
+    return {**h.as_dict(), "samples": [{"id": ids[r], "card": cards.get(ids[r], "")} for r in h.rows]}
+
+
 def summary_dict(report: ReportData, html: HtmlStats | None = None) -> dict[str, Any]:
     """Every number the report shows, deterministic: timings (and the bytes they take in the
     HTML) go to run.json, so two builds of one spec give byte-identical files."""
@@ -82,7 +88,7 @@ def summary_dict(report: ReportData, html: HtmlStats | None = None) -> dict[str,
             "total_per_class": dict(ds.total_per_class),
             "skipped": [{"id": i, "reason": r} for i, r in report.bad],
         },
-        "findings": [h.as_dict() for h in report.headlines],
+        "findings": [_finding(h, samples.ids, html) for h in report.headlines],
         "models": [],
         "notes": list(report.notes),
         "html": {
@@ -107,6 +113,7 @@ def summary_dict(report: ReportData, html: HtmlStats | None = None) -> dict[str,
             }
         )
     merge(out, report.build_summary)
+    out["cards"] = dict(html.cards) if html else {}
     out["checks"] = [c.as_dict() for c in report.checks]
     out["check_specs"] = [c.model_dump(mode="json") for c in spec.checks]
     return out

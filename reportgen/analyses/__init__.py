@@ -20,6 +20,7 @@ from .base import (
     build_analyses,
     check_metric_names,
     layer_analyses,
+    metric_anchor,
     metric_docs,
     register_analysis,
     run_order,
@@ -72,4 +73,5 @@ __all__ = [
     "run_order",
     "check_metric_names",
     "metric_docs",
+    "metric_anchor",
 ]

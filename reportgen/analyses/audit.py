@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..results import Finding, Headline, Samples, finding_of
-from .base import LayerAnalysis, LayerInput, Where
+from ..results import Finding, Headline, SampleFlag, Samples, SampleValues, finding_of
+from .base import HEADLINE_SAMPLES, LayerAnalysis, LayerInput, Where
 from .metrics import MetricsFinding
 
 if TYPE_CHECKING:
@@ -268,6 +268,19 @@ class Audit(LayerAnalysis):
             }
         }
 
+    def flags(self, f: AuditFinding) -> list[SampleFlag]:
+        dups = np.concatenate(f.duplicate_groups) if f.duplicate_groups else np.zeros(0, np.int64)
+        near = np.unique(f.near_pairs) if len(f.near_pairs) else np.zeros(0, np.int64)
+        return [
+            SampleFlag("likely label error", f.label_issues, "-labels"),
+            SampleFlag("exact duplicate", dups, "-duplicates"),
+            SampleFlag("near duplicate", near, "-near"),
+            SampleFlag("outlier", f.outliers, "-outliers"),
+        ]
+
+    def sample_values(self, f: AuditFinding) -> list[SampleValues]:
+        return [SampleValues("label support", f.quality), SampleValues("suggested label", f.suggested, "class")]
+
     def headlines(self, f: AuditFinding, where: Where) -> list[Headline]:
         out = []
         names = where.class_names
@@ -289,6 +302,7 @@ class Audit(LayerAnalysis):
                     f"{n_issues:,} likely label errors ({100 * rate:.1f} %) in {where.layer}{mostly}.",
                     f"#{where.anchor}-labels",
                     rate,
+                    rows=tuple(int(r) for r in f.label_issues[:HEADLINE_SAMPLES]),
                 )
             )
         if f.duplicate_groups:
@@ -302,6 +316,7 @@ class Audit(LayerAnalysis):
                     ),
                     f"#{where.anchor}-duplicates",
                     f.duplicates / f.n,
+                    rows=tuple(int(r) for g in f.duplicate_groups[:3] for r in g[:2]),
                 )
             )
         if len(f.near_pairs):
@@ -315,6 +330,7 @@ class Audit(LayerAnalysis):
                     ),
                     f"#{where.anchor}-near",
                     len(f.near_pairs) / f.n,
+                    rows=tuple(int(r) for p in f.near_pairs[:3] for r in p),
                 )
             )
         return out

@@ -20,7 +20,18 @@ import numpy as np
 from ..errors import ReportgenError
 from ..fingerprint import code_fingerprint
 from ..registry import Registry
-from ..results import Finding, Headline, LayerResult, MapResult, MetricValue, ModelRun, Samples
+from ..results import (
+    Finding,
+    Headline,
+    LayerResult,
+    MapResult,
+    MetricValue,
+    ModelRun,
+    SampleFlag,
+    Samples,
+    SampleValues,
+    slug,
+)
 
 if TYPE_CHECKING:  # annotations only: no part of what an analysis computes comes from these modules
     from ..compute.neighbours import GraphQuality, NeighbourGraph
@@ -87,6 +98,10 @@ class BuildInput:
     seed: int
     graphs: Mapping[tuple[str, str], NeighbourGraph] = field(default_factory=dict)
     twins: Callable[[], TwinData | None] = lambda: None  # the reference dataset's (made on first call)
+
+
+#: Samples a headline names (its ``rows``): the report shows them beside the sentence, linked to their cards.
+HEADLINE_SAMPLES = 6
 
 
 @dataclass(frozen=True)
@@ -169,6 +184,15 @@ class Analysis:
         """Findings for the top of the report: one sentence each, with severity and evidence."""
         return []
 
+    def flags(self, finding: Any) -> list[SampleFlag]:
+        """What the finding says of particular samples ("likely label error": rows), each with the
+        anchor suffix of the part of its section that shows them: their sample cards list it."""
+        return []
+
+    def sample_values(self, finding: Any) -> list[SampleValues]:
+        """Per-sample values worth a line on every sample's card ("label support")."""
+        return []
+
 
 class LayerAnalysis(Analysis):
     def run(self, layer: LayerInput, found: Mapping[str, Finding]) -> Finding | None:  # pragma: no cover - abstract
@@ -207,6 +231,16 @@ def register_analysis(cls: type[Analysis] | None = None, *, replace: bool = Fals
 
 def unregister_analysis(name: str) -> None:
     ANALYSES.unregister(name)
+
+
+def metric_anchor(metric: str, model: str, layer: str) -> str:
+    """Where in the report a metric of a layer is shown: the section of the analysis that measures
+    it (a build analysis's own section), else the layer's part of the report."""
+    at = f"#l-{slug(model)}--{slug(layer)}"
+    for cls in ANALYSES.values():
+        if metric in cls.metrics or any(c.metric == metric for c in cls.columns()):
+            return f"#{cls.name}" if issubclass(cls, BuildAnalysis) else f"{at}-{cls.name}"
+    return at
 
 
 def layer_analyses() -> list[type[LayerAnalysis]]:

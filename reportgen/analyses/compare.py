@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..compute.kernels import linear_cka, per_class_accuracy
-from ..results import Finding, Headline, Samples, finding_of, slug
-from .base import BuildAnalysis, BuildInput, Where
+from ..results import Finding, Headline, SampleFlag, Samples, finding_of, slug
+from .base import HEADLINE_SAMPLES, BuildAnalysis, BuildInput, Where
 from .metrics import MetricsFinding
 
 if TYPE_CHECKING:
@@ -221,6 +221,16 @@ class CompareModels(BuildAnalysis):
             (d.model, d.layer): {"neighbour_overlap": d.mean_overlap, "neighbours_moved": d.moved} for d in comp.diffs
         }
 
+    def flags(self, comp: Comparison) -> list[SampleFlag]:
+        return [
+            SampleFlag(
+                f"neighbours changed most in {d.model} · {d.layer}",
+                d.most_changed,
+                f"-diff-{slug(d.model)}-{slug(d.layer)}",
+            )
+            for d in comp.diffs
+        ]
+
     def headlines(self, comp: Comparison, where: Where) -> list[Headline]:
         names = where.class_names
         out = []
@@ -240,6 +250,7 @@ class CompareModels(BuildAnalysis):
                     ),
                     f"#{where.anchor}-diff-{slug(d.model)}-{slug(d.layer)}",
                     d.moved,
+                    rows=tuple(int(r) for r in d.most_changed[:HEADLINE_SAMPLES]),
                 )
             )
         return out

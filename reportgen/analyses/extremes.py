@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..compute.kernels import ComponentEnds, component_ends
-from ..results import Finding, Samples, finding_of
+from ..results import Finding, SampleFlag, Samples, finding_of
 from .base import LayerAnalysis, LayerInput
 from .pca import PcaFinding
 
@@ -55,6 +55,16 @@ class Extremes(LayerAnalysis):
             np.asarray([pca.explained_variance_ratio[e.component] for e in ends]),
             np.asarray([pca.eta2[e.component] for e in ends]),
         )
+
+    def flags(self, f: ExtremesFinding) -> list[SampleFlag]:
+        out = []
+        for e in f.ends:
+            pc = e.component + 1
+            out += [
+                SampleFlag(f"PC{pc} low end", e.low, f"-pc{pc}", finding=False),
+                SampleFlag(f"PC{pc} high end", e.high, f"-pc{pc}", finding=False),
+            ]
+        return out
 
     def summary(self, f: ExtremesFinding, samples: Samples) -> dict:
         ids = samples.ids

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..compute.kernels import HardSample, hard_samples, outliers
-from ..results import Finding, Samples
+from ..results import Finding, SampleFlag, Samples
 from .base import LayerAnalysis, LayerInput
 
 
@@ -34,6 +34,12 @@ class HardSamples(LayerAnalysis):
         hard = hard_samples(layer.graph, layer.labels, k, opts.hard_samples)
         rows = outliers(layer.graph, k, min(opts.hard_samples, len(layer.x)))
         return HardFinding(tuple(hard), rows, layer.graph.distances[rows, k - 1], k)
+
+    def flags(self, f: HardFinding) -> list[SampleFlag]:
+        return [
+            SampleFlag("hard sample", np.asarray([h.row for h in f.hard], np.int64)),
+            SampleFlag("isolated", f.outliers),
+        ]
 
     def summary(self, f: HardFinding, samples: Samples) -> dict:
         ids, names = samples.ids, samples.class_names

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..compute.kernels import knn_predict, linear_probe_accuracy, silhouette
 from ..compute.neighbours import GraphQuality, NeighbourGraph
-from ..results import Finding, Headline
+from ..results import Finding, Headline, SampleValues
 from .base import Column, LayerAnalysis, LayerInput, Where
 
 
@@ -124,6 +124,9 @@ class Metrics(LayerAnalysis):
             "neighbour_index": f.graph.method,
             "intrinsic_dimension": f.intrinsic_dimension,
         }
+
+    def sample_values(self, f: MetricsFinding) -> list[SampleValues]:
+        return [SampleValues(f"kNN prediction (k = {f.knn_k})", f.knn_pred, "class", per_layer=True)]
 
     def headlines(self, f: MetricsFinding, where: Where) -> list[Headline]:
         if f.graph.queries and f.graph.recall < 0.95:

@@ -11,9 +11,9 @@ import numpy as np
 
 from ..compute.kernels import domain_auc, mmd_permutation_test
 from ..compute.neighbours import cross_nearest
-from ..results import Finding, Headline, Samples
+from ..results import Finding, Headline, SampleFlag, Samples, slug
 from ..streaming import cleaned
-from .base import BuildAnalysis, BuildInput, Where
+from .base import HEADLINE_SAMPLES, BuildAnalysis, BuildInput, Where
 
 if TYPE_CHECKING:
     from ..specification import ReportSpec
@@ -56,6 +56,11 @@ class ShiftFinding(Finding):
     shifts: tuple[DatasetShift, ...]
     leaks: tuple[Leak, ...] = ()
     reference: str = ""
+
+
+def leak_anchor(leak: Leak) -> str:
+    """The anchor suffix of one compared dataset's leaked images (one per dataset and model)."""
+    return f"leaks-{slug(leak.dataset)}-{slug(leak.model)}"
 
 
 class CompareDatasets(BuildAnalysis):
@@ -168,6 +173,15 @@ class CompareDatasets(BuildAnalysis):
             entry["leakage_count"] += int(len(leak.rows))
         return out
 
+    def flags(self, f: ShiftFinding) -> list[SampleFlag]:
+        return [
+            SampleFlag(
+                f"twin in {leak.dataset} ({leak.model} · {leak.layer})", np.unique(leak.twins), f"-{leak_anchor(leak)}"
+            )
+            for leak in f.leaks
+            if len(leak.rows)
+        ]
+
     def headlines(self, f: ShiftFinding, where: Where) -> list[Headline]:
         out = []
         for leak in f.leaks:
@@ -180,8 +194,9 @@ class CompareDatasets(BuildAnalysis):
                         f"{len(leak.rows):,} images of {leak.dataset} have a near-twin in {f.reference}"
                         + (f" ({n_exact:,} identical)" if n_exact else "")
                         + ": leakage across splits.",
-                        f"#{where.anchor}-leaks",
+                        f"#{where.anchor}-{leak_anchor(leak)}",
                         float(len(leak.rows)),
+                        rows=tuple(int(r) for r in leak.twins[:HEADLINE_SAMPLES]),
                     )
                 )
         return out

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..results import Finding, Headline, Samples, finding_of
+from ..results import Finding, Headline, Samples, SampleValues, finding_of
 from .audit import AuditFinding
-from .base import LayerAnalysis, LayerInput, Where
+from .base import HEADLINE_SAMPLES, LayerAnalysis, LayerInput, Where
 from .metrics import MetricsFinding
 
 if TYPE_CHECKING:
@@ -163,6 +163,9 @@ class Slices(LayerAnalysis):
     def metric_values(self, f: SlicesFinding) -> dict:
         return {"worst_slice_accuracy": min((s.knn_accuracy for s in f.slices), default=None), "slices": len(f.slices)}
 
+    def sample_values(self, f: SlicesFinding) -> list[SampleValues]:
+        return [SampleValues("slice", f.assignment, "slice")]
+
     def summary(self, f: SlicesFinding, samples: Samples) -> dict:
         names, ids = samples.class_names, samples.ids
         return {
@@ -202,8 +205,9 @@ class Slices(LayerAnalysis):
                         f"Slice {s.id} of {where.layer} ({len(s.rows):,} images, {who}): kNN accuracy "
                         f"{s.knn_accuracy:.2f} vs {f.overall:.2f} overall."
                     ),
-                    f"#{where.anchor}",
+                    f"#{where.anchor}-s{s.id}",
                     s.harm,
+                    rows=tuple(int(r) for r in s.typical[:HEADLINE_SAMPLES]),
                 )
             )
         return out

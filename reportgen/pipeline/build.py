@@ -18,7 +18,16 @@ from typing import Any
 
 import numpy as np
 
-from ..analyses.base import BuildAnalysis, BuildInput, LayerAnalysis, Where, build_analyses, layer_analyses, run_order
+from ..analyses.base import (
+    BuildAnalysis,
+    BuildInput,
+    LayerAnalysis,
+    Where,
+    build_analyses,
+    layer_analyses,
+    metric_anchor,
+    run_order,
+)
 from ..catalog import check_names
 from ..checks import evaluate, junit_xml, read_summary
 from ..compute.kernels import image_statistics
@@ -28,7 +37,7 @@ from ..machine import keeps_environ
 from ..output import check_output_dir, write_report
 from ..render import render_report
 from ..report import BuildResult, ReportData
-from ..results import DatasetInfo, Headline, ModelResult, ModelRun, RunStats, Samples
+from ..results import DatasetInfo, Headline, ModelResult, ModelRun, RunStats, SampleFlag, Samples
 from ..specification import ReportSpec
 from ..store.cache import Cache
 from ..summary import merge, metrics_view, summary_dict
@@ -111,7 +120,7 @@ def build(
     twins = _twin_data(spec, data)
     work = _analyse_layers(spec, data, samples, plan, cache, counts, twins)
     built = _analyse_build(spec, data, samples, work, plan, stages, twins)
-    build_findings, build_metrics, build_summary, build_headlines = built
+    build_findings, build_metrics, build_summary, build_headlines, build_flags = built
     models = tuple(
         ModelResult(
             run.model,
@@ -126,7 +135,10 @@ def build(
     if spec.checks:
         with stages.stage("checks"):
             ref = read_summary(as_path(baseline), what="--baseline") if baseline is not None else None  # type: ignore[arg-type]
-            checks = tuple(evaluate(metrics_view(models, build_metrics), spec.checks, baseline=ref))
+            checks = tuple(
+                replace(c, evidence=metric_anchor(c.metric, c.model, c.layer))
+                for c in evaluate(metrics_view(models, build_metrics), spec.checks, baseline=ref)
+            )
     headlines = _ranked([h for w in work.values() for h in w.headlines] + build_headlines, checks)
     ds, sel = data.ds, data.selection
     dataset = DatasetInfo(
@@ -154,6 +166,7 @@ def build(
         headlines=headlines,
         build_metrics=build_metrics,
         build_summary=build_summary,
+        build_flags=build_flags,
     )
     if not write:
         return BuildResult(report, None, None)
@@ -199,7 +212,11 @@ def _samples(data: Embedded, stages: Stages) -> Samples:
         )
     with stages.stage("analyse: image statistics"):
         stats = image_statistics(base.thumbnails)
-    return Samples(base.ids, labels, data.ds.class_names, base.thumbnails, stats, hashes=base.hashes)
+    metadata = {
+        str(column): tuple("" if values[i] is None else str(values[i]) for i in np.asarray(base.indices))
+        for column, values in data.ds.metadata.items()
+    }
+    return Samples(base.ids, labels, data.ds.class_names, base.thumbnails, stats, hashes=base.hashes, metadata=metadata)
 
 
 def _analyse_layers(
@@ -232,9 +249,11 @@ def _analyse_build(
     plan: Plan,
     stages: Stages,
     twins: Callable[[], TwinData | None],
-) -> tuple[dict[str, Any], dict[str, dict[str, dict[str, Any]]], dict[str, Any], list[Headline]]:
+) -> tuple[
+    dict[str, Any], dict[str, dict[str, dict[str, Any]]], dict[str, Any], list[Headline], tuple[SampleFlag, ...]
+]:
     """The build analyses (comparisons of models and datasets): findings, the metrics they measure
-    for each layer, their part of summary.json and their headlines."""
+    for each layer, their part of summary.json, their headlines and what they say of samples."""
     build_input = BuildInput(
         runs=data.runs,
         layers={k: w.result for k, w in work.items()},
@@ -254,6 +273,7 @@ def _analyse_build(
     metrics: dict[str, dict[str, dict[str, Any]]] = {}
     summary: dict[str, Any] = {}
     headlines: list[Headline] = []
+    flags: list[SampleFlag] = []
     for analysis in plan.build:
         with stages.stage(analysis.title.lower()):
             finding = analysis.run(build_input)
@@ -264,7 +284,8 @@ def _analyse_build(
             metrics.setdefault(m, {}).setdefault(l, {}).update(values)
         merge(summary, analysis.summary(finding, samples))
         headlines += analysis.headlines(finding, Where("", "", analysis.name, samples))
-    return findings, metrics, summary, headlines
+        flags += [replace(f, anchor=f"#{analysis.name}{f.anchor}") for f in analysis.flags(finding) if len(f.rows)]
+    return findings, metrics, summary, headlines, tuple(flags)
 
 
 def _audit_layer(spec: ReportSpec, run: ModelRun) -> str | None:

@@ -15,13 +15,16 @@ from ..compute.neighbours import NeighbourGraph
 from ..compute.pca import PcaResult, fit_pca
 from ..compute.twins import TwinData
 from ..reducers.base import FittedMap, make_reducer
-from ..results import Finding, Headline, LayerResult, MetricValue, ModelRun, Samples
+from ..results import Finding, Headline, LayerResult, MetricValue, ModelRun, Samples, slug
 from ..specification import ReportSpec
 from ..store.cache import Cache
 from ..streaming import cleaned
 from ..summary import merge
 from .maps import LayerMaps, graph_key, neighbour_graph
 from .process import Stages
+
+#: Each sample's nearest samples kept per layer for its card.
+CARD_NEIGHBOURS = 5
 
 
 @dataclass(frozen=True, eq=False)
@@ -149,6 +152,14 @@ def analyse_layer(
     summary: dict[str, Any] = {}
     for name in order:
         merge(summary, done[name].summary(findings[name], samples))
+    anchor = f"l-{slug(run.model.name)}--{slug(layer)}"
+    flags = tuple(
+        dataclasses.replace(f, anchor=f"#{anchor}-{name}{f.anchor}")
+        for name in order
+        for f in done[name].flags(findings[name])
+        if len(f.rows)
+    )
+    values = tuple(v for name in order for v in done[name].sample_values(findings[name]))
     result = LayerResult(
         model=run.model.name,
         layer=layer,
@@ -161,6 +172,9 @@ def analyse_layer(
         findings={name: findings[name] for name in order},
         metrics=metrics,
         summary=summary,
+        neighbours=np.ascontiguousarray(graph.indices[:, :CARD_NEIGHBOURS], np.int32),
+        flags=flags,
+        values=values,
     )
     headlines = []
     for name in order:
