@@ -170,6 +170,26 @@ class ReportOptions(Params):
     slices: bool = Field(
         True, description="Slices: clusters of the audit layer ranked by how badly the representation handles them."
     )
+    interactive: bool = Field(
+        True,
+        description=(
+            "Interactive maps (hover, zoom, search, colour by finding): a small inline script allowed by its hash. "
+            "Off: no script at all; the maps still link their dots to the sample cards."
+        ),
+    )
+    interactive_points: int = Field(
+        2500,
+        ge=0,
+        description=(
+            "Samples the interactive maps hold: every flagged sample and every sample with a card, then a "
+            "stratified sample of the rest up to this many."
+        ),
+    )
+    linked_points: int = Field(
+        400,
+        ge=0,
+        description="Dots of each map that link to their sample cards with JavaScript off (flagged samples first).",
+    )
     templates: ResolvedPath | None = Field(
         None,
         description=(

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
@@ -24,32 +24,69 @@ from ._version import __version__
 from .analyses.base import ANALYSES, Column, metric_docs
 from .figures import hex_colour, palette
 from .fingerprint import code_fingerprint
+from .interactive import island, island_json, linked_rows, point_rows, script, script_hash
 from .report import ReportData
 from .resources import templates_dir
-from .results import HtmlStats, LayerResult
+from .results import HtmlStats, LayerResult, card_anchor
 from .sections import SECTIONS, Budget, FigureCache, Figures, Thumbs, View
+from .sections.cards import CardIndex, card_contexts
 from .sections.view import digest
 
 log = logging.getLogger(__name__)
 
-CSP = (
-    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src 'none'; script-src 'none'; "
-    "connect-src 'none'; form-action 'none'; base-uri 'none'"
-)
 
+def csp(scripts: tuple[str, ...] = ()) -> str:
+    """The page's Content-Security-Policy: nothing from anywhere, images only as data URIs, and
+    scripts only by the hash of the report's own (none when the report has no script)."""
+    allowed = " ".join(script_hash(s) for s in scripts) or "'none'"
+    return (
+        f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src 'none'; script-src {allowed}; "
+        "connect-src 'none'; form-action 'none'; base-uri 'none'"
+    )
+
+
+CSP = csp()
+
+#: The size ladder: the interactive layer's detail goes first (its points, the dots a map links to
+#: cards, the neighbours a card lists), the evidence after it (mosaics, galleries, thumbnails).
 LADDER = (
     Budget(1.0, 1.0, 85, 85, 1.0, ""),
-    Budget(0.5, 0.7, 75, 80, 1.0, "mosaics capped at half the samples, JPEG quality 75"),
     Budget(
-        0.25,
-        0.45,
-        65,
-        70,
-        0.75,
-        "mosaics capped at a quarter of the samples, JPEG quality 65, galleries shortened by a quarter",
+        1.0, 1.0, 85, 85, 1.0, "the interactive maps hold half the points and link half as many dots to cards",
+        points=0.5, linked=0.5, atlas_quality=65,
     ),
-    Budget(0.12, 0.25, 55, 60, 0.5, "mosaics capped at an eighth of the samples, JPEG quality 55, galleries halved"),
-)
+    Budget(
+        1.0, 1.0, 85, 85, 1.0,
+        "the interactive maps hold a tenth of the points and link a tenth as many dots to cards, cards list two "
+        "nearest samples per layer",
+        points=0.1, linked=0.1, atlas_quality=50, card_neighbours=2,
+    ),
+    Budget(
+        0.5, 0.7, 75, 80, 1.0,
+        "the interactive layer reduced, mosaics capped at half the samples, JPEG quality 75",
+        points=0.1, linked=0.1, atlas_quality=50, card_neighbours=2,
+    ),
+    Budget(
+        0.25, 0.45, 65, 70, 0.75,
+        "the interactive layer reduced, mosaics capped at a quarter of the samples, JPEG quality 65, galleries "
+        "shortened by a quarter",
+        points=0.1, linked=0.1, atlas_quality=50, card_neighbours=2,
+    ),
+    Budget(
+        0.12, 0.25, 55, 60, 0.5,
+        "the interactive layer reduced, mosaics capped at an eighth of the samples, JPEG quality 55, galleries halved",
+        points=0.1, linked=0.1, atlas_quality=50, card_neighbours=2,
+    ),
+)  # fmt: skip
+
+
+class Page(NamedTuple):
+    """One rendering at one size step."""
+
+    html: str
+    files: dict[str, bytes]
+    section_bytes: dict[str, int]
+    cards: dict[str, str]  # sample id -> its card's anchor
 
 
 @dataclass(frozen=True)
@@ -67,6 +104,13 @@ def _num(v: float | None, d: int = 3) -> str:
     return "n/a" if v is None else f"{float(v):.{d}f}"
 
 
+def _isolated(text: str) -> Markup:
+    """Text in its own direction (``<bdi>``) when it may hold right-to-left letters: a Hebrew class
+    name in a list keeps the list's order; plain ASCII goes as it is (no bytes spent)."""
+    text = str(text)
+    return Markup.escape(text) if text.isascii() else Markup("<bdi>%s</bdi>") % text
+
+
 def environment(overrides: Path | None = None) -> Environment:
     """Templates from ``overrides`` (a team's folder: branding, an extra section) first, then the
     built-in ones; autoescape and StrictUndefined either way."""
@@ -80,6 +124,7 @@ def environment(overrides: Path | None = None) -> Environment:
     )
     env.filters["pct"] = _pct
     env.filters["num"] = _num
+    env.filters["iso"] = _isolated
     return env
 
 
@@ -152,8 +197,8 @@ def _layer_context(
 
 def render_html(
     report: ReportData, budget: Budget, *, figures: Figures | None = None, extra_notes: tuple[str, ...] = ()
-) -> tuple[str, dict[str, bytes], dict[str, int]]:
-    """One rendering at one size-budget step: (HTML, figure files, bytes per section)."""
+) -> Page:
+    """One rendering at one size-budget step: HTML, figure files, bytes per section, cards."""
     spec = report.spec
     env = environment(spec.report.templates)
     files: dict[str, bytes] = {}
@@ -170,14 +215,40 @@ def render_html(
         tuple(m.embeddings_key for m in report.models),
     )
 
+    opts = spec.report
+    cards = CardIndex(report.samples.ids)
+    linked = linked_rows(report, int(opts.linked_points * budget.linked))
+
     def make_view(prefix: str, layer: str) -> View:
-        return View(report, budget, colours, thumbs, figures, files, base_key, prefix, layer)
+        return View(
+            report, budget, colours, thumbs, figures, files, base_key, prefix, layer, cards=cards, linked=linked
+        )
 
     columns = overview_columns(report.layers)
     layers = [_layer_context(env, lr, columns, make_view) for lr in report.layers]
     layer_tpl = env.get_template("layer.html")
     sections = {l["anchor"]: layer_tpl.render(l=l) for l in layers}
     build_sections = _sections(env, make_view("", ""), report.build_findings, {})
+    page_view = make_view("", "")
+    findings = [
+        {"h": h, "samples": [page_view.sample(r) for r in h.rows]} for h in report.headlines[:40]
+    ]  # fmt: skip
+    cards.add(linked)
+    hex_colours = [hex_colour(c) for c in colours]
+    card_list = card_contexts(report, cards, thumbs, lambda c: hex_colours[c], neighbours=budget.card_neighbours)
+    image_cards = list(cards.images.values())
+    data_island, scripts = "", tuple[str, ...]()
+    if opts.interactive:
+        points = point_rows(report, cards.rows, int(opts.interactive_points * budget.points))
+        n = len(report.samples)
+        note = (
+            f"Every one of the {n:,} samples is interactive."
+            if len(points) == n
+            else f"{len(points):,} of the {n:,} samples are interactive: every flagged sample, every sample with a "
+            "card and a stratified sample of the rest; grey behind them: the density of all samples."
+        )
+        data = island(report, points, set(cards.rows), hex_colours, budget.atlas_quality, note)
+        data_island, scripts = island_json(data), (script(),)
     names = report.samples.class_names
     counts = np.bincount(report.samples.labels, minlength=len(names))
     classes = [
@@ -212,7 +283,11 @@ def render_html(
     ctx = {
         "title": spec.title,
         "description": spec.description,
-        "csp": CSP,
+        "csp": csp(scripts),
+        "script": Markup(scripts[0]) if scripts else "",
+        "island": Markup(data_island),
+        "cards": card_list,
+        "image_cards": image_cards,
         "version": __version__,
         "dataset": report.dataset,
         "classes": classes,
@@ -235,16 +310,20 @@ def render_html(
         "distances": f"{spec.report.metric} distance in the full embedding space, k = {knn_k}.",
         "checks": list(report.checks),
         "metric_docs": metric_docs(),
-        "findings": list(report.headlines[:40]),
+        "findings": findings,
     }
     timing = env.get_template("timings.html").render(**ctx)
-    html = env.get_template("base.html").render(**ctx, timing=Markup(timing))
+    samples_html = env.get_template("cards.html").render(**ctx)
+    html = env.get_template("base.html").render(**ctx, timing=Markup(timing), samples=Markup(samples_html))
     section_bytes = {k: len(v.encode("utf-8")) for k, v in sections.items()}
     for s in build_sections:
         section_bytes[s["name"]] = s["bytes"]
+    section_bytes["samples"] = len(samples_html.encode("utf-8"))
+    section_bytes["interactive"] = len(data_island.encode("utf-8")) + sum(len(t.encode("utf-8")) for t in scripts)
     section_bytes["run timings"] = len(timing.encode("utf-8"))  # varies run to run: kept out of summary.json
     section_bytes["page"] = len(html.encode("utf-8")) - sum(section_bytes.values())
-    return html, files, section_bytes
+    card_ids = {report.samples.ids[r]: f"#{card_anchor(report.samples.ids[r])}" for r in sorted(cards.rows)}
+    return Page(html, files, section_bytes, card_ids)
 
 
 def render_report(report: ReportData, *, figure_cache: FigureCache | None = None) -> Rendered:
@@ -253,8 +332,8 @@ def render_report(report: ReportData, *, figure_cache: FigureCache | None = None
     figures = Figures(figure_cache)
     over = False
     for step, budget in enumerate(LADDER):
-        html, files, section_bytes = render_html(report, budget, figures=figures)
-        size = len(html.encode("utf-8"))
+        page = render_html(report, budget, figures=figures)
+        size = len(page.html.encode("utf-8"))
         if size <= limit:
             break
         log.info(
@@ -278,7 +357,8 @@ def render_report(report: ReportData, *, figure_cache: FigureCache | None = None
                 "every reduction"
             ),
         )
-        html, files, section_bytes = render_html(report, budget, figures=figures, extra_notes=reductions[-1:])
-        size = len(html.encode("utf-8"))
+        page = render_html(report, budget, figures=figures, extra_notes=reductions[-1:])
+        size = len(page.html.encode("utf-8"))
     drawn, reused = tuple(sorted(figures.drawn)), tuple(sorted(figures.reused - figures.drawn))
-    return Rendered(html, files, HtmlStats(size, section_bytes, reductions, over, drawn, reused))
+    stats = HtmlStats(size, page.section_bytes, reductions, over, drawn, reused, page.cards)
+    return Rendered(page.html, page.files, stats)

@@ -257,7 +257,7 @@ def test_every_registered_layer_analysis_meets_the_contract():
         named = set(cls.metric_names())
         assert not named or named & set(values), (cls.name, named, set(values))  # what checks can name, it measures
         assert cls.name in SECTIONS, f"analysis {cls.name} has no section to show it"
-    html, _, _ = render_html(_report_of(layer, found, metrics), LADDER[0])
+    html = render_html(_report_of(layer, found, metrics), LADDER[0]).html
     shown = [name for name in found if f'id="l-m--l-{name}"' in html]
     # every finding with something to show has its section (the axes finding has one axis here)
     assert set(shown) == set(found), set(found) - set(shown)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from reportgen.compute import twins
 from tests.conftest import EFFNET, run, write
+from tests.pages import check_page
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion = pytest.mark.skipif(
@@ -218,12 +219,22 @@ def test_findings_come_first_with_links_and_failed_checks_exit_3(planted):
     ranks = [{"high": 0, "medium": 1, "low": 2, "info": 3}[f["severity"]] for f in s["findings"]]
     assert ranks == sorted(ranks)
     html = (tmp / "out" / "report.html").read_text()
-    assert "<script" not in html.lower() and "planted &lt;problems&gt;" in html
+    check_page(html)
+    assert "planted &lt;problems&gt;" in html
     start = html.index('id="findings"')
     assert start < html.index('id="data"')
     for f in s["findings"]:
         assert f["evidence"].startswith("#") and f'id="{f["evidence"][1:]}"' in html, f["evidence"]
+        for x in f["samples"]:  # the samples a finding names: each has its card, listed in summary.json
+            assert x["card"] == s["cards"][x["id"]] and f'id="{x["card"][1:]}"' in html
+    labels = next(f for f in s["findings"] if "label_issues" in f["id"])
+    named = [_row(x["id"]) for x in labels["samples"]]
+    assert named and 2 * len(set(named) & truth["flips"]) >= len(named)  # the most doubted labels: mostly planted flips
     xml = ET.parse(tmp / "out" / "checks.xml").getroot()
+    failures = [c.find("failure") for c in xml.iter("testcase") if c.find("failure") is not None]
+    for failure in failures:  # a failed check points at its evidence in the report
+        anchor = failure.get("message").split("evidence: report.html", 1)[1]
+        assert f'id="{anchor[1:]}"' in html, anchor
     failed = {c.get("name") for c in xml.iter("testcase") if c.find("failure") is not None}
     assert any("label_issue_rate" in n for n in failed) and any("leakage_count" in n for n in failed)
     assert not any("duplicate_rate" in n or "worst_slice_accuracy" in n for n in failed)

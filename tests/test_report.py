@@ -1,10 +1,8 @@
 """The report against independent computations, on one real build (conftest ``built``)."""
 
 import json
-import re
 import shutil
 import subprocess
-from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,7 @@ import pytest
 
 from reportgen.figures import grid_mosaic, image_mosaic, palette
 from tests.conftest import stored
+from tests.pages import check_page
 
 
 def _summary(out: Path) -> dict:
@@ -118,34 +117,25 @@ def test_grid_mosaic_shows_each_chosen_sample_once():
     assert len({(int(x), int(y)) for x, y in gm.positions}) == 100
 
 
-class _Refs(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.refs, self.tags, self.scripts, self.handlers = [], [], 0, []
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append(tag)
-        if tag == "script":
-            self.scripts += 1
-        for k, v in attrs:
-            if k in ("src", "href", "srcset", "poster", "data", "action"):
-                self.refs.append(v or "")
-            if k.startswith("on"):
-                self.handlers.append(k)
-
-
 def test_html_references_nothing_external(built):
+    """Self-contained, one script (the report's own, allowed by its hash) and its data island;
+    every id unique and every in-page link and image map resolving."""
     _, tmp = built
-    html = (tmp / "out" / "report.html").read_text()
-    p = _Refs()
-    p.feed(html)
-    assert p.refs and all(r.startswith(("data:", "#")) for r in p.refs), [
-        r[:40] for r in p.refs if not r.startswith(("data:", "#"))
-    ]
-    assert not re.findall(r"url\((?!['\"]?data:)", html)
-    assert "@import" not in html and p.scripts == 0 and not p.handlers
-    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', html).group(1).replace("&#39;", "'")
-    assert "default-src 'none'" in csp and "img-src data:" in csp and "script-src 'none'" in csp
+    p = check_page((tmp / "out" / "report.html").read_text())
+    assert [a.get("type") for a, _ in p.scripts] == ["application/json", None]
+    assert p.areas and all(a["href"].startswith("#s-") and a.get("title") for a in p.areas)
+
+
+def test_a_report_without_interactivity_has_no_script(built, tmp_path):
+    from reportgen.pipeline import build
+    from tests.conftest import make_spec
+
+    d = _own_copy(built[1], tmp_path)
+    d["report"] = {**d.get("report", {}), "interactive": False}
+    build(make_spec(d), progress=False)
+    p = check_page((tmp_path / "out" / "report.html").read_text())
+    assert not p.scripts and "script-src 'none'" in p.csp
+    assert p.areas  # the maps still link their dots to the cards
 
 
 def test_hostile_class_names_are_escaped(tmp_path):
@@ -176,9 +166,10 @@ def test_hostile_class_names_are_escaped(tmp_path):
     )
     build(spec, progress=False)
     html = (tmp_path / "out" / "report.html").read_text()
-    p = _Refs()
-    p.feed(html)
-    assert p.scripts == 0 and not p.handlers and "x" not in p.refs  # the class name never became an <img src=x>
+    p = check_page(html)  # the only scripts: the data island and the report's own, by hash
+    assert "x" not in p.refs  # the class name never became an <img src=x>
+    island = json.dumps(p.island)
+    assert evil[0] in island and "<script>0.png" in island  # in the island's data, as data (JSON-escaped text)
     assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
     assert "&lt;script&gt;" in html and "😀" in html and "עברית" in html and "<bdi>" in html
     assert all(r.startswith(("data:", "#")) for r in p.refs)
@@ -226,19 +217,35 @@ def test_second_build_with_other_reducers_runs_no_forward_pass(built, tmp_path):
 
 
 def test_size_budget_shrinks_and_says_so(built):
+    """Over the budget, the report steps down the ladder until it fits, says what it reduced, and
+    drops the interactive layer's detail before any evidence (mosaics, galleries, thumbnails)."""
     import dataclasses
 
-    from reportgen.render import render_report
+    from reportgen.render import LADDER, render_html, render_report
 
     res, tmp = built
-    spec = res.spec.model_copy(update={"output": res.spec.output.model_copy(update={"max_html_mb": 0.9})})
     full = json.loads((tmp / "out" / "run.json").read_text())["html_bytes"]
-    assert full > 0.9e6  # the budget below really forces a reduction
-    small = render_report(dataclasses.replace(res.report, spec=spec))
+    first = render_html(res.report, LADDER[1])  # the first step: interactivity only
+    smallest = render_html(res.report, LADDER[-1])
+    assert len(smallest.html.encode()) < len(first.html.encode()) < full
+
+    def within(mb: float):
+        spec = res.spec.model_copy(update={"output": res.spec.output.model_copy(update={"max_html_mb": mb})})
+        return render_report(dataclasses.replace(res.report, spec=spec))
+
+    just_under = within((full - 1) / 1e6)
+    assert just_under.stats.reductions == (LADDER[1].label,) and not just_under.stats.over_budget
+    assert (
+        LADDER[1].mosaic_cap == LADDER[1].gallery_fraction == 1.0 and LADDER[1].thumb_quality == LADDER[0].thumb_quality
+    )
+    small = within((len(smallest.html.encode()) + 1000) / 1e6)
     assert small.stats.reductions and not small.stats.over_budget
-    assert len(small.html.encode("utf-8")) == small.stats.html_bytes <= 0.9e6
+    assert len(small.html.encode("utf-8")) == small.stats.html_bytes <= len(smallest.html.encode()) + 1000
     assert "To stay within the size budget" in small.html
     assert sum(small.stats.section_bytes.values()) == small.stats.html_bytes
+    check_page(small.html)
+    too_small = within(0.1)
+    assert too_small.stats.over_budget and "over the 0.1 MB budget" in too_small.html
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

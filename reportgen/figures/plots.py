@@ -31,6 +31,18 @@ def figure_png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+def figure_png_points(fig: Figure, points: np.ndarray) -> tuple[bytes, np.ndarray]:
+    """A figure as PNG bytes, and where ``points`` (data coordinates of its first axes) landed in
+    the image: (n, 2) pixels from its top left (for an HTML image map)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})  # draws: the layout is final
+    pts = np.asarray(points, np.float64).reshape(-1, 2)
+    xy = fig.axes[0].transData.transform(pts) * (100 / fig.dpi) if len(pts) else np.zeros((0, 2))
+    xy[:, 1] = round(fig.get_figheight() * 100) - xy[:, 1]
+    fig.clear()
+    return buf.getvalue(), xy
+
+
 def scree_plot(ratio: np.ndarray, *, ax: Axes | None = None) -> Figure:
     ax = ax if ax is not None else _figure(5.2, 2.8).add_subplot()
     fig = ax.get_figure(root=True)
@@ -135,13 +147,17 @@ def scatter_plot(
     return fig
 
 
+#: Above this many samples a slice map draws a seeded subset of them in grey.
+BACKGROUND_CAP = 100_000
+
+
 def slices_plot(
     coords: np.ndarray,
     assignment: np.ndarray,
     shown: list[int],
     *,
     seed: int = 0,
-    background_cap: int = 100_000,
+    background_cap: int = BACKGROUND_CAP,
     ax: Axes | None = None,
 ) -> Figure:
     """Slices on a map: every sample a grey dot (a seeded subset above ``background_cap``), the

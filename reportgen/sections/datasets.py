@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from ..analyses.shift import ShiftFinding
+from ..analyses.shift import ShiftFinding, leak_anchor
 from ..figures import overlay_scatter
 from ..reducers.base import REDUCERS
 from ..results import slug
@@ -60,13 +60,28 @@ class CompareDatasetsSection(Section):
             )
         leaks = []
         for l in f.leaks:
-            pairs = [
-                {"a": view.image(th, view.class_names[int(y)], i), "b": view.sample(t), "d": float(d), "exact": bool(e)}
-                for th, y, i, t, d, e in zip(
-                    l.thumbnails[: view.gallery_size * 2], l.labels, l.ids, l.twins, l.distances, l.exact
-                )
-            ]
+            anchor = leak_anchor(l)
+            pairs = []
+            for th, y, i, t, d, e in zip(
+                l.thumbnails[: view.gallery_size * 2], l.labels, l.ids, l.twins, l.distances, l.exact
+            ):
+                twin = view.sample(t)
+                said = "identical to" if e else f"a near-twin (difference {float(d):.4f}) of"
+                line = {"text": f"{said} {twin['id']} in {view.dataset_name}", "href": twin["card"]}
+                where = {
+                    "text": f"leaked images of {l.dataset} ({l.model} · {l.layer})",
+                    "href": f"#compare_datasets-{anchor}",
+                }
+                a = view.image(th, view.class_names[int(y)], i, dataset=l.dataset, lines=(line, where))
+                pairs.append({"a": a, "b": twin, "d": float(d), "exact": bool(e)})
             leaks.append(
-                {"dataset": l.dataset, "layer": l.layer, "count": len(l.rows), "threshold": l.threshold, "pairs": pairs}
+                {
+                    "dataset": l.dataset,
+                    "layer": l.layer,
+                    "count": len(l.rows),
+                    "threshold": l.threshold,
+                    "pairs": pairs,
+                    "anchor": anchor,
+                }
             )
         return {"rows": rows, "figs": figs, "reference": view.dataset_name, "leaks": leaks}

@@ -65,6 +65,7 @@ class MapsSection(Section):
                 data=(m.coords, dots),
                 alt=f"{m.title} class scatter of {view.layer}",
                 caption=scatter_caption,
+                points=(m.coords, dots),
             )
             cap = view.mosaic_cap
             mo = image_mosaic(

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ..analyses.slices import SlicesFinding
 from ..figures import slices_plot
+from ..figures.plots import BACKGROUND_CAP
 from .base import Section
 from .view import View
 
@@ -22,6 +25,7 @@ class SlicesSection(Section):
         fig = None
         if coords is not None:
             shown = [s.id for s in f.slices[:12]]
+            every = np.arange(len(coords))
             fig = view.figure(
                 "slices",
                 lambda: slices_plot(coords, f.assignment, shown, seed=view.seed),
@@ -31,6 +35,7 @@ class SlicesSection(Section):
                     f"The {len(shown)} worst slices of {view.layer} drawn on its {f.map_method} map (grey: every other "
                     "sample); labels at each slice's centre."
                 ),
+                points=(coords, every if len(every) <= BACKGROUND_CAP else np.zeros(0, np.int64)),
             )
         rows = []
         for s in f.slices[:12]:
@@ -49,6 +54,7 @@ class SlicesSection(Section):
         return {
             "rows": rows,
             "fig": fig,
+            "method": f.map_method,
             "overall": f.overall,
             "n": len(f.slices),
             "clustered": f.clustered,

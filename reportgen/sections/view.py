@@ -15,8 +15,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from ..figures import Mosaic, data_uri, encode_jpeg, encode_png, figure_png, hex_colour, thumbnail_uri
+from ..figures import (
+    Mosaic,
+    data_uri,
+    encode_jpeg,
+    encode_png,
+    figure_png,
+    figure_png_points,
+    hex_colour,
+    thumbnail_uri,
+)
 from ..report import ReportData
+from .cards import CardIndex, ImageCard, image_anchor
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -24,7 +34,9 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Budget:
-    """One step of the size ladder: what to reduce when the report is too large."""
+    """One step of the size ladder: what to reduce when the report is too large. The interactive
+    layer's detail (its points, its thumbnails' quality, the points a map links to their cards)
+    goes first; the evidence (mosaics, galleries, thumbnails) after it."""
 
     mosaic_cap: float  # fraction of spec.report.mosaic_cap
     grid_cap: float
@@ -32,6 +44,10 @@ class Budget:
     thumb_quality: int
     gallery_fraction: float
     label: str
+    points: float = 1.0  # fraction of spec.report.interactive_points
+    linked: float = 1.0  # fraction of spec.report.linked_points
+    atlas_quality: int = 80  # JPEG quality of the interactive maps' thumbnails
+    card_neighbours: int = 5  # nearest samples a card lists per layer
 
 
 class FigureCache(Protocol):
@@ -80,6 +96,23 @@ class Figures:
         return data
 
 
+def _png_size(png: bytes) -> tuple[int, int]:
+    """A PNG's width and height in pixels, from its header."""
+    if png[:8] != b"\x89PNG\r\n\x1a\n":
+        return 0, 0
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
+def _pack(png: bytes, xy: np.ndarray) -> bytes:
+    """A figure and where its linked points landed, as one cached value."""
+    return len(png).to_bytes(8, "little") + png + np.ascontiguousarray(xy, "<f4").tobytes()
+
+
+def _unpack(blob: bytes) -> tuple[bytes, np.ndarray]:
+    n = int.from_bytes(blob[:8], "little")
+    return blob[8 : 8 + n], np.frombuffer(blob[8 + n :], "<f4").reshape(-1, 2)
+
+
 class Thumbs:
     """Each thumbnail encoded once per size step and reused by every gallery, strip and table."""
 
@@ -109,6 +142,9 @@ class View:
         base_key: str,
         prefix: str = "",
         layer: str = "",
+        *,
+        cards: CardIndex | None = None,
+        linked: np.ndarray | None = None,
     ) -> None:
         self.report, self.budget, self.colours, self._thumbs, self._figs, self._files = (
             report,
@@ -129,6 +165,9 @@ class View:
         self.dataset_name = report.dataset.name
         self.models_by_name = {m.model.name: m for m in report.models}
         self.code = ""  # the fingerprint of the section being rendered (part of its figures' keys)
+        self.cards = cards if cards is not None else CardIndex(self.ids)
+        #: the rows a map links to their cards (an HTML image map), when they are among its dots
+        self.linked = linked if linked is not None else np.zeros(0, np.int64)
 
     def colour(self, c: int) -> str:
         return hex_colour(self.colours[int(c)])
@@ -143,21 +182,28 @@ class View:
             "label": self.class_names[c],
             "colour": self.colour(c),
             "thumb": thumb,
+            "card": self.cards.row(row),
             **extra,
         }
 
-    def image(self, thumbnail: np.ndarray, label: str, id: str, **extra: Any) -> dict[str, Any]:
+    def image(
+        self,
+        thumbnail: np.ndarray,
+        label: str,
+        id: str,
+        *,
+        dataset: str,
+        lines: tuple[dict[str, str], ...] = (),
+        **extra: Any,
+    ) -> dict[str, Any]:
         """A sample-like dict for an image that is not a row of the report's samples (a compared
-        dataset's), bordered in its class colour when the class is known."""
+        dataset's), bordered in its class colour when the class is known; it gets a card of its own
+        (``lines``: what the report says of it, each ``{"text", "href"}``)."""
         c = self.class_names.index(label) if label in self.class_names else None
-        return {
-            "row": -1,
-            "id": id,
-            "label": label,
-            "colour": self.colour(c) if c is not None else "#9aa3ad",
-            "thumb": thumbnail_uri(np.asarray(thumbnail), self.budget.thumb_quality),
-            **extra,
-        }
+        colour = self.colour(c) if c is not None else "#9aa3ad"
+        thumb = thumbnail_uri(np.asarray(thumbnail), self.budget.thumb_quality)
+        card = self.cards.image(ImageCard(image_anchor(dataset, id), id, dataset, label, colour, thumb, list(lines)))
+        return {"row": -1, "id": id, "label": label, "colour": colour, "thumb": thumb, "card": card, **extra}
 
     def _key(self, name: str, data: tuple[Any, ...], *extra: Any) -> str:
         return digest(self._base_key, self.prefix, name, self.code, *extra, *data)
@@ -167,7 +213,17 @@ class View:
     ) -> dict[str, Any]:
         fname = f"{self.prefix}{name}.png"
         self._files[fname] = png if png is not None else data
-        return {"name": fname, "uri": data_uri(data, mime), "alt": alt, "caption": caption, "cls": cls}
+        w, h = _png_size(data) if mime == "image/png" else (0, 0)
+        return {
+            "name": fname,
+            "uri": data_uri(data, mime),
+            "alt": alt,
+            "caption": caption,
+            "cls": cls,
+            "areas": [],
+            "width": w,
+            "height": h,
+        }
 
     def figure(
         self,
@@ -178,10 +234,35 @@ class View:
         alt: str,
         caption: str,
         cls: str = "",
+        points: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> dict[str, Any]:
-        """A plot, drawn by ``make`` unless the same ``data`` was drawn by the same code before."""
-        png = self._figs.get_or(self._key(name, data), f"{self.prefix}{name}.png", lambda: figure_png(make()))
-        return self._fig(name, png, "image/png", alt, caption, cls=cls)
+        """A plot, drawn by ``make`` unless the same ``data`` was drawn by the same code before.
+        ``points``: (all samples' coordinates, the rows drawn as dots) of a map, whose linked rows
+        become an HTML image map over the PNG (``areas``: position, card, label and file)."""
+        if points is None:
+            png = self._figs.get_or(self._key(name, data), f"{self.prefix}{name}.png", lambda: figure_png(make()))
+            return self._fig(name, png, "image/png", alt, caption, cls=cls)
+        coords, dots = points
+        rows = np.intersect1d(self.linked, dots)
+        key = self._key(name, data, "points", rows)
+        blob = self._figs.get_or(
+            key, f"{self.prefix}{name}.png", lambda: _pack(*figure_png_points(make(), coords[rows]))
+        )
+        png, xy = _unpack(blob)
+        out = self._fig(name, png, "image/png", alt, caption, cls=cls)
+        out["areas"] = [
+            {
+                "x": int(round(x)),
+                "y": int(round(y)),
+                "href": self.cards.row(r),
+                "title": f"{self.class_names[self.labels[r]]} · {self.ids[r]}",
+            }
+            for r, (x, y) in zip(rows.tolist(), xy)
+        ]
+        out["map"] = f"m-{self.prefix}{name}"
+        out["linked"] = len(rows)
+        out["dots"] = len(dots)
+        return out
 
     def mosaic(
         self, name: str, mosaic: Mosaic, *, data: tuple[Any, ...] = (), alt: str, caption: str
