@@ -188,6 +188,20 @@ def test_search_finds_a_file(live):
     assert NEEDLE in card.inner_text()
 
 
+def test_a_point_without_a_card_gets_one_made_in_the_page(live):
+    page = live.page
+    island = json.loads(page.locator("#rg-data").text_content())
+    carded = {i for i, _ in island["cards"]}
+    loose = next((s for i, s in enumerate(island["ids"]) if i not in carded), None)
+    assert loose is not None, "every interactive point has a card: nothing to make"
+    page.evaluate("id => reportgen.open(id)", loose)
+    card = page.locator("#rg-dyn")
+    card.wait_for(state="visible")
+    text = card.inner_text()
+    assert loose in text and "kNN prediction" in text
+    assert page.evaluate("location.hash") == "#rg-dyn"
+
+
 def test_a_finding_leads_to_its_sample_card(live, page_dir):
     page = live.page
     labels = [f for f in _summary(page_dir)["findings"] if "label_issues" in f["id"]]
