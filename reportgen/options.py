@@ -113,6 +113,33 @@ class ModelSpec(Params):
         return self
 
 
+class DescribeOptions(Params):
+    """Words for what a set of samples shares (a component's end, a slice): which describers run,
+    which metadata columns they read, and how strong and how sure a name must be."""
+
+    describers: list[str] = Field(
+        default_factory=lambda: ["metadata", "head", "image"],
+        description="Describers to run (metadata, head, image); an empty list turns naming off.",
+    )
+    columns: list[str] | None = Field(None, description="Metadata columns to use (default: every column).")
+    ignore: list[str] = Field(default_factory=list, description="Metadata columns never used (ids, paths, dates).")
+    alpha: float = Field(
+        0.05, gt=0, lt=1, description="False discovery rate (Benjamini-Hochberg over every set and candidate)."
+    )
+    min_auroc: float = Field(
+        0.7,
+        gt=0.5,
+        lt=1,
+        description="A name must separate its set from the rest at least this well (AUROC, or 1 - AUROC).",
+    )
+    end_share: float = Field(
+        0.05,
+        gt=0,
+        le=0.5,
+        description="A component's end, as a set to name: this share of the samples at each end (at least a gallery).",
+    )
+
+
 class ReportOptions(Params):
     gallery_size: int = Field(8, gt=0, le=64, description="Samples at each end of a component.")
     gallery_components: int = Field(10, gt=0, le=64, description="Components that get an extremity gallery.")
@@ -169,6 +196,10 @@ class ReportOptions(Params):
     )
     slices: bool = Field(
         True, description="Slices: clusters of the audit layer ranked by how badly the representation handles them."
+    )
+    describe: DescribeOptions = Field(
+        default_factory=DescribeOptions,
+        description="Names for component ends, slices and changed sets: metadata, the model's head, image properties.",
     )
     interactive: bool = Field(
         True,

@@ -169,7 +169,7 @@ def _sections(
 
 
 def _layer_context(
-    env: Environment, lr: LayerResult, columns: list[Column], make_view: Callable[[str, str], View]
+    env: Environment, lr: LayerResult, columns: list[Column], make_view: Callable[..., View]
 ) -> dict[str, Any]:
     leads = []
     for name, finding in lr.findings.items():
@@ -190,7 +190,7 @@ def _layer_context(
         "cells": [_cell(c, lr.metrics.get(c.metric)) for c in columns],
         "maps": list(lr.maps),
     }
-    view = make_view(f"{lr.slug}--", lr.layer)
+    view = make_view(f"{lr.slug}--", lr.layer, lr.model)
     ctx["sections"] = _sections(env, view, lr.findings, ctx)
     return ctx
 
@@ -219,10 +219,11 @@ def render_html(
     cards = CardIndex(report.samples.ids)
     linked = linked_rows(report, int(opts.linked_points * budget.linked))
 
-    def make_view(prefix: str, layer: str) -> View:
+    def make_view(prefix: str, layer: str, model: str = "") -> View:
         return View(
-            report, budget, colours, thumbs, figures, files, base_key, prefix, layer, cards=cards, linked=linked
-        )
+            report, budget, colours, thumbs, figures, files, base_key, prefix, layer, cards=cards, linked=linked,
+            model=model,
+        )  # fmt: skip
 
     columns = overview_columns(report.layers)
     layers = [_layer_context(env, lr, columns, make_view) for lr in report.layers]

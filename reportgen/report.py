@@ -12,6 +12,7 @@ from typing import Any
 from .results import (
     CheckResult,
     DatasetInfo,
+    Description,
     Finding,
     Headline,
     HtmlStats,
@@ -44,6 +45,7 @@ class ReportData:
     build_metrics: Mapping[str, Mapping[str, Mapping[str, MetricValue]]] = field(default_factory=dict)
     build_summary: Mapping[str, Any] = field(default_factory=dict)  # the build analyses' part of summary.json
     build_flags: tuple[SampleFlag, ...] = ()  # what the build analyses say of samples (anchors resolved)
+    descriptions: Mapping[str, Description] = field(default_factory=dict)  # set key -> what it shares, in words
 
     @property
     def layers(self) -> tuple[LayerResult, ...]:

@@ -183,6 +183,100 @@ class SampleValues:
 
 
 @dataclass(frozen=True, eq=False)
+class SampleSet:
+    """A set of samples the report puts into words (a component's end, a slice, the samples whose
+    neighbourhood changed most): the describers test what sets it apart from the other samples."""
+
+    key: str  # stable across builds: "extremes/effnet/global_pool/pc2-high"
+    title: str  # "PC2's high end"
+    rows: np.ndarray  # rows of the report's samples (of a compared dataset when ``dataset`` is set)
+    anchor: str = ""  # where the report shows it (an anchor suffix of the analysis's section until resolved)
+    model: str = ""  # whose classifier head may name it ("": the analysis's model)
+    dataset: str = ""  # a compared dataset: ``rows`` are its samples, the rest are the reference's
+    finding: bool = False  # a non-label name that explains it strongly becomes a finding (ends, weak slices)
+
+
+@dataclass(frozen=True)
+class Name:
+    """One description of a set: what it is (``text``), how well it separates the set from the rest
+    (AUROC), for a yes/no description the share with it in the set and in the rest, and the odds
+    that it is chance (the p-value, and the Benjamini-Hochberg q-value over the whole report)."""
+
+    describer: str  # metadata | head | image
+    text: str  # "source = B", "darker", "looks like: sandal"
+    auroc: float  # of the description's feature for the set against the rest (1: all the set above)
+    p: float
+    q: float
+    share: float | None = None  # yes/no descriptions: share of the set with it
+    overall: float | None = None  # ... and of the rest
+    column: str = ""  # the metadata column or image property it reads (not the label)
+    also: tuple[str, ...] = ()  # the head's other classes the set is taken for ("cowboy boot", "Loafer")
+
+    @property
+    def strength(self) -> float:
+        return abs(self.auroc - 0.5) * 2
+
+    def phrase(self) -> str:
+        """ "source = B (81 %, 33 % of the rest)", "darker (AUROC 0.91)"."""
+        if self.share is not None and self.overall is not None:
+            also = f"; also {', '.join(self.also)}" if self.also else ""
+            return f"{self.text} ({100 * self.share:.0f} %, {100 * self.overall:.0f} % of the rest{also})"
+        return f"{self.text} than the rest (AUROC {max(self.auroc, 1 - self.auroc):.2f})"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "describer": self.describer,
+            "text": self.text,
+            "auroc": round(self.auroc, 4),
+            "p": float(f"{self.p:.3g}"),
+            "q": float(f"{self.q:.3g}"),
+            "share": None if self.share is None else round(self.share, 4),
+            "overall": None if self.overall is None else round(self.overall, 4),
+        }
+
+
+@dataclass(frozen=True)
+class Description:
+    """What a set of samples shares, in words: its best names (at most three), or none."""
+
+    key: str
+    title: str
+    where: str  # "effnet · global_pool", or the datasets compared
+    anchor: str
+    size: int
+    names: tuple[Name, ...]
+    tested: int  # candidates tested for this set
+
+    def phrases(self) -> list[str]:
+        """The names as a reviewer would write them: the image properties in one phrase ("darker,
+        lower-contrast and blurrier than the rest (AUROC 0.98, 0.96, 0.87)"), the others one each."""
+        looks = [n for n in self.names if n.describer == "image" and n.share is None]
+        out = []
+        for n in self.names:
+            if n not in looks:
+                out.append(n.phrase())
+            elif n is looks[0]:  # the properties together, where the strongest of them stands
+                words = [m.text for m in looks]
+                said = words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+                aurocs = ", ".join(f"{max(m.auroc, 1 - m.auroc):.2f}" for m in looks)
+                out.append(f"{said} than the rest (AUROC {aurocs})")
+        return out
+
+    def words(self) -> str:
+        return "; ".join(self.phrases())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "set": self.key,
+            "title": self.title,
+            "where": self.where,
+            "size": self.size,
+            "tested": self.tested,
+            "names": [n.as_dict() for n in self.names],
+        }
+
+
+@dataclass(frozen=True, eq=False)
 class LayerResult:
     model: str
     layer: str
@@ -198,6 +292,7 @@ class LayerResult:
     neighbours: np.ndarray | None = None  # (N, m) each sample's nearest samples in this layer (rows), nearest first
     flags: tuple[SampleFlag, ...] = ()  # what the findings say of samples (anchors resolved)
     values: tuple[SampleValues, ...] = ()  # per-sample values the findings give
+    sets: tuple[SampleSet, ...] = ()  # sets of samples to put into words (anchors resolved)
 
     @property
     def slug(self) -> str:

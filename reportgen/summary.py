@@ -113,6 +113,7 @@ def summary_dict(report: ReportData, html: HtmlStats | None = None) -> dict[str,
             }
         )
     merge(out, report.build_summary)
+    out["descriptions"] = [d.as_dict() for d in report.descriptions.values()]
     out["cards"] = dict(html.cards) if html else {}
     out["checks"] = [c.as_dict() for c in report.checks]
     out["check_specs"] = [c.model_dump(mode="json") for c in spec.checks]

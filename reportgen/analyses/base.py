@@ -29,6 +29,7 @@ from ..results import (
     ModelRun,
     SampleFlag,
     Samples,
+    SampleSet,
     SampleValues,
     slug,
 )
@@ -191,6 +192,11 @@ class Analysis:
 
     def sample_values(self, finding: Any) -> list[SampleValues]:
         """Per-sample values worth a line on every sample's card ("label support")."""
+        return []
+
+    def sets(self, finding: Any) -> list[SampleSet]:
+        """Sets of samples the report should put into words (a component's end, a slice): keys
+        unique within the analysis, anchors as suffixes of its section's (like ``flags``)."""
         return []
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..compute.kernels import linear_cka, per_class_accuracy
-from ..results import Finding, Headline, SampleFlag, Samples, finding_of, slug
+from ..results import Finding, Headline, SampleFlag, Samples, SampleSet, finding_of, slug
 from .base import HEADLINE_SAMPLES, BuildAnalysis, BuildInput, Where
 from .metrics import MetricsFinding
 
@@ -76,6 +76,8 @@ class Comparison(Finding):
 
 #: Neighbours compared by the diff (and the mutual-kNN alignment).
 DIFF_K = 10
+#: The samples whose neighbourhoods changed most, as a set to put into words: this share of them.
+CHANGED_SHARE = 0.05
 
 
 def neighbour_confusion(indices: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -220,6 +222,23 @@ class CompareModels(BuildAnalysis):
         return {
             (d.model, d.layer): {"neighbour_overlap": d.mean_overlap, "neighbours_moved": d.moved} for d in comp.diffs
         }
+
+    def sets(self, comp: Comparison) -> list[SampleSet]:
+        out = []
+        for d in comp.diffs:
+            n = len(d.overlap)
+            size = int(np.clip(round(CHANGED_SHARE * n), min(20, n), max(1, n // 4)))
+            rows = np.argsort(d.overlap, kind="stable")[:size]
+            out.append(
+                SampleSet(
+                    f"diff/{d.model}/{d.layer}",
+                    f"The samples whose neighbours changed most in {d.model} · {d.layer}",
+                    rows,
+                    f"-diff-{slug(d.model)}-{slug(d.layer)}",
+                    model=d.model,
+                )
+            )
+        return out
 
     def flags(self, comp: Comparison) -> list[SampleFlag]:
         return [

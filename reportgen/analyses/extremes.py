@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..compute.kernels import ComponentEnds, component_ends
-from ..results import Finding, SampleFlag, Samples, finding_of
+from ..results import Finding, SampleFlag, Samples, SampleSet, finding_of
 from .base import LayerAnalysis, LayerInput
 from .pca import PcaFinding
 
@@ -21,6 +21,8 @@ class ExtremesFinding(Finding):
     high_scores: tuple[np.ndarray, ...]
     ratios: np.ndarray  # explained-variance ratio of each component with a gallery
     eta2: np.ndarray
+    #: each component's ends as sets to put into words: report.describe.end_share of the samples at each end
+    end_sets: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
 
 
 def makeup(rows: np.ndarray, labels: np.ndarray, names: Sequence[str]) -> str:
@@ -31,6 +33,10 @@ def makeup(rows: np.ndarray, labels: np.ndarray, names: Sequence[str]) -> str:
         return ""
     rest = ", ".join(f"{counts[i]}× {names[i]}" for i in top[1:4]) + (" ..." if len(top) > 4 else "")
     return f"{counts[top[0]]} of {len(rows)}: {names[top[0]]}" + (f" (+ {rest})" if rest else "")
+
+
+#: A component's end, as a set to name, holds at most this many samples.
+END_SET_CAP = 2000
 
 
 class Extremes(LayerAnalysis):
@@ -48,13 +54,26 @@ class Extremes(LayerAnalysis):
             )
         )
         sc = layer.pca.scores
+        size = int(np.clip(round(opts.describe.end_share * n), len(ends[0].low) if ends else 1, max(1, n // 4)))
+        wide = component_ends(layer.pca, components=len(ends), size=min(size, END_SET_CAP))
         return ExtremesFinding(
             ends,
             tuple(sc[e.low, e.component] for e in ends),
             tuple(sc[e.high, e.component] for e in ends),
             np.asarray([pca.explained_variance_ratio[e.component] for e in ends]),
             np.asarray([pca.eta2[e.component] for e in ends]),
+            tuple((e.low, e.high) for e in wide),
         )
+
+    def sets(self, f: ExtremesFinding) -> list[SampleSet]:
+        out = []
+        for e, (low, high) in zip(f.ends, f.end_sets):
+            pc = e.component + 1
+            out += [
+                SampleSet(f"pc{pc}-low", f"PC{pc}'s low end", low, f"-pc{pc}", finding=True),
+                SampleSet(f"pc{pc}-high", f"PC{pc}'s high end", high, f"-pc{pc}", finding=True),
+            ]
+        return out
 
     def flags(self, f: ExtremesFinding) -> list[SampleFlag]:
         out = []

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..compute.kernels import domain_auc, mmd_permutation_test
 from ..compute.neighbours import cross_nearest
-from ..results import Finding, Headline, SampleFlag, Samples, slug
+from ..results import Finding, Headline, SampleFlag, Samples, SampleSet, slug
 from ..streaming import cleaned
 from .base import HEADLINE_SAMPLES, BuildAnalysis, BuildInput, Where
 
@@ -171,6 +171,24 @@ class CompareDatasets(BuildAnalysis):
         for leak in f.leaks:
             entry = out.setdefault((leak.model, leak.layer), {"leakage_count": 0})
             entry["leakage_count"] += int(len(leak.rows))
+        return out
+
+    def sets(self, f: ShiftFinding) -> list[SampleSet]:
+        """Each compared dataset against the reference: what sets it apart, in words."""
+        out, seen = [], set()
+        for d in f.shifts:
+            if d.dataset in seen:
+                continue
+            seen.add(d.dataset)
+            out.append(
+                SampleSet(
+                    f"dataset/{d.dataset}",
+                    f"{d.dataset} against {f.reference}",
+                    np.arange(d.n),
+                    model=d.model,
+                    dataset=d.dataset,
+                )
+            )
         return out
 
     def flags(self, f: ShiftFinding) -> list[SampleFlag]:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..results import Finding, Headline, Samples, SampleValues, finding_of
+from ..results import Finding, Headline, Samples, SampleSet, SampleValues, finding_of
 from .audit import AuditFinding
 from .base import HEADLINE_SAMPLES, LayerAnalysis, LayerInput, Where
 from .metrics import MetricsFinding
@@ -47,6 +47,15 @@ class Slice:
     typical: np.ndarray  # rows nearest the slice's centre
     traits: tuple[str, ...]  # image statistics far from the whole set's ("dark", "low-contrast")
     harm: float  # (overall accuracy - slice accuracy) x size
+
+
+#: Slices the report shows (its table, its map, its names).
+SHOWN = 12
+
+
+def weak(s: Slice, overall: float) -> bool:
+    """A slice the representation handles clearly worse than the rest (a finding)."""
+    return s.knn_accuracy < overall - 0.05 and len(s.rows) >= 20
 
 
 @dataclass(frozen=True, eq=False)
@@ -163,6 +172,12 @@ class Slices(LayerAnalysis):
     def metric_values(self, f: SlicesFinding) -> dict:
         return {"worst_slice_accuracy": min((s.knn_accuracy for s in f.slices), default=None), "slices": len(f.slices)}
 
+    def sets(self, f: SlicesFinding) -> list[SampleSet]:
+        return [
+            SampleSet(f"slice{s.id}", f"Slice {s.id}", s.rows, f"-s{s.id}", finding=weak(s, f.overall))
+            for s in f.slices[:SHOWN]
+        ]
+
     def sample_values(self, f: SlicesFinding) -> list[SampleValues]:
         return [SampleValues("slice", f.assignment, "slice")]
 
@@ -188,7 +203,7 @@ class Slices(LayerAnalysis):
         names = where.class_names
         out = []
         for s in f.slices[:3]:
-            if s.knn_accuracy >= f.overall - 0.05 or len(s.rows) < 20:
+            if not weak(s, f.overall):
                 continue
             top, k = s.makeup[0]
             who = (

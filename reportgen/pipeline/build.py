@@ -37,10 +37,11 @@ from ..machine import keeps_environ
 from ..output import check_output_dir, write_report
 from ..render import render_report
 from ..report import BuildResult, ReportData
-from ..results import DatasetInfo, Headline, ModelResult, ModelRun, RunStats, SampleFlag, Samples
+from ..results import DatasetInfo, Headline, ModelResult, ModelRun, RunStats, SampleFlag, Samples, SampleSet
 from ..specification import ReportSpec
 from ..store.cache import Cache
 from ..summary import merge, metrics_view, summary_dict
+from .describe import PlacedSet, describe_sets
 from .embedding import Embedded, embed_datasets
 from .layer import LayerWork, analyse_layer
 from .process import ProcessHooks, Stages, library_versions
@@ -120,7 +121,13 @@ def build(
     twins = _twin_data(spec, data)
     work = _analyse_layers(spec, data, samples, plan, cache, counts, twins)
     built = _analyse_build(spec, data, samples, work, plan, stages, twins)
-    build_findings, build_metrics, build_summary, build_headlines, build_flags = built
+    build_findings, build_metrics, build_summary, build_headlines, build_flags, build_sets = built
+    placed = [
+        PlacedSet(s, f"{w.result.model} · {w.result.layer}", s.model) for w in work.values() for s in w.result.sets
+    ]
+    placed += [PlacedSet(s, "", s.model) for s in build_sets]
+    with stages.stage("describe"):
+        descriptions, describe_headlines = describe_sets(spec, data, placed, cache, samples.labels)
     models = tuple(
         ModelResult(
             run.model,
@@ -139,7 +146,7 @@ def build(
                 replace(c, evidence=metric_anchor(c.metric, c.model, c.layer))
                 for c in evaluate(metrics_view(models, build_metrics), spec.checks, baseline=ref)
             )
-    headlines = _ranked([h for w in work.values() for h in w.headlines] + build_headlines, checks)
+    headlines = _ranked([h for w in work.values() for h in w.headlines] + build_headlines + describe_headlines, checks)
     ds, sel = data.ds, data.selection
     dataset = DatasetInfo(
         ds.name,
@@ -167,6 +174,7 @@ def build(
         build_metrics=build_metrics,
         build_summary=build_summary,
         build_flags=build_flags,
+        descriptions=descriptions,
     )
     if not write:
         return BuildResult(report, None, None)
@@ -250,7 +258,12 @@ def _analyse_build(
     stages: Stages,
     twins: Callable[[], TwinData | None],
 ) -> tuple[
-    dict[str, Any], dict[str, dict[str, dict[str, Any]]], dict[str, Any], list[Headline], tuple[SampleFlag, ...]
+    dict[str, Any],
+    dict[str, dict[str, dict[str, Any]]],
+    dict[str, Any],
+    list[Headline],
+    tuple[SampleFlag, ...],
+    tuple[SampleSet, ...],
 ]:
     """The build analyses (comparisons of models and datasets): findings, the metrics they measure
     for each layer, their part of summary.json, their headlines and what they say of samples."""
@@ -274,6 +287,7 @@ def _analyse_build(
     summary: dict[str, Any] = {}
     headlines: list[Headline] = []
     flags: list[SampleFlag] = []
+    sets: list[SampleSet] = []
     for analysis in plan.build:
         with stages.stage(analysis.title.lower()):
             finding = analysis.run(build_input)
@@ -285,7 +299,12 @@ def _analyse_build(
         merge(summary, analysis.summary(finding, samples))
         headlines += analysis.headlines(finding, Where("", "", analysis.name, samples))
         flags += [replace(f, anchor=f"#{analysis.name}{f.anchor}") for f in analysis.flags(finding) if len(f.rows)]
-    return findings, metrics, summary, headlines, tuple(flags)
+        sets += [
+            replace(s, key=f"{analysis.name}/{s.key}", anchor=f"#{analysis.name}{s.anchor}")
+            for s in analysis.sets(finding)
+            if len(s.rows)
+        ]
+    return findings, metrics, summary, headlines, tuple(flags), tuple(sets)
 
 
 def _audit_layer(spec: ReportSpec, run: ModelRun) -> str | None:

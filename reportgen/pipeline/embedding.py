@@ -30,6 +30,7 @@ class Embedded:
     selection: Selection
     runs: tuple[ModelRun, ...]
     compared: tuple[tuple[str, tuple[ModelRun, ...]], ...] = ()
+    compared_data: tuple[Dataset, ...] = ()  # each compared dataset, in the order of ``compared``
 
 
 def check_axes(spec: ReportSpec, ds: Dataset) -> None:
@@ -108,11 +109,12 @@ def embed_datasets(
     engine = engine_for(spec.execution, on_shard=on_shard)
     common: dict[str, Any] = {"modules": modules, "use_cache": use_cache, "progress": progress, "stages": stages}
     runs = _through_models(spec, spec.dataset, ds, sel, engine, store, **common)
-    compared = []
+    compared, compared_data = [], []
     for dspec in spec.extra_datasets:
         with stages.stage("data: load (compared)"):
             dx = load_dataset(dspec)
             sx = select_samples(dx, limit=dspec.limit, method=dspec.sample, seed=spec.seed, max_samples=max_samples)
         xruns = _through_models(spec, dspec, dx, sx, engine, store, suffix=" (compared)", **common)
         compared.append((dspec.name or f"{dx.name} ({dspec.kind})", xruns))
-    return Embedded(ds, sel, runs, tuple(compared))
+        compared_data.append(dx)
+    return Embedded(ds, sel, runs, tuple(compared), tuple(compared_data))

@@ -160,6 +160,17 @@ def analyse_layer(
         if len(f.rows)
     )
     values = tuple(v for name in order for v in done[name].sample_values(findings[name]))
+    sets = tuple(
+        dataclasses.replace(
+            s,
+            key=f"{name}/{run.model.name}/{layer}/{s.key}",
+            anchor=f"#{anchor}-{name}{s.anchor}",
+            model=s.model or run.model.name,
+        )
+        for name in order
+        for s in done[name].sets(findings[name])
+        if len(s.rows)
+    )
     result = LayerResult(
         model=run.model.name,
         layer=layer,
@@ -175,6 +186,7 @@ def analyse_layer(
         neighbours=np.ascontiguousarray(graph.indices[:, :CARD_NEIGHBOURS], np.int32),
         flags=flags,
         values=values,
+        sets=sets,
     )
     headlines = []
     for name in order:

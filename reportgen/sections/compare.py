@@ -73,6 +73,7 @@ class CompareModelsSection(Section):
                     "model": d.model,
                     "layer": d.layer,
                     "anchor": f"{slug(d.model)}-{slug(d.layer)}",
+                    "names": view.names("compare_models", f"diff/{d.model}/{d.layer}"),
                     "overlap": d.mean_overlap,
                     "moved": d.moved,
                     "k": d.k,

@@ -84,4 +84,9 @@ class CompareDatasetsSection(Section):
                     "anchor": anchor,
                 }
             )
-        return {"rows": rows, "figs": figs, "reference": view.dataset_name, "leaks": leaks}
+        apart = []
+        for d in dict.fromkeys(x.dataset for x in f.shifts):
+            names = view.names("compare_datasets", f"dataset/{d}")
+            if names is not None:
+                apart.append({"dataset": d, "names": names})
+        return {"rows": rows, "figs": figs, "reference": view.dataset_name, "leaks": leaks, "apart": apart}

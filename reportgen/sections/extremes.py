@@ -28,6 +28,9 @@ class ExtremesSection(Section):
                     "high": [view.sample(r, score=float(s)) for r, s in zip(e.high[:g], hi[:g])],
                     "low_makeup": makeup(e.low[:g], view.labels, view.class_names),
                     "high_makeup": makeup(e.high[:g], view.labels, view.class_names),
+                    "low_names": view.names("extremes", f"pc{e.component + 1}-low"),
+                    "high_names": view.names("extremes", f"pc{e.component + 1}-high"),
                 }
             )
-        return {"galleries": galleries}
+        sizes = [len(lo) for lo, _ in f.end_sets[:1]]
+        return {"galleries": galleries, "end_size": sizes[0] if sizes else 0}

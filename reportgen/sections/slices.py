@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..analyses.slices import SlicesFinding
+from ..analyses.slices import SHOWN, SlicesFinding
 from ..figures import slices_plot
 from ..figures.plots import BACKGROUND_CAP
 from .base import Section
@@ -24,7 +24,7 @@ class SlicesSection(Section):
         coords = f.map_coords
         fig = None
         if coords is not None:
-            shown = [s.id for s in f.slices[:12]]
+            shown = [s.id for s in f.slices[:SHOWN]]
             every = np.arange(len(coords))
             fig = view.figure(
                 "slices",
@@ -38,7 +38,7 @@ class SlicesSection(Section):
                 points=(coords, every if len(every) <= BACKGROUND_CAP else np.zeros(0, np.int64)),
             )
         rows = []
-        for s in f.slices[:12]:
+        for s in f.slices[:SHOWN]:
             rows.append(
                 {
                     "id": s.id,
@@ -49,9 +49,11 @@ class SlicesSection(Section):
                     "makeup": ", ".join(f"{k}× {names[c]}" for c, k in s.makeup[:3])
                     + (" ..." if len(s.makeup) > 3 else ""),
                     "typical": [view.sample(r) for r in s.typical[: max(4, view.gallery_size)]],
+                    "names": view.names("slices", f"slice{s.id}"),
                 }
             )
         return {
+            "described": any(r["names"] is not None for r in rows),
             "rows": rows,
             "fig": fig,
             "method": f.map_method,

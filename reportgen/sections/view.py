@@ -145,6 +145,7 @@ class View:
         *,
         cards: CardIndex | None = None,
         linked: np.ndarray | None = None,
+        model: str = "",
     ) -> None:
         self.report, self.budget, self.colours, self._thumbs, self._figs, self._files = (
             report,
@@ -154,7 +155,7 @@ class View:
             figs,
             files,
         )
-        self._base_key, self.prefix, self.layer = base_key, prefix, layer
+        self._base_key, self.prefix, self.layer, self.model = base_key, prefix, layer, model
         opts = report.spec.report
         self.options, self.seed = opts, report.spec.seed
         self.labels, self.class_names, self.ids = report.samples.labels, report.samples.class_names, report.samples.ids
@@ -185,6 +186,15 @@ class View:
             "card": self.cards.row(row),
             **extra,
         }
+
+    def names(self, analysis: str, key: str) -> dict[str, Any] | None:
+        """What the describers found a set of this section shares (``key``: the analysis's own
+        key for the set), ready for the ``named`` macro; None: the set was not described."""
+        full = f"{analysis}/{self.model}/{self.layer}/{key}" if self.layer else f"{analysis}/{key}"
+        d = self.report.descriptions.get(full)
+        if d is None:
+            return None
+        return {"names": d.phrases(), "tested": d.tested, "size": d.size}
 
     def image(
         self,
