@@ -67,8 +67,18 @@ def test_cka_matrix_and_report_section(compared):
     comp = res.report.build_findings["compare_models"]
     assert comp.cka.shape == (4, 4)
     np.testing.assert_allclose(np.diag(comp.cka), 1.0)
-    assert np.allclose(comp.cka, comp.cka.T) and (comp.cka >= -1e-9).all() and (comp.cka <= 1 + 1e-9).all()
+    t = comp.cka_stats
+    assert np.allclose(comp.cka, comp.cka.T) and (np.abs(comp.cka) <= 1 + 1e-9).all()
+    assert (t.biased >= -1e-9).all() and (t.biased <= 1 + 1e-9).all()
+    off = ~np.eye(4, dtype=bool)
+    assert ((t.p[off] > 0) & (t.p[off] <= 1)).all() and (t.low[off] <= t.high[off]).all()
+    names = list(comp.names)
+    i, j = names.index("effnet · global_pool"), names.index("random · global_pool")
+    assert t.biased[i, j] > comp.cka[i, j]  # the biased estimator overstates how alike they are
     s = json.loads((tmp / "out" / "summary.json").read_text())
+    assert s["comparison"]["cka"]["estimator"].startswith("debiased") and len(s["comparison"]["cka"]["p"]) == 4
+    random_layers = next(m for m in s["models"] if m["name"] == "random")["layers"]
+    assert all(abs(l["metrics"]["cka_to_reference"]) <= 1 for l in random_layers)
     assert s["comparison"]["reference"] == "effnet" and len(s["comparison"]["changes"]) == 2
     ch = s["comparison"]["changes"][1]["per_class"]["0"]
     assert 0 <= ch["knn"] <= 1 and ch["centroid_shift"] >= 0
@@ -109,6 +119,55 @@ def test_neighbour_diff_against_an_independent_search(compared):
 def _orthogonal(rng, d):
     q, r = np.linalg.qr(rng.normal(size=(d, d)))
     return q * np.sign(np.diag(r))
+
+
+def _kornblith_debiased(x: np.ndarray, y: np.ndarray) -> float:
+    """The reference implementation (Kornblith et al. 2019's notebook): n x n Gram matrices,
+    centred with ``unbiased=True``."""
+
+    def centre(g: np.ndarray) -> np.ndarray:
+        g = g.copy()
+        n = len(g)
+        np.fill_diagonal(g, 0)
+        means = np.sum(g, 0, dtype=np.float64) / (n - 2)
+        means -= np.sum(means) / (2 * (n - 1))
+        g -= means[:, None]
+        g -= means[None, :]
+        np.fill_diagonal(g, 0)
+        return g
+
+    gx, gy = centre(x @ x.T), centre(y @ y.T)
+    return float(gx.ravel() @ gy.ravel() / (np.linalg.norm(gx) * np.linalg.norm(gy)))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000), st.integers(8, 80), st.integers(2, 30))
+def test_debiased_cka_is_kornblith_s_without_the_gram_matrices(seed, n, d):
+    from reportgen.compute.kernels import debiased_cka
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)) + rng.normal(size=d)  # not centred: the estimator does not care
+    y = x @ rng.normal(size=(d, d + 3)) + rng.normal(size=(n, d + 3))
+    assert debiased_cka(x, y) == pytest.approx(_kornblith_debiased(x, y), rel=1e-6, abs=1e-9)
+    assert debiased_cka(x, x) == pytest.approx(1.0)
+    assert debiased_cka(x @ _orthogonal(rng, d) * 3.0, y) == pytest.approx(debiased_cka(x, y), rel=1e-6, abs=1e-9)
+
+
+def test_debiased_cka_reads_zero_for_unrelated_representations():
+    """Shuffled pairing at 1,000 samples reads 0 +- 0.02, where the biased estimator reads about
+    half; the permutation p-value of a shuffled pairing is not small; a real relation is."""
+    from reportgen.compute.kernels import cka_table, debiased_cka
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1000, 1280)).astype(np.float32)
+    y = rng.normal(size=(1000, 1280)).astype(np.float32)
+    assert linear_cka(x, y) > 0.4 and abs(debiased_cka(x, y)) < 0.02
+    real = x[:, :200] @ rng.normal(size=(200, 64)) + rng.normal(size=(1000, 64))
+    shuffled = real[rng.permutation(1000)]
+    assert abs(debiased_cka(x, shuffled)) < 0.02 and debiased_cka(x, real) > 0.1
+    t = cka_table([x, real, shuffled], seed=0)
+    assert t.p[0, 1] < 0.01 and t.p[0, 2] > 0.01
+    assert t.low[0, 1] <= t.debiased[0, 1] <= t.high[0, 1] and t.high[0, 2] - t.low[0, 2] < 0.1
 
 
 @settings(max_examples=40, deadline=None)

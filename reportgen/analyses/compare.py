@@ -5,11 +5,11 @@ pair of layers, each layer's maps in one frame (fitted on the reference, applied
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..compute.kernels import linear_cka, per_class_accuracy
+from ..compute.kernels import CkaTable, cka_table, per_class_accuracy
 from ..results import Finding, Headline, SampleFlag, Samples, SampleSet, finding_of, slug
 from .base import HEADLINE_SAMPLES, BuildAnalysis, BuildInput, Where
 from .metrics import MetricsFinding
@@ -66,18 +66,38 @@ class NeighbourDiff:
 class Comparison(Finding):
     reference: str
     names: tuple[str, ...]  # "model · layer" for every CKA row/column
-    cka: np.ndarray
+    cka: np.ndarray  # debiased linear CKA (unbiased HSIC): about 0 for unrelated representations
     frames: tuple[SharedFrame, ...] = ()
     changes: tuple[ClassChange, ...] = ()
     notes: tuple[str, ...] = field(default=())
     mutual_knn: np.ndarray | None = None  # (L, L) mean share of k nearest neighbours two layers agree on
     diffs: tuple[NeighbourDiff, ...] = ()
+    cka_stats: CkaTable | None = None  # biased values, permutation p-values and bootstrap intervals
 
 
 #: Neighbours compared by the diff (and the mutual-kNN alignment).
 DIFF_K = 10
 #: The samples whose neighbourhoods changed most, as a set to put into words: this share of them.
 CHANGED_SHARE = 0.05
+
+
+def _cka_summary(comp: Comparison) -> dict[str, Any]:
+    def rows(m: np.ndarray) -> list[list[float]]:
+        return [[round(float(v), 5) for v in row] for row in m]
+
+    out: dict[str, Any] = {"names": list(comp.names), "matrix": rows(comp.cka), "estimator": "debiased (unbiased HSIC)"}
+    t = comp.cka_stats
+    if t is not None:
+        out.update(
+            biased=rows(t.biased),
+            low=rows(t.low),
+            high=rows(t.high),
+            p=rows(t.p),
+            subsample=t.subsample,
+            permutations=t.permutations,
+            bootstraps=t.bootstraps,
+        )
+    return out
 
 
 def neighbour_confusion(indices: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -123,7 +143,11 @@ class CompareModels(BuildAnalysis):
             "Mean Jaccard overlap of each sample's 10 nearest neighbours in this model's layer and the reference "
             "model's "
             "(1: the same neighbourhoods)."
-        )
+        ),
+        "cka_to_reference": (
+            "Debiased linear CKA between this model's layer and the reference model's same layer (unbiased HSIC: "
+            "about 0 for unrelated representations, 1 for the same up to rotation and scale)."
+        ),
     }
 
     def enabled(self, spec: ReportSpec) -> bool:
@@ -135,11 +159,8 @@ class CompareModels(BuildAnalysis):
         labels, n_classes = b.samples.labels, len(b.samples.class_names)
         keys = [(r.model.name, layer) for r in b.runs for layer in r.embeddings.layers]
         names = tuple(f"{m} · {l}" for m, l in keys)
-        k = len(keys)
-        cka = np.eye(k)
-        for i in range(k):
-            for j in range(i + 1, k):
-                cka[i, j] = cka[j, i] = linear_cka(b.x(*keys[i]), b.x(*keys[j]))
+        table = cka_table([b.x(*key) for key in keys], seed=b.seed)
+        cka = table.debiased
         frames: dict[tuple[str, str], SharedFrame] = {}
         changes, notes = [], []
         ref = b.reference
@@ -216,12 +237,21 @@ class CompareModels(BuildAnalysis):
                         diffs.append(
                             neighbour_diff(run.model.name, layer, g0.indices, g1.indices, labels, n_classes, k)
                         )
-        return Comparison(ref, names, cka, tuple(frames.values()), tuple(changes), tuple(notes), mutual, tuple(diffs))
+        return Comparison(
+            ref, names, cka, tuple(frames.values()), tuple(changes), tuple(notes), mutual, tuple(diffs), table
+        )
 
     def layer_metrics(self, comp: Comparison) -> dict:
-        return {
+        out: dict = {
             (d.model, d.layer): {"neighbour_overlap": d.mean_overlap, "neighbours_moved": d.moved} for d in comp.diffs
         }
+        at = {name: i for i, name in enumerate(comp.names)}
+        for name, i in at.items():
+            model, layer = name.split(" · ", 1)
+            ref = at.get(f"{comp.reference} · {layer}")
+            if model != comp.reference and ref is not None:
+                out.setdefault((model, layer), {})["cka_to_reference"] = round(float(comp.cka[i, ref]), 5)
+        return out
 
     def sets(self, comp: Comparison) -> list[SampleSet]:
         out = []
@@ -279,7 +309,7 @@ class CompareModels(BuildAnalysis):
         return {
             "comparison": {
                 "reference": comp.reference,
-                "cka": {"names": list(comp.names), "matrix": [[float(v) for v in row] for row in comp.cka]},
+                "cka": _cka_summary(comp),
                 "frames": [{"layer": f.layer, "method": f.method, "models": list(f.coords)} for f in comp.frames],
                 "changes": [
                     {

@@ -28,17 +28,41 @@ class CompareModelsSection(Section):
             "changes": [],
             "n": len(view.labels),
         }
+        t = comp.cka_stats
         ctx["cka"] = view.figure(
             "compare--cka",
-            lambda: matrix_heatmap(comp.cka, list(comp.names)),
+            lambda: matrix_heatmap(comp.cka, list(comp.names), label="debiased CKA"),
             data=(comp.cka,),
-            alt="Linear CKA between layers",
+            alt="Debiased linear CKA between layers",
             caption=(
-                "Linear CKA (0 to 1) between every pair of layers across the models, on the same samples: 1 means the "
-                "two layers hold the same information up to rotation and scale. Read the diagonal blocks for one "
-                "model's "
-                "layers, the off-diagonal blocks for how two models' layers correspond."
+                "Debiased linear CKA (unbiased HSIC) between every pair of layers across the models, on the same "
+                "samples: 1 means the two layers hold the same information up to rotation and scale, about 0 that "
+                "they are unrelated (the usual, biased estimator reads two unrelated 1,280-d representations of "
+                "1,000 samples as 0.56). Read the diagonal blocks for one model's layers, the off-diagonal blocks "
+                "for how two models' layers correspond."
             ),
+        )
+        pairs = []
+        if t is not None:
+            for i in range(len(comp.names)):
+                for j in range(i + 1, len(comp.names)):
+                    pairs.append(
+                        {
+                            "a": comp.names[i],
+                            "b": comp.names[j],
+                            "biased": float(t.biased[i, j]),
+                            "debiased": float(t.debiased[i, j]),
+                            "low": float(t.low[i, j]),
+                            "high": float(t.high[i, j]),
+                            "p": float(t.p[i, j]),
+                        }
+                    )
+        ctx["cka_pairs"] = pairs
+        ctx["cka_how"] = (
+            f"p: the pairing of samples shuffled {t.permutations} times; interval: {t.bootstraps} bootstrap "
+            f"resamples; both on a seeded subsample of {t.subsample:,} samples"
+            if t is not None
+            else ""
         )
         for f in comp.frames:
             title = REDUCERS[f.method].title if f.method in REDUCERS else f.method
