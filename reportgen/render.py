@@ -139,6 +139,8 @@ def overview_columns(layers: tuple[LayerResult, ...]) -> list[Column]:
 def _cell(column: Column, value: Any) -> str:
     if column.format == "pct":
         return _pct(value)
+    if column.format == "num1":
+        return _num(value, 1)
     if column.format == "int":
         return "n/a" if value is None else str(value)
     return _num(value)

@@ -111,7 +111,7 @@ class Column:
 
     metric: str
     heading: str
-    format: Literal["num", "pct", "int"] = "num"
+    format: Literal["num", "num1", "pct", "int"] = "num"  # num: 3 decimals, num1: 1
     order: int = 50  # columns sort by this, then by the registry's order (the space's shape, quality, maps)
 
 

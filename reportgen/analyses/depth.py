@@ -3,7 +3,7 @@ participation ratio, and kNN accuracy beside the linear probe - one small figure
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,6 +23,7 @@ class DepthCurve:
     participation_ratio: np.ndarray
     knn_accuracy: np.ndarray
     probe_accuracy: np.ndarray
+    effective_rank: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,7 +58,13 @@ class Depth(BuildAnalysis):
                     tuple(layers),
                     *(
                         np.asarray([_f(m.get(k)) for m in met])
-                        for k in ("intrinsic_dimension", "participation_ratio", "knn_accuracy", "linear_probe_accuracy")
+                        for k in (
+                            "intrinsic_dimension",
+                            "participation_ratio",
+                            "knn_accuracy",
+                            "linear_probe_accuracy",
+                            "effective_rank",
+                        )
                     ),
                 )
             )
@@ -76,6 +83,7 @@ class Depth(BuildAnalysis):
                     "participation_ratio": clean(c.participation_ratio),
                     "knn_accuracy": clean(c.knn_accuracy),
                     "linear_probe_accuracy": clean(c.probe_accuracy),
+                    "effective_rank": clean(c.effective_rank),
                 }
                 for c in f.curves
             ]

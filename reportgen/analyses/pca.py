@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..compute.kernels import eta_squared
-from ..results import Finding, Samples
-from .base import Column, LayerAnalysis, LayerInput
+from ..results import Finding, Headline, Samples
+from .base import Column, LayerAnalysis, LayerInput, Where
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,8 +38,30 @@ class PcaFinding(Finding):
         return float(ev.sum() ** 2 / s2) if s2 > 0 else 0.0
 
     @property
+    def effective_rank(self) -> float:
+        """RankMe (Garrido et al. 2023): exp of the entropy of the normalised singular values of
+        the centred embeddings - how many directions the layer really uses."""
+        return effective_rank(self.eigenvalues)
+
+    @property
     def variance_top10(self) -> float:
         return float(np.sum(self.eigenvalues[:10]) / self.total_variance) if self.total_variance > 0 else 0.0
+
+
+def effective_rank(eigenvalues: np.ndarray) -> float:
+    """RankMe from the covariance spectrum (singular values are the eigenvalues' square roots)."""
+    s = np.sqrt(np.clip(np.asarray(eigenvalues, np.float64), 0, None))
+    total = s.sum()
+    if total <= 0:
+        return 0.0
+    p = s[s > 0] / total
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+#: Dimensional collapse: an effective rank under this share of the dimensions the data could fill
+#: (min(samples - 1, features)); measured for reference: EfficientNet-Lite0 on Fashion-MNIST, 0.37-0.53
+#: of them trained, 0.30-0.44 at random initialisation.
+COLLAPSE_SHARE = 0.02
 
 
 class PcaAnalysis(LayerAnalysis):
@@ -52,10 +74,15 @@ class PcaAnalysis(LayerAnalysis):
             "dimensions."
         ),
         "variance_top10": "Share of the variance held by the first 10 principal components.",
+        "effective_rank": (
+            "Effective rank (RankMe): exp of the entropy of the normalised singular values - the directions the layer "
+            "uses; far below its width means dimensional collapse."
+        ),
     }
     overview = (
         Column("variance_top10", "variance in 10 PCs", "pct", order=10),
         Column("components_for_90", "PCs for 90 %", "int", order=10),
+        Column("effective_rank", "eff. rank", "num1", order=10),
     )
 
     def run(self, layer: LayerInput, found: Mapping[str, Finding]) -> PcaFinding:
@@ -71,7 +98,24 @@ class PcaAnalysis(LayerAnalysis):
             "components_for_90": f.components_for(0.9),
             "participation_ratio": float(f.participation_ratio),
             "variance_top10": f.variance_top10,
+            "effective_rank": round(f.effective_rank, 3),
         }
+
+    def headlines(self, f: PcaFinding, where: Where) -> list[Headline]:
+        room = min(len(f.scores) - 1, len(f.eigenvalues))
+        rank = f.effective_rank
+        if room < 16 or f.total_variance <= 0 or rank >= max(2.0, COLLAPSE_SHARE * room):
+            return []
+        return [
+            Headline(
+                where.id("pca", "collapse"),
+                "high",
+                f"Dimensional collapse in {where.layer}: its embeddings use about {rank:.1f} of {room:,} possible "
+                "directions (effective rank, RankMe).",
+                f"#{where.anchor}",
+                1 - rank / room,
+            )
+        ]
 
     def summary(self, f: PcaFinding, samples: Samples) -> dict:
         return {
@@ -83,6 +127,7 @@ class PcaAnalysis(LayerAnalysis):
                 "variance_top10": f.variance_top10,
                 "components_for_90": f.components_for(0.9),
                 "participation_ratio": float(f.participation_ratio),
+                "effective_rank": round(f.effective_rank, 3),
                 "eta2": [float(v) for v in f.eta2],
             }
         }

@@ -62,6 +62,38 @@ def scree_plot(ratio: np.ndarray, *, ax: Axes | None = None) -> Figure:
 
 #: With more classes than this, only the largest classes get a label at their centroid.
 CENTROID_LABELS = 60
+#: Classes that get a density contour on a sampled map (the largest).
+CONTOUR_CLASSES = 20
+
+
+def class_contours(ax: Axes, coords: np.ndarray, labels: np.ndarray, colours: np.ndarray, *, grid: int = 90) -> None:
+    """For each of the largest classes, a line around the densest region holding half its samples
+    (a 2-D histogram of all of them, smoothed), in the class colour."""
+    from scipy.ndimage import gaussian_filter
+
+    ok = np.isfinite(coords).all(axis=1)
+    c, y = coords[ok], labels[ok]
+    if len(c) < 10:
+        return
+    lo, hi = c.min(0), c.max(0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    lo, hi = lo - 0.02 * span, hi + 0.02 * span
+    counts = np.bincount(y, minlength=len(colours))
+    xs = np.linspace(lo[0], hi[0], grid)
+    ys = np.linspace(lo[1], hi[1], grid)
+    for k in np.argsort(-counts, kind="stable")[:CONTOUR_CLASSES]:
+        if counts[k] < 20:
+            break
+        h, _, _ = np.histogram2d(c[y == k, 0], c[y == k, 1], bins=grid, range=[[lo[0], hi[0]], [lo[1], hi[1]]])
+        h = gaussian_filter(h, float(np.clip(12 / counts[k] ** 0.25, 1.0, 4.0)))  # smoother for a small class
+        flat = np.sort(h.ravel())[::-1]
+        cum = np.cumsum(flat)
+        if cum[-1] <= 0:
+            continue
+        level = flat[min(int(np.searchsorted(cum, 0.5 * cum[-1])), len(flat) - 1)]
+        if level <= 0:
+            continue
+        ax.contour(xs, ys, h.T, levels=[level], colors=[colours[k] / 255.0], linewidths=0.9, alpha=0.9, zorder=2)
 
 
 def scatter_plot(
@@ -73,11 +105,14 @@ def scatter_plot(
     title: str = "",
     seed: int = 0,
     density: np.ndarray | None = None,
+    density_labels: np.ndarray | None = None,
     counts: np.ndarray | None = None,
     ax: Axes | None = None,
 ) -> Figure:
     """One colour per class, drawn in a seeded random order (no class always on top). ``density``:
-    the positions of all samples (when only some are dots), drawn behind as grey hexagons (log counts).
+    the positions of all samples (when only some are dots), drawn behind as grey hexagons (log counts)
+    and, with ``density_labels`` (their classes), one contour per class (up to CONTOUR_CLASSES, the
+    largest) around the densest half of its samples: nothing of the data is hidden by sampling.
     ``counts``: samples per class for the legend (default: the dots')."""
     n_classes = len(class_names)
     ax = ax if ax is not None else _figure(6.4, 5.0 if n_classes <= 20 else 5.6).add_subplot()
@@ -95,6 +130,8 @@ def scatter_plot(
             alpha=0.55,
             zorder=0,
         )
+        if density_labels is not None:
+            class_contours(ax, density, density_labels, colours)
     order = np.random.default_rng(seed).permutation(len(coords))
     size = float(np.clip(2000 / max(len(coords), 1) ** 0.8, 0.6, 40))
     ax.scatter(
@@ -203,6 +240,7 @@ def depth_plot(
     knn: np.ndarray,
     probe: np.ndarray,
     *,
+    effective_rank: np.ndarray | None = None,
     fig: Figure | None = None,
 ) -> Figure:
     """Two small panels over the layers in order: dimensions (log scale) and accuracies."""
@@ -211,6 +249,8 @@ def depth_plot(
     xs = np.arange(len(layers))
     a.plot(xs, intrinsic, marker="o", color="#2f5d9b", label="intrinsic dim. (TwoNN)")
     a.plot(xs, participation, marker="s", color="#dd8452", label="participation ratio")
+    if effective_rank is not None and len(effective_rank) == len(xs):
+        a.plot(xs, effective_rank, marker="^", color="#4c8c4a", label="effective rank (RankMe)")
     a.set_yscale("log")
     # plain numbers on the log axis ("14", not "1.4 x 10^1", which matplotlib writes when the values
     # span less than a decade)
@@ -218,7 +258,10 @@ def depth_plot(
 
     plain = FuncFormatter(lambda v, _pos: f"{v:g}")
     a.yaxis.set_major_formatter(plain)
-    values = np.concatenate([np.asarray(intrinsic, float), np.asarray(participation, float)])
+    values = np.concatenate(
+        [np.asarray(intrinsic, float), np.asarray(participation, float)]
+        + ([np.asarray(effective_rank, float)] if effective_rank is not None else [])
+    )
     values = values[np.isfinite(values) & (values > 0)]
     if (
         len(values) and values.max() / values.min() < 10

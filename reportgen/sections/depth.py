@@ -29,14 +29,21 @@ class DepthSection(Section):
                         c.participation_ratio,
                         c.knn_accuracy,
                         c.probe_accuracy,
+                        effective_rank=c.effective_rank,
                     ),
-                    data=(c.intrinsic_dimension, c.participation_ratio, c.knn_accuracy, c.probe_accuracy),
+                    data=(
+                        c.intrinsic_dimension,
+                        c.participation_ratio,
+                        c.knn_accuracy,
+                        c.probe_accuracy,
+                        c.effective_rank,
+                    ),
                     alt=f"{c.model} across depth",
                     caption=(
-                        f"{c.model}, layers in order. Left: intrinsic dimension (TwoNN) and participation ratio, the "
-                        "effective number of dimensions. Right: kNN accuracy and linear probe. Where the curves bend "
-                        "is "
-                        "where the model changes what it keeps."
+                        f"{c.model}, layers in order. Left: intrinsic dimension (TwoNN), participation ratio and "
+                        "effective rank (RankMe), three counts of the dimensions the layer uses (a fall of the "
+                        "effective rank is dimensional collapse). Right: kNN accuracy and linear probe. Where the "
+                        "curves bend is where the model changes what it keeps."
                     ),
                     cls="half",
                 )

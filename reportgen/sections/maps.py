@@ -25,7 +25,10 @@ class MapsSection(Section):
             dots = (
                 m.rows
                 if len(m.rows) <= view.options.map_cap
-                else np.sort(np.random.default_rng(view.seed).choice(m.rows, view.options.map_cap, replace=False))
+                else np.union1d(  # a seeded sample that always holds every flagged sample
+                    np.random.default_rng(view.seed).choice(m.rows, view.options.map_cap, replace=False),
+                    view.flagged,
+                )
             )
             density = len(dots) < n
             sample = (
@@ -48,7 +51,10 @@ class MapsSection(Section):
                     if m.placement == "nearest fitted samples"
                     else ""
                 )
-                behind = f"Grey hexagons behind: the density of all {n:,} samples{placed}. "
+                behind = (
+                    f"Grey hexagons behind: the density of all {n:,} samples{placed}; a line in each class's colour "
+                    "circles the densest half of that class. Every flagged sample is among the dots. "
+                )
             scatter_caption = legend + behind + m.caption
             scatter = view.figure(
                 f"{method}-scatter",
@@ -60,6 +66,7 @@ class MapsSection(Section):
                     view.colours,
                     seed=view.seed,
                     density=m.coords if density else None,
+                    density_labels=labels if density else None,
                     counts=np.bincount(labels, minlength=len(names)),
                 ),
                 data=(m.coords, dots),

@@ -170,6 +170,15 @@ class View:
         #: the rows a map links to their cards (an HTML image map), when they are among its dots
         self.linked = linked if linked is not None else np.zeros(0, np.int64)
 
+    @property
+    def flagged(self) -> np.ndarray:
+        """Every sample a finding names (in any layer or the build): sampled maps always show them."""
+        if not hasattr(self, "_flagged"):
+            flags = [f for lr in self.report.layers for f in lr.flags] + list(self.report.build_flags)
+            rows = [np.asarray(f.rows, np.int64) for f in flags if f.finding]
+            self._flagged = np.unique(np.concatenate(rows)) if rows else np.zeros(0, np.int64)
+        return self._flagged
+
     def colour(self, c: int) -> str:
         return hex_colour(self.colours[int(c)])
 
