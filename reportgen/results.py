@@ -147,9 +147,9 @@ class Samples:
     thumbnails: np.ndarray  # (N, t, t, 3) uint8
     image_stats: np.ndarray  # (N, 4): brightness, contrast, saturation, colour balance
     hashes: np.ndarray | None = None  # (N, 16) uint8 content hash of each image (None: no images)
-    metadata: Mapping[str, tuple[str, ...]] = field(
-        default_factory=dict
-    )  # column -> each sample's value (a CSV manifest's)
+    #: column -> each sample's value (a CSV manifest's)
+    metadata: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    properties: np.ndarray | None = None  # (N, len(compute.properties.PROPERTIES)) from the decoded images
 
     def __len__(self) -> int:
         return len(self.ids)

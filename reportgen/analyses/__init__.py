@@ -36,6 +36,7 @@ from .maps import Maps
 from .metrics import Metrics
 from .neighbours import Neighbours
 from .pca import PcaAnalysis
+from .quality import ImageQuality
 from .shift import CompareDatasets
 from .slices import Slices
 
@@ -53,6 +54,7 @@ for _cls in (
     Axes,
     CompareModels,
     CompareDatasets,
+    ImageQuality,
     Depth,
 ):
     register_analysis(_cls)

@@ -18,8 +18,22 @@ from ..machine import cores
 
 #: Images are measured at most this many pixels on their longer side.
 SIDE = 256
-#: The properties, in the order of the columns ``image_properties`` returns.
-PROPERTIES = ("brightness", "contrast", "saturation", "colourfulness", "sharpness", "entropy", "aspect", "size", "hue")
+#: The properties, in the order of the columns ``image_properties`` returns. ``bright_p99`` and
+#: ``bright_p5``: percentiles of the perceived brightness of the pixels (CleanVision's formula),
+#: what the dark and light quality flags read.
+PROPERTIES = (
+    "brightness",
+    "contrast",
+    "saturation",
+    "colourfulness",
+    "sharpness",
+    "entropy",
+    "aspect",
+    "size",
+    "hue",
+    "bright_p99",
+    "bright_p5",
+)
 #: Hue names for the dominant hue of the saturated pixels (a sixth of the circle each, from red).
 HUES = ("red", "yellow", "green", "cyan", "blue", "magenta")
 #: Below this mean saturation an image counts as grey (no dominant hue).
@@ -67,8 +81,23 @@ def _one(img: np.ndarray) -> np.ndarray:
         if strong.any():
             bins = np.floor((hr[strong] + 0.5) % 6).astype(np.int64)  # red centred on 0
             hue = float(np.bincount(bins, minlength=6).argmax())
+    perceived = np.sqrt(0.241 * r * r + 0.691 * g * g + 0.068 * b * b)
+    p5, p99 = np.percentile(perceived, [5, 99])
     return np.asarray(
-        [lum.mean(), lum.std(), sat.mean(), colourful, sharp, entropy, w / max(h, 1), float(w * h), hue], np.float64
+        [
+            lum.mean(),
+            lum.std(),
+            sat.mean(),
+            colourful,
+            sharp,
+            entropy,
+            w / max(h, 1),
+            float(w * h),
+            hue,
+            p99,
+            p5,
+        ],
+        np.float64,
     )
 
 

@@ -54,6 +54,7 @@ class DescribeSource:
     seed: int
     #: a value computed once and kept in the cache: (kind, parts that identify it, compute)
     cached_array: Callable[[str, dict[str, Any], Callable[[], np.ndarray]], np.ndarray]
+    properties: np.ndarray | None = None  # the images' properties when the build measured them already
 
 
 class Describer:

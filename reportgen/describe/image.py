@@ -30,14 +30,20 @@ class ImageDescriber(Describer):
         ds = source.dataset
         if not ds.has_images:
             return []
-        props = source.cached_array(
-            "describe-image",
-            {"dataset": ds.fingerprint, "rows": source.indices},
-            lambda: image_properties(ds.read, source.indices),
+        props = (
+            source.properties
+            if source.properties is not None
+            else source.cached_array(
+                "image-properties",
+                {"dataset": ds.fingerprint, "rows": source.indices},
+                lambda: image_properties(ds.read, source.indices),
+            )
         )
         out = []
         for k, name in enumerate(PROPERTIES):
             v = np.asarray(props[:, k], np.float64)
+            if name not in WORDS and name != "hue":
+                continue  # the brightness percentiles the quality flags read
             if name == "hue":
                 names = np.asarray(["grey", *HUES], dtype=object)
                 hue = np.where(np.isfinite(v), v, -1).astype(np.int64) + 1

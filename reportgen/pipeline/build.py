@@ -115,8 +115,8 @@ def build(
         progress=progress,
         stages=stages,
     )
-    samples = _samples(data, stages)
     cache = Cache(cache_root, enabled=use_cache)
+    samples = _samples(data, stages, cache, spec)
     plan = Plan.of(spec)
     twins = _twin_data(spec, data)
     work = _analyse_layers(spec, data, samples, plan, cache, counts, twins)
@@ -127,7 +127,7 @@ def build(
     ]
     placed += [PlacedSet(s, "", s.model) for s in build_sets]
     with stages.stage("describe"):
-        descriptions, describe_headlines = describe_sets(spec, data, placed, cache, samples.labels)
+        descriptions, describe_headlines = describe_sets(spec, data, placed, cache, samples.labels, samples.properties)
     models = tuple(
         ModelResult(
             run.model,
@@ -206,9 +206,10 @@ def build(
     return BuildResult(replace(report, stats=_stats(data, counts, cache)), rendered.stats, out_dir)
 
 
-def _samples(data: Embedded, stages: Stages) -> Samples:
+def _samples(data: Embedded, stages: Stages, cache: Cache, spec: ReportSpec) -> Samples:
     """The rows every model describes (the same for every model: a sample unreadable for one is
-    unreadable for all), with the image statistics of their thumbnails."""
+    unreadable for all), with the image statistics of their thumbnails and, where the audit or the
+    describers read them, the properties of the decoded images."""
     base = data.runs[0].embeddings
     if any(r.embeddings.ids != base.ids for r in data.runs[1:]):
         raise ReportgenError("models saw different samples; this should not happen, please report it")
@@ -224,7 +225,40 @@ def _samples(data: Embedded, stages: Stages) -> Samples:
         str(column): tuple("" if values[i] is None else str(values[i]) for i in np.asarray(base.indices))
         for column, values in data.ds.metadata.items()
     }
-    return Samples(base.ids, labels, data.ds.class_names, base.thumbnails, stats, hashes=base.hashes, metadata=metadata)
+    properties = None
+    wanted = spec.report.audit or "image" in spec.report.describe.describers
+    if data.ds.has_images and wanted:
+        with stages.stage("analyse: image properties"):
+            properties = image_properties_of(data.ds, np.asarray(base.indices), cache)
+    return Samples(
+        base.ids,
+        labels,
+        data.ds.class_names,
+        base.thumbnails,
+        stats,
+        hashes=base.hashes,
+        metadata=metadata,
+        properties=properties,
+    )
+
+
+def image_properties_of(ds: Any, indices: np.ndarray, cache: Cache) -> np.ndarray:
+    """The properties of the decoded images (``compute.properties``), kept in the cache."""
+    from ..compute.properties import image_properties
+    from ..fingerprint import code_fingerprint
+
+    key = cache.key(
+        "image-properties",
+        {"dataset": ds.fingerprint, "rows": indices},
+        code_fingerprint("reportgen.compute.properties"),
+        [],
+    )
+    hit = cache.get_arrays("image-properties", key)
+    if hit is not None:
+        return np.asarray(hit[0]["value"])
+    value = image_properties(ds.read, indices)
+    cache.put_arrays("image-properties", key, {"value": value}, {})
+    return value
 
 
 def _analyse_layers(

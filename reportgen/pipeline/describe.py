@@ -120,7 +120,12 @@ def _name(t: _Test, q: float) -> Name:
 
 
 def describe_sets(
-    spec: ReportSpec, data: Embedded, placed: list[PlacedSet], cache: Cache, labels: np.ndarray
+    spec: ReportSpec,
+    data: Embedded,
+    placed: list[PlacedSet],
+    cache: Cache,
+    labels: np.ndarray,
+    properties: np.ndarray | None = None,
 ) -> tuple[dict[str, Description], list[Headline]]:
     """Every set's description (keyed by the set's key) and the findings strong names make."""
     opts = spec.report.describe
@@ -140,12 +145,12 @@ def describe_sets(
         cache.put_arrays(kind, key, {"value": value}, {})
         return value
 
-    def source(name: str, ds: Any, indices: np.ndarray, runs: tuple[Any, ...]) -> DescribeSource:
+    def source(name: str, ds: Any, indices: np.ndarray, runs: tuple[Any, ...], props: Any = None) -> DescribeSource:
         return DescribeSource(
-            name, ds, np.asarray(indices), {r.model.name: r for r in runs}, models, opts, spec.seed, cached_array
+            name, ds, np.asarray(indices), {r.model.name: r for r in runs}, models, opts, spec.seed, cached_array, props
         )
 
-    ref = source(data.ds.name, data.ds, data.runs[0].embeddings.indices, data.runs)
+    ref = source(data.ds.name, data.ds, data.runs[0].embeddings.indices, data.runs, properties)
     universes: dict[str, _Universe] = {"": _Universe([ref], describers)}
     for (name, runs), ds in zip(data.compared, data.compared_data):
         other = source(name, ds, runs[0].embeddings.indices, runs)

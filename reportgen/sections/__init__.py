@@ -20,6 +20,7 @@ from .maps import MapsSection
 from .metrics import MetricsSection
 from .neighbours import NeighboursSection
 from .pca import PcaSection
+from .quality import QualitySection
 from .slices import SlicesSection
 from .view import Budget, FigureCache, Figures, Thumbs, View
 
@@ -37,6 +38,7 @@ for _cls in (
     AxesSection,
     CompareModelsSection,
     CompareDatasetsSection,
+    QualitySection,
     DepthSection,
 ):
     register_section(_cls)
