@@ -375,8 +375,9 @@ def main() -> int:
     def run_parity() -> None:  # CPU vs GPU agreement on 600 digits: the same Extractor on both devices
         if not device.startswith("cuda"):
             return
-        from reportgen.compute.kernels import knn_accuracy, linear_cka
+        from reportgen.compute.kernels import knn_accuracy
         from reportgen.compute.neighbours import exact_graph
+        from reportgen.compute.similarity import linear_cka
         from reportgen.datasets import load_dataset
         from reportgen.datasets.digits import DigitsDataset
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reportgen.compute.kernels import linear_cka
+from reportgen.compute.similarity import linear_cka
 from tests.conftest import EFFNET, make_spec
 
 
@@ -143,7 +143,7 @@ def _kornblith_debiased(x: np.ndarray, y: np.ndarray) -> float:
 @settings(max_examples=25, deadline=None)
 @given(st.integers(0, 10_000), st.integers(8, 80), st.integers(2, 30))
 def test_debiased_cka_is_kornblith_s_without_the_gram_matrices(seed, n, d):
-    from reportgen.compute.kernels import debiased_cka
+    from reportgen.compute.similarity import debiased_cka
 
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, d)) + rng.normal(size=d)  # not centred: the estimator does not care
@@ -156,7 +156,7 @@ def test_debiased_cka_is_kornblith_s_without_the_gram_matrices(seed, n, d):
 def test_debiased_cka_reads_zero_for_unrelated_representations():
     """Shuffled pairing at 1,000 samples reads 0 +- 0.02, where the biased estimator reads about
     half; the permutation p-value of a shuffled pairing is not small; a real relation is."""
-    from reportgen.compute.kernels import cka_table, debiased_cka
+    from reportgen.compute.similarity import cka_table, debiased_cka
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(1000, 1280)).astype(np.float32)

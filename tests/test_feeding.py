@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from reportgen.compute.kernels import knn_accuracy, linear_cka
+from reportgen.compute.kernels import knn_accuracy
 from reportgen.compute.neighbours import exact_graph
+from reportgen.compute.similarity import linear_cka
 from reportgen.datasets import load_dataset, select_samples
 from reportgen.datasets.digits import DigitsDataset
 from reportgen.datasets.image_folder import ImageFolderDataset

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -70,6 +70,8 @@ class AuditFinding(Finding):
     k: int
     n: int
     has_hashes: bool
+    twin_budget: Mapping[str, int] = field(default_factory=dict)  # pairs proposed / prefiltered / skipped / verified
+    twin_recall: Mapping[str, float] = field(default_factory=dict)  # edit family -> share of its copies found
 
     @property
     def duplicates(self) -> int:
@@ -194,11 +196,14 @@ class Audit(LayerAnalysis):
         groups = duplicate_groups(layer.samples.hashes)
         pairs, dists, thr = np.zeros((0, 2), np.int64), np.zeros(0, np.float32), None
         how = "not looked for: the dataset has no images"
+        spent: dict[str, int] = {}
+        recall: dict[str, float] = {}
         if layer.twins is not None:
-            from ..compute.twins import TWIN_GRAPH_NEIGHBOURS, find_twins
+            from ..compute.twins import TWIN_GRAPH_NEIGHBOURS, Budget, find_twins
 
             cal = layer.twins.calibration
-            thr, how = cal.threshold, cal.how
+            thr, how, recall = cal.threshold, cal.how, dict(cal.recall)
+            budget = Budget()
             pairs, dists = find_twins(
                 layer.twins.signatures,
                 g.indices,
@@ -206,7 +211,9 @@ class Audit(LayerAnalysis):
                 thr,
                 seed=layer.seed,
                 exclude_identical=layer.samples.hashes,
+                budget=budget,
             )
+            spent = asdict(budget)
         kth = g.distances[:, min(finding_of(found, "metrics", MetricsFinding).knn_k, g.k) - 1]
         q1, q3 = np.quantile(kth, [0.25, 0.75])
         cut = float(q3 + 3 * (q3 - q1))
@@ -227,6 +234,8 @@ class Audit(LayerAnalysis):
             k,
             n,
             layer.samples.hashes is not None,
+            spent,
+            recall,
         )
 
     def metric_values(self, f: AuditFinding) -> dict:
@@ -263,6 +272,8 @@ class Audit(LayerAnalysis):
                 ],
                 "near_threshold": f.near_threshold,
                 "calibration": f.calibration,
+                "near_recall_by_edit": {k: round(v, 3) for k, v in f.twin_recall.items()},
+                "near_search": dict(f.twin_budget),
                 "outliers": [ids[r] for r in f.outliers[:200]],
                 "outlier_cut": round(f.outlier_cut, 5),
             }

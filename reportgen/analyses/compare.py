@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..compute.kernels import CkaTable, cka_table, per_class_accuracy
+from ..compute.kernels import per_class_accuracy
+from ..compute.similarity import CkaTable, cka_table
 from ..results import Finding, Headline, SampleFlag, Samples, SampleSet, finding_of, slug
 from .base import HEADLINE_SAMPLES, BuildAnalysis, BuildInput, Where
 from .metrics import MetricsFinding

@@ -8,25 +8,26 @@ percentile 0.077): 43 % of natural nearest neighbours are closer than the 90th p
 copies, at every layer tried. A copy keeps the picture's detail; a look-alike does not.
 
 How: each image is reduced to a small grey signature (``SIG_PX`` square, from its thumbnail).
-Two images are compared after the best shift of up to ``SHIFT`` pixels and the best brightness and
-contrast fit (least squares); their *difference* is the residual energy of the worst of a grid of
-blocks relative to the image's variance (a local change - another pattern, a missing strap -
-shows in one block even when the whole picture correlates well). Pairs to compare come from the
-layer's neighbour graph and from the signatures' own nearest neighbours; a cheap correlation of
-blurred signatures discards the clearly different ones first.
+Two signatures are compared after aligning the second to the first - scaled by up to 11 % (a crop
+of up to 10 %), shifted by the peak of their phase correlation (to a sub-pixel), blurred on either
+side as a resampled copy is, and fitted in brightness and contrast; their *difference* is the
+residual energy of the worst of a grid of blocks relative to the image's variance (a local change
+- another pattern, a missing strap - shows in one block even when the whole picture correlates
+well). Pairs to compare come from the layer's neighbour graph and from the signatures' own nearest
+neighbours; a correlation of shift-invariant spectra discards the clearly different ones first, a
+budget bounds the comparisons per image (``VERIFY_PER_IMAGE``, ``MAX_QUICK``, ``MAX_FULL``: the cost
+grows with the number of images, not with how alike they look), a quick comparison (no scaling,
+one blur) leaves the full one to the plausible pairs.
 
-The threshold is calibrated on the data set itself: a seeded sample of its own images is edited
-the way copies get edited (JPEG at quality 75, 6 % brighter, 6 % darker, shifted by 2 %) and the
-threshold is the 99th percentile of those copies' differences to their originals (at most
-``MAX_THRESHOLD``): a twin is as close to an image as a re-encoded, re-lit or shifted copy of it.
-Crops and rescales are not twins here (an exact or edited copy is).
+The threshold is calibrated on the data set itself (``reportgen.compute.twin_calibration``): copies
+of its own images made the ways copies get made, against its ordinary look-alikes; the recall of
+each edit family at the threshold is stated in the report.
 """
 
 from __future__ import annotations
 
-import io
-from collections.abc import Callable
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,43 +37,28 @@ ArrayLike = Any
 
 #: Side of the grey signature, in pixels.
 SIG_PX = 32
-#: Largest shift tried when comparing two signatures (pixels at SIG_PX).
-SHIFT = 1
-#: Side of the residual blocks (pixels at SIG_PX, inside the SHIFT border).
+#: Side of the residual blocks (pixels at SIG_PX, inside the MAX_SHIFT border).
 BLOCK = 6
 #: Side of the block of lowest spatial frequencies in a signature's shift-invariant descriptor.
 SPECTRUM = 8
 #: Pairs whose descriptors (``spectra``) correlate less than this are not compared further.
 PREFILTER = 0.97
-#: Pairs within this multiple of the threshold at whole-pixel shifts are compared at half pixels too.
+#: Pairs within this multiple of the threshold after the quick comparison get the full one.
 REFINE = 3.0
-#: Images edited per calibration (each in every way of ``edits``).
-CALIBRATION_IMAGES = 200
-#: The calibration's quantile of edited copies' differences.
-CALIBRATION_QUANTILE = 0.93
-#: The threshold never exceeds this (noisy images whose copies differ a lot stay out of twins).
-MAX_THRESHOLD = 0.15
+#: A twin must be this much closer than the next image to either of its images (the ratio test).
+RATIO = 0.8
+#: Candidates of one image verified at most (its best by the prefilter): the search costs at most
+#: this many comparisons an image, however alike a data set's images look; fewer above
+#: MAX_QUICK / VERIFY_PER_IMAGE images, so that no search runs more than MAX_QUICK quick comparisons.
+VERIFY_PER_IMAGE = 4
+MAX_QUICK = 2_000_000
+#: The full comparison (every scale and blur, ~3,500 pairs a second on one core) runs on at most
+#: this many pairs, the most alike by the quick one; the others are counted as skipped.
+MAX_FULL = 200_000
 #: Neighbours in the layer's graph taken as candidates (an edited copy's rank there: 90th percentile 4).
 TWIN_GRAPH_NEIGHBOURS = 10
 #: Nearest neighbours by signature added to the layer graph's candidates.
 SIG_NEIGHBOURS = 10
-
-
-def edits(image: np.ndarray) -> list[np.ndarray]:
-    """JPEG at quality 75, 6 % brighter, 6 % darker, shifted by 2 % (edges repeated): RGB uint8
-    images of the original's size."""
-    from PIL import Image, ImageEnhance
-
-    img = Image.fromarray(image)
-    w, h = img.size
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=75)
-    out = [np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))]
-    out.append(np.asarray(ImageEnhance.Brightness(img).enhance(1.06)))
-    out.append(np.asarray(ImageEnhance.Brightness(img).enhance(0.94)))
-    dx, dy = max(1, round(0.02 * w)), max(1, round(0.02 * h))
-    out.append(np.ascontiguousarray(np.pad(image, ((dy, 0), (dx, 0), (0, 0)), mode="edge")[:h, :w]))
-    return out
 
 
 def signatures(thumbnails: ArrayLike, chunk: int = 8_192) -> np.ndarray:
@@ -124,59 +110,119 @@ def spectra(sig: np.ndarray, keep: int = SPECTRUM, chunk: int = 16_384) -> np.nd
     return out
 
 
-#: Shifts tried, in pixels at SIG_PX: half-pixel steps (a copy shifted by one pixel of a 28 px
-#: image moves 1.14 pixels of its 32 px thumbnail).
-_OFFSETS = tuple(np.arange(-2 * SHIFT, 2 * SHIFT + 1) / 2)
+# ----------------------------------------------------------------------------- verification
+
+#: Scales tried when aligning two signatures (a crop of up to 10 % magnifies its content by 1.11).
+SCALES = (1 / 1.11, 1 / 1.05, 1.0, 1.05, 1.11)
+#: Largest shift found by phase correlation (pixels at SIG_PX: 10 % of 32 is 3.2).
+MAX_SHIFT = 4
+#: Gaussian blurs (sigma in pixels at SIG_PX) applied to (a, b) before comparing: a light one
+#: against aliasing, and a stronger one on either side for a copy that went through a resampling.
+BLURS = ((0.6, 0.6), (0.6, 1.1), (1.1, 0.6))
 
 
-def _shifted(b: np.ndarray, offset: float, r: int, m: int, axis: int) -> np.ndarray:
-    """The m-pixel window of b starting at r + offset along ``axis`` (linear interpolation at
-    half pixels)."""
-    lo = int(np.floor(r + offset))
+def _sampling(src: np.ndarray, side: int) -> np.ndarray:
+    """(..., side, side) linear-interpolation matrices taking each output pixel from ``src``
+    (positions, (..., side)), edges repeated."""
+    lo = np.floor(src)
+    w = (src - lo).astype(np.float32)
+    lo = lo.astype(np.int64)
+    out = np.zeros(src.shape + (side,), np.float32)
+    i0, i1 = np.clip(lo, 0, side - 1), np.clip(lo + 1, 0, side - 1)
+    np.put_along_axis(out, i0[..., None], (1 - w)[..., None], axis=-1)
+    both = np.take_along_axis(out, i1[..., None], axis=-1) + w[..., None]
+    np.put_along_axis(out, i1[..., None], both, axis=-1)
+    return out
 
-    def take(s0: int) -> np.ndarray:
-        return b[:, s0 : s0 + m] if axis == 1 else b[:, :, s0 : s0 + m]
 
-    return take(lo) if offset == lo - r else 0.5 * (take(lo) + take(lo + 1))
+@functools.cache
+def _blur_zoom(side: int, sigma: float) -> dict[float, np.ndarray]:
+    """For each scale: the matrix that blurs (Gaussian ``sigma``) then magnifies about the centre."""
+    x = np.arange(side)
+    g = np.exp(-0.5 * ((x[:, None] - x[None, :]) / sigma) ** 2)
+    g = (g / g.sum(1, keepdims=True)).astype(np.float32)
+    c = (side - 1) / 2
+    return {s: _sampling(c + (x - c) / s, side) @ g for s in SCALES}
 
 
-def differences(sig_a: np.ndarray, sig_b: np.ndarray, chunk: int = 4096, offsets: tuple = ()) -> np.ndarray:
-    """Difference of each pair of signatures (row i of ``sig_a`` with row i of ``sig_b``): over
-    shifts of up to SHIFT pixels and a least-squares brightness and contrast fit of b to a, the
-    smallest largest-block residual energy relative to a's variance. 0: the same picture."""
-    n, s, _ = sig_a.shape
-    r = SHIFT
-    inner = s - 2 * r
-    nb = inner // BLOCK
-    out = np.empty(n, np.float32)
+def _peak(corr: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best shift (within MAX_SHIFT) of a circular cross-correlation, with a parabolic
+    sub-pixel refinement: (dy, dx) in pixels."""
+    n, m = len(corr), MAX_SHIFT
+    sh = np.r_[0 : m + 1, side - m : side]
+    k = corr[:, sh][:, :, sh].reshape(n, -1).argmax(1)
+    py, px = sh[k // len(sh)], sh[k % len(sh)]
+    r = np.arange(n)
+
+    def frac(lo: np.ndarray, mid: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        den = lo - 2 * mid + hi
+        return np.clip(np.where(den < 0, 0.5 * (lo - hi) / np.where(den < 0, den, -1), 0.0), -0.5, 0.5)
+
+    fy = frac(corr[r, (py - 1) % side, px], corr[r, py, px], corr[r, (py + 1) % side, px])
+    fx = frac(corr[r, py, (px - 1) % side], corr[r, py, px], corr[r, py, (px + 1) % side])
+    return np.where(py > side // 2, py - side, py) + fy, np.where(px > side // 2, px - side, px) + fx
+
+
+def _aligned(a: np.ndarray, b: np.ndarray, sa: float, sb: float, scales: tuple[float, ...]) -> np.ndarray:
+    side = a.shape[1]
+    m = MAX_SHIFT
+    w = ((side - 2 * m) // BLOCK) * BLOCK
+    nb = w // BLOCK
+    g = _blur_zoom(side, sa)[1.0]
+    big_a = g @ a @ g.T
+    fa = np.fft.rfft2(big_a - big_a.mean((1, 2), keepdims=True))
+    a_in = big_a[:, m : m + w, m : m + w]
+    a_c = a_in - a_in.mean((1, 2), keepdims=True)
+    var_a = (a_c**2).mean((1, 2)) + 1.0  # + 1 grey level^2: flat images compare by their noise, not 0/0
+    x = np.arange(side, dtype=np.float64)
+    best = np.full(len(a), np.inf, np.float32)
+    mats = _blur_zoom(side, sb)
+    for scale in scales:
+        mat = mats[scale]
+        big_b = mat @ b @ mat.T
+        fb = np.fft.rfft2(big_b - big_b.mean((1, 2), keepdims=True))
+        dy, dx = _peak(np.fft.irfft2(fa * np.conj(fb), s=(side, side)), side)
+        ry, rx = _sampling(x[None, :] - dy[:, None], side), _sampling(x[None, :] - dx[:, None], side)
+        moved = (ry @ big_b @ np.transpose(rx, (0, 2, 1)))[:, m : m + w, m : m + w]
+        b_c = moved - moved.mean((1, 2), keepdims=True)
+        var_b = (b_c**2).mean((1, 2))
+        alpha = (a_c * b_c).mean((1, 2)) / np.where(var_b > 0, var_b, 1)
+        res = a_c - alpha[:, None, None] * b_c
+        blocks = (res**2).reshape(len(a), nb, BLOCK, nb, BLOCK).mean((2, 4)).max((1, 2))
+        np.minimum(best, blocks / var_a, out=best)
+    return best
+
+
+def differences(
+    sig_a: np.ndarray, sig_b: np.ndarray, chunk: int = 2048, blurs: tuple = BLURS, scales: tuple = SCALES
+) -> np.ndarray:
+    """Difference of each pair of signatures (row i of ``sig_a`` with row i of ``sig_b``): b
+    aligned to a - scaled by up to 11 %, shifted by the phase correlation's peak (sub-pixel),
+    blurred on either side as a resampled copy is, and fitted in brightness and contrast (least
+    squares) - then the largest residual energy of a grid of blocks relative to a's variance (a
+    local change shows in one block even when the whole picture correlates well). 0: the same picture."""
+    n = len(sig_a)
+    out = np.full(n, np.inf, np.float32)
     for c0 in range(0, n, chunk):
-        a = np.asarray(sig_a[c0 : c0 + chunk, r : s - r, r : s - r], np.float32)
-        a = a[:, : nb * BLOCK, : nb * BLOCK]
-        a_c = a - a.mean((1, 2), keepdims=True)
-        var_a = (a_c**2).mean((1, 2)) + 1.0  # + 1 grey level^2: flat images compare by their noise, not 0/0
-        bp = np.asarray(sig_b[c0 : c0 + chunk], np.float32)
-        best = np.full(len(a), np.inf, np.float32)
-        m = nb * BLOCK
-        for oy in offsets or _OFFSETS:
-            rows_ = _shifted(bp, oy, r, m, axis=1)
-            for ox in offsets or _OFFSETS:
-                b = _shifted(rows_, ox, r, m, axis=2)
-                b_c = b - b.mean((1, 2), keepdims=True)
-                var_b = (b_c**2).mean((1, 2))
-                alpha = (a_c * b_c).mean((1, 2)) / np.where(var_b > 0, var_b, 1)
-                res = a_c - alpha[:, None, None] * b_c
-                blocks = (res**2).reshape(len(a), nb, BLOCK, nb, BLOCK).mean((2, 4)).max((1, 2))
-                np.minimum(best, blocks / var_a, out=best)
-        out[c0 : c0 + len(a)] = best
+        a = np.asarray(sig_a[c0 : c0 + chunk], np.float32)
+        b = np.asarray(sig_b[c0 : c0 + chunk], np.float32)
+        for sa, sb in blurs:
+            np.minimum(out[c0 : c0 + len(a)], _aligned(a, b, sa, sb, scales), out=out[c0 : c0 + len(a)])
     return out
 
 
 @dataclass(frozen=True)
 class Calibration:
+    """How near two images must be to be twins, measured on the data set's own images
+    (``reportgen.compute.twin_calibration``)."""
+
     threshold: float
     copies: int  # edited copies measured
-    quantile_value: float  # the copies' CALIBRATION_QUANTILE before the cap
-    how: str
+    quantile_value: float  # the copies' quantile the threshold started from
+    how: str  # in words, for the report
+    recall: dict[str, float] = field(default_factory=dict)  # edit family -> share of its copies within the threshold
+    look_alike: bool = False  # ordinary look-alikes fall within the copies' range: copies cannot all be told apart
+    impostor_quantile: float = float("nan")  # the look-alikes' quantile that capped the threshold
 
 
 @dataclass(frozen=True, eq=False)
@@ -187,45 +233,14 @@ class TwinData:
     calibration: Calibration
 
 
-def calibrate(
-    read: Callable[[int], np.ndarray], rows: np.ndarray, thumbnail_px: int, *, seed: int
-) -> Calibration | None:
-    """The twin threshold of a data set: ``read(row)`` gives an RGB uint8 image; a seeded sample of
-    ``rows`` is edited (``edits``) and each copy's difference to its original is measured."""
-    from ..images import make_thumbnail, to_rgb_uint8
+@dataclass
+class Budget:
+    """What the verification did, and what its budget left out (stated in the report)."""
 
-    rng = np.random.default_rng(seed)
-    pick = np.sort(rng.choice(len(rows), min(CALIBRATION_IMAGES, len(rows)), replace=False))
-    orig, copies = [], []
-    for j in pick:
-        try:
-            img = to_rgb_uint8(read(int(rows[j])))
-        except Exception:  # an unreadable image was skipped at extraction: skip it here too
-            continue
-        t0 = make_thumbnail(img, thumbnail_px)
-        for e in edits(img):
-            orig.append(t0)
-            copies.append(make_thumbnail(e, thumbnail_px))
-    if not copies:
-        return None
-    d = differences(signatures(np.stack(orig)), signatures(np.stack(copies)))
-    q = float(np.quantile(d, CALIBRATION_QUANTILE))
-    t = min(q, MAX_THRESHOLD)
-    how = (
-        f"difference <= {t:.3g}: the {100 * CALIBRATION_QUANTILE:.0f}th percentile of {len(d)} edited copies of this "
-        "data set's own images "
-        "(JPEG 75, 6 % brighter, 6 % darker, shifted 2 %)" + (f", capped from {q:.3g}" if q > t else "")
-    )
-    return Calibration(t, len(d), q, how)
-
-
-def twin_data(
-    read: Callable[[int], np.ndarray], rows: np.ndarray, thumbnails: ArrayLike, thumbnail_px: int, *, seed: int
-) -> TwinData | None:
-    """Signatures and calibration of one data set (``read(row)``: an image; ``thumbnails``: the
-    stored thumbnails of ``rows``); None when none of its images can be read."""
-    cal = calibrate(read, rows, thumbnail_px, seed=seed)
-    return None if cal is None else TwinData(signatures(thumbnails), cal)
+    candidates: int = 0  # pairs proposed (neighbour graph and signatures)
+    prefiltered: int = 0  # left after the spectral prefilter
+    skipped: int = 0  # left out by the per-image budget
+    verified: int = 0  # fully aligned and compared
 
 
 def _candidates(indices: np.ndarray, k: int) -> np.ndarray:
@@ -262,6 +277,7 @@ def find_twins(
     *,
     seed: int,
     exclude_identical: np.ndarray | None = None,
+    budget: Budget | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (i < j) of one data set whose difference is at most ``threshold``, with their
     differences, most alike first. Candidates: the first ``k`` neighbours of the layer graph and
@@ -279,7 +295,7 @@ def find_twins(
     if exclude_identical is not None:
         same = (exclude_identical[a] == exclude_identical[b]).all(1)
         a, b = a[~same], b[~same]
-    return _score(sig, sig, a, b, low, low, threshold)
+    return _score(sig, sig, a, b, low, low, threshold, budget, symmetric=True)
 
 
 def _score(
@@ -290,32 +306,80 @@ def _score(
     low_a: np.ndarray,
     low_b: np.ndarray,
     threshold: float,
+    budget: Budget | None = None,
+    symmetric: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    keep = np.empty(len(a), bool)
+    """Verify candidate pairs (a[i] of sig_a, b[i] of sig_b): the spectral prefilter, then at most
+    VERIFY_PER_IMAGE per image of ``a`` (the best by the prefilter), a quick comparison (one blur,
+    no scaling), and the full one where a twin is still plausible. Pairs within ``threshold``,
+    most alike first."""
+    budget = budget if budget is not None else Budget()
+    budget.candidates += len(a)
+    corr = np.empty(len(a), np.float32)
     for s in range(0, len(a), 1 << 20):
-        keep[s : s + (1 << 20)] = (
-            np.einsum("ij,ij->i", low_a[a[s : s + (1 << 20)]], low_b[b[s : s + (1 << 20)]]) >= PREFILTER
-        )
-    a, b = a[keep], b[keep]
-    # whole-pixel shifts first (9 fits); half-pixel shifts (25) only where a twin is plausible
+        corr[s : s + (1 << 20)] = np.einsum("ij,ij->i", low_a[a[s : s + (1 << 20)]], low_b[b[s : s + (1 << 20)]])
+    keep = corr >= PREFILTER
+    a, b, corr = a[keep], b[keep], corr[keep]
+    budget.prefiltered += len(a)
+    order = np.lexsort((b, -corr, a))  # per image of a, its best candidates first
+    a, b = a[order], b[order]
+    rank = np.arange(len(a)) - np.searchsorted(a, a, side="left")
+    per = int(np.clip(MAX_QUICK // max(len(np.unique(a)), 1), 1, VERIFY_PER_IMAGE))
+    within = rank < per
+    budget.skipped += int((~within).sum())
+    a, b = a[within], b[within]
     d = np.empty(len(a), np.float32)
-    whole = tuple(float(o) for o in range(-SHIFT, SHIFT + 1))
-    for s in range(0, len(a), 1 << 16):
-        d[s : s + (1 << 16)] = differences(sig_a[a[s : s + (1 << 16)]], sig_b[b[s : s + (1 << 16)]], offsets=whole)
-    keep = d <= REFINE * threshold
-    a, b, d = a[keep], b[keep], d[keep]
-    for s in range(0, len(a), 1 << 16):
-        d[s : s + (1 << 16)] = np.minimum(
-            d[s : s + (1 << 16)], differences(sig_a[a[s : s + (1 << 16)]], sig_b[b[s : s + (1 << 16)]])
+    for s in range(0, len(a), 1 << 14):
+        d[s : s + (1 << 14)] = differences(
+            sig_a[a[s : s + (1 << 14)]], sig_b[b[s : s + (1 << 14)]], blurs=BLURS[:1], scales=(1.0,)
         )
-    hit = d <= threshold
+    plausible = np.flatnonzero(d <= REFINE * threshold)
+    if len(plausible) > MAX_FULL:
+        budget.skipped += len(plausible) - MAX_FULL
+        plausible = plausible[np.argsort(d[plausible], kind="stable")[:MAX_FULL]]
+    budget.verified += len(plausible)
+    for s in range(0, len(plausible), 1 << 14):
+        p = plausible[s : s + (1 << 14)]
+        d[p] = np.minimum(d[p], differences(sig_a[a[p]], sig_b[b[p]]))
+    # every compared pair takes part in the ratio test: the look-alikes a twin must stand out from
+    hit = (d <= threshold) & _distinct(a, b, d, symmetric)
     a, b, d = a[hit], b[hit], d[hit]
     order = np.lexsort((b, a, d))
     return np.stack([a[order], b[order]], 1).astype(np.int64), d[order]
 
 
+def _distinct(a: np.ndarray, b: np.ndarray, d: np.ndarray, symmetric: bool) -> np.ndarray:
+    """The ratio test (Lowe's, for matching): a pair is a twin only if it is clearly closer than
+    the next image is to either of its images (``symmetric``: both sides are one data set; else
+    the side of ``a``). A copy stands out from the look-alikes; one plain trouser among hundreds
+    does not, and is not called the copy of another."""
+    ids = np.concatenate([a, b]) if symmetric else a
+    dd = np.concatenate([d, d]) if symmetric else d
+    if not len(ids):
+        return np.zeros(0, bool)
+    order = np.lexsort((dd, ids))
+    ids_s, dd_s = ids[order], dd[order]
+    starts = np.searchsorted(ids_s, ids_s, side="left")
+    nxt = np.minimum(starts + 1, len(ids_s) - 1)
+    second = np.where((starts + 1 < len(ids_s)) & (ids_s[nxt] == ids_s), dd_s[nxt], np.inf)
+    uniq, at = np.unique(ids_s, return_index=True)
+    runner = dict(zip(uniq.tolist(), second[at].tolist()))
+
+    def ok(x: np.ndarray) -> np.ndarray:
+        r = np.asarray([runner[int(v)] for v in x])
+        return d <= RATIO * r
+
+    return ok(a) & ok(b) if symmetric else ok(a)
+
+
 def cross_twins(
-    sig_ref: np.ndarray, sig_other: np.ndarray, graph_twins: np.ndarray | None, threshold: float, *, seed: int
+    sig_ref: np.ndarray,
+    sig_other: np.ndarray,
+    graph_twins: np.ndarray | None,
+    threshold: float,
+    *,
+    seed: int,
+    budget: Budget | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each row of another data set, its closest twin in the reference, if any: (rows of other,
     reference rows, differences). Candidates: ``graph_twins`` ((M, k) reference rows nearest in
@@ -325,8 +389,9 @@ def cross_twins(
     if graph_twins is not None:
         cand.append(np.asarray(graph_twins).reshape(len(sig_other), -1))
     c = np.concatenate(cand, 1)
-    rows = np.repeat(np.arange(len(sig_other)), c.shape[1])
-    pairs, d = _score(sig_other, sig_ref, rows, c.ravel(), low_other, low_ref, threshold)
+    key = np.unique(np.repeat(np.arange(len(sig_other)), c.shape[1]) * len(sig_ref) + c.ravel())
+    rows, refs = key // len(sig_ref), key % len(sig_ref)
+    pairs, d = _score(sig_other, sig_ref, rows, refs, low_other, low_ref, threshold, budget)
     # the closest twin per row (pairs come most alike first)
     first = np.unique(pairs[:, 0], return_index=True)[1] if len(pairs) else np.zeros(0, np.int64)
     return pairs[first, 0], pairs[first, 1], d[first]

@@ -363,7 +363,7 @@ def _twin_data(spec: ReportSpec, data: Embedded) -> Callable[[], TwinData | None
 
     def get() -> TwinData | None:
         if not memo:
-            from ..compute.twins import twin_data
+            from ..compute.twin_calibration import twin_data
 
             emb, ds = data.runs[0].embeddings, data.ds
             ok = ds.has_images and emb.thumbnails is not None and len(emb.indices) > 1

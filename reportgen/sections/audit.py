@@ -39,6 +39,7 @@ class AuditSection(Section):
             "n_near": len(f.near_pairs),
             "near_threshold": f.near_threshold,
             "calibration": f.calibration,
+            "budget": dict(f.twin_budget),
             "outliers": outl,
             "n_outliers": len(f.outliers),
             "cut": f.outlier_cut,

@@ -1,0 +1,178 @@
+"""How near two images must be to be twins, measured on the data set's own images.
+
+A seeded sample of the set's images is copied the ways copies really get made - resampled (down
+and up, bilinear, bicubic, Lanczos, nearest), re-encoded (JPEG 50 and 95, PNG to JPEG), cropped
+by up to 10 %, brightened or darkened and given more or less contrast by 10 %, turned grey - and
+each copy is compared with its original (``twins.differences``): the copies' differences. The
+same images are compared with their nearest *other* images by signature: the look-alikes'
+differences. The threshold is the copies' 95th percentile, lowered when more than 1 % of the
+images have another image of the set that close (then precision is kept and the report says that
+not every copy can be told from a look-alike at this resolution). Each edit family's recall
+at the threshold is stated. Horizontal flips are not twins.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+import numpy as np
+
+from .twins import RATIO, Calibration, TwinData, differences, signature_neighbours, signatures, spectra
+
+#: Images copied per calibration (each in every family of ``FAMILIES``).
+CALIBRATION_IMAGES = 300
+#: The copies' quantile the threshold starts from.
+COPY_QUANTILE = 0.95
+#: At most this share of the images may have another image of the set within the threshold: a
+#: data set holds some real copies (they count here), but where more images have a look-alike that
+#: close, copies cannot be told from look-alikes and the threshold comes down to this share.
+ALIKE_SHARE = 0.0075
+#: Look-alikes measured per calibration image (its nearest others by signature).
+LOOK_ALIKES = 8
+#: The threshold never exceeds this (noisy images whose copies differ a lot stay out of twins).
+MAX_THRESHOLD = 0.15
+
+
+def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+def _resample(img: np.ndarray, factor: float, how: str) -> np.ndarray:
+    from PIL import Image
+
+    h, w = img.shape[:2]
+    f = getattr(Image.Resampling, how.upper())
+    mid = Image.fromarray(img).resize((max(1, round(w * factor)), max(1, round(h * factor))), f)
+    return np.asarray(mid.resize((w, h), f))
+
+
+def _crop(img: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
+    from PIL import Image
+
+    h, w = img.shape[:2]
+    ch, cw = max(1, round(h * share)), max(1, round(w * share))
+    top, left = int(rng.integers(0, ch + 1)), int(rng.integers(0, cw + 1))
+    part = img[top : h - (ch - top), left : w - (cw - left)]
+    return np.asarray(Image.fromarray(part).resize((w, h), Image.Resampling.BILINEAR))
+
+
+def _enhance(img: np.ndarray, what: str, factor: float) -> np.ndarray:
+    from PIL import Image, ImageEnhance
+
+    return np.asarray(getattr(ImageEnhance, what)(Image.fromarray(img)).enhance(factor))
+
+
+def _grey(img: np.ndarray) -> np.ndarray:
+    from PIL import Image
+
+    return np.repeat(np.asarray(Image.fromarray(img).convert("L"))[..., None], 3, axis=2)
+
+
+#: Edit families: name -> how a copy of an RGB uint8 image is made.
+FAMILIES: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
+    "resampled (bilinear, 1.07x and back)": lambda im, r: _resample(im, 30 / 28, "bilinear"),
+    "resampled (bicubic, 0.7x and back)": lambda im, r: _resample(im, 20 / 28, "bicubic"),
+    "resampled (Lanczos, 2x and back)": lambda im, r: _resample(im, 2.0, "lanczos"),
+    "resampled (nearest, 1.5x and back)": lambda im, r: _resample(im, 1.5, "nearest"),
+    "JPEG 50": lambda im, r: _jpeg(im, 50),
+    "JPEG 95": lambda im, r: _jpeg(im, 95),
+    "cropped 5 %": lambda im, r: _crop(im, 0.05, r),
+    "cropped 10 %": lambda im, r: _crop(im, 0.10, r),
+    "10 % brighter": lambda im, r: _enhance(im, "Brightness", 1.1),
+    "10 % darker": lambda im, r: _enhance(im, "Brightness", 0.9),
+    "10 % more contrast": lambda im, r: _enhance(im, "Contrast", 1.1),
+    "10 % less contrast": lambda im, r: _enhance(im, "Contrast", 0.9),
+    "grey": lambda im, r: _grey(im),
+}
+
+
+def calibrate(
+    read: Callable[[int], np.ndarray],
+    rows: np.ndarray,
+    thumbnail_px: int,
+    *,
+    seed: int,
+    signatures_of_rows: np.ndarray | None = None,
+) -> Calibration | None:
+    """The twin threshold of a data set: ``read(row)`` gives an RGB uint8 image; a seeded sample of
+    ``rows`` is copied in every family of FAMILIES and compared with its originals, and with its
+    nearest other images (``signatures_of_rows``: every row's signature, for the look-alikes)."""
+    from ..images import make_thumbnail, to_rgb_uint8
+
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(rows), min(CALIBRATION_IMAGES, len(rows)), replace=False))
+    orig, copies, family, picked = [], [], [], []
+    for j in pick:
+        try:
+            img = to_rgb_uint8(read(int(rows[j])))
+        except Exception:  # an unreadable image was skipped at extraction: skip it here too
+            continue
+        t0 = make_thumbnail(img, thumbnail_px)
+        picked.append(int(j))
+        for name, edit in FAMILIES.items():
+            orig.append(t0)
+            copies.append(make_thumbnail(edit(img, rng), thumbnail_px))
+            family.append(name)
+    if not copies:
+        return None
+    d = differences(signatures(np.stack(orig)), signatures(np.stack(copies)))
+    fam = np.asarray(family)
+    q = float(np.quantile(d, COPY_QUANTILE))
+    threshold, look, impostor = min(q, MAX_THRESHOLD), False, float("nan")
+    if signatures_of_rows is not None and len(signatures_of_rows) > LOOK_ALIKES + 1:
+        low = spectra(signatures_of_rows)
+        near = signature_neighbours(low[picked], LOOK_ALIKES + 1, seed=seed, other=low)
+        a = np.repeat(np.arange(len(picked)), near.shape[1])
+        b = near.ravel()
+        ref = np.asarray(picked)[a]
+        same = (ref == b) | (signatures_of_rows[ref] == signatures_of_rows[b]).all(axis=(1, 2))
+        if (~same).any():
+            diff = np.full(len(a), np.inf, np.float32)
+            diff[~same] = differences(signatures_of_rows[ref[~same]], signatures_of_rows[b[~same]])
+            # each image's nearest and second-nearest other image: where the nearest stands out
+            # (the ratio test), it is a copy the set holds, not a look-alike; the crowds are the
+            # look-alikes a copy must be told from
+            order = np.lexsort((diff, a))
+            ia, dd = a[order], diff[order]
+            first = np.searchsorted(ia, np.arange(len(picked)))
+            has2 = (first + 1 < len(ia)) & (ia[np.minimum(first + 1, len(ia) - 1)] == np.arange(len(picked)))
+            has1 = (first < len(ia)) & (ia[np.minimum(first, len(ia) - 1)] == np.arange(len(picked)))
+            m1 = np.where(has1, dd[np.minimum(first, len(ia) - 1)], np.inf)
+            m2 = np.where(has2, dd[np.minimum(first + 1, len(ia) - 1)], np.inf)
+            crowd = np.isfinite(m1) & (m1 > RATIO * m2)
+            closest = np.where(crowd, m1, np.inf)  # a distinct nearest counts as no look-alike at all
+            closest = closest[np.isfinite(m1)]
+            impostor = float(np.quantile(closest, ALIKE_SHARE)) if len(closest) >= 20 else float("inf")
+            if impostor < threshold:  # more than ALIKE_SHARE of the images have an ordinary twin that close
+                threshold, look = impostor, True
+    recall = {name: float((d[fam == name] <= threshold).mean()) for name in FAMILIES}
+    weak = [f"{name} {100 * r:.0f} %" for name, r in recall.items() if r < 0.9]
+    how = (
+        f"difference <= {threshold:.3g}: the {100 * COPY_QUANTILE:.0f}th percentile of {len(d)} copies of this data "
+        "set's own images made the ways copies get made (resampled, JPEG 50-95, cropped up to 10 %, 10 % brighter, "
+        "darker, more or less contrast, grey)"
+        + (f", capped from {q:.3g}" if q > MAX_THRESHOLD and not look else "")
+        + (
+            f", lowered to {threshold:.3g} where ordinary look-alikes of this set come as close: at this resolution "
+            "not every copy can be told from a look-alike"
+            if look
+            else ""
+        )
+        + (f"; copies found at this threshold: {', '.join(weak)} (every other edit 90 % or more)" if weak else "")
+    )
+    return Calibration(threshold, len(d), q, how, recall, look, impostor)
+
+
+def twin_data(
+    read: Callable[[int], np.ndarray], rows: np.ndarray, thumbnails: object, thumbnail_px: int, *, seed: int
+) -> TwinData | None:
+    """Signatures and calibration of one data set (``read(row)``: an image; ``thumbnails``: the
+    stored thumbnails of ``rows``); None when none of its images can be read."""
+    sig = signatures(thumbnails)
+    cal = calibrate(read, rows, thumbnail_px, seed=seed, signatures_of_rows=sig)
+    return None if cal is None else TwinData(sig, cal)

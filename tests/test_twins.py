@@ -1,0 +1,72 @@
+"""Leakage through a resample: 2,000 Fashion-MNIST training images as PNG class folders, 500 test
+images of which 25 are training images that went through a bilinear 28 -> 30 -> 28 px round trip
+(as when two pipelines store one picture). The report must find them, and little else."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import EFFNET, run, write
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (FASHION / "train-images-idx3-ubyte.gz").exists(), reason="dataset-fashion-mnist is missing"
+    ),
+]
+CLASSES = ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Boot"]
+
+
+def _read(name: str) -> np.ndarray:
+    from reportgen.datasets.idx import parse_idx
+
+    return parse_idx(gzip.decompress((FASHION / name).read_bytes()), source=name)
+
+
+def test_resampled_copies_across_splits_are_found(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(11)
+    xtr, ytr = _read("train-images-idx3-ubyte.gz"), _read("train-labels-idx1-ubyte.gz")
+    xte, yte = _read("t10k-images-idx3-ubyte.gz"), _read("t10k-labels-idx1-ubyte.gz")
+    tr = rng.choice(len(ytr), 2000, replace=False)
+    te = rng.choice(len(yte), 475, replace=False)
+    leaked = rng.choice(2000, 25, replace=False)
+    for k, i in enumerate(tr):
+        d = tmp_path / "train" / CLASSES[ytr[i]]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(xtr[i]).save(d / f"tr{k:04d}.png")
+    for k, i in enumerate(te):
+        d = tmp_path / "test" / CLASSES[yte[i]]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(xte[i]).save(d / f"te{k:04d}.png")
+    for j in leaked:
+        img = Image.fromarray(xtr[tr[j]]).resize((30, 30), Image.BILINEAR).resize((28, 28), Image.BILINEAR)
+        img.save(tmp_path / "test" / CLASSES[ytr[tr[j]]] / f"leak{j:04d}.png")
+    spec = {
+        "title": "resampled leaks",
+        "datasets": [
+            {"kind": "image_folder", "path": str(tmp_path / "train"), "name": "train"},
+            {"kind": "image_folder", "path": str(tmp_path / "test"), "name": "test"},
+        ],
+        "models": [{**EFFNET, "input_size": 32, "layers": [{"name": "global_pool", "reshape": "mean"}]}],
+        "reducers": ["pca"],
+        "report": {"slices": False, "describe": {"describers": []}},
+        "output": {"dir": str(tmp_path / "out")},
+        "cache_dir": str(tmp_path / "cache"),
+    }
+    code, _, err = run("build", str(write(tmp_path, spec)), "-q")
+    assert code == 0, err
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    pairs = s["leakage"][0]["pairs"]
+    truth = {f"{CLASSES[ytr[tr[j]]]}/leak{j:04d}.png": f"{CLASSES[ytr[tr[j]]]}/tr{j:04d}.png" for j in leaked}
+    right = [p for p in pairs if truth.get(p["id"]) == p["twin"]]
+    recall, precision = len(right) / len(truth), len(right) / max(len(pairs), 1)
+    print(f"resampled leaks: recall {recall:.2f}, precision {precision:.2f} ({len(pairs)} pairs)")
+    assert recall >= 0.8 and precision >= 0.9, (recall, precision)
