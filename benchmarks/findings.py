@@ -97,10 +97,43 @@ def main() -> int:
     a_img[noisy] = np.clip(a_img[noisy].astype(np.float32) + rng.normal(0, 60, a_img[noisy].shape), 0, 255).astype(
         np.uint8
     )
-    # exact and near copies appended as new rows
-    src_exact = rng.choice(np.setdiff1d(np.arange(n), np.r_[flips, noisy]), n // 100, replace=False)
-    src_near = rng.choice(np.setdiff1d(np.arange(n), np.r_[flips, noisy, src_exact]), n // 100, replace=False)
-    near_imgs = np.stack([edit(a_img[i], rng) for i in src_near])
+    # image-quality problems planted in place (grey images of one size: dark, light, blurry, low information)
+    from PIL import Image, ImageFilter
+
+    free = np.setdiff1d(np.arange(n), np.r_[flips, noisy])
+    quality_rows = {}
+    for kind in ("dark", "light", "blurry", "low_information"):
+        rows_k = rng.choice(free, n // 500, replace=False)
+        free = np.setdiff1d(free, rows_k)
+        quality_rows[kind] = set(rows_k.tolist())
+        for r in rows_k:
+            im = a_img[r].astype(np.float32)
+            if kind == "dark":
+                im = im * rng.uniform(0.12, 0.25)
+            elif kind == "light":
+                im = 245 + im * 0.04
+            elif kind == "blurry":
+                big = Image.fromarray(a_img[r]).resize((112, 112), Image.BICUBIC).filter(ImageFilter.GaussianBlur(8))
+                im = np.asarray(big.resize((28, 28), Image.BILINEAR), np.float32)
+            else:
+                im = np.full_like(im, rng.integers(0, 255)) + rng.normal(0, 2, im.shape)
+            a_img[r] = np.clip(im, 0, 255).astype(np.uint8)
+    clean_rows = set(free.tolist())
+    # exact and near copies appended as new rows; the near ones made the ways copies get made
+    # (every edit family of the calibration, in turn), with the legacy mix (JPEG 80, re-lit, shifted)
+    from reportgen.compute.twin_calibration import FAMILIES
+
+    src_exact = rng.choice(free, n // 100, replace=False)
+    src_near = rng.choice(np.setdiff1d(free, src_exact), n // 100, replace=False)
+    names = ["JPEG 80, re-lit, shifted", *FAMILIES]
+    near_family = [names[j % len(names)] for j in range(len(src_near))]
+
+    def copy_of(img: np.ndarray, family: str) -> np.ndarray:
+        if family not in FAMILIES:
+            return edit(img, rng)
+        return FAMILIES[family](np.repeat(img[:, :, None], 3, 2), rng)[:, :, 0]
+
+    near_imgs = np.stack([copy_of(a_img[i], f) for i, f in zip(src_near, near_family)])
     all_img = np.concatenate([a_img, a_img[src_exact], near_imgs])
     all_lab = np.concatenate([a_lab, a_lab[src_exact], a_lab[src_near]])
     exact_pairs = {(int(i), n + j) for j, i in enumerate(src_exact)}
@@ -153,6 +186,20 @@ cache_dir: {tmp}/cache
         found_near = {tuple(sorted((row[p["a"]], row[p["b"]]))) for p in audit["near_duplicates"]}
         results["near_duplicates"] = pr(found_near, near_pairs)
         results["near_duplicates"]["pairs_among_originals"] = sorted(p for p in found_near if p[1] < n)
+        by_family: dict[str, list[int]] = {}
+        for (i, j), f in zip(sorted(near_pairs, key=lambda p: p[1]), near_family):
+            # a copy pixel-identical to its original (grey of a grey image) is an exact duplicate
+            by_family.setdefault(f, []).append(int((i, j) in found_near or (i, j) in found_exact))
+        results["near_duplicates"]["recall_by_edit"] = {f: float(np.mean(v)) for f, v in by_family.items()}
+        results["near_duplicates"]["calibrated_recall_by_edit"] = audit.get("near_recall_by_edit")
+        results["near_duplicates"]["search"] = audit.get("near_search")
+        q = s.get("quality", {}).get("kinds", {})
+        flagged_any = {row[i] for ids in q.values() for i in ids}
+        results["quality"] = {
+            kind: {**pr({row[i] for i in q.get(kind, [])}, planted), "clean_flagged": len(flagged_any & clean_rows)}
+            for kind, planted in quality_rows.items()
+        }
+        results["quality_clean_share"] = len(flagged_any & clean_rows) / max(len(clean_rows), 1)
         results["near_threshold"] = audit["near_threshold"]
         leak = s["leakage"][0]
         test_row = {f"test-{i}": i for i in range(len(t_img))}
@@ -177,13 +224,22 @@ cache_dir: {tmp}/cache
             }
         timings = res.stats.timings
         cost = sum(
-            v for k, v in timings.items() if k in ("audit: image signatures", "analyse: audit", "analyse: slices")
+            v
+            for k, v in timings.items()
+            if k
+            in (
+                "audit: image signatures",
+                "analyse: audit",
+                "analyse: slices",
+                "image quality",
+                "analyse: image properties",
+            )
         )
         # the same build without the audit and the slices (and so without leakage), from a fresh cache
         off = spec.replace(f"cache_dir: {tmp}/cache", f"cache_dir: {tmp}/cache-off").replace(
             f"output: {{dir: {tmp}/out}}", f"output: {{dir: {tmp}/out-off}}"
         )
-        off += "report: {audit: false, slices: false}\n"
+        off += "report: {audit: false, slices: false, describe: {describers: []}}\n"
         t0 = time.perf_counter()
         build(loads_spec(off), progress=False)
         wall_off = time.perf_counter() - t0
@@ -192,6 +248,7 @@ cache_dir: {tmp}/cache
             "build_without_s": wall_off,
             "added": wall / wall_off - 1,
             "audit_and_slices_stages_s": cost,
+            "describe_s": timings.get("describe", 0.0) + timings.get("analyse: image properties", 0.0),
             "timings": {k: round(v, 2) for k, v in timings.items()},
         }
         # the checkpoint with a damaged layer: blocks.5 scrambled
@@ -240,6 +297,8 @@ cache_dir: {tmp}/cache
         results["findings_top"] = [f["text"] for f in s["findings"][:8]]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    print(json.dumps({k: results[k] for k in ("quality", "quality_clean_share")}, indent=1))
+    print(json.dumps(results["near_duplicates"].get("recall_by_edit"), indent=1))
     for k in ("label_issues", "exact_duplicates", "near_duplicates", "leakage"):
         r = results[k]
         print(

@@ -46,7 +46,7 @@ PREFILTER = 0.97
 #: Pairs within this multiple of the threshold after the quick comparison get the full one.
 REFINE = 3.0
 #: A twin must be this much closer than the next image to either of its images (the ratio test).
-RATIO = 0.8
+RATIO = 0.65
 #: Candidates of one image verified at most (its best by the prefilter): the search costs at most
 #: this many comparisons an image, however alike a data set's images look; fewer above
 #: MAX_QUICK / VERIFY_PER_IMAGE images, so that no search runs more than MAX_QUICK quick comparisons.
