@@ -10,7 +10,7 @@ it also counts the data's natural class confusion), either opinion alone reached
 only at recall 0.75-0.8, their mean reached both 0.84-0.85 and 0.85-0.88.
 
 Exact duplicates: equal content hashes of the decoded images. Near duplicates ("twins"): the same
-picture re-encoded, re-lit or shifted, decided on the images themselves (``reportgen.twins``: an
+picture resampled, re-encoded, cropped, re-lit or shifted, decided on the images themselves (``reportgen.twins``: an
 embedding cannot tell a copy from a look-alike, measured) with a threshold calibrated on edited
 copies of the data set's own images; candidate pairs come from this layer's neighbour graph and
 from the images' own nearest neighbours.
@@ -161,8 +161,8 @@ class Audit(LayerAnalysis):
         ),
         "duplicate_rate": "Share of samples whose decoded image exactly repeats another's.",
         "near_duplicate_rate": (
-            "Share of samples with a near-duplicate: the same picture re-encoded, re-lit or shifted (threshold "
-            "calibrated on edited copies)."
+            "Share of samples with a near-duplicate: the same picture resampled, re-encoded, cropped or re-lit "
+            "(threshold calibrated on edited copies)."
         ),
     }
 
@@ -336,8 +336,8 @@ class Audit(LayerAnalysis):
                     where.id("audit", "near_duplicates"),
                     "low" if len(f.near_pairs) < 0.005 * f.n else "medium",
                     (
-                        f"{len(f.near_pairs):,} pairs of near-duplicate images (the same picture re-encoded, re-lit or "
-                        "shifted)."
+                        f"{len(f.near_pairs):,} pairs of near-duplicate images (the same picture resampled, "
+                        "re-encoded, cropped or re-lit)."
                     ),
                     f"#{where.anchor}-near",
                     len(f.near_pairs) / f.n,

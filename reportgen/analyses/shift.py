@@ -69,7 +69,7 @@ class CompareDatasets(BuildAnalysis):
     metrics = {
         "leakage_count": (
             "Images of the compared datasets with a twin in the reference dataset: identical, or the same picture "
-            "re-encoded, re-lit or shifted."
+            "resampled, re-encoded, cropped or re-lit."
         )
     }
 
