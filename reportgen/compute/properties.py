@@ -41,14 +41,15 @@ GREY = 0.12
 
 
 def _downscale(img: np.ndarray) -> np.ndarray:
+    """Box-average to at most SIDE pixels on the longer side, on the uint8 pixels (Pillow's
+    ``reduce``: a 100-megapixel image is never turned into floats whole)."""
     h, w = img.shape[:2]
     step = int(np.ceil(max(h, w) / SIDE))
     if step <= 1:
         return img
-    hh, ww = (h // step) * step, (w // step) * step
-    if hh == 0 or ww == 0:
-        return img[::step, ::step]
-    return img[:hh, :ww].reshape(hh // step, step, ww // step, step, -1).mean(axis=(1, 3))
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(np.ascontiguousarray(img)).reduce(step))
 
 
 def _one(img: np.ndarray) -> np.ndarray:

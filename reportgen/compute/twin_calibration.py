@@ -91,6 +91,19 @@ FAMILIES: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
 }
 
 
+#: Images are copied at most this many pixels on their longer side (a copy is compared as a 32-px
+#: signature; a 100-megapixel photo resampled to 2x and back would cost minutes and change nothing).
+WORKING_SIDE = 512
+
+
+def _working_size(img: np.ndarray) -> np.ndarray:
+    from PIL import Image
+
+    h, w = img.shape[:2]
+    step = int(np.ceil(max(h, w) / WORKING_SIDE))
+    return img if step <= 1 else np.asarray(Image.fromarray(img).reduce(step))
+
+
 def calibrate(
     read: Callable[[int], np.ndarray],
     rows: np.ndarray,
@@ -109,7 +122,7 @@ def calibrate(
     orig, copies, family, picked = [], [], [], []
     for j in pick:
         try:
-            img = to_rgb_uint8(read(int(rows[j])))
+            img = _working_size(to_rgb_uint8(read(int(rows[j]))))
         except Exception:  # an unreadable image was skipped at extraction: skip it here too
             continue
         t0 = make_thumbnail(img, thumbnail_px)
