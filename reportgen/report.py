@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .results import (
     CheckResult,
@@ -23,7 +23,9 @@ from .results import (
     SampleFlag,
     Samples,
 )
-from .specification import ReportSpec
+
+if TYPE_CHECKING:  # annotations only: the figures' code fingerprint must not follow the spec to the reducers
+    from .specification import ReportSpec
 
 
 @dataclass(frozen=True, eq=False)

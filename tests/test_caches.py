@@ -137,3 +137,10 @@ def test_code_fingerprints_follow_reportgens_own_imports():
     assert "reportgen.figures.plots" in closure("reportgen.sections.pca")
     assert code_fingerprint("reportgen.reducers.tsne") != code_fingerprint("reportgen.reducers.umap")
     assert code_fingerprint("reportgen.reducers.tsne") == code_fingerprint("reportgen.reducers.tsne")
+    # the figures' key (every figure's) follows what draws them, not the spec and the reducers it names:
+    # a change to t-SNE must not redraw the PCA figures
+    view = closure("reportgen.sections.view")
+    assert "reportgen.figures.plots" in view
+    assert not {
+        m for m in view if m.startswith(("reportgen.reducers", "reportgen.specification", "reportgen.analyses"))
+    }

@@ -239,6 +239,26 @@ def test_shuffled_metadata_is_rarely_named(planted):
 
 @needs_fashion
 @pytest.mark.slow
+def test_imagenet_names_are_timms_without_importing_it():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from reportgen.describe.head import imagenet_names; n = imagenet_names(); "
+        "assert 'timm' not in sys.modules and 'torch' not in sys.modules; print(len(n))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1000"
+
+    from timm.data import ImageNetInfo
+
+    from reportgen.describe.head import imagenet_names
+
+    info = ImageNetInfo()
+    theirs = [info.index_to_description(i).split(",")[0].strip() for i in range(info.num_classes())]
+    assert list(imagenet_names()) == theirs
+
+
 def test_the_imagenet_head_names_footwear(tmp_path):
     from reportgen.pipeline import build
 

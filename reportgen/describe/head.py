@@ -11,7 +11,10 @@ that feeds it) is not described this way; the report says why.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,11 +31,21 @@ TOP = 5
 MAX_CLASSES = 40
 
 
-def imagenet_names() -> list[str]:
-    from timm.data import ImageNetInfo
-
-    info = ImageNetInfo()
-    return [info.index_to_description(i).split(",")[0].strip() for i in range(info.num_classes())]
+@functools.lru_cache(maxsize=1)
+def imagenet_names() -> tuple[str, ...]:
+    """The 1,000 ImageNet class names in the classifier's order, the first lemma of each
+    (what ``timm.data.ImageNetInfo`` gives), read from the files timm ships *without importing
+    timm*: a rebuild from cached predictions must not import torch."""
+    spec = importlib.util.find_spec("timm")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("timm is not installed; it ships the ImageNet class names")
+    info = Path(next(iter(spec.submodule_search_locations))) / "data" / "_info"
+    synsets = (info / "imagenet_synsets.txt").read_text().split()
+    lemmas = {}
+    for line in (info / "imagenet_synset_to_lemma.txt").read_text().splitlines():
+        key, _, text = line.partition("\t")
+        lemmas[key] = text
+    return tuple(lemmas[s].split(",")[0].strip() for s in synsets)
 
 
 def _top(source: DescribeSource, model: str) -> np.ndarray:
