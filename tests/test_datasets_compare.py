@@ -55,3 +55,53 @@ def test_clean_vs_corrupted_digits_through_raw_pixels(tmp_path):
     )
     html = (tmp_path / "out" / "report.html").read_text()
     assert 'id="compare_datasets"' in html and "datasets--pixels--pixels-tsne.png" in html
+
+
+def test_precomputed_embeddings_are_compared_and_leaks_found(tmp_path):
+    """Two sets of precomputed vectors from one model (here: the digits' pixels) are compared like
+    images through a model: the shift is measured and images copied into the second set are leaks."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    imgs = (d.images * 255 / 16).astype(np.uint8)
+    vec = d.data.astype(np.float32)
+    rng = np.random.default_rng(0)
+    train, test = np.arange(0, 600), np.arange(600, 800)
+    copied = rng.choice(len(test), 10, replace=False)
+    src = rng.choice(train, 10, replace=False)
+    t_img, t_vec, t_lab = imgs[test].copy(), vec[test].copy(), d.target[test].copy()
+    t_img[copied], t_vec[copied], t_lab[copied] = imgs[src], vec[src], d.target[src]
+    for name, (v, im, lab) in {"a": (vec[train], imgs[train], d.target[train]), "b": (t_vec, t_img, t_lab)}.items():
+        np.save(tmp_path / f"{name}_v.npy", v)
+        np.save(tmp_path / f"{name}_i.npy", im)
+        (tmp_path / f"{name}.tsv").write_text("".join(f"{x}\n" for x in lab))
+    spec = {
+        "title": "precomputed splits",
+        "datasets": [
+            {"kind": "embeddings", "vectors": "a_v.npy", "images": "a_i.npy", "metadata": "a.tsv", "name": "train"},
+            {"kind": "embeddings", "vectors": "b_v.npy", "images": "b_i.npy", "metadata": "b.tsv", "name": "test"},
+        ],
+        "reducers": ["pca"],
+        "output": {"dir": "out"},
+        "cache_dir": "cache",
+    }
+    code, out, err = run("build", str(write(tmp_path, spec)), "-q")
+    assert code == 0, err
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [r["dataset"] for r in s["dataset_shift"]] == ["test"]
+    leak = s["leakage"][0]
+    found = {int(p["id"].rsplit("-", 1)[1]) for p in leak["pairs"] if p["identical"]}
+    assert set(copied.tolist()) <= found
+
+    # vectors of another width: one clear line naming the compared dataset, no report
+    np.save(tmp_path / "b_v.npy", t_vec[:, :32])
+    spec["output"] = {"dir": "out2"}
+    code, out, err = run("build", str(write(tmp_path, spec)), "-q")
+    assert code != 0 and "datasets[1]" in err and "same model" in err and "Traceback" not in err
+    assert not (tmp_path / "out2" / "report.html").exists()
+
+    # precomputed against images: a spec error before anything runs
+    np.savez(tmp_path / "imgs.npz", images=imgs[:50], labels=d.target[:50])
+    spec["datasets"][1] = {"kind": "npz", "path": "imgs.npz"}
+    code, out, err = run("build", str(write(tmp_path, spec)), "-q")
+    assert code == 2 and "precomputed" in err and "Traceback" not in err

@@ -14,7 +14,7 @@ from typing import Any
 from ..datasets import Dataset, DatasetParams, Selection, load_dataset, select_samples
 from ..embed import EmbedRequest, Engine, embed, engine_for
 from ..embed.precomputed import precomputed_run
-from ..errors import SpecError
+from ..errors import DataError, SpecError
 from ..results import ModelRun
 from ..specification import ReportSpec
 from ..store.embeddings import EmbeddingStore
@@ -74,6 +74,32 @@ def _through_models(
     return tuple(runs)
 
 
+def _precomputed_compared(
+    spec: ReportSpec, reference: ModelRun, store: EmbeddingStore, max_samples: int | None, stages: Stages
+) -> tuple[tuple[tuple[str, tuple[ModelRun, ...]], ...], tuple[Dataset, ...]]:
+    """Compared datasets of precomputed embeddings: each must hold the reference's layers, of the
+    same widths (the same model's vectors); they are read as given."""
+    compared, data = [], []
+    for k, dspec in enumerate(spec.extra_datasets, start=1):
+        with stages.stage("data: load (compared)"):
+            dx = load_dataset(dspec)
+            sx = select_samples(dx, limit=dspec.limit, method=dspec.sample, seed=spec.seed, max_samples=max_samples)
+        ours = {name: v.shape[1] for name, v in reference.embeddings.layers.items()}
+        theirs = {name: v.shape[1] for name, v in (dx.vectors or {}).items()}
+        if ours != theirs:
+            show = ", ".join(f"{n} ({d}-d)" for n, d in theirs.items())
+            want = ", ".join(f"{n} ({d}-d)" for n, d in ours.items())
+            raise DataError(
+                f"datasets[{k}]: its vectors are {show}, the reference's {want}; compared embeddings must come from "
+                "the same model and layers"
+            )
+        with stages.stage("extract: precomputed (compared)"):
+            xrun = precomputed_run(dx, sx.indices, spec.report.thumbnail_px, store.root / "scratch")
+        compared.append((dspec.name or f"{dx.name} ({dspec.kind})", (xrun,)))
+        data.append(dx)
+    return tuple(compared), tuple(data)
+
+
 def embed_datasets(
     spec: ReportSpec,
     *,
@@ -103,9 +129,8 @@ def embed_datasets(
         check_axes(spec, ds)
     if ds.vectors is not None:
         with stages.stage("extract: precomputed"):
-            return Embedded(
-                ds, sel, (precomputed_run(ds, sel.indices, spec.report.thumbnail_px, store.root / "scratch"),)
-            )
+            run = precomputed_run(ds, sel.indices, spec.report.thumbnail_px, store.root / "scratch")
+        return Embedded(ds, sel, (run,), *_precomputed_compared(spec, run, store, max_samples, stages))
     engine = engine_for(spec.execution, on_shard=on_shard)
     common: dict[str, Any] = {"modules": modules, "use_cache": use_cache, "progress": progress, "stages": stages}
     runs = _through_models(spec, spec.dataset, ds, sel, engine, store, **common)

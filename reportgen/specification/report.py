@@ -159,11 +159,10 @@ class ReportSpec(Params):
         precomputed = is_precomputed(self.dataset)
         if not self.models and not precomputed:
             raise ValueError("models: must have at least 1 item (or use a dataset of kind embeddings)")
-        if self.extra_datasets and (precomputed or any(is_precomputed(d) for d in self.extra_datasets)):
+        if self.extra_datasets and any(is_precomputed(d) != precomputed for d in self.extra_datasets):
             raise ValueError(
-                "datasets: comparing datasets runs a model over each; precomputed embeddings cannot be compared "
-                "this "
-                "way"
+                "datasets: compare precomputed embeddings with precomputed embeddings (the same layers, from the same "
+                "model), or images with images through the models; not one with the other"
             )
         if self.models and precomputed:
             raise ValueError(f"models: a dataset of kind {self.dataset.kind} holds embeddings already; remove models")
