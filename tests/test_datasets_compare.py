@@ -105,3 +105,18 @@ def test_precomputed_embeddings_are_compared_and_leaks_found(tmp_path):
     spec["datasets"][1] = {"kind": "npz", "path": "imgs.npz"}
     code, out, err = run("build", str(write(tmp_path, spec)), "-q")
     assert code == 2 and "precomputed" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_cross_nearest_is_exact_in_small_blocks(metric):
+    """Blocks bounded on both sides (queries and reference rows) give brute force's answer."""
+    from scipy.spatial.distance import cdist
+
+    from reportgen.compute.neighbours import cross_nearest
+
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(3000, 12)).astype(np.float32), rng.normal(size=(700, 12)).astype(np.float32)
+    d = cdist(b, a, metric="cosine" if metric == "cosine" else "euclidean")
+    for block in (64 << 20, 100_000):  # one block; many blocks each way
+        arg, dist = cross_nearest(a, b, metric=metric, block_bytes=block)
+        assert np.array_equal(arg, d.argmin(1)) and np.allclose(dist, d.min(1), atol=1e-5)

@@ -312,13 +312,23 @@ def per_class_accuracy(pred: np.ndarray, labels: np.ndarray, n_classes: int) -> 
     return out
 
 
+def _subsample(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """x[rows] as float64, in ``rows``' order, reading only those rows (a memory-mapped million
+    is not converted whole first)."""
+    rows = np.asarray(rows, np.int64)
+    order = np.argsort(rows, kind="stable")
+    out = np.empty((len(rows),) + np.shape(x)[1:], np.float64)
+    out[order] = np.asarray(x[rows[order]], np.float64)
+    return out
+
+
 def mmd_permutation_test(
     a: np.ndarray, b: np.ndarray, *, cap: int = 400, permutations: int = 200, seed: int = 0
 ) -> tuple[float, float]:
     """Unbiased MMD^2 with an RBF kernel (median-distance bandwidth) and a permutation p-value."""
     rng = np.random.default_rng(seed)
-    a = np.asarray(a, np.float64)[rng.permutation(len(a))[:cap]]
-    b = np.asarray(b, np.float64)[rng.permutation(len(b))[:cap]]
+    a = _subsample(a, rng.permutation(len(a))[:cap])
+    b = _subsample(b, rng.permutation(len(b))[:cap])
     z = np.concatenate([a, b])
     sq = (z**2).sum(1)
     d2 = np.clip(sq[:, None] + sq[None, :] - 2 * z @ z.T, 0, None)
@@ -347,8 +357,8 @@ def domain_auc(a: np.ndarray, b: np.ndarray, *, cap: int = 2000, seed: int = 0) 
     from sklearn.preprocessing import StandardScaler
 
     rng = np.random.default_rng(seed)
-    a = np.asarray(a, np.float64)[rng.permutation(len(a))[:cap]]
-    b = np.asarray(b, np.float64)[rng.permutation(len(b))[:cap]]
+    a = _subsample(a, rng.permutation(len(a))[:cap])
+    b = _subsample(b, rng.permutation(len(b))[:cap])
     if min(len(a), len(b)) < 5:
         return None
     x = np.concatenate([a, b])
