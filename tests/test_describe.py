@@ -94,6 +94,23 @@ def test_within_class_test_tells_a_class_effect_from_a_property():
     assert within == pytest.approx(1.0) and p < 1e-10
 
 
+@pytest.mark.parametrize("shape", [(300, 16, 16, 3), (300, 28, 28), (300, 9, 7, 1)])
+def test_image_properties_of_an_array_are_the_per_image_ones(shape):
+    """The batched path (a data set that keeps its images in one array) measures exactly what the
+    per-image one does, colour or grey, dark, flat or busy, in any row order."""
+    from reportgen.compute.properties import image_properties
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, shape).astype(np.uint8)
+    images[:20] //= 10  # dark
+    images[20:40] = 128  # one tone
+    images[40:60] = images[40:60].mean(axis=-1, keepdims=True).astype(np.uint8) if len(shape) == 4 else images[40:60]
+    rows = rng.permutation(len(images))[:250]
+    one = image_properties(lambda i: images[i], rows)
+    batched = image_properties(lambda i: images[i], rows, images)
+    assert np.allclose(one, batched, rtol=1e-6, atol=1e-9, equal_nan=True)
+
+
 def test_image_properties_follow_what_was_done():
     from PIL import Image, ImageFilter
     from skimage import data

@@ -36,7 +36,7 @@ class ImageDescriber(Describer):
             else source.cached_array(
                 "image-properties",
                 {"dataset": ds.fingerprint, "rows": source.indices},
-                lambda: image_properties(ds.read, source.indices),
+                lambda: image_properties(ds.read, source.indices, ds.array),
             )
         )
         out = []
