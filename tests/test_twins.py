@@ -70,3 +70,29 @@ def test_resampled_copies_across_splits_are_found(tmp_path):
     recall, precision = len(right) / len(truth), len(right) / max(len(pairs), 1)
     print(f"resampled leaks: recall {recall:.2f}, precision {precision:.2f} ({len(pairs)} pairs)")
     assert recall >= 0.8 and precision >= 0.9, (recall, precision)
+
+
+def test_the_embedding_ratio_tells_a_copy_from_a_look_alike():
+    """A copy sits on its original in the layer, far closer than any other image; a look-alike is one
+    neighbour among several. Exact copies of either image do not count as its other neighbours."""
+    from reportgen.compute.neighbours import exact_graph
+    from reportgen.compute.twins import embedding_ratio
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 16))
+    x[1] = x[0] + 0.01 * rng.normal(size=16)  # 1: an edited copy of 0
+    x[2] = x[0]  # 2: an exact copy of 0 (same content hash)
+    x[11:20] = x[10] + 0.3 * rng.normal(size=(9, 16))  # 10-19: a crowd of look-alikes
+    hashes = np.arange(200 * 16, dtype=np.uint8).reshape(200, 16) * 0
+    hashes[:, 0], hashes[:, 1] = np.arange(200) % 256, np.arange(200) // 256
+    hashes[2] = hashes[0]
+    for metric in ("cosine", "euclidean"):
+        g = exact_graph(x.astype(np.float32), 10, metric=metric)
+        pairs = np.array([[0, 1], [10, 11]])
+        r = embedding_ratio(x, pairs, g.indices, g.distances, metric, hashes)
+        assert r[0] < 0.1 and r[1] > 0.5, (metric, r)
+        # without the hashes, the exact copy 2 is 0's next neighbour and the pair is no longer distinct
+        assert embedding_ratio(x, pairs[:1], g.indices, g.distances, metric)[0] > 1
+    # no other neighbour known (every neighbour is the partner): not judged
+    lone = embedding_ratio(x, np.array([[0, 1]]), np.array([[1], [0]] + [[0]] * 198), np.ones((200, 1)), "euclidean")
+    assert np.isnan(lone[0])

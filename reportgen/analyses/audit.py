@@ -72,6 +72,8 @@ class AuditFinding(Finding):
     has_hashes: bool
     twin_budget: Mapping[str, int] = field(default_factory=dict)  # pairs proposed / prefiltered / skipped / verified
     twin_recall: Mapping[str, float] = field(default_factory=dict)  # edit family -> share of its copies found
+    #: each near pair's embedding distance over the nearer of its images' next neighbour (NaN: not judged)
+    near_ratio: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def duplicates(self) -> int:
@@ -195,6 +197,7 @@ class Audit(LayerAnalysis):
         issues = issues[np.lexsort((issues, quality[issues]))]
         groups = duplicate_groups(layer.samples.hashes)
         pairs, dists, thr = np.zeros((0, 2), np.int64), np.zeros(0, np.float32), None
+        near_ratio = np.zeros(0)
         how = "not looked for: the dataset has no images"
         spent: dict[str, int] = {}
         recall: dict[str, float] = {}
@@ -214,6 +217,14 @@ class Audit(LayerAnalysis):
                 budget=budget,
             )
             spent = asdict(budget)
+            if len(pairs):  # the model's second opinion: a copy sits on its original in the layer too
+                from ..compute.twins import EMBED_RATIO, embedding_ratio
+
+                near_ratio = embedding_ratio(layer.x, pairs, g.indices, g.distances, g.metric, layer.samples.hashes)
+                if cal.look_alike:  # images alone cannot tell every copy from a look-alike here: it decides
+                    keep = ~(near_ratio > EMBED_RATIO)  # NaN (no other neighbour known): not judged, kept
+                    spent["rejected_by_embedding"] = int((~keep).sum())
+                    pairs, dists, near_ratio = pairs[keep], dists[keep], near_ratio[keep]
         kth = g.distances[:, min(finding_of(found, "metrics", MetricsFinding).knn_k, g.k) - 1]
         q1, q3 = np.quantile(kth, [0.25, 0.75])
         cut = float(q3 + 3 * (q3 - q1))
@@ -236,6 +247,7 @@ class Audit(LayerAnalysis):
             layer.samples.hashes is not None,
             spent,
             recall,
+            near_ratio,
         )
 
     def metric_values(self, f: AuditFinding) -> dict:
@@ -267,8 +279,17 @@ class Audit(LayerAnalysis):
                 "neighbours": f.k,
                 "duplicate_groups": [[ids[r] for r in g] for g in f.duplicate_groups[:200]],
                 "near_duplicates": [
-                    {"a": ids[a], "b": ids[b], "difference": round(float(d), 5)}
-                    for (a, b), d in zip(f.near_pairs[:500], f.near_distances[:500])
+                    {
+                        "a": ids[a],
+                        "b": ids[b],
+                        "difference": round(float(d), 5),
+                        "embedding_ratio": None if not np.isfinite(r) else round(float(r), 4),
+                    }
+                    for (a, b), d, r in zip(
+                        f.near_pairs[:500],
+                        f.near_distances[:500],
+                        f.near_ratio[:500] if len(f.near_ratio) == len(f.near_pairs) else np.full(500, np.nan),
+                    )
                 ],
                 "near_threshold": f.near_threshold,
                 "calibration": f.calibration,

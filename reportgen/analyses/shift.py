@@ -136,6 +136,16 @@ class CompareDatasets(BuildAnalysis):
                     twin.calibration.threshold,
                     seed=b.seed,
                 )
+                graph = b.graphs.get((m, layer))
+                if graph is not None and len(r) and twin.calibration.look_alike:
+                    # where images alone cannot tell a copy from a look-alike: the model's second opinion
+                    from ..compute.twins import EMBED_RATIO, cross_embedding_ratio
+
+                    ratio = cross_embedding_ratio(
+                        other, b.x(m, layer), r, t, graph.indices, graph.distances, graph.metric, ref_hashes
+                    )
+                    keep = ~(ratio > EMBED_RATIO)
+                    r, t, d = r[keep], t[keep], d[keep]
                 rows_to[r], diff[r] = t, d
             if xr.embeddings.hashes is not None and lookup:
                 for i, h in enumerate(np.ascontiguousarray(xr.embeddings.hashes).view(np.dtype((np.void, 16))).ravel()):
