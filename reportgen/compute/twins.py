@@ -61,6 +61,9 @@ MAX_FULL = 200_000
 #: Fashion-MNIST images at 96 px it removed every false pair (6 of 35, ratios 1.1-2.6) and 6 of 29
 #: true ones (a JPEG 50 or a resampling that moved the embedding); docs/benchmarks.md.
 EMBED_RATIO = 1.0
+#: A leak (across data sets) whose image difference is within this share of the threshold stands
+#: without the model's opinion: across splits the pictures are conclusive that close.
+LEAK_SURE = 0.5
 #: Neighbours in the layer's graph taken as candidates (an edited copy's rank there: 90th percentile 4).
 TWIN_GRAPH_NEIGHBOURS = 10
 #: Nearest neighbours by signature added to the layer graph's candidates.
