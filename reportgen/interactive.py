@@ -29,7 +29,8 @@ from .datasets.selection import stratified_rows
 from .figures import data_uri, encode_jpeg
 from .report import ReportData
 from .resources import templates_dir
-from .results import SampleFlag, card_anchor
+from .results import card_anchor
+from .sections.cards import all_flags, flagged_rows, round_robin
 
 #: The density behind the interactive points: a GRID x GRID histogram of every sample.
 GRID = 80
@@ -61,28 +62,6 @@ def _b64(a: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(a).tobytes()).decode("ascii")
 
 
-def all_flags(report: ReportData) -> list[tuple[str, str, SampleFlag]]:
-    """Every flag of the report, with the layer it is about ("" for the build) and its anchor."""
-    out = [(f"l-{lr.slug}", f"{lr.model} · {lr.layer}", f) for lr in report.layers for f in lr.flags]
-    out += [("", "", f) for f in report.build_flags]
-    return [(a, w, f) for a, w, f in out if len(f.rows)]
-
-
-def _round_robin(lists: Sequence[np.ndarray], cap: int) -> list[int]:
-    """The first rows of each list in turn (each list worst first), without repeats, up to ``cap``."""
-    seen: dict[int, None] = {}
-    depth = 0
-    longest = max((len(x) for x in lists), default=0)
-    while len(seen) < cap and depth < longest:
-        for x in lists:
-            if depth < len(x):
-                seen.setdefault(int(x[depth]), None)
-                if len(seen) >= cap:
-                    break
-        depth += 1
-    return list(seen)
-
-
 def _fill(must: Iterable[int], labels: np.ndarray, n_classes: int, cap: int, seed: int) -> np.ndarray:
     """``must`` and, up to ``cap`` in all, a seeded stratified sample of the other rows."""
     chosen = np.unique(np.asarray(list(must), np.int64))
@@ -100,18 +79,17 @@ def _fill(must: Iterable[int], labels: np.ndarray, n_classes: int, cap: int, see
 def linked_rows(report: ReportData, cap: int) -> np.ndarray:
     """The rows a map links to their cards with JavaScript off: flagged samples first (each flag's
     worst in turn), then a stratified sample of the rest, ``cap`` in all."""
-    flagged = _round_robin([f.rows for _, _, f in all_flags(report) if f.finding], cap)
+    flagged = round_robin([f.rows for _, _, f in all_flags(report) if f.finding], cap)
     s = report.samples
     return _fill(flagged, s.labels, len(s.class_names), cap, report.spec.seed)
 
 
 def point_rows(report: ReportData, cards: Iterable[int], cap: int) -> np.ndarray:
-    """The interactive points: every flagged sample, every sample with a card, and a stratified
-    sample of the rest up to ``cap``."""
+    """The interactive points: every sample with a card, the flagged samples (each flag's worst in
+    turn when they are more than the room left), and a stratified sample of the rest up to ``cap``."""
     must = set(int(r) for r in cards)
-    for _, _, f in all_flags(report):
-        if f.finding:
-            must.update(int(r) for r in f.rows)
+    flagged, _ = flagged_rows(report, max(cap - len(must), 0))
+    must.update(int(r) for r in flagged)
     s = report.samples
     return _fill(must, s.labels, len(s.class_names), cap, report.spec.seed)
 

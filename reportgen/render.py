@@ -247,8 +247,9 @@ def render_html(
         note = (
             f"Every one of the {n:,} samples is interactive."
             if len(points) == n
-            else f"{len(points):,} of the {n:,} samples are interactive: every flagged sample, every sample with a "
-            "card and a stratified sample of the rest; grey behind them: the density of all samples."
+            else f"{len(points):,} of the {n:,} samples are interactive: every sample with a card, the flagged "
+            "samples (each flag's worst in turn, when they are more than the map holds) and a stratified sample of "
+            "the rest; grey behind them: the density of all samples."
         )
         data = island(report, points, set(cards.rows), hex_colours, budget.atlas_quality, note)
         data_island, scripts = island_json(data), (script(),)

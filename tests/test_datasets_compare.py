@@ -120,3 +120,33 @@ def test_cross_nearest_is_exact_in_small_blocks(metric):
     for block in (64 << 20, 100_000):  # one block; many blocks each way
         arg, dist = cross_nearest(a, b, metric=metric, block_bytes=block)
         assert np.array_equal(arg, d.argmin(1)) and np.allclose(dist, d.min(1), atol=1e-5)
+
+
+def test_a_million_of_flags_do_not_flood_the_maps(tmp_path):
+    """When nearly every sample is flagged (tiled copies: each an exact duplicate), the interactive
+    points and the dots of a sampled map take each flag's worst in turn up to their caps, and say so."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    reps = 3
+    vec = np.tile(d.data[:400].astype(np.float32), (reps, 1))
+    vec += np.random.default_rng(0).normal(0, 0.01, vec.shape).astype(np.float32)
+    np.save(tmp_path / "v.npy", vec)
+    np.save(tmp_path / "i.npy", np.tile((d.images[:400] * 255 / 16).astype(np.uint8), (reps, 1, 1)))
+    (tmp_path / "m.tsv").write_text("".join(f"{x}\n" for x in np.tile(d.target[:400], reps)))
+    spec = {
+        "title": "tiled",
+        "dataset": {"kind": "embeddings", "vectors": "v.npy", "images": "i.npy", "metadata": "m.tsv"},
+        "reducers": ["pca"],
+        "report": {"interactive_points": 150, "map_cap": 100, "linked_points": 40},
+        "output": {"dir": "out"},
+        "cache_dir": "cache",
+    }
+    code, out, err = run("build", str(write(tmp_path, spec)), "-q")
+    assert code == 0, err
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert s["models"][0]["layers"][0]["metrics"]["duplicates"] == 800  # every row repeats another
+    html = (tmp_path / "out" / "report.html").read_text()
+    island = json.loads(html.split('<script type="application/json" id="rg-data">', 1)[1].split("</script>", 1)[0])
+    assert len(island["ids"]) <= max(150, len(s["cards"])) < 1200
+    assert "worst in turn are among the dots" in html

@@ -9,7 +9,7 @@ neighbour only where it has a card of its own (no anchor of the report dangles).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,3 +169,36 @@ def card_contexts(
             }
         )
     return cards
+
+
+def all_flags(report: ReportData) -> list[tuple[str, str, SampleFlag]]:
+    """Every flag of the report, with the layer it is about ("" for the build) and its anchor."""
+    out = [(f"l-{lr.slug}", f"{lr.model} · {lr.layer}", f) for lr in report.layers for f in lr.flags]
+    out += [("", "", f) for f in report.build_flags]
+    return [(a, w, f) for a, w, f in out if len(f.rows)]
+
+
+def round_robin(lists: Sequence[np.ndarray], cap: int) -> list[int]:
+    """The first rows of each list in turn (each list worst first), without repeats, up to ``cap``."""
+    seen: dict[int, None] = {}
+    depth = 0
+    longest = max((len(x) for x in lists), default=0)
+    while len(seen) < cap and depth < longest:
+        for x in lists:
+            if depth < len(x):
+                seen.setdefault(int(x[depth]), None)
+                if len(seen) >= cap:
+                    break
+        depth += 1
+    return list(seen)
+
+
+def flagged_rows(report: ReportData, cap: int) -> tuple[np.ndarray, int]:
+    """The flagged samples a map shows, and how many are flagged in all: every one when they are
+    at most ``cap``, else each flag's worst in turn up to ``cap`` (a million of tiled copies are
+    each an exact duplicate: a map cannot show them all, nor needs to)."""
+    lists = [np.asarray(f.rows, np.int64) for _, _, f in all_flags(report) if f.finding]
+    total = len(np.unique(np.concatenate(lists))) if lists else 0
+    if total <= cap:
+        return (np.unique(np.concatenate(lists)) if lists else np.zeros(0, np.int64)), total
+    return np.unique(np.asarray(round_robin(lists, cap), np.int64)), total

@@ -53,7 +53,13 @@ class MapsSection(Section):
                 )
                 behind = (
                     f"Grey hexagons behind: the density of all {n:,} samples{placed}; a line in each class's colour "
-                    "circles the densest half of that class. Every flagged sample is among the dots. "
+                    "circles the densest half of that class. "
+                    + (
+                        "Every flagged sample is among the dots. "
+                        if len(view.flagged) >= view.flagged_total
+                        else f"Of the {view.flagged_total:,} flagged samples, each flag's worst in turn are among the "
+                        f"dots ({len(view.flagged):,}). "
+                    )
                 )
             scatter_caption = legend + behind + m.caption
             scatter = view.figure(

@@ -26,7 +26,7 @@ from ..figures import (
     thumbnail_uri,
 )
 from ..report import ReportData
-from .cards import CardIndex, ImageCard, image_anchor
+from .cards import CardIndex, ImageCard, flagged_rows, image_anchor
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -169,14 +169,14 @@ class View:
         self.cards = cards if cards is not None else CardIndex(self.ids)
         #: the rows a map links to their cards (an HTML image map), when they are among its dots
         self.linked = linked if linked is not None else np.zeros(0, np.int64)
+        self.flagged_total = 0  # samples findings name, in all (``flagged`` may show fewer)
 
     @property
     def flagged(self) -> np.ndarray:
-        """Every sample a finding names (in any layer or the build): sampled maps always show them."""
+        """The samples findings name (in any layer or the build) that sampled maps always show: every
+        one up to half the map's dots (``report.map_cap``), else each flag's worst in turn."""
         if not hasattr(self, "_flagged"):
-            flags = [f for lr in self.report.layers for f in lr.flags] + list(self.report.build_flags)
-            rows = [np.asarray(f.rows, np.int64) for f in flags if f.finding]
-            self._flagged = np.unique(np.concatenate(rows)) if rows else np.zeros(0, np.int64)
+            self._flagged, self.flagged_total = flagged_rows(self.report, max(self.options.map_cap // 2, 1))
         return self._flagged
 
     def colour(self, c: int) -> str:
