@@ -76,7 +76,7 @@ def test_the_embedding_ratio_tells_a_copy_from_a_look_alike():
     """A copy sits on its original in the layer, far closer than any other image; a look-alike is one
     neighbour among several. Exact copies of either image do not count as its other neighbours."""
     from reportgen.compute.neighbours import exact_graph
-    from reportgen.compute.twins import embedding_ratio
+    from reportgen.compute.twin_embedding import embedding_ratio
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 16))

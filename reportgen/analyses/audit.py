@@ -218,7 +218,7 @@ class Audit(LayerAnalysis):
             )
             spent = asdict(budget)
             if len(pairs):  # the model's second opinion: a copy sits on its original in the layer too
-                from ..compute.twins import EMBED_RATIO, embedding_ratio
+                from ..compute.twin_embedding import EMBED_RATIO, embedding_ratio
 
                 near_ratio = embedding_ratio(layer.x, pairs, g.indices, g.distances, g.metric, layer.samples.hashes)
                 if cal.look_alike:  # images alone cannot tell every copy from a look-alike here: it decides

@@ -139,7 +139,7 @@ class CompareDatasets(BuildAnalysis):
                 graph = b.graphs.get((m, layer))
                 if graph is not None and len(r) and twin.calibration.look_alike:
                     # where images alone cannot tell a copy from a look-alike: the model's second opinion
-                    from ..compute.twins import EMBED_RATIO, LEAK_SURE, cross_embedding_ratio
+                    from ..compute.twin_embedding import EMBED_RATIO, LEAK_SURE, cross_embedding_ratio
 
                     ratio = cross_embedding_ratio(
                         other, b.x(m, layer), r, t, graph.indices, graph.distances, graph.metric, ref_hashes
