@@ -253,12 +253,7 @@ def image_properties_of(ds: Any, indices: np.ndarray, cache: Cache) -> np.ndarra
         code_fingerprint("reportgen.compute.properties"),
         [],
     )
-    hit = cache.get_arrays("image-properties", key)
-    if hit is not None:
-        return np.asarray(hit[0]["value"])
-    value = image_properties(ds.read, indices, getattr(ds, "array", None))
-    cache.put_arrays("image-properties", key, {"value": value}, {})
-    return value
+    return cache.array("image-properties", key, lambda: image_properties(ds.read, indices, getattr(ds, "array", None)))
 
 
 def _analyse_layers(

@@ -137,13 +137,7 @@ def describe_sets(
     def cached_array(kind: str, parts: dict[str, Any], compute: Callable[[], np.ndarray]) -> np.ndarray:
         from ..fingerprint import code_fingerprint
 
-        key = cache.key(kind, parts, code_fingerprint("reportgen.describe"), [])
-        hit = cache.get_arrays(kind, key)
-        if hit is not None:
-            return hit[0]["value"]
-        value = compute()
-        cache.put_arrays(kind, key, {"value": value}, {})
-        return value
+        return cache.array(kind, cache.key(kind, parts, code_fingerprint("reportgen.describe"), []), compute)
 
     def source(name: str, ds: Any, indices: np.ndarray, runs: tuple[Any, ...], props: Any = None) -> DescribeSource:
         return DescribeSource(

@@ -52,13 +52,7 @@ def _cached(cache: Cache, emb_key: str, layer: str, code: str) -> tuple[Callable
         return value
 
     def cached_array(kind: str, parts: dict[str, Any], compute: Callable[[], np.ndarray]) -> np.ndarray:
-        key = cache.key(kind, {"layer": layer, **parts}, code, [emb_key])
-        hit = cache.get_arrays(kind, key)
-        if hit is not None:
-            return hit[0]["value"]
-        value = compute()
-        cache.put_arrays(kind, key, {"value": value}, {})
-        return value
+        return cache.array(kind, cache.key(kind, {"layer": layer, **parts}, code, [emb_key]), compute)
 
     return cached, cached_array
 

@@ -14,7 +14,7 @@ import io
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -82,6 +82,15 @@ class Cache:
         np.savez(buf, __meta__=np.asarray(json.dumps(meta, default=str)), **arrays)  # type: ignore[arg-type]
         if not write_cached(self._path(kind, key, "npz"), buf.getvalue()):
             log.warning("cannot write the cache in %s; %s will be recomputed next time", self.root / kind, kind)
+
+    def array(self, kind: str, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """The one array cached under ``key``, or ``compute()``'s, stored there."""
+        hit = self.get_arrays(kind, key)
+        if hit is not None:
+            return hit[0]["value"]
+        value = compute()
+        self.put_arrays(kind, key, {"value": value}, {})
+        return value
 
     def get_json(self, kind: str, key: str) -> Any:
         if not self.enabled:
