@@ -19,6 +19,44 @@ EMBED_RATIO = 1.0
 LEAK_SURE = 0.5
 
 
+def _distance(xa: np.ndarray, xb: np.ndarray, metric: str) -> np.ndarray:
+    """Row-wise distance of two stacks of embeddings, in the layer graph's metric."""
+    xa, xb = np.asarray(xa, np.float64), np.asarray(xb, np.float64)
+    if metric == "cosine":
+        norms = np.linalg.norm(xa, axis=1) * np.linalg.norm(xb, axis=1)
+        return np.maximum(1.0 - (xa * xb).sum(1) / np.maximum(norms, 1e-12), 0.0)
+    return np.linalg.norm(xa - xb, axis=1)
+
+
+def _nearest_other(
+    rows: np.ndarray,
+    partner: np.ndarray | None,
+    indices: np.ndarray,
+    distances: np.ndarray,
+    hashes: np.ndarray | None,
+) -> np.ndarray:
+    """Each row's distance to its nearest graph neighbour that is neither the row, its partner,
+    nor an exact copy (same content hash) of either; inf where none is known."""
+    nb_rows, nb_d = indices[rows], distances[rows]
+    other = (nb_rows >= 0) & (nb_rows != rows[:, None])
+    if partner is not None:
+        other &= nb_rows != partner[:, None]
+    if hashes is not None:
+        h = np.ascontiguousarray(hashes).view(np.dtype((np.void, hashes.shape[1]))).ravel()
+        hn = h[np.where(nb_rows >= 0, nb_rows, 0)]
+        other &= hn != h[rows][:, None]
+        if partner is not None:
+            other &= hn != h[partner][:, None]
+    return np.where(other, nb_d, np.inf).min(axis=1)
+
+
+def _ratio(e: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """e / d, with 0 / 0 = 0 and e / 0 = inf; NaN where d is unknown (inf)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(d > 0, e / d, np.where(e > 0, np.inf, 0.0))
+    return np.where(np.isfinite(d), r, np.nan)
+
+
 def embedding_ratio(
     x: np.ndarray,
     pairs: np.ndarray,
@@ -36,30 +74,10 @@ def embedding_ratio(
     if not len(pairs):
         return np.zeros(0)
     a, b = pairs[:, 0], pairs[:, 1]
-    xa, xb = np.asarray(x[a], np.float64), np.asarray(x[b], np.float64)
-    if metric == "cosine":
-        na, nb = np.linalg.norm(xa, axis=1), np.linalg.norm(xb, axis=1)
-        e = 1.0 - (xa * xb).sum(1) / np.maximum(na * nb, 1e-12)
-    else:
-        e = np.linalg.norm(xa - xb, axis=1)
-    e = np.maximum(e, 0.0)
-
-    def nearest_other(rows: np.ndarray, partner: np.ndarray) -> np.ndarray:
-        nb_rows, nb_d = indices[rows], distances[rows]
-        other = (nb_rows >= 0) & (nb_rows != partner[:, None]) & (nb_rows != rows[:, None])
-        if hashes is not None:
-            h = np.ascontiguousarray(hashes).view(np.dtype((np.void, hashes.shape[1]))).ravel()
-            hn = h[np.where(nb_rows >= 0, nb_rows, 0)]
-            other &= (hn != h[rows][:, None]) & (hn != h[partner][:, None])
-        d = np.where(other, nb_d, np.inf)
-        return d.min(axis=1)
-
-    da, db = nearest_other(a, b), nearest_other(b, a)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ra = np.where(da > 0, e / da, np.where(e > 0, np.inf, 0.0))
-        rb = np.where(db > 0, e / db, np.where(e > 0, np.inf, 0.0))
-    r = np.maximum(ra, rb)
-    return np.where(np.isfinite(da) & np.isfinite(db), r, np.nan)
+    e = _distance(x[a], x[b], metric)
+    ra = _ratio(e, _nearest_other(a, b, indices, distances, hashes))
+    rb = _ratio(e, _nearest_other(b, a, indices, distances, hashes))
+    return np.maximum(ra, rb)  # NaN when either side is unknown
 
 
 def cross_embedding_ratio(
@@ -78,20 +96,6 @@ def cross_embedding_ratio(
     NaN where none is known."""
     if not len(rows):
         return np.zeros(0)
-    xa, xb = np.asarray(x_other[rows], np.float64), np.asarray(x_ref[np.asarray(twins)], np.float64)
-    if metric == "cosine":
-        na, nb = np.linalg.norm(xa, axis=1), np.linalg.norm(xb, axis=1)
-        e = 1.0 - (xa * xb).sum(1) / np.maximum(na * nb, 1e-12)
-    else:
-        e = np.linalg.norm(xa - xb, axis=1)
-    e = np.maximum(e, 0.0)
     t = np.asarray(twins)
-    nb_rows, nb_d = indices[t], distances[t]
-    other = (nb_rows >= 0) & (nb_rows != t[:, None])
-    if hashes is not None:
-        h = np.ascontiguousarray(hashes).view(np.dtype((np.void, hashes.shape[1]))).ravel()
-        other &= h[np.where(nb_rows >= 0, nb_rows, 0)] != h[t][:, None]
-    d = np.where(other, nb_d, np.inf).min(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.where(d > 0, e / d, np.where(e > 0, np.inf, 0.0))
-    return np.where(np.isfinite(d), r, np.nan)
+    e = _distance(x_other[rows], x_ref[t], metric)
+    return _ratio(e, _nearest_other(t, None, indices, distances, hashes))
