@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from findings import pr
 from run import machine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -264,15 +265,8 @@ def prepare(data: Path, n: int, n_test: int) -> dict:
     return truth
 
 
-def pr(found: set, truth: set) -> dict:
-    tp = len(found & truth)
-    return {
-        "found": len(found),
-        "planted": len(truth),
-        "true_positives": tp,
-        "precision": round(tp / len(found), 4) if found else None,
-        "recall": round(tp / len(truth), 4) if truth else None,
-    }
+def _r(v: float | None) -> float | None:
+    return None if v is None else round(v, 4)
 
 
 def score(t: dict, f: dict, n: int) -> dict:
@@ -281,7 +275,7 @@ def score(t: dict, f: dict, n: int) -> dict:
     out["label_issues"] = pr(set(f["label_issues"].tolist()), flips)
     right = dict(zip(t["flips"].tolist(), t["flip_truth"].tolist()))
     sug = [right[r] == s for r, s in zip(f["label_issues"].tolist(), f["suggested"].tolist()) if r in right]
-    out["label_issues"]["right_suggestion"] = round(float(np.mean(sug)), 4) if sug else None
+    out["label_issues"]["right_suggestion"] = _r(float(np.mean(sug))) if sug else None
     n_exact = len(t["exact_src"])
     base_n = n - n_exact - len(t["near_src"])
     exact_pairs = {(int(s), base_n + j) for j, s in enumerate(t["exact_src"])}
@@ -369,12 +363,13 @@ def main() -> int:
     for k in ("label_issues", "exact_duplicates", "near_duplicates", "outliers", "leakage"):
         r = results[k]
         print(
-            f"{k:<18} planted {r['planted']:>6} found {r['found']:>6} precision {r['precision']} recall {r['recall']}"
+            f"{k:<18} planted {r['planted']:>6} found {r['found']:>6} precision {_r(r['precision'])} "
+            f"recall {_r(r['recall'])}"
         )
     for k, r in results["quality"].items():
         print(
-            f"quality {k:<16} planted {r['planted']:>4} found {r['found']:>5} precision {r['precision']} "
-            f"recall {r['recall']}"
+            f"quality {k:<16} planted {r['planted']:>4} found {r['found']:>5} precision {_r(r['precision'])} "
+            f"recall {_r(r['recall'])}"
         )
     print(f"clean images flagged: {results['quality_clean_share']:.4%}")
     print(f"slice: {results.get('slice')}")
