@@ -60,6 +60,19 @@ def test_approximate_graph_against_exact_search(metric):
     assert np.array_equal(g.indices, again.indices)  # the same graph on every run
 
 
+def test_the_approximate_graph_is_the_same_whatever_the_threads(monkeypatch):
+    """The re-ranking splits rows between threads, never a sum: one thread and three (more than
+    this machine may have) give the same graph, bit for bit, across several hand-back chunks."""
+    from reportgen.compute import neighbours
+
+    x, _, _ = _features(3000)
+    monkeypatch.setattr(neighbours, "RELEASE_EVERY", 1000)  # three chunks, each re-ranked in blocks
+    one = neighbours.approximate_graph(x, 10, workers=1)
+    three = neighbours.approximate_graph(x, 10, workers=3)
+    assert np.array_equal(one.indices, three.indices) and np.array_equal(one.distances, three.distances)
+    assert not (one.indices == np.arange(3000)[:, None]).any()
+
+
 def _precomputed(tmp: Path, n: int, *, nan_rows: int = 0) -> dict:
     x, labels, imgs = _features(n)
     if nan_rows:

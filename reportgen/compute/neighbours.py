@@ -6,7 +6,11 @@ graph. Pure NumPy: a rebuild that needs a graph imports no model library.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -210,18 +214,36 @@ def approximate_graph(
     seed: int = 0,
     dims: int = INDEX_DIMS,
     factor: int = CANDIDATE_FACTOR,
+    workers: int | None = None,
 ) -> NeighbourGraph:
     """k nearest neighbours of every row, approximately: a faiss HNSW index over a PCA projection
     of the rows (unit rows for cosine) proposes ``factor * k`` candidates, which are ranked by exact
     distances in the full space. The full vectors are read in chunks and never copied whole; the
-    index holds N x ``dims`` floats. Built on one thread, so the graph is the same on every run."""
-    import faiss
-
-    from ..streaming import release, row_chunks
-
-    n, d = x.shape
+    index holds N x ``dims`` floats. The index is built on one thread and the re-ranking splits rows,
+    not sums, between ``workers`` threads: the same graph on every run, whatever the cores."""
+    n = len(x)
     k = int(min(k, n - 1))
     m = int(min(n - 1, factor * k))
+    z, sqnorm = project(x, metric=metric, seed=seed, dims=dims)
+    index = hnsw_index(z, metric)
+    index.hnsw.efSearch = max(64, m + 16)
+    g = rerank(x, lambda s, e: index.search(z[s:e], m + 1)[1], k, metric=metric, sqnorm=sqnorm, workers=workers)
+    return NeighbourGraph(
+        indices=g.indices,
+        distances=g.distances,
+        metric=metric,
+        method=f"approximate (faiss HNSW on a PCA-{z.shape[1]} projection, exact re-ranking)",
+    )
+
+
+def project(
+    x: np.ndarray, *, metric: str = "cosine", seed: int = 0, dims: int = INDEX_DIMS
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N, dims) float32 scores of the rows on the top principal axes of a seeded 20,000-row sample
+    (unit rows and unit scores for cosine), and the rows' squared norms, in one streamed pass."""
+    from ..streaming import row_chunks
+
+    n, d = x.shape
     rng = np.random.default_rng(seed)
     sample = np.asarray(x[np.sort(rng.choice(n, min(n, 20_000), replace=False))], np.float64)
     sample = _unit(sample) if metric == "cosine" else sample
@@ -242,54 +264,100 @@ def approximate_graph(
         c = _unit(c) if metric == "cosine" else c
         p = (c - mu32) @ proj if proj is not None else c - mu32
         z[start : start + len(c)] = _unit(p) if metric == "cosine" else p
-    index = faiss.IndexHNSWFlat(r, 16, faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2)
+    return z, sqnorm
+
+
+def hnsw_index(z: np.ndarray, metric: str = "cosine", *, threads: int = 1) -> Any:
+    """A faiss HNSW index (M = 16, efConstruction 40) of the rows of ``z``. With one thread (the
+    default) the rows go in in order and the index is the same on every run; with more, faiss adds
+    them in parallel and the links depend on the threads' timing (benchmarks/graph.py measures both)."""
+    import faiss
+
+    index = faiss.IndexHNSWFlat(z.shape[1], 16, faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2)
     index.hnsw.efConstruction = 40
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)  # insertion order fixed: the same graph on every run
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(threads)
     try:
         index.add(z)
     finally:
-        faiss.omp_set_num_threads(threads)
-    index.hnsw.efSearch = max(64, m + 16)
+        faiss.omp_set_num_threads(before)
+    return index
+
+
+def rerank(
+    x: np.ndarray,
+    candidates: Callable[[int, int], np.ndarray],
+    k: int,
+    *,
+    metric: str = "cosine",
+    sqnorm: np.ndarray,
+    workers: int | None = None,
+) -> NeighbourGraph:
+    """The graph from candidate rows: ``candidates(start, stop)`` gives each query row's candidates
+    (-1: none), ranked here by exact distances in the full space (ties to the lower row). Rows are
+    split between ``workers`` threads (default: the cores, at most 8), never a sum: the same graph
+    whatever their number. Candidates' pages are handed back every RELEASE_EVERY queries."""
+    from ..streaming import release
+
+    n = len(x)
     norm = np.sqrt(sqnorm)
     indices = np.empty((n, k), np.int64)
     distances = np.empty((n, k))
     block = 512
-    for start in range(
-        0, n, RELEASE_EVERY
-    ):  # candidates' pages handed back every RELEASE_EVERY queries: RSS bounded, not the whole file
-        stop = min(start + RELEASE_EVERY, n)
-        _, cand = index.search(z[start:stop], m + 1)
-        for b in range(start, stop, block):
-            e = min(b + block, stop)
-            c = cand[b - start : e - start]
-            c = np.where(c < 0, b, c)  # rare unfilled slots: point at the query itself, dropped below
-            q = np.asarray(x[b:e], np.float32)
-            dots = np.einsum(
-                "qd,qkd->qk", q, np.asarray(x[c.ravel()], np.float32).reshape(len(c), c.shape[1], d)
-            ).astype(np.float64)
-            if metric == "cosine":
-                denom = norm[b:e, None].astype(np.float64) * norm[c]
-                dist = 1.0 - np.divide(dots, denom, out=np.zeros_like(dots), where=denom > 0)
-            else:
-                dist = np.sqrt(np.clip(sqnorm[b:e, None] + sqnorm[c] - 2 * dots, 0, None))
-            dist[c == np.arange(b, e)[:, None]] = np.inf
-            srt = np.sort(c, axis=1)  # a candidate listed twice (rare) must not take two places
-            for i in np.flatnonzero((srt[:, 1:] == srt[:, :-1]).any(1)):
-                _, first = np.unique(c[i], return_index=True)
-                keep = np.zeros(c.shape[1], bool)
-                keep[first] = True
-                dist[i, ~keep] = np.inf
-            rank = np.lexsort((c, dist), axis=1)[:, :k]
-            indices[b:e] = np.take_along_axis(c, rank, 1)
-            distances[b:e] = np.clip(np.take_along_axis(dist, rank, 1), 0, None)
-        release(x, 0, n)  # the candidate rows read all over the file
-    return NeighbourGraph(
-        indices=indices,
-        distances=distances,
-        metric=metric,
-        method=f"approximate (faiss HNSW on a PCA-{r} projection, exact re-ranking)",
+    workers = rerank_workers() if workers is None else workers
+    with ThreadPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+        for start in range(0, n, RELEASE_EVERY):
+            stop = min(start + RELEASE_EVERY, n)
+            cand = candidates(start, stop)
+
+            def one(b: int, start: int = start, stop: int = stop, cand: np.ndarray = cand) -> None:
+                e = min(b + block, stop)
+                indices[b:e], distances[b:e] = _rerank(x, b, cand[b - start : e - start], k, metric, norm, sqnorm)
+
+            blocks = range(start, stop, block)
+            if pool is None:
+                for b in blocks:
+                    one(b)
+            else:  # each block writes its own rows
+                list(pool.map(one, blocks))
+            release(x, 0, n)  # the candidate rows read all over the file: RSS bounded, not the whole file
+    return NeighbourGraph(indices=indices, distances=distances, metric=metric, method="re-ranked candidates")
+
+
+def rerank_workers() -> int:
+    """Threads for the exact re-ranking (numpy's gathers and products release the GIL): the cores
+    this process may use, at most 8."""
+    from ..machine import cores
+
+    return max(1, min(8, cores()))
+
+
+def _rerank(
+    x: np.ndarray, b: int, c: np.ndarray, k: int, metric: str, norm: np.ndarray, sqnorm: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest of each query row b, b+1, ... among its candidate rows ``c`` (one row of
+    candidates per query), by exact distances in the full space; ties go to the lower row."""
+    e = b + len(c)
+    d = x.shape[1]
+    c = np.where(c < 0, b, c)  # rare unfilled slots: point at the query itself, dropped below
+    q = np.asarray(x[b:e], np.float32)
+    dots = np.einsum("qd,qkd->qk", q, np.asarray(x[c.ravel()], np.float32).reshape(len(c), c.shape[1], d)).astype(
+        np.float64
     )
+    if metric == "cosine":
+        denom = norm[b:e, None].astype(np.float64) * norm[c]
+        dist = 1.0 - np.divide(dots, denom, out=np.zeros_like(dots), where=denom > 0)
+    else:
+        dist = np.sqrt(np.clip(sqnorm[b:e, None] + sqnorm[c] - 2 * dots, 0, None))
+    dist[c == np.arange(b, e)[:, None]] = np.inf
+    srt = np.sort(c, axis=1)  # a candidate listed twice (rare) must not take two places
+    for i in np.flatnonzero((srt[:, 1:] == srt[:, :-1]).any(1)):
+        _, first = np.unique(c[i], return_index=True)
+        keep = np.zeros(c.shape[1], bool)
+        keep[first] = True
+        dist[i, ~keep] = np.inf
+    rank = np.lexsort((c, dist), axis=1)[:, :k]
+    return np.take_along_axis(c, rank, 1), np.clip(np.take_along_axis(dist, rank, 1), 0, None)
 
 
 def _query_distances(q: np.ndarray, qq: np.ndarray, c: np.ndarray, metric: str) -> np.ndarray:
