@@ -326,14 +326,18 @@ def main() -> int:
     ap.add_argument("--test", type=int, default=20_000, help="size of the compared set")
     ap.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "reportgen-alike")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--keep", type=Path, help="build into this new folder and keep it (report, cache)")
     args = ap.parse_args()
     data = args.data / str(args.n)
     t0 = time.perf_counter()
     truth = prepare(data, args.n, args.test)
     made = time.perf_counter() - t0
     print(f"data: {data} ({made:.0f} s to make or read)", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.keep or Path(scratch)
+        if args.keep and args.keep.exists() and any(args.keep.iterdir()):
+            raise SystemExit(f"--keep {args.keep}: not empty (its cache would make this a rebuild, not a first build)")
+        tmp.mkdir(parents=True, exist_ok=True)
         spec = tmp / "spec.yaml"
         spec.write_text(SPEC.format(n=args.n, d=data, out=tmp / "out", cache=tmp / "cache"))
         env = {**os.environ, "PYTHONPATH": str(ROOT)}

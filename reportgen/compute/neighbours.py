@@ -168,16 +168,8 @@ def nearest_fitted(z: np.ndarray, fitted: np.ndarray, rest: np.ndarray, k: int =
     """For each row in ``rest``, its k nearest rows among ``fitted`` in the (low-dimensional) space
     ``z`` (e.g. PCA scores), and inverse-distance weights: how a sampled map places the samples it
     was not fitted on, for its density layer. Returns (positions into ``fitted``, weights)."""
-    import faiss
 
-    zf = np.ascontiguousarray(z[fitted], np.float32)
-    index = faiss.IndexHNSWFlat(zf.shape[1], 16)
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)  # the same index on every run
-    try:
-        index.add(zf)
-    finally:
-        faiss.omp_set_num_threads(threads)
+    index = hnsw_index(np.ascontiguousarray(z[fitted], np.float32), "euclidean")
     index.hnsw.efSearch = 64
     pos = np.empty((len(rest), k), np.int64)
     w = np.empty((len(rest), k))
@@ -219,8 +211,9 @@ def approximate_graph(
     """k nearest neighbours of every row, approximately: a faiss HNSW index over a PCA projection
     of the rows (unit rows for cosine) proposes ``factor * k`` candidates, which are ranked by exact
     distances in the full space. The full vectors are read in chunks and never copied whole; the
-    index holds N x ``dims`` floats. The index is built on one thread and the re-ranking splits rows,
-    not sums, between ``workers`` threads: the same graph on every run, whatever the cores."""
+    index holds N x ``dims`` floats. The index is built deterministically (``hnsw_index``) and the
+    re-ranking splits rows, not sums, between ``workers`` threads: the same graph on every run,
+    whatever the cores."""
     n = len(x)
     k = int(min(k, n - 1))
     m = int(min(n - 1, factor * k))
@@ -267,21 +260,39 @@ def project(
     return z, sqnorm
 
 
-def hnsw_index(z: np.ndarray, metric: str = "cosine", *, threads: int = 1) -> Any:
-    """A faiss HNSW index (M = 16, efConstruction 40) of the rows of ``z``. With one thread (the
-    default) the rows go in in order and the index is the same on every run; with more, faiss adds
-    them in parallel and the links depend on the threads' timing (benchmarks/graph.py measures both)."""
+def hnsw_index(z: np.ndarray, metric: str = "cosine", *, threads: int | None = None) -> Any:
+    """A faiss HNSW index (M = 16, efConstruction 40) of the rows of ``z``, the same on every run.
+    The additions run on ``threads`` (default: every core where faiss builds deterministically, one
+    elsewhere): faiss >= 1.15 adds rows in batches against a frozen snapshot and merges the links in
+    a fixed order, so the links do not depend on the threads; older versions lock per node and the
+    links follow the threads' timing, so they get one thread (tests/test_scale.py checks the links)."""
     import faiss
 
     index = faiss.IndexHNSWFlat(z.shape[1], 16, faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2)
     index.hnsw.efConstruction = 40
     before = faiss.omp_get_max_threads()
+    flag = getattr(faiss.cvar, "hnsw_deterministic_build", None)  # where the deterministic build is an option
+    if threads is None:
+        threads = before if deterministic_hnsw_build() else 1
     faiss.omp_set_num_threads(threads)
     try:
+        if flag is not None:
+            setattr(faiss.cvar, "hnsw_deterministic_build", True)  # noqa: B010 (absent before faiss 1.16)
         index.add(z)
     finally:
         faiss.omp_set_num_threads(before)
+        if flag is not None:
+            setattr(faiss.cvar, "hnsw_deterministic_build", flag)  # noqa: B010
     return index
+
+
+def deterministic_hnsw_build() -> bool:
+    """Whether this faiss builds an HNSW index the same way on any number of threads: its
+    deterministic build exists (the default in 1.15; an option, switched on here, where
+    ``hnsw_deterministic_build`` exists)."""
+    import faiss
+
+    return hasattr(faiss.cvar, "hnsw_deterministic_build") or hasattr(faiss, "hnsw_add_vertices_deterministic")
 
 
 def rerank(
