@@ -36,6 +36,14 @@ def slug(name: str, *, max_len: int = 80) -> str:
     return s
 
 
+def percent(share: float) -> str:
+    """A share as a headline writes it: one decimal from 0.1 %, one significant digit below (a
+    reviewer reads "0.0 %" as none: 489 of a million is "0.05 %")."""
+    if share == 0 or 100 * share >= 0.1:
+        return f"{100 * share:.1f} %"
+    return f"{100 * share:.1g} %"
+
+
 # ----------------------------------------------------------------------------- extraction
 
 

@@ -31,6 +31,7 @@ from reportgen.results import (
     ModelResult,
     RunStats,
     Samples,
+    percent,
     slug,
 )
 from reportgen.spec import loads_spec
@@ -246,3 +247,9 @@ def test_galleries_maps_neighbours_hard_and_axes(html):
     assert "<bdi>cat &lt;1&gt;</bdi> → <bdi>dog &amp; co</bdi>" in hard and "33 %" in hard and "0.420" in hard
     axes = _section(html, f"{anchor}-axes")
     assert "100.0 % of both classes on their own side" in axes and axes.count('<figure class="t"') == 4
+
+
+def test_a_small_share_is_not_written_as_none():
+    """489 flagged of a million read "0.0 %" in a headline: under 0.1 % one significant digit."""
+    assert percent(0.000489) == "0.05 %" and percent(0.0123) == "1.2 %" and percent(0) == "0.0 %"
+    assert all(percent(s) != "0.0 %" for s in (1e-6, 3e-5, 0.0004, 0.00099))

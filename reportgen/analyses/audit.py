@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..results import Finding, Headline, SampleFlag, Samples, SampleValues, finding_of
+from ..results import Finding, Headline, SampleFlag, Samples, SampleValues, finding_of, percent
 from .base import HEADLINE_SAMPLES, LayerAnalysis, LayerInput, Where
 from .metrics import MetricsFinding
 
@@ -331,7 +331,7 @@ class Audit(LayerAnalysis):
                 Headline(
                     where.id("audit", "label_issues"),
                     "high" if rate > 0.05 else "medium" if rate > 0.01 else "low",
-                    f"{n_issues:,} likely label errors ({100 * rate:.1f} %) in {where.layer}{mostly}.",
+                    f"{n_issues:,} likely label errors ({percent(rate)}) in {where.layer}{mostly}.",
                     f"#{where.anchor}-labels",
                     rate,
                     rows=tuple(int(r) for r in f.label_issues[:HEADLINE_SAMPLES]),
