@@ -121,6 +121,39 @@ def test_find_twins_recovers_planted_copies_and_nothing_else():
 # ----------------------------------------------------------------------------- the audit in a build
 
 
+@pytest.mark.parametrize("seed", [0, 3])
+def test_outliers_are_far_twice_a_sparse_group_is_not(seed):
+    """Planted: 5 vectors off the data (random directions) among real features (scikit-learn digits
+    through a random ReLU layer) and a sparse but coherent group of 40 (one digit moved and spread
+    wide: the sparse end of a class). The set's k-th neighbour distances alone (Q3 + 3 IQR,
+    computed here) flag the whole group; ``isolated`` finds every planted vector and leaves the
+    group (its members are as far from their neighbours as those are from theirs)."""
+    from sklearn.datasets import load_digits
+
+    from reportgen.compute.kernels import isolated
+    from reportgen.compute.neighbours import exact_graph
+
+    d = load_digits()
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(64, 256))
+    x = np.maximum(d.data @ w, 0)
+    scale = np.median(np.linalg.norm(x, axis=1))
+    base = np.maximum(d.data[rng.integers(len(d.data))] @ w, 0) + np.maximum(rng.normal(size=256), 0) * scale / 8
+    group = np.maximum(base + rng.normal(size=(40, 256)) * scale / 8, 0)
+    off = rng.normal(size=(5, 256))
+    off *= scale / np.linalg.norm(off, axis=1, keepdims=True)
+    g = exact_graph(np.concatenate([x, group, off]).astype(np.float32), 10, metric="cosine")
+    n = len(x)
+    rows, cut = isolated(g, 10)
+    assert set(range(n + 40, n + 45)) <= set(rows.tolist())  # every vector off the data
+    assert len(set(rows.tolist()) & set(range(n, n + 40))) <= 4  # the group stays
+    kth = g.distances[:, 9]
+    q1, q3 = np.quantile(kth, [0.25, 0.75])
+    assert cut == pytest.approx(q3 + 3 * (q3 - q1))
+    assert (kth[n : n + 40] > cut).sum() >= 30  # far by the global rule alone: the case this is for
+    assert np.all(np.diff(kth[rows]) <= 0)  # most isolated first
+
+
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
     """600 Fashion-MNIST images with 4 % of labels flipped, 6 exact and 6 edited copies, and a

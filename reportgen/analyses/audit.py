@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..compute.kernels import isolated
 from ..results import Finding, Headline, SampleFlag, Samples, SampleValues, finding_of, percent
 from .base import HEADLINE_SAMPLES, LayerAnalysis, LayerInput, Where
 from .metrics import MetricsFinding
@@ -65,7 +66,7 @@ class AuditFinding(Finding):
     near_distances: np.ndarray  # their image differences
     near_threshold: float | None  # None: not looked for (no images)
     calibration: str  # how the threshold was set, in words
-    outliers: np.ndarray  # rows whose k-th neighbour is far beyond the rest (Q3 + 3 IQR)
+    outliers: np.ndarray  # rows far from the rest and from their own neighbours' neighbours (kernels.isolated)
     outlier_cut: float
     k: int
     n: int
@@ -225,11 +226,7 @@ class Audit(LayerAnalysis):
                     keep = ~(near_ratio > EMBED_RATIO)  # NaN (no other neighbour known): not judged, kept
                     spent["rejected_by_embedding"] = int((~keep).sum())
                     pairs, dists, near_ratio = pairs[keep], dists[keep], near_ratio[keep]
-        kth = g.distances[:, min(finding_of(found, "metrics", MetricsFinding).knn_k, g.k) - 1]
-        q1, q3 = np.quantile(kth, [0.25, 0.75])
-        cut = float(q3 + 3 * (q3 - q1))
-        outl = np.flatnonzero(kth > cut)
-        outl = outl[np.argsort(-kth[outl], kind="stable")]
+        outl, cut = isolated(g, finding_of(found, "metrics", MetricsFinding).knn_k)
         return AuditFinding(
             quality,
             suggested,

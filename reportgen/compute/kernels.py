@@ -80,6 +80,25 @@ def outliers(graph: NeighbourGraph, k: int, count: int) -> np.ndarray:
     return np.argsort(-kth, kind="stable")[:count]
 
 
+#: An outlier is also this many times as far from its k-th neighbour as its neighbours are from theirs.
+LOCAL_RATIO = 2.0
+
+
+def isolated(graph: NeighbourGraph, k: int) -> tuple[np.ndarray, float]:
+    """Rows far from the rest twice over, most isolated first, and the global cut: a k-th neighbour
+    distance beyond Q3 + 3 IQR of the set's (far from the data) and over LOCAL_RATIO times the median
+    of its k neighbours' own (far for its neighbourhood too, as in LOF: the sparse end of a sparse
+    class is sparse with its neighbours and is not flagged; a vector off the data's manifold is)."""
+    k = min(k, graph.k)
+    kth = graph.distances[:, k - 1]
+    q1, q3 = np.quantile(kth, [0.25, 0.75])
+    cut = float(q3 + 3 * (q3 - q1))
+    far = np.flatnonzero(kth > cut)
+    local = np.median(kth[graph.indices[far, :k]], axis=1) if len(far) else np.zeros(0)
+    rows = far[kth[far] > LOCAL_RATIO * local]
+    return rows[np.argsort(-kth[rows], kind="stable")], cut
+
+
 def component_ends(pca: PcaResult, *, components: int, size: int) -> list[ComponentEnds]:
     """The ``size`` samples at each end of each of the first ``components`` components."""
     out = []
