@@ -104,6 +104,11 @@ def _num(v: float | None, d: int = 3) -> str:
     return "n/a" if v is None else f"{float(v):.{d}f}"
 
 
+def _thousands(v: int) -> str:
+    """A count as the headlines write it: 13,821, not 13821."""
+    return f"{int(v):,}"
+
+
 def _isolated(text: str) -> Markup:
     """Text in its own direction (``<bdi>``) when it may hold right-to-left letters: a Hebrew class
     name in a list keeps the list's order; plain ASCII goes as it is (no bytes spent)."""
@@ -124,6 +129,7 @@ def environment(overrides: Path | None = None) -> Environment:
     )
     env.filters["pct"] = _pct
     env.filters["num"] = _num
+    env.filters["thousands"] = _thousands
     env.filters["iso"] = _isolated
     return env
 

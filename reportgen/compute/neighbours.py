@@ -265,7 +265,7 @@ def hnsw_index(z: np.ndarray, metric: str = "cosine", *, threads: int | None = N
     The additions run on ``threads`` (default: every core where faiss builds deterministically, one
     elsewhere): faiss >= 1.15 adds rows in batches against a frozen snapshot and merges the links in
     a fixed order, so the links do not depend on the threads; older versions lock per node and the
-    links follow the threads' timing, so they get one thread (tests/test_scale.py checks the links)."""
+    links follow the threads' timing, so they get one thread (tests/test_scale.py compares the indexes)."""
     import faiss
 
     index = faiss.IndexHNSWFlat(z.shape[1], 16, faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2)
