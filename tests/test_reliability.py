@@ -22,6 +22,13 @@ from tests.conftest import run, small_spec, write
 ROOT = Path(__file__).parents[1]
 
 
+def _interruptible() -> None:
+    """Ctrl-C as a user's terminal delivers it: a suite started in the background of a
+    non-interactive shell (``cmd &``) inherits SIGINT ignored, and Python then never raises
+    KeyboardInterrupt, so the build would finish instead of being interrupted."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(spec: Path, tmp: Path, *extra) -> subprocess.Popen:
     env = {**os.environ, "REPORTGEN_TEST_MARKER": str(tmp / "marker"), "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
@@ -31,6 +38,7 @@ def _start(spec: Path, tmp: Path, *extra) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_interruptible,
     )
 
 
