@@ -277,7 +277,7 @@ def hnsw_index(z: np.ndarray, metric: str = "cosine", *, threads: int | None = N
     faiss.omp_set_num_threads(threads)
     try:
         if flag is not None:
-            setattr(faiss.cvar, "hnsw_deterministic_build", True)  # noqa: B010 (absent before faiss 1.16)
+            setattr(faiss.cvar, "hnsw_deterministic_build", True)  # noqa: B010 (a later faiss's switch)
         index.add(z)
     finally:
         faiss.omp_set_num_threads(before)
