@@ -27,7 +27,7 @@ from .fingerprint import code_fingerprint
 from .interactive import island, island_json, linked_rows, point_rows, script, script_hash
 from .report import ReportData
 from .resources import templates_dir
-from .results import HtmlStats, LayerResult, card_anchor
+from .results import HtmlStats, LayerResult, card_anchor, percent
 from .sections import SECTIONS, Budget, FigureCache, Figures, Thumbs, View
 from .sections.cards import CardIndex, card_contexts
 from .sections.view import digest
@@ -97,7 +97,7 @@ class Rendered:
 
 
 def _pct(v: float | None, d: int = 1) -> str:
-    return "n/a" if v is None else f"{100 * float(v):.{d}f} %"
+    return "n/a" if v is None else percent(float(v), d)
 
 
 def _num(v: float | None, d: int = 3) -> str:

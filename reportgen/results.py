@@ -36,11 +36,12 @@ def slug(name: str, *, max_len: int = 80) -> str:
     return s
 
 
-def percent(share: float) -> str:
-    """A share as a headline writes it: one decimal from 0.1 %, one significant digit below (a
-    reviewer reads "0.0 %" as none: 489 of a million is "0.05 %")."""
-    if share == 0 or 100 * share >= 0.1:
-        return f"{100 * share:.1f} %"
+def percent(share: float, digits: int = 1) -> str:
+    """A share as the report writes it (headlines and the templates' ``pct``): ``digits`` decimals,
+    or one significant digit where those would round a share that is not zero to zero (a reviewer
+    reads "0.0 %" as none: 489 of a million is "0.05 %")."""
+    if share == 0 or abs(100 * share) >= 10.0**-digits:
+        return f"{100 * share:.{digits}f} %"
     return f"{100 * share:.1g} %"
 
 

@@ -250,6 +250,12 @@ def test_galleries_maps_neighbours_hard_and_axes(html):
 
 
 def test_a_small_share_is_not_written_as_none():
-    """489 flagged of a million read "0.0 %" in a headline: under 0.1 % one significant digit."""
+    """489 flagged of a million read "0.0 %" in a headline and in the section's table: where the
+    decimals would round a share that is not zero to zero, one significant digit."""
     assert percent(0.000489) == "0.05 %" and percent(0.0123) == "1.2 %" and percent(0) == "0.0 %"
     assert all(percent(s) != "0.0 %" for s in (1e-6, 3e-5, 0.0004, 0.00099))
+    assert percent(0.004, 0) == "0.4 %" and percent(0.5, 0) == "50 %" and percent(0.00123, 2) == "0.12 %"
+    from reportgen.render import environment
+
+    t = environment().from_string("{{ a|pct(1) }} | {{ b|pct(0) }} | {{ c|pct(1) }}")
+    assert t.render(a=0.000489, b=0.004, c=None) == "0.05 % | 0.4 % | n/a"  # the templates' filter too
