@@ -198,7 +198,7 @@ def flagged_rows(report: ReportData, cap: int) -> tuple[np.ndarray, int]:
     at most ``cap``, else each flag's worst in turn up to ``cap`` (a million of tiled copies are
     each an exact duplicate: a map cannot show them all, nor needs to)."""
     lists = [np.asarray(f.rows, np.int64) for _, _, f in all_flags(report) if f.finding]
-    total = len(np.unique(np.concatenate(lists))) if lists else 0
-    if total <= cap:
-        return (np.unique(np.concatenate(lists)) if lists else np.zeros(0, np.int64)), total
-    return np.unique(np.asarray(round_robin(lists, cap), np.int64)), total
+    every = np.unique(np.concatenate(lists)) if lists else np.zeros(0, np.int64)
+    if len(every) <= cap:
+        return every, len(every)
+    return np.unique(np.asarray(round_robin(lists, cap), np.int64)), len(every)
