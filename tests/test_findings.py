@@ -82,6 +82,41 @@ def test_image_difference_tells_copies_from_look_alikes():
     assert np.mean(d_copy <= 0.05) > 0.9 and np.mean(np.asarray(d_other) <= 0.05) < 0.05
 
 
+@needs_fashion
+def test_the_quick_comparison_keeps_resampled_and_cropped_copies_for_the_full_one():
+    """The quick comparison (no scaling) only decides which pairs the full one sees: a copy the
+    full comparison would find must come within REFINE x the threshold there, cropped and
+    resampled ones included (with the light blur of BLURS[0] it dropped a quarter of them)."""
+    from reportgen.compute.twin_calibration import FAMILIES
+
+    images, _ = _fashion(120, seed=2)
+    rng = np.random.default_rng(0)
+    thr = 0.03  # the calibrated threshold of Fashion-MNIST at 10,000 images lies at 0.026-0.031
+    kept = found = 0
+    for family in ("cropped 5 %", "resampled (bilinear, 1.07x and back)", "resampled (bicubic, 0.7x and back)"):
+        copies = np.stack([FAMILIES[family](np.repeat(x[:, :, None], 3, 2), rng)[:, :, 0] for x in images])
+        a, b = _sig(images), _sig(copies)
+        full = twins.differences(a, b)
+        quick = twins.differences(a, b, blurs=twins.QUICK_BLUR, scales=(1.0,))
+        found += int((full <= thr).sum())
+        kept += int(((full <= thr) & (quick <= twins.REFINE * thr)).sum())
+    assert found >= 150 and kept >= 0.93 * found, (kept, found)  # 279 of 291 here; 221 with a light blur
+
+
+def test_only_pairs_compared_in_full_are_twins(monkeypatch):
+    """A pair the budget left out of the full comparison is counted as skipped, never reported on
+    the quick comparison's more forgiving difference."""
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0, 255, (40, 32, 32))
+    sig = np.clip(np.concatenate([base, base[:10] * 1.02 + 1]), 0, 255).astype(np.uint8)
+    pairs, _ = twins.find_twins(sig, None, 0, 0.05, seed=0)
+    assert {(i, 40 + i) for i in range(10)} <= {tuple(p) for p in pairs.tolist()}
+    monkeypatch.setattr(twins, "MAX_FULL", 0)
+    budget = twins.Budget()
+    pairs, _ = twins.find_twins(sig, None, 0, 0.05, seed=0, budget=budget)
+    assert len(pairs) == 0 and budget.verified == 0 and budget.skipped >= 10
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.integers(0, 10_000), st.integers(-3, 3), st.integers(-3, 3))
 def test_spectra_do_not_move_with_a_cyclic_shift(seed, dy, dx):

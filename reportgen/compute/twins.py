@@ -119,6 +119,13 @@ MAX_SHIFT = 4
 #: Gaussian blurs (sigma in pixels at SIG_PX) applied to (a, b) before comparing: a light one
 #: against aliasing, and a stronger one on either side for a copy that went through a resampling.
 BLURS = ((0.6, 0.6), (0.6, 1.1), (1.1, 0.6))
+#: The quick comparison's one blur, on both sides: stronger than any of BLURS, so that a resampled
+#: or slightly cropped copy (which only the full comparison's scales and blurs align) still comes
+#: within REFINE x the threshold. Measured on 10,000 Fashion-MNIST images with 20 copies of each
+#: edit family: with BLURS[0] the quick stage dropped 22 of the 237 copies the full comparison
+#: finds (crops 5 and 10 %, bilinear 1.07x), with this one 8; it sends 0.68 of the prefiltered pairs
+#: to the full comparison instead of 0.36 (MAX_FULL still bounds them).
+QUICK_BLUR = ((1.1, 1.1),)
 
 
 def _sampling(src: np.ndarray, side: int) -> np.ndarray:
@@ -310,7 +317,7 @@ def _score(
     symmetric: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Verify candidate pairs (a[i] of sig_a, b[i] of sig_b): the spectral prefilter, then at most
-    VERIFY_PER_IMAGE per image of ``a`` (the best by the prefilter), a quick comparison (one blur,
+    VERIFY_PER_IMAGE per image of ``a`` (the best by the prefilter), a quick comparison (one strong blur,
     no scaling), and the full one where a twin is still plausible. Pairs within ``threshold``,
     most alike first."""
     budget = budget if budget is not None else Budget()
@@ -331,18 +338,21 @@ def _score(
     d = np.empty(len(a), np.float32)
     for s in range(0, len(a), 1 << 14):
         d[s : s + (1 << 14)] = differences(
-            sig_a[a[s : s + (1 << 14)]], sig_b[b[s : s + (1 << 14)]], blurs=BLURS[:1], scales=(1.0,)
+            sig_a[a[s : s + (1 << 14)]], sig_b[b[s : s + (1 << 14)]], blurs=QUICK_BLUR, scales=(1.0,)
         )
     plausible = np.flatnonzero(d <= REFINE * threshold)
     if len(plausible) > MAX_FULL:
         budget.skipped += len(plausible) - MAX_FULL
         plausible = plausible[np.argsort(d[plausible], kind="stable")[:MAX_FULL]]
     budget.verified += len(plausible)
+    full = np.zeros(len(a), bool)
+    full[plausible] = True
     for s in range(0, len(plausible), 1 << 14):
         p = plausible[s : s + (1 << 14)]
-        d[p] = np.minimum(d[p], differences(sig_a[a[p]], sig_b[b[p]]))
-    # every compared pair takes part in the ratio test: the look-alikes a twin must stand out from
-    hit = (d <= threshold) & _distinct(a, b, d, symmetric)
+        d[p] = differences(sig_a[a[p]], sig_b[b[p]])  # the calibrated difference (the quick one blurs more)
+    # every compared pair takes part in the ratio test: the look-alikes a twin must stand out from;
+    # only a pair compared in full can be a twin (the budget's skipped ones are counted, not guessed)
+    hit = full & (d <= threshold) & _distinct(a, b, d, symmetric)
     a, b, d = a[hit], b[hit], d[hit]
     order = np.lexsort((b, a, d))
     return np.stack([a[order], b[order]], 1).astype(np.int64), d[order]
