@@ -219,11 +219,12 @@ class Audit(LayerAnalysis):
             )
             spent = asdict(budget)
             if len(pairs):  # the model's second opinion: a copy sits on its original in the layer too
-                from ..compute.twin_embedding import EMBED_RATIO, embedding_ratio
+                from ..compute.twin_embedding import EMBED_RATIO, SURE, embedding_ratio
 
                 near_ratio = embedding_ratio(layer.x, pairs, g.indices, g.distances, g.metric, layer.samples.hashes)
                 if cal.look_alike:  # images alone cannot tell every copy from a look-alike here: it decides
-                    keep = ~(near_ratio > EMBED_RATIO)  # NaN (no other neighbour known): not judged, kept
+                    # (NaN, no other neighbour known: not judged, kept), unless the pictures are conclusive
+                    keep = ~(near_ratio > EMBED_RATIO) | (dists <= SURE * cal.threshold)
                     spent["rejected_by_embedding"] = int((~keep).sum())
                     pairs, dists, near_ratio = pairs[keep], dists[keep], near_ratio[keep]
         outl, cut = isolated(g, finding_of(found, "metrics", MetricsFinding).knn_k)

@@ -139,13 +139,13 @@ class CompareDatasets(BuildAnalysis):
                 graph = b.graphs.get((m, layer))
                 if graph is not None and len(r) and twin.calibration.look_alike:
                     # where images alone cannot tell a copy from a look-alike: the model's second opinion
-                    from ..compute.twin_embedding import EMBED_RATIO, LEAK_SURE, cross_embedding_ratio
+                    from ..compute.twin_embedding import EMBED_RATIO, SURE, cross_embedding_ratio
 
                     ratio = cross_embedding_ratio(
                         other, b.x(m, layer), r, t, graph.indices, graph.distances, graph.metric, ref_hashes
                     )
                     # only where the pictures are not conclusive: a leak clearly within the threshold stands
-                    keep = ~(ratio > EMBED_RATIO) | (d <= LEAK_SURE * twin.calibration.threshold)
+                    keep = ~(ratio > EMBED_RATIO) | (d <= SURE * twin.calibration.threshold)
                     r, t, d = r[keep], t[keep], d[keep]
                 rows_to[r], diff[r] = t, d
             if xr.embeddings.hashes is not None and lookup:

@@ -14,9 +14,12 @@ import numpy as np
 #: Fashion-MNIST images at 96 px it removed every false pair (6 of 35, ratios 1.1-2.6) and 6 of 29
 #: true ones (a JPEG 50 or a resampling that moved the embedding); docs/benchmarks.md.
 EMBED_RATIO = 1.0
-#: A leak (across data sets) whose image difference is within this share of the threshold stands
-#: without the model's opinion: across splits the pictures are conclusive that close.
-LEAK_SURE = 0.5
+#: A pair (of one data set, or a leak across two) whose image difference is within this share of
+#: the threshold stands without the model's opinion: the pictures are conclusive that close. On
+#: 10,000 Fashion-MNIST images with 20 copies of each edit family, the only unplanted pairs within
+#: half the threshold were two photographs Fashion-MNIST holds twice (the next at 0.66 of it), and
+#: 93 % of the copies found came within it.
+SURE = 0.5
 
 
 def _distance(xa: np.ndarray, xb: np.ndarray, metric: str) -> np.ndarray:
