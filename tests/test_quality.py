@@ -103,6 +103,36 @@ def test_agreement_with_cleanvision(planted):
             assert cohen_kappa_score(theirs, q.flags[:, j]) >= 0.6, kind
 
 
+def _soft_pictures(n: int, rng: np.random.Generator) -> np.ndarray:
+    """16 px pictures of one grey background and one soft tinted blob, lighter or darker than it,
+    faint (35-50 levels) or strong (90-127), with a little sensor noise: ranges of brightness that vary widely."""
+    yy, xx = np.mgrid[0:16, 0:16] / 15
+    c = rng.uniform(0.2, 0.8, (n, 2))
+    s = rng.uniform(0.1, 0.26, n)[:, None, None]
+    blob = np.exp(-((xx - c[:, 0, None, None]) ** 2 + (yy - c[:, 1, None, None]) ** 2) / (2 * s**2))
+    strength = np.where(rng.random((n, 1)) < 0.5, rng.uniform(35, 50, (n, 1)), rng.uniform(90, 127, (n, 1)))
+    colour = 128 + rng.choice([-1, 1], (n, 1)) * strength * rng.uniform(0.7, 1, (n, 3))
+    img = 128 + blob[..., None] * (colour[:, None, None, :] - 128) + rng.normal(0, 1.5, (n, 16, 16, 3))
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def test_one_tone_images_among_faint_and_strong_pictures_are_found():
+    """Where the set's ranges of brightness vary widely, a one-tone image can be within 4 robust
+    deviations of the median range and still far below every other picture: it is flagged (GAP)."""
+    from reportgen.compute.quality import GAP, Z, robust_z
+
+    rng = np.random.default_rng(0)
+    clean = _soft_pictures(3000, rng)
+    flat = np.clip(rng.integers(40, 215, (40, 1, 1, 1)) + rng.normal(0, 2, (40, 16, 16, 3)), 0, 255).astype(np.uint8)
+    props = np.stack([_one(x) for x in np.concatenate([clean, flat])])
+    q = quality_flags(props)
+    k = KINDS.index("low_information")
+    assert q.flags[3000:, k].all() and not q.flags[:3000, k].any()
+    # the case the rule is for: the robust deviation alone leaves some of them
+    spread = props[:, 9] - props[:, 10]  # bright_p99 - bright_p5
+    assert (robust_z(np.log(spread))[3000:] > -Z).any() and GAP < 1
+
+
 def test_a_set_of_dark_images_is_not_flagged_image_by_image():
     rng = np.random.default_rng(0)
     props = np.zeros((200, 11))
