@@ -77,9 +77,12 @@ def test_a_changed_stage_is_recomputed_and_the_others_reused(tmp_path):
     assert changed["forward"] == 0 and changed["fits"] == 2 and changed["computed"]["maps"] == 2
     assert "graphs" not in changed["computed"] and "probe" not in changed["computed"]
     assert changed["reused"]["graphs"] == 2 and changed["reused"]["probe"] == 2
-    tsne = {f for f in figures if "-tsne-" in f or f.endswith("--slices.png")}
-    assert tsne and set(changed["figures"]["drawn"]) == tsne
-    assert set(changed["figures"]["reused"]) == figures - tsne
+    # whether HDBSCAN finds slices on a 100-sample t-SNE map moves with the CPU's floating point: a
+    # slices figure may appear, go or be redrawn with the map, and is the only other figure drawn
+    tsne = {f for f in figures if "-tsne-" in f}
+    drawn = set(changed["figures"]["drawn"])
+    assert tsne and tsne <= drawn and all("-tsne-" in f or f.endswith("--slices.png") for f in drawn)
+    assert set(changed["figures"]["reused"]) == figures - drawn - {f for f in figures if f.endswith("--slices.png")}
 
     # a base module every reducer imports: every map is refitted (PCA is never cached), the
     # graphs and the probe are not
