@@ -94,6 +94,7 @@ print("CHANGED " + json.dumps({k: os.environ.get(k) for k in changed}))
 """
 
 
+@pytest.mark.slow  # 15-30 s on 2 cores: the fast suite stays within 5 minutes on a slower machine
 def test_a_build_leaves_a_fresh_processs_environment_as_it_found_it(tmp_path):
     """In a process that has not imported timm or torch: importing timm sets TORCHINDUCTOR_CACHE_DIR,
     freezing a graph may too; after the build, the environment is what it was."""

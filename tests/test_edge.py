@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from tests.conftest import run, small_spec, write
 
@@ -57,6 +58,7 @@ def test_two_samples_in_total(tmp_path):
     assert code == 0, err
 
 
+@pytest.mark.slow  # 15-30 s on 2 cores: the fast suite stays within 5 minutes on a slower machine
 def test_thousand_classes_stay_legible(tmp_path):
     rng = np.random.default_rng(0)
     n = 2000

@@ -101,6 +101,7 @@ def test_fashion_mnist_example(tmp_path):
     assert s["dataset"]["classes"][0] == "T-shirt/top" and s["models"][0]["layers"][1]["metrics"]["knn_accuracy"] > 0.7
 
 
+@pytest.mark.slow  # 15-30 s on 2 cores: the fast suite stays within 5 minutes on a slower machine
 def test_ci_example_gates(tmp_path):
     code, out, err = run(
         "build",

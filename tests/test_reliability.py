@@ -51,7 +51,10 @@ def _wait_for(pred, timeout=120.0):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
-@pytest.mark.parametrize("when", ["extraction", "render"])
+@pytest.mark.parametrize(
+    "when",
+    ["extraction", pytest.param("render", marks=pytest.mark.slow)],  # render: ~17 s each, in the slow suite
+)
 def test_killed_build_leaves_previous_report_intact(tmp_path, sig, when):
     good = write(tmp_path, small_spec(tmp_path), "good.yaml")
     assert run("build", str(good), "-q")[0] == 0
@@ -98,6 +101,7 @@ def test_killed_build_leaves_previous_report_intact(tmp_path, sig, when):
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
 
 
+@pytest.mark.slow  # 15-30 s on 2 cores: the fast suite stays within 5 minutes on a slower machine
 def test_two_concurrent_builds_into_one_output_and_cache(tmp_path):
     spec = write(tmp_path, small_spec(tmp_path, title="concurrent"))
     procs = [_start(spec, tmp_path, "-q") for _ in range(2)]

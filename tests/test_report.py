@@ -216,6 +216,7 @@ def test_second_build_with_other_reducers_runs_no_forward_pass(built, tmp_path):
     assert again.forward_calls == 0 and again.models[0].origin == "cache"
 
 
+@pytest.mark.slow  # 15-30 s on 2 cores: the fast suite stays within 5 minutes on a slower machine
 def test_size_budget_shrinks_and_says_so(built):
     """Over the budget, the report steps down the ladder until it fits, says what it reduced, and
     drops the interactive layer's detail before any evidence (mosaics, galleries, thumbnails)."""

@@ -103,6 +103,7 @@ def _precomputed(tmp: Path, n: int, *, nan_rows: int = 0) -> dict:
     return {"kind": "embeddings", "vectors": "vectors.npy", "images": "images.npy", "metadata": "meta.tsv"}
 
 
+@pytest.mark.slow  # 15-30 s on 2 cores: the fast suite stays within 5 minutes on a slower machine
 def test_a_large_input_is_streamed_sampled_and_stated(tmp_path):
     """6,000 precomputed vectors with the thresholds lowered as a million would meet them: the
     approximate graph (recall in the report and summary.json, gated by a check), t-SNE fitted on a
@@ -143,6 +144,7 @@ def test_a_large_input_is_streamed_sampled_and_stated(tmp_path):
     assert "Grey hexagons behind: the density of all 6,000 samples" in html and "recall@" in html
 
 
+@pytest.mark.slow  # 15-30 s on 2 cores: the fast suite stays within 5 minutes on a slower machine
 def test_place_all_uses_the_maps_transform(tmp_path):
     d = {
         "title": "placed",
