@@ -142,6 +142,8 @@ def test_a_large_input_is_streamed_sampled_and_stated(tmp_path):
     assert layer["nonfinite_rows"] == 3 and any("NaN or Inf" in n for n in layer["notes"])
     html = (tmp_path / "out" / "report.html").read_text()
     assert "Grey hexagons behind: the density of all 6,000 samples" in html and "recall@" in html
+    # counts with thousands separators wherever the page states them (the data, the layer, its metrics)
+    assert "6,000 samples used" in html and "6,000 samples × 256 features" in html and "all 6,000 samples<" in html
 
 
 @pytest.mark.slow  # 15-30 s on 2 cores: the fast suite stays within 5 minutes on a slower machine
