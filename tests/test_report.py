@@ -297,6 +297,8 @@ def test_rebuild_with_report_options_only_refits_nothing(built, tmp_path):
     d["report"] = {**d["report"], "gallery_size": 3}
     again = build(make_spec(d), progress=False)
     assert again.forward_calls == 0 and again.reducer_fits == 0
+    # nor does it copy and compare images again to calibrate the near-duplicate search
+    assert again.stats.reused.get("twin-calibration") == 1 and "twin-calibration" not in again.stats.computed
     np.testing.assert_array_equal(
         again.models[0].layers[0].maps["tsne"].coords, res.models[0].layers[0].maps["tsne"].coords
     )

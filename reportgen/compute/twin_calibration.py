@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .twins import RATIO, Calibration, TwinData, differences, signature_neighbours, signatures, spectra
+from .twins import RATIO, Calibration, differences, signature_neighbours, signatures, spectra
 
 #: Images copied per calibration (each in every family of ``FAMILIES``).
 CALIBRATION_IMAGES = 300
@@ -179,13 +179,3 @@ def calibrate(
         + (f"; copies found at this threshold: {', '.join(weak)} (every other edit 90 % or more)" if weak else "")
     )
     return Calibration(threshold, len(d), q, how, recall, look, impostor)
-
-
-def twin_data(
-    read: Callable[[int], np.ndarray], rows: np.ndarray, thumbnails: object, thumbnail_px: int, *, seed: int
-) -> TwinData | None:
-    """Signatures and calibration of one data set (``read(row)``: an image; ``thumbnails``: the
-    stored thumbnails of ``rows``); None when none of its images can be read."""
-    sig = signatures(thumbnails)
-    cal = calibrate(read, rows, thumbnail_px, seed=seed, signatures_of_rows=sig)
-    return None if cal is None else TwinData(sig, cal)
