@@ -378,14 +378,13 @@ def _twins_of(spec: ReportSpec, data: Embedded, cache: Cache) -> TwinData | None
     rows = np.asarray(emb.indices)
     parts = {"dataset": ds.fingerprint, "rows": rows, "thumbnail_px": spec.report.thumbnail_px, "seed": spec.seed}
     key = cache.key("twin-calibration", parts, code_fingerprint("reportgen.compute.twin_calibration"), [])
-    kept = cache.get_json("twin-calibration", key)
-    if kept is not None:
-        return TwinData(sig, Calibration(**kept))
-    cal = calibrate(ds.read, rows, spec.report.thumbnail_px, seed=spec.seed, signatures_of_rows=sig)
-    if cal is None:
-        return None
-    cache.put_json("twin-calibration", key, asdict(cal))
-    return TwinData(sig, cal)
+
+    def made() -> dict[str, Any] | None:
+        cal = calibrate(ds.read, rows, spec.report.thumbnail_px, seed=spec.seed, signatures_of_rows=sig)
+        return None if cal is None else asdict(cal)
+
+    kept = cache.json("twin-calibration", key, made)
+    return None if kept is None else TwinData(sig, Calibration(**kept))
 
 
 def _ranked(headlines: list[Headline], checks: tuple[Any, ...]) -> tuple[Headline, ...]:

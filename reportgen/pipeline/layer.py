@@ -44,12 +44,7 @@ def _cached(cache: Cache, emb_key: str, layer: str, code: str) -> tuple[Callable
     parts the analysis names and its code."""
 
     def cached(kind: str, parts: dict[str, Any], compute: Callable[[], Any]) -> Any:
-        key = cache.key(kind, {"layer": layer, **parts}, code, [emb_key])
-        value = cache.get_json(kind, key)
-        if value is None:
-            value = compute()
-            cache.put_json(kind, key, value)
-        return value
+        return cache.json(kind, cache.key(kind, {"layer": layer, **parts}, code, [emb_key]), compute)
 
     def cached_array(kind: str, parts: dict[str, Any], compute: Callable[[], np.ndarray]) -> np.ndarray:
         return cache.array(kind, cache.key(kind, {"layer": layer, **parts}, code, [emb_key]), compute)

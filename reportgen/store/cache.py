@@ -92,6 +92,14 @@ class Cache:
         self.put_arrays(kind, key, {"value": value}, {})
         return value
 
+    def json(self, kind: str, key: str, compute: Callable[[], Any]) -> Any:
+        """The JSON value cached under ``key``, or ``compute()``'s, stored there (a None is not a hit)."""
+        value = self.get_json(kind, key)
+        if value is None:
+            value = compute()
+            self.put_json(kind, key, value)
+        return value
+
     def get_json(self, kind: str, key: str) -> Any:
         if not self.enabled:
             return None
