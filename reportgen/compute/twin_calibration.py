@@ -8,7 +8,8 @@ same images are compared with their nearest *other* images by signature: the loo
 differences. The threshold is the copies' 95th percentile, lowered when more than 1 % of the
 images have another image of the set that close (then precision is kept and the report says that
 not every copy can be told from a look-alike at this resolution). Each edit family's recall
-at the threshold is stated. Horizontal flips are not twins.
+is stated: the share of its copies within the threshold that the search's spectral prefilter
+keeps too (``twins.prefilter``; it is what drops 10 % crops). Horizontal flips are not twins.
 """
 
 from __future__ import annotations
@@ -18,7 +19,17 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .twins import RATIO, Calibration, differences, signature_neighbours, signatures, spectra
+from .twins import (
+    PREFILTER,
+    RATIO,
+    Calibration,
+    differences,
+    prefilter,
+    signature_neighbours,
+    signatures,
+    spectra,
+    zoomed_spectra,
+)
 
 #: Images copied per calibration (each in every family of ``FAMILIES``).
 CALIBRATION_IMAGES = 300
@@ -133,7 +144,12 @@ def calibrate(
             family.append(name)
     if not copies:
         return None
-    d = differences(signatures(np.stack(orig)), signatures(np.stack(copies)))
+    sig_o, sig_c = signatures(np.stack(orig)), signatures(np.stack(copies))
+    d = differences(sig_o, sig_c)
+    # a copy is found only if the search's spectral prefilter keeps it too (crops are what it drops)
+    every = np.arange(len(d))
+    kept = prefilter(spectra(sig_o), spectra(sig_c), zoomed_spectra(sig_o), zoomed_spectra(sig_c), every, every)[0]
+    kept = kept >= PREFILTER
     fam = np.asarray(family)
     q = float(np.quantile(d, COPY_QUANTILE))
     threshold, look, impostor = min(q, MAX_THRESHOLD), False, float("nan")
@@ -163,10 +179,10 @@ def calibrate(
             impostor = float(np.quantile(closest, ALIKE_SHARE)) if len(closest) >= 20 else float("inf")
             if impostor < threshold:  # more than ALIKE_SHARE of the images have an ordinary twin that close
                 threshold, look = impostor, True
-    recall = {name: float((d[fam == name] <= threshold).mean()) for name in FAMILIES}
+    recall = {name: float(((d <= threshold) & kept)[fam == name].mean()) for name in FAMILIES}
     weak = [f"{name} {100 * r:.0f} %" for name, r in recall.items() if r < 0.9]
     how = (
-        f"difference <= {threshold:.3g}: the {100 * COPY_QUANTILE:.0f}th percentile of {len(d)} copies of this data "
+        f"difference <= {threshold:.3g}: the {100 * COPY_QUANTILE:.0f}th percentile of {len(d):,} copies of this data "
         "set's own images made the ways copies get made (resampled, JPEG 50-95, cropped up to 10 %, 10 % brighter, "
         "darker, more or less contrast, grey)"
         + (f", capped from {q:.3g}" if q > MAX_THRESHOLD and not look else "")
