@@ -2,11 +2,11 @@
 
 Every cached thing (embeddings, neighbour graphs, maps, probes, figures) is keyed by its inputs
 *and* by a fingerprint of the code that computes it. The fingerprint of a module is the digest of
-its source file and of every reportgen module it imports, transitively - read from the source
-with ``ast`` (imports inside functions included), never imported - so no list of "which files
-matter" is kept by hand: change ``reducers/base.py`` and every reducer's maps are refitted, change
-a plot helper and only the figures are redrawn. Asking for a fingerprint imports nothing (no
-torch, no library).
+its code (its syntax tree: a comment or a reformatting changes nothing) and of every reportgen
+module it imports, transitively - read from the source with ``ast`` (imports inside functions
+included), never imported - so no list of "which files matter" is kept by hand: change
+``reducers/base.py`` and every reducer's maps are refitted, change a plot helper and only the
+figures are redrawn. Asking for a fingerprint imports nothing (no torch, no library).
 
 What is followed: ``import reportgen.x`` and ``from reportgen.x import y`` (relative forms too),
 except under ``if TYPE_CHECKING:`` (imports for annotations only, which shape no result).
@@ -38,10 +38,18 @@ def _stat_key(path: Path) -> tuple[str, int, int]:
 
 
 def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes, memoised by path, modification time and size."""
+    """SHA-256 of a Python file's code, memoised by path, modification time and size: of its syntax
+    tree (``ast.dump``, without line numbers), so that comments, blank lines and formatting - which
+    change no result - recompute nothing; docstrings and every literal count. A file that does not
+    parse is digested by its bytes."""
     key = _stat_key(path)
     if key not in _DIGESTS:
-        _DIGESTS[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+        raw = path.read_bytes()
+        try:
+            code = ast.dump(ast.parse(raw, filename=str(path))).encode()
+        except (SyntaxError, ValueError):
+            code = raw
+        _DIGESTS[key] = hashlib.sha256(code).hexdigest()
     return _DIGESTS[key]
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from reportgen.fingerprint import closure, code_fingerprint
+from reportgen.fingerprint import closure, code_fingerprint, file_digest
 from tests.conftest import EFFNET, make_spec, small_spec, write
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,6 +121,32 @@ def test_a_map_fitted_on_the_layers_graph_carries_the_graphs_key(tmp_path):
     assert "approximate" in other.models[0].layers[0].maps["umap"].params["neighbours"]
     again = build(make_spec(d), progress=False)
     assert again.reducer_fits == 0 and again.stats.reused["graphs"] == 1
+
+
+def test_a_code_fingerprint_reads_the_code_not_its_comments(tmp_path):
+    """A comment, a blank line or a reformatting changes no result and recomputes nothing; a changed
+    literal, name or docstring does."""
+    base = 'X = 0.04  # the threshold\n\n\ndef f(a):\n    """Doc."""\n    return a * X\n'
+    variants = {
+        "comment": base.replace("# the threshold", "# measured on 10,000 images"),
+        "blank": base.replace("\n\n\n", "\n\n\n\n"),
+        "format": base.replace("a * X", "(a  *  X)"),
+        "literal": base.replace("0.04", "0.045"),
+        "docstring": base.replace("Doc.", "Docs."),
+        "name": base.replace("a * X", "a + X"),
+    }
+    digests = {}
+    for name, text in {"base": base, **variants}.items():
+        path = tmp_path / f"{name}.py"
+        path.write_text(text)
+        digests[name] = file_digest(path)
+    assert digests["comment"] == digests["blank"] == digests["format"] == digests["base"]
+    assert len({digests[k] for k in ("base", "literal", "docstring", "name")}) == 4
+    broken = tmp_path / "broken.py"  # not Python: its bytes count
+    broken.write_text("def (:\n")
+    first = file_digest(broken)
+    broken.write_text("def (:\n# more\n")
+    assert file_digest(broken) != first
 
 
 def test_code_fingerprints_follow_reportgens_own_imports():
