@@ -149,9 +149,10 @@ def prefilter(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The prefilter's correlation of pairs (a[i] of one set, b[i] of the other): the best of the
     plain descriptors' and of either side magnified (``zoomed_spectra``) against the other plain,
-    less ZOOM_MARGIN; with the scale (of SCALES) that brings b onto a where that best was found."""
+    less ZOOM_MARGIN; with the scale that brings b onto a where that best was found (an index into
+    SCALES, one byte a pair: there are tens of millions at a million images)."""
     corr = np.empty(len(a), np.float32)
-    scale = np.ones(len(a), np.float64)
+    scale = np.full(len(a), SCALES.index(1.0), np.int8)
     step = 1 << 18
     for s in range(0, len(a), step):
         ia, ib = a[s : s + step], b[s : s + step]
@@ -160,8 +161,8 @@ def prefilter(
         sc = scale[s : s + len(ia)]
         for k, z in enumerate(ZOOMS[: len(zoom_a)]):
             for cz, how in (
-                (np.einsum("ij,ij->i", zoom_a[k][ia].astype(np.float32), pb), 1 / z),  # b shows a magnified
-                (np.einsum("ij,ij->i", pa, zoom_b[k][ib].astype(np.float32)), z),  # a shows b magnified
+                (np.einsum("ij,ij->i", zoom_a[k][ia].astype(np.float32), pb), SCALES.index(1 / z)),  # b: a magnified
+                (np.einsum("ij,ij->i", pa, zoom_b[k][ib].astype(np.float32)), SCALES.index(z)),  # a: b magnified
             ):
                 cz -= ZOOM_MARGIN
                 better = cz > c
@@ -402,7 +403,7 @@ def _score(
         at = np.flatnonzero(scale == z)
         for s in range(0, len(at), 1 << 14):
             p = at[s : s + (1 << 14)]
-            d[p] = differences(sig_a[a[p]], sig_b[b[p]], blurs=QUICK_BLUR, scales=(float(z),))
+            d[p] = differences(sig_a[a[p]], sig_b[b[p]], blurs=QUICK_BLUR, scales=(SCALES[int(z)],))
     plausible = np.flatnonzero(d <= REFINE * threshold)
     if len(plausible) > MAX_FULL:
         budget.skipped += len(plausible) - MAX_FULL
