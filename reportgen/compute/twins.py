@@ -14,10 +14,11 @@ side as a resampled copy is, and fitted in brightness and contrast; their *diffe
 residual energy of the worst of a grid of blocks relative to the image's variance (a local change
 - another pattern, a missing strap - shows in one block even when the whole picture correlates
 well). Pairs to compare come from the layer's neighbour graph and from the signatures' own nearest
-neighbours; a correlation of shift-invariant spectra discards the clearly different ones first, a
-budget bounds the comparisons per image (``VERIFY_PER_IMAGE``, ``MAX_QUICK``, ``MAX_FULL``: the cost
-grows with the number of images, not with how alike they look), a quick comparison (no scaling,
-one blur) leaves the full one to the plausible pairs.
+neighbours; a correlation of shift-invariant spectra (each also read magnified by 5 %, as a crop
+shows it: ``ZOOMS``) discards the clearly different ones first, a budget bounds the comparisons
+per image (``VERIFY_PER_IMAGE``, ``MAX_QUICK``, ``MAX_FULL``: the cost grows with the number of
+images, not with how alike they look), a quick comparison (one strong blur, at the scale the
+prefilter found) leaves the full one to the plausible pairs.
 
 The threshold is calibrated on the data set itself (``reportgen.compute.twin_calibration``): copies
 of its own images made the ways copies get made, against its ordinary look-alikes; the recall of
