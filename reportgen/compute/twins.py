@@ -156,7 +156,7 @@ def prefilter(
     SCALES, one byte a pair: there are tens of millions at a million images)."""
     corr = np.empty(len(a), np.float32)
     scale = np.full(len(a), SCALES.index(1.0), np.int8)
-    step = 1 << 18
+    step = 1 << 17  # pairs a chunk: its gathered descriptors take ~250 MB, whatever the number of pairs
     for s in range(0, len(a), step):
         ia, ib = a[s : s + step], b[s : s + step]
         pa, pb = low_a[ia], low_b[ib]
@@ -371,7 +371,9 @@ def find_twins(
     if graph_indices is not None:
         keys.append(_candidates(graph_indices, k))
     key = np.unique(np.concatenate(keys))
+    del keys  # tens of millions of pairs at a million images: hold each list of them once
     a, b = key // n, key % n
+    del key
     if exclude_identical is not None:
         same = (exclude_identical[a] == exclude_identical[b]).all(1)
         a, b = a[~same], b[~same]
