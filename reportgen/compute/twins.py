@@ -29,22 +29,23 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
-import scipy.fft as _fft  # 4x NumPy's FFT on stacks of 32-px signatures (2,048: 14 ms against 57)
+import scipy.fft as _fft
 
-#: An (N, ...) array, or anything that slices like one (thumbnails made on demand).
-ArrayLike = Any
+from .twin_signatures import PREFILTER as PREFILTER
+from .twin_signatures import SCALES as SCALES
+from .twin_signatures import SIG_PX as SIG_PX
+from .twin_signatures import ZOOMS as ZOOMS
+from .twin_signatures import _sampling, _sandwich
+from .twin_signatures import prefilter as prefilter
+from .twin_signatures import signature_neighbours as signature_neighbours
+from .twin_signatures import signatures as signatures
+from .twin_signatures import spectra as spectra
+from .twin_signatures import zoomed_spectra as zoomed_spectra
 
-#: Side of the grey signature, in pixels.
-SIG_PX = 32
 #: Side of the residual blocks (pixels at SIG_PX, inside the MAX_SHIFT border).
 BLOCK = 6
-#: Side of the block of lowest spatial frequencies in a signature's shift-invariant descriptor.
-SPECTRUM = 8
-#: Pairs whose descriptors (``spectra``) correlate less than this are not compared further.
-PREFILTER = 0.97
 #: Pairs within this multiple of the threshold after the quick comparison get the full one.
 REFINE = 3.0
 #: A twin must be this much closer than the next image to either of its images (the ratio test).
@@ -64,121 +65,8 @@ TWIN_GRAPH_NEIGHBOURS = 10
 SIG_NEIGHBOURS = 10
 
 
-def signatures(thumbnails: ArrayLike, chunk: int = 8_192) -> np.ndarray:
-    """(N, SIG_PX, SIG_PX) uint8 grey signatures of (N, t, t, 3) uint8 thumbnails (an array or
-    anything that slices like one): the luma, box-averaged to SIG_PX when t is larger, rounded
-    (1 KB a sample: a million take 1 GB)."""
-    n = len(thumbnails)
-    first = np.asarray(thumbnails[:1])
-    t = first.shape[1] if n else SIG_PX
-    side = t if t <= SIG_PX else SIG_PX
-    out = np.empty((n, side, side), np.uint8)
-    w = np.asarray([0.299, 0.587, 0.114], np.float32)
-    for s in range(0, n, chunk):
-        th = np.asarray(thumbnails[s : s + chunk])
-        g = th.astype(np.float32) @ w if th.ndim == 4 else th.astype(np.float32)
-        out[s : s + len(g)] = np.clip(np.rint(_box(g, side)), 0, 255)
-    return out
-
-
-def _box(g: np.ndarray, side: int) -> np.ndarray:
-    """Box-average (B, t, t) to (B, side, side)."""
-    t = g.shape[1]
-    if t == side:
-        return g
-    if t % side == 0:
-        f = t // side
-        return g.reshape(len(g), side, f, side, f).mean((2, 4))
-    from PIL import Image
-
-    return np.stack([np.asarray(Image.fromarray(x, mode="F").resize((side, side), Image.Resampling.BOX)) for x in g])
-
-
-def spectra(sig: np.ndarray, keep: int = SPECTRUM, chunk: int = 16_384) -> np.ndarray:
-    """Shift-invariant descriptors of signatures: the square-rooted magnitudes of their lowest
-    ``keep`` x ``keep`` spatial frequencies (both signs of the vertical one), centred, unit norm.
-    A shifted copy keeps them (a cyclic shift exactly); measured on Fashion-MNIST, every edited
-    copy was among its original's 10 nearest by this descriptor, 88 % by the pixels themselves."""
-    n = len(sig)
-    side = sig.shape[1] if sig.ndim == 3 else SIG_PX
-    kr, kc = min(keep, side // 2), min(keep, side // 2 + 1)  # small thumbnails have fewer frequencies
-    out = np.empty((n, (2 * kr - 1) * kc), np.float32)
-    for s in range(0, n, chunk):
-        g = np.asarray(sig[s : s + chunk], np.float32)
-        f = np.abs(_fft.rfft2(g - g.mean((1, 2), keepdims=True)))
-        f = np.sqrt(np.concatenate([f[:, :kr, :kc], f[:, len(f[0]) - kr + 1 :, :kc]], 1).reshape(len(g), -1))
-        f -= f.mean(1, keepdims=True)
-        norm = np.linalg.norm(f, axis=1, keepdims=True)
-        out[s : s + len(g)] = f / np.where(norm > 0, norm, 1)
-    return out
-
-
-#: Magnifications under which a signature's descriptor is also taken (``zoomed_spectra``): a copy
-#: cropped by 5 % shows its content that much larger, and its spectrum shrinks by as much, so the
-#: plain descriptors of a crop and its original correlate too little. Measured on 300 Fashion-MNIST
-#: images copied in every edit family (docs/benchmarks.md): the prefilter kept 52 % of 5 % crops and
-#: 2 % of 10 % crops on the plain descriptors alone, 94 % and 8 % with this one and ZOOM_MARGIN
-#: (every other family 100 % either way). Magnifying by 1.11 too kept 60 % of 10 % crops, but let
-#: look-alike trousers of another length through as leaks (precision 0.92 -> 0.88 on the held-back
-#: case of tests/test_twins.py), and the threshold finds only ~30 % of 10 % crops of 28-pixel
-#: garments anyway.
-ZOOMS = (1.05,)
-#: A pair kept only through a magnified descriptor must correlate this much more than PREFILTER: a
-#: look-alike of another size gains a little from magnifying, a crop a lot (median 0.971 -> 0.992
-#: for 5 % crops). At 0.01, 94 % of 5 % crops pass and 0.6 % more candidate pairs; at 0.005, 97 %
-#: and 5 % more, and a look-alike trouser 5 % shorter became a false leak in tests/test_twins.py.
-ZOOM_MARGIN = 0.01
-
-
-def zoomed_spectra(sig: np.ndarray, zooms: tuple[float, ...] = ZOOMS, chunk: int = 16_384) -> np.ndarray:
-    """(len(zooms), N, D) float16 ``spectra`` of the signatures magnified about their centre by
-    each of ``zooms`` (linear interpolation): what a crop of the picture would show."""
-    n = len(sig)
-    side = sig.shape[1] if sig.ndim == 3 else SIG_PX
-    x = np.arange(side, dtype=np.float64)
-    c = (side - 1) / 2
-    mats = [_sampling(c + (x - c) / z, side) for z in zooms]
-    width = spectra(np.zeros((1, side, side), np.uint8)).shape[1]
-    out = np.empty((len(zooms), n, width), np.float16)
-    for s in range(0, n, chunk):
-        g = np.asarray(sig[s : s + chunk], np.float32)
-        for k, m in enumerate(mats):
-            out[k, s : s + len(g)] = spectra(_sandwich(m, g))
-    return out
-
-
-def prefilter(
-    low_a: np.ndarray, low_b: np.ndarray, zoom_a: np.ndarray, zoom_b: np.ndarray, a: np.ndarray, b: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """The prefilter's correlation of pairs (a[i] of one set, b[i] of the other): the best of the
-    plain descriptors' and of either side magnified (``zoomed_spectra``) against the other plain,
-    less ZOOM_MARGIN; with the scale that brings b onto a where that best was found (an index into
-    SCALES, one byte a pair: there are tens of millions at a million images)."""
-    corr = np.empty(len(a), np.float32)
-    scale = np.full(len(a), SCALES.index(1.0), np.int8)
-    step = 1 << 17  # pairs a chunk: its gathered descriptors take ~250 MB, whatever the number of pairs
-    for s in range(0, len(a), step):
-        ia, ib = a[s : s + step], b[s : s + step]
-        pa, pb = low_a[ia], low_b[ib]
-        c = np.einsum("ij,ij->i", pa, pb)
-        sc = scale[s : s + len(ia)]
-        for k, z in enumerate(ZOOMS[: len(zoom_a)]):
-            for cz, how in (
-                (np.einsum("ij,ij->i", zoom_a[k][ia].astype(np.float32), pb), SCALES.index(1 / z)),  # b: a magnified
-                (np.einsum("ij,ij->i", pa, zoom_b[k][ib].astype(np.float32)), SCALES.index(z)),  # a: b magnified
-            ):
-                cz -= ZOOM_MARGIN
-                better = cz > c
-                c[better], sc[better] = cz[better], how
-        corr[s : s + len(ia)] = c
-    return corr, scale
-
-
 # ----------------------------------------------------------------------------- verification
 
-#: Scales tried when aligning two signatures (a crop of up to 10 % magnifies its content by 1.11).
-SCALES = (1 / 1.11, 1 / 1.05, 1.0, 1.05, 1.11)
-assert all(z in SCALES and 1 / z in SCALES for z in ZOOMS)  # the quick comparison aligns by them
 #: Largest shift found by phase correlation (pixels at SIG_PX: 10 % of 32 is 3.2).
 MAX_SHIFT = 4
 #: Gaussian blurs (sigma in pixels at SIG_PX) applied to (a, b) before comparing: a light one
@@ -191,20 +79,6 @@ BLURS = ((0.6, 0.6), (0.6, 1.1), (1.1, 0.6))
 #: finds (crops 5 and 10 %, bilinear 1.07x), with this one 8; it sends 0.68 of the prefiltered pairs
 #: to the full comparison instead of 0.36 (MAX_FULL still bounds them).
 QUICK_BLUR = ((1.1, 1.1),)
-
-
-def _sampling(src: np.ndarray, side: int) -> np.ndarray:
-    """(..., side, side) linear-interpolation matrices taking each output pixel from ``src``
-    (positions, (..., side)), edges repeated."""
-    lo = np.floor(src)
-    w = (src - lo).astype(np.float32)
-    lo = lo.astype(np.int64)
-    out = np.zeros(src.shape + (side,), np.float32)
-    i0, i1 = np.clip(lo, 0, side - 1), np.clip(lo + 1, 0, side - 1)
-    np.put_along_axis(out, i0[..., None], (1 - w)[..., None], axis=-1)
-    both = np.take_along_axis(out, i1[..., None], axis=-1) + w[..., None]
-    np.put_along_axis(out, i1[..., None], both, axis=-1)
-    return out
 
 
 @functools.cache
@@ -233,14 +107,6 @@ def _peak(corr: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
     fy = frac(corr[r, (py - 1) % side, px], corr[r, py, px], corr[r, (py + 1) % side, px])
     fx = frac(corr[r, py, (px - 1) % side], corr[r, py, px], corr[r, py, (px + 1) % side])
     return np.where(py > side // 2, py - side, py) + fy, np.where(px > side // 2, px - side, px) + fx
-
-
-def _sandwich(m: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """``m @ x[i] @ m.T`` for a stack ``x`` (B, s, s), as two products with the fixed matrix on the
-    left of contiguous stacks: NumPy's ``stack @ m.T`` with the matrix on the right ran 5.7x slower
-    (OpenBLAS, 2,048 signatures of 32 px: 234 ms against 41), and it was two thirds of the comparison."""
-    y = np.ascontiguousarray(np.matmul(m, x).transpose(0, 2, 1))  # (m x)^T
-    return np.ascontiguousarray(np.matmul(m, y).transpose(0, 2, 1))  # (m (m x)^T)^T = m x m^T
 
 
 def _aligned(a: np.ndarray, b: np.ndarray, sa: float, sb: float, scales: tuple[float, ...]) -> np.ndarray:
@@ -332,21 +198,6 @@ def _candidates(indices: np.ndarray, k: int) -> np.ndarray:
     keep = (b >= 0) & (a != b)
     lo, hi = np.minimum(a[keep], b[keep]), np.maximum(a[keep], b[keep])
     return np.unique(lo * n + hi)
-
-
-def signature_neighbours(low: np.ndarray, k: int, *, seed: int, other: np.ndarray | None = None) -> np.ndarray:
-    """Each row's k nearest signatures (inner product of ``spectra`` descriptors): in ``low`` itself
-    (self excluded; exact up to 20,000 rows, approximate above), or in ``other`` when given (exact)."""
-    from .neighbours import build_graph
-
-    if other is None:
-        g, _ = build_graph(low, k, metric="cosine", method="auto", seed=seed)
-        return g.indices
-    import faiss  # exact inner-product search of the other rows against the reference
-
-    index = faiss.IndexFlatIP(other.shape[1])
-    index.add(np.ascontiguousarray(other, np.float32))
-    return index.search(np.ascontiguousarray(low, np.float32), k)[1].astype(np.int64)
 
 
 def find_twins(
