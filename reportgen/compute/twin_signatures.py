@@ -45,9 +45,7 @@ def zoomed_spectra(sig: np.ndarray, zooms: tuple[float, ...] = ZOOMS, chunk: int
     each of ``zooms`` (linear interpolation): what a crop of the picture would show."""
     n = len(sig)
     side = sig.shape[1] if sig.ndim == 3 else SIG_PX
-    x = np.arange(side, dtype=np.float64)
-    c = (side - 1) / 2
-    mats = [_sampling(c + (x - c) / z, side) for z in zooms]
+    mats = [_magnify(side, z) for z in zooms]
     width = spectra(np.zeros((1, side, side), np.uint8)).shape[1]
     out = np.empty((len(zooms), n, width), np.float16)
     for s in range(0, n, chunk):
@@ -148,6 +146,13 @@ def _sampling(src: np.ndarray, side: int) -> np.ndarray:
     both = np.take_along_axis(out, i1[..., None], axis=-1) + w[..., None]
     np.put_along_axis(out, i1[..., None], both, axis=-1)
     return out
+
+
+def _magnify(side: int, z: float) -> np.ndarray:
+    """(side, side) matrix that magnifies a row or column by ``z`` about its centre (linear interpolation)."""
+    x = np.arange(side, dtype=np.float64)
+    c = (side - 1) / 2
+    return _sampling(c + (x - c) / z, side)
 
 
 def _sandwich(m: np.ndarray, x: np.ndarray) -> np.ndarray:

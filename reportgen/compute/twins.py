@@ -37,7 +37,7 @@ from .twin_signatures import PREFILTER as PREFILTER
 from .twin_signatures import SCALES as SCALES
 from .twin_signatures import SIG_PX as SIG_PX
 from .twin_signatures import ZOOMS as ZOOMS
-from .twin_signatures import _sampling, _sandwich
+from .twin_signatures import _magnify, _sampling, _sandwich
 from .twin_signatures import prefilter as prefilter
 from .twin_signatures import signature_neighbours as signature_neighbours
 from .twin_signatures import signatures as signatures
@@ -87,8 +87,7 @@ def _blur_zoom(side: int, sigma: float) -> dict[float, np.ndarray]:
     x = np.arange(side)
     g = np.exp(-0.5 * ((x[:, None] - x[None, :]) / sigma) ** 2)
     g = (g / g.sum(1, keepdims=True)).astype(np.float32)
-    c = (side - 1) / 2
-    return {s: _sampling(c + (x - c) / s, side) @ g for s in SCALES}
+    return {s: _magnify(side, s) @ g for s in SCALES}
 
 
 def _peak(corr: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
