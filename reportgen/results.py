@@ -45,6 +45,12 @@ def percent(share: float, digits: int = 1) -> str:
     return f"{100 * share:.1g} %"
 
 
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and its noun as a headline writes them: thousands separated, singular for one
+    (``count(1, "pair")`` -> "1 pair", ``count(12000, "image")`` -> "12,000 images")."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
 # ----------------------------------------------------------------------------- extraction
 
 

@@ -31,6 +31,7 @@ from reportgen.results import (
     ModelResult,
     RunStats,
     Samples,
+    count,
     percent,
     slug,
 )
@@ -259,3 +260,40 @@ def test_a_small_share_is_not_written_as_none():
 
     t = environment().from_string("{{ a|pct(1) }} | {{ b|pct(0) }} | {{ c|pct(1) }}")
     assert t.render(a=0.000489, b=0.004, c=None) == "0.05 % | 0.4 % | n/a"  # the templates' filter too
+
+
+def test_a_count_of_one_is_singular_in_the_headlines():
+    """ "1 pairs of near-duplicate images" read in a report: counts go through ``results.count``."""
+    from reportgen.analyses.audit import Audit, AuditFinding
+    from reportgen.analyses.base import Where
+    from reportgen.options import ReportOptions
+
+    assert count(1, "pair") == "1 pair" and count(0, "pair") == "0 pairs" and count(12_000, "image") == "12,000 images"
+    assert count(2, "dimension", "dimensions") == "2 dimensions" and count(1, "query", "queries") == "1 query"
+    n = 6
+    samples = Samples(
+        tuple(f"img-{i}" for i in range(n)),
+        np.zeros(n, np.int64),
+        CLASSES,
+        np.zeros((n, 2, 2, 3), np.uint8),
+        np.zeros((n, 4)),
+    )
+    f = AuditFinding(
+        quality=np.ones(n),
+        suggested=np.array([1, 0, 0, 0, 0, 0]),
+        probe_pred=np.zeros(n, np.int64),
+        label_issues=np.array([0]),
+        duplicate_groups=(np.array([1, 2]),),
+        near_pairs=np.array([[3, 4]]),
+        near_distances=np.array([0.01]),
+        near_threshold=0.05,
+        calibration="",
+        outliers=np.zeros(0, np.int64),
+        outlier_cut=1.0,
+        k=3,
+        n=n,
+        has_hashes=True,
+    )
+    text = " ".join(h.text for h in Audit(ReportOptions(), 0).headlines(f, Where("m", "l", "a", samples)))
+    assert "1 likely label error (" in text and "1 image exactly repeats another (1 group of" in text, text
+    assert "1 pair of near-duplicate images" in text, text

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..compute.kernels import isolated
-from ..results import Finding, Headline, SampleFlag, Samples, SampleValues, finding_of, percent
+from ..results import Finding, Headline, SampleFlag, Samples, SampleValues, count, finding_of, percent
 from .base import HEADLINE_SAMPLES, LayerAnalysis, LayerInput, Where
 from .metrics import MetricsFinding
 
@@ -332,7 +332,7 @@ class Audit(LayerAnalysis):
                 Headline(
                     where.id("audit", "label_issues"),
                     "high" if rate > 0.05 else "medium" if rate > 0.01 else "low",
-                    f"{n_issues:,} likely label errors ({percent(rate)}) in {where.layer}{mostly}.",
+                    f"{count(n_issues, 'likely label error')} ({percent(rate)}) in {where.layer}{mostly}.",
                     f"#{where.anchor}-labels",
                     rate,
                     rows=tuple(int(r) for r in f.label_issues[:HEADLINE_SAMPLES]),
@@ -344,8 +344,8 @@ class Audit(LayerAnalysis):
                     where.id("audit", "duplicates"),
                     "medium",
                     (
-                        f"{f.duplicates:,} images exactly repeat another ({len(f.duplicate_groups):,} groups of "
-                        "identical images)."
+                        f"{count(f.duplicates, 'image')} exactly repeat{'s' if f.duplicates == 1 else ''} another "
+                        f"({count(len(f.duplicate_groups), 'group')} of identical images)."
                     ),
                     f"#{where.anchor}-duplicates",
                     f.duplicates / f.n,
@@ -358,7 +358,7 @@ class Audit(LayerAnalysis):
                     where.id("audit", "near_duplicates"),
                     "low" if len(f.near_pairs) < 0.005 * f.n else "medium",
                     (
-                        f"{len(f.near_pairs):,} pairs of near-duplicate images (the same picture resampled, "
+                        f"{count(len(f.near_pairs), 'pair')} of near-duplicate images (the same picture resampled, "
                         "re-encoded, cropped or re-lit)."
                     ),
                     f"#{where.anchor}-near",

@@ -13,7 +13,7 @@ import numpy as np
 from ..compute.enrichment import Ranked, rank_test
 from ..compute.properties import PROPERTIES
 from ..compute.quality import KINDS, QualityFlags, quality_flags
-from ..results import Finding, Headline, SampleFlag, Samples, percent
+from ..results import Finding, Headline, SampleFlag, Samples, count, percent
 from .base import HEADLINE_SAMPLES, BuildAnalysis, BuildInput, Where
 
 if TYPE_CHECKING:
@@ -145,8 +145,7 @@ class ImageQuality(BuildAnalysis):
                     Headline(
                         where.id("quality", kind),
                         "medium" if share > 0.01 else "low",
-                        f"{len(rows):,} {kind.replace('_', ' ')} image{'s' if len(rows) > 1 else ''} "
-                        f"({percent(share)}).",
+                        f"{count(len(rows), kind.replace('_', ' ') + ' image')} ({percent(share)}).",
                         f"#{where.anchor}-{kind}",
                         share,
                         rows=tuple(int(r) for r in rows[:HEADLINE_SAMPLES]),

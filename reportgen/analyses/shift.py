@@ -11,7 +11,7 @@ import numpy as np
 
 from ..compute.kernels import domain_auc, mmd_permutation_test
 from ..compute.neighbours import cross_nearest
-from ..results import Finding, Headline, SampleFlag, Samples, SampleSet, slug
+from ..results import Finding, Headline, SampleFlag, Samples, SampleSet, count, slug
 from ..streaming import cleaned
 from .base import HEADLINE_SAMPLES, BuildAnalysis, BuildInput, Where
 
@@ -220,7 +220,9 @@ class CompareDatasets(BuildAnalysis):
                     Headline(
                         where.id("leakage", f"{leak.dataset}/{leak.layer}"),
                         "high",
-                        f"{len(leak.rows):,} images of {leak.dataset} have a near-twin in {f.reference}"
+                        f"{count(len(leak.rows), 'image')} of {leak.dataset} "
+                        + ("has" if len(leak.rows) == 1 else "have")
+                        + f" a near-twin in {f.reference}"
                         + (f" ({n_exact:,} identical)" if n_exact else "")
                         + ": leakage across splits.",
                         f"#{where.anchor}-{leak_anchor(leak)}",
