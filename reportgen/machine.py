@@ -1,5 +1,6 @@
 """Facts about the machine and this process: the cores it may use, its peak resident memory; and
-``environ_kept``, which hands the process environment back as it was."""
+``environ_kept`` and ``threads_kept``, which hand the process environment and the native thread
+pools' sizes back as they were."""
 
 from __future__ import annotations
 
@@ -48,12 +49,26 @@ def environ_kept() -> Iterator[None]:
                 os.environ[k] = v
 
 
-def keeps_environ(fn: Callable[P, R]) -> Callable[P, R]:
-    """``fn`` run inside ``environ_kept``: for the Python API's entry points."""
+@contextlib.contextmanager
+def threads_kept() -> Iterator[None]:
+    """The sizes of the OpenMP and BLAS thread pools loaded now as they were before: numba's OpenMP
+    layer (UMAP) sets the shared libgomp's thread count to every core, which is torch's count too,
+    so a caller who ran ``torch.set_num_threads(1)`` (or ``OMP_NUM_THREADS=1``) got 2 back after a build."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # scikit-learn's dependency; without it there is nothing to hand back
+        yield
+        return
+    with threadpool_limits(limits=None):  # no limit set; the pools' sizes restored on exit
+        yield
+
+
+def keeps_process(fn: Callable[P, R]) -> Callable[P, R]:
+    """``fn`` run inside ``environ_kept`` and ``threads_kept``: for the Python API's entry points."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        with environ_kept():
+        with environ_kept(), threads_kept():
             return fn(*args, **kwargs)
 
     return wrapper

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..datasets import Dataset, Selection
-from ..machine import keeps_environ, peak_rss_mb
+from ..machine import keeps_process, peak_rss_mb
 from ..results import ModelRun
 from ..specification import ReportSpec
 from .build import build
@@ -23,7 +23,7 @@ from .process import ProcessHooks, Stages
 __all__ = ["build", "extract_embeddings", "embed_datasets", "Embedded", "ProcessHooks", "Stages", "peak_rss_mb"]
 
 
-@keeps_environ
+@keeps_process
 def extract_embeddings(
     spec: ReportSpec,
     *,

@@ -33,7 +33,7 @@ from ..checks import evaluate, junit_xml, read_summary
 from ..compute.kernels import image_statistics
 from ..compute.twins import TwinData
 from ..errors import DataError, ReportgenError, SpecError
-from ..machine import keeps_environ
+from ..machine import keeps_process
 from ..output import check_output_dir, write_report
 from ..render import render_report
 from ..report import BuildResult, ReportData
@@ -81,7 +81,7 @@ class _Counts:
         self.fits += 1
 
 
-@keeps_environ
+@keeps_process
 def build(
     spec: ReportSpec,
     *,
