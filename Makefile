@@ -18,16 +18,20 @@ venv: $(STAMP)
 demo: $(STAMP)
 	MPLBACKEND=Agg $(VENV)/bin/reportgen demo --out reportgen-demo
 
+# pytest-xdist: a worker per core, a whole test file per worker (its module fixtures built once), each
+# worker its share of the cores' threads (tests/conftest.py). XDIST= (empty) runs in one process.
+XDIST  ?= -n auto --dist loadfile
+
 # the fast suite (<= 5 minutes on 2 cores); CI runs the slow tests too (make test-slow)
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(PY) -m pytest -q -m "not slow"
+	HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(PY) -m pytest -q -m "not slow" $(XDIST)
 
 # subprocess builds of copied packages, benchmark-sized checks, real Ray clusters and nodes, the demo
 test-slow: $(STAMP)
-	HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(PY) -m pytest -q -m slow
+	HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(PY) -m pytest -q -m slow $(XDIST)
 
 test-all: $(STAMP)
-	HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(PY) -m pytest -q $(XDIST)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check reportgen tests benchmarks

@@ -13,6 +13,13 @@ import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # `make test` runs pytest-xdist workers side by side: each gets its
+    # share of the cores for torch, BLAS and OpenMP (set before any of them loads; subprocess builds inherit it), so
+    # the workers do not oversubscribe the machine
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    _share = max(1, _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, str(_share))
 
 try:  # CI (CI=1, as .ci/run sets it) replays the same fuzz examples every run; a developer's run explores new ones
     from hypothesis import settings as _hypothesis_settings
@@ -117,6 +124,14 @@ def effnet():
     return load_model(ModelSpec(**EFFNET, layers=["global_pool"]))
 
 
+def assert_same_embeddings(a: np.ndarray, b: np.ndarray) -> None:
+    """Two engines' embeddings of the same samples: equal up to float32 arithmetic in another order
+    (another thread count or batch split moves a value by a few units in the last place of the
+    layer's largest values), far below what another sample or row order would move."""
+    scale = float(np.abs(b).max()) if b.size else 1.0
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(scale, 1e-6))
+
+
 def stored(res, tmp: Path, model: int = 0):
     """A build's embeddings of one model, read back from its store (``tmp / "cache"``)."""
     from reportgen.store import EmbeddingStore
@@ -159,7 +174,8 @@ def image_folder(tmp_path) -> Path:
     return root
 
 
-#: Lines tests want shown at the end of the run (pytest captures their prints).
+#: Lines tests want shown at the end of the run (pytest captures their prints): a test records them
+#: with ``record_property("summary_line", text)``, which reaches this process from an xdist worker.
 SUMMARY_LINES: list[str] = []
 #: Outcome of every bad-input catalogue case that ran (node id -> passed), from pytest's own reports,
 #: so the closing line does not depend on test order or on which tests were selected.
@@ -167,6 +183,7 @@ _CATALOGUE: dict[str, bool] = {}
 
 
 def pytest_runtest_logreport(report):
+    SUMMARY_LINES.extend(v for k, v in report.user_properties if k == "summary_line" and report.when == "call")
     if "test_bad_inputs.py::test_bad_input[" in report.nodeid and (report.when == "call" or report.failed):
         _CATALOGUE[report.nodeid] = _CATALOGUE.get(report.nodeid, True) and report.passed
 

@@ -18,7 +18,7 @@ ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install '
 
 from reportgen.pipeline import extract_embeddings  # noqa: E402
 from reportgen.store import EmbeddingStore  # noqa: E402
-from tests.conftest import EFFNET, make_spec, run, write  # noqa: E402
+from tests.conftest import EFFNET, assert_same_embeddings, make_spec, run, write  # noqa: E402
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +79,7 @@ def test_ray_gives_the_local_paths_embeddings_and_thumbnails(cluster, tmp_path):
     assert on_ray.embeddings.ids == here.embeddings.ids and len(set(on_ray.embeddings.ids)) == 2000
     np.testing.assert_array_equal(on_ray.embeddings.thumbnails, here.embeddings.thumbnails)
     for layer in ("blocks.2", "global_pool"):
-        np.testing.assert_allclose(on_ray.embeddings.layers[layer], here.embeddings.layers[layer], rtol=1e-5, atol=1e-6)
+        assert_same_embeddings(on_ray.embeddings.layers[layer], here.embeddings.layers[layer])
     (job,) = (tmp_path / "cache" / "shards").iterdir()  # assembled, then removed: only the job's record stays
     assert [p.name for p in job.iterdir()] == ["done.json"] and json.loads((job / "done.json").read_text())[
         "key"
@@ -118,7 +118,7 @@ def test_every_dataset_kind_through_ray_reports_a_corrupt_image_as_the_local_pat
         assert len(a.ids) == 8 and [i for i, _ in a.bad] == ["cat/broken.jpg"] and a.manifest["engine"]["shards"] == 3
     np.testing.assert_array_equal(a.thumbnails, b.thumbnails)
     for layer in a.layers:
-        np.testing.assert_allclose(a.layers[layer], b.layers[layer], rtol=1e-5, atol=1e-6)
+        assert_same_embeddings(a.layers[layer], b.layers[layer])
 
 
 def test_a_killed_worker_does_not_lose_or_repeat_a_sample(cluster, tmp_path):

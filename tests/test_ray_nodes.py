@@ -22,7 +22,7 @@ import pytest
 
 pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'reportgen[ray]'")
 
-from tests.conftest import EFFNET, make_spec, write
+from tests.conftest import EFFNET, assert_same_embeddings, make_spec, write
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -158,7 +158,7 @@ def test_two_nodes_share_the_job_and_give_the_local_paths_embeddings(two_nodes, 
     assert e.key == here.embeddings.key and e.ids == here.embeddings.ids
     np.testing.assert_array_equal(e.thumbnails, here.embeddings.thumbnails)
     for layer in ("blocks.2", "global_pool"):
-        np.testing.assert_allclose(e.layers[layer], here.embeddings.layers[layer], rtol=1e-5, atol=1e-6)
+        assert_same_embeddings(e.layers[layer], here.embeddings.layers[layer])
 
 
 def test_a_machine_without_the_clusters_token_gets_one_clear_line(two_nodes, tmp_path):

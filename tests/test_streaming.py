@@ -32,7 +32,7 @@ print(json.dumps({"n": len(x), "dim": x.shape[1], "peak_mb": hwm / 1024}))
 
 
 @pytest.mark.slow
-def test_peak_memory_of_extraction_is_flat_in_n(tmp_path):
+def test_peak_memory_of_extraction_is_flat_in_n(tmp_path, record_property):
     rng = np.random.default_rng(0)
     np.savez(
         tmp_path / "big.npz",
@@ -54,10 +54,10 @@ def test_peak_memory_of_extraction_is_flat_in_n(tmp_path):
     assert out[20_000]["n"] == 20_000 and out[20_000]["dim"] == 2048
     kept_in_memory = 10_000 * 2048 * 4 / 2**20  # what 10,000 more rows would cost if they were kept: 78 MB
     growth = out[20_000]["peak_mb"] - out[10_000]["peak_mb"]
-    from tests.conftest import SUMMARY_LINES
-
-    SUMMARY_LINES.append(
-        f"extraction peak RSS: {out[10_000]['peak_mb']:.0f} MB at N=10,000, {out[20_000]['peak_mb']:.0f} MB at N=20,000"
+    record_property(  # shown at the end of the run (tests/conftest.py), from an xdist worker too
+        "summary_line",
+        f"extraction peak RSS: {out[10_000]['peak_mb']:.0f} MB at N=10,000, "
+        f"{out[20_000]['peak_mb']:.0f} MB at N=20,000",
     )
     print(
         f"\nextraction peak RSS: {out[10_000]['peak_mb']:.0f} MB at N=10,000, {out[20_000]['peak_mb']:.0f} MB at "
