@@ -276,6 +276,7 @@ def test_imagenet_names_are_timms_without_importing_it():
     assert list(imagenet_names()) == theirs
 
 
+@pytest.mark.slow  # 18-27 s on 2 cores (800 Fashion-MNIST images through the model): the fast suite stays in 5 min
 def test_the_imagenet_head_names_footwear(tmp_path):
     from reportgen.pipeline import build
 
