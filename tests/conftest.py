@@ -7,19 +7,21 @@ import io
 import os
 from pathlib import Path
 
+from reportgen.machine import cores  # imports nothing native
+
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # `make test` runs pytest-xdist workers side by side: each gets its
+    # share of the cores for torch, BLAS and OpenMP, set before NumPy loads OpenBLAS (which reads its count once, at
+    # load) and inherited by subprocess builds, so the workers do not oversubscribe the machine
+    _share = max(1, cores() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, str(_share))
+
 import numpy as np
 import pytest
 import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
-if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # `make test` runs pytest-xdist workers side by side: each gets its
-    # share of the cores for torch, BLAS and OpenMP (set before any of them loads; subprocess builds inherit it), so
-    # the workers do not oversubscribe the machine
-    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    _share = max(1, _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
-    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(_var, str(_share))
 
 try:  # CI (CI=1, as .ci/run sets it) replays the same fuzz examples every run; a developer's run explores new ones
     from hypothesis import settings as _hypothesis_settings
