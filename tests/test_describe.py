@@ -212,8 +212,16 @@ def test_a_planted_attribute_is_named_by_its_column_and_its_look(planted):
     for d in named:
         assert truth[sets[d["set"]].rows].mean() > 0.6
     assert not any(t.startswith("lot") for d in s["descriptions"] for t in _names(d))  # the random column: never
-    found = [f for f in s["findings"] if f["id"].startswith("describe/") and "camera" in f["text"]]
-    assert found and found[0]["evidence"].startswith("#")
+    # a finding says the layer tracks the planted attribute: by its column (camera = B) or by the look it gave
+    # the images, on a set of mostly planted images. Which of the two ranks first in a set moves with the
+    # floating point (BLAS threads, CPU): both are right, and the camera's is raised wherever it is strong
+    found = [
+        f
+        for f in s["findings"]
+        if f["id"].startswith("describe/") and any(w in f["text"] for w in ("camera = B", "blurrier", "darker"))
+    ]
+    assert found and all(f["evidence"].startswith("#") for f in found)
+    assert any(truth[sets[f["id"].removeprefix("describe/").rsplit("/", 1)[0]].rows].mean() > 0.6 for f in found)
     html = (tmp / "out" / "report.html").read_text()
     check_page(html)
     assert "camera = B (" in html and 'class="named"' in html

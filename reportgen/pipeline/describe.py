@@ -197,8 +197,11 @@ def describe_sets(
         names = tuple(n for _, n in chosen)
         out[key] = Description(key, p.set.title, p.where, p.set.anchor, sizes[key], names, tested.get(key, 0))
         if p.set.finding and not p.set.dataset:
+            # the strongest name of each describer: a metadata column that follows the set (camera = B) is
+            # the cause a reviewer can act on, even where the look it gave the images (blurrier) ranks first
             strong_names = [(t, n) for t, n in chosen if n.column and n.strength >= FINDING_STRENGTH]
-            candidates += [(p, t, n) for t, n in strong_names[:1]]
+            firsts = {n.describer: (t, n) for t, n in reversed(strong_names)}
+            candidates += [(p, t, n) for t, n in strong_names if firsts[n.describer][1] is n]
     return out, _findings(candidates, labels, opts.alpha)
 
 
@@ -222,7 +225,7 @@ def _findings(candidates: list[tuple[PlacedSet, _Test, Name]], labels: np.ndarra
         of = f" of {p.where}" if p.where else ""
         out.append(
             Headline(
-                f"describe/{p.set.key}",
+                f"describe/{p.set.key}/{n.column}",
                 "medium" if n.describer == "metadata" else "low",
                 f"{p.set.title}{of}: {n.phrase()}, within each class too (AUROC {max(within, 1 - within):.2f}) - "
                 f"the layer may track the {n.column}, not the content (a shortcut or a batch effect).",
