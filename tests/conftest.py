@@ -7,19 +7,18 @@ import io
 import os
 from pathlib import Path
 
-import numpy as np
-import pytest
-import yaml
+from reportgen.machine import cores  # imports nothing native
 
-from reportgen.machine import cores
-
-if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # `make test` runs pytest-xdist workers side by side: torch, OpenMP
-    # and subprocess builds get each worker's share of the cores. This process's OpenBLAS loaded with NumPy above and
-    # keeps every core: giving it one thread too (the variables set before NumPy's import) made a describe finding of
-    # the slow suite vanish, a threshold that moves with the BLAS thread count; noted to fix before BLAS gets its share
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # `make test` runs pytest-xdist workers side by side: each gets its
+    # share of the cores for torch, BLAS and OpenMP, set before NumPy loads OpenBLAS (which reads its count once, at
+    # load) and inherited by subprocess builds, so the workers do not oversubscribe the machine
     _share = max(1, cores() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
     for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_var, str(_share))
+
+import numpy as np  # after the thread share
+import pytest
+import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
