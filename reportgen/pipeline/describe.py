@@ -207,8 +207,9 @@ def describe_sets(
 
 def _findings(candidates: list[tuple[PlacedSet, _Test, Name]], labels: np.ndarray, alpha: float) -> list[Headline]:
     """The strong names that hold within classes too (Bonferroni over the candidates) as findings:
-    the strongest per layer and column (a metadata column: medium; an image property: low)."""
-    out = []
+    the strongest per layer and column, one finding a set (its metadata column and its look together,
+    "camera = B ... and blurrier ..."; medium when a metadata column is among them, else low)."""
+    held: dict[str, list[tuple[PlacedSet, Name, float]]] = {}
     said: set[tuple[str, str]] = set()
     for p, t, n in sorted(candidates, key=lambda c: -c[2].strength):
         if (p.where, n.column) in said:
@@ -222,15 +223,23 @@ def _findings(candidates: list[tuple[PlacedSet, _Test, Name]], labels: np.ndarra
         if not same_side or abs(within - 0.5) * 2 < WITHIN_CLASS_STRENGTH or pv > alpha / len(candidates):
             continue
         said.add((p.where, n.column))
+        held.setdefault(p.set.key, []).append((p, n, within))
+    out = []
+    for key, got in held.items():
+        p = got[0][0]
+        got = sorted(got, key=lambda g: g[1].describer != "metadata")  # the column a reviewer can act on first
+        rows = np.asarray(p.set.rows, np.int64)
         of = f" of {p.where}" if p.where else ""
+        said_how = " and ".join(f"{n.phrase()}, within each class too (AUROC {max(w, 1 - w):.2f})" for _, n, w in got)
+        columns = " and the ".join(dict.fromkeys(n.column for _, n, _ in got))
         out.append(
             Headline(
-                f"describe/{p.set.key}/{n.column}",
-                "medium" if n.describer == "metadata" else "low",
-                f"{p.set.title}{of}: {n.phrase()}, within each class too (AUROC {max(within, 1 - within):.2f}) - "
-                f"the layer may track the {n.column}, not the content (a shortcut or a batch effect).",
+                f"describe/{key}",
+                "medium" if any(n.describer == "metadata" for _, n, _ in got) else "low",
+                f"{p.set.title}{of}: {said_how} - the layer may track the {columns}, not the content "
+                "(a shortcut or a batch effect).",
                 p.set.anchor,
-                n.strength,
+                max(n.strength for _, n, _ in got),
                 rows=tuple(int(r) for r in rows[:SHOWN]),
             )
         )
