@@ -28,7 +28,18 @@ def _hwm_mb() -> float:
     return 0.0
 
 
-def test_the_python_api_leaves_the_callers_process_as_it_found_it(tmp_path):
+@pytest.fixture
+def one_torch_thread():
+    """The caller's choice of one torch thread, for one test: the worker gets its own count back, pass or fail."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_the_python_api_leaves_the_callers_process_as_it_found_it(tmp_path, one_torch_thread):
     """A build with UMAP and a TorchScript-frozen graph (``jit: true``): torch.jit.freeze sets
     TORCHINDUCTOR_CACHE_DIR for the whole process, which the build must not leave behind; numba's
     OpenMP layer (UMAP) sets the shared thread pool to every core, which a caller's one thread must survive."""
@@ -43,8 +54,7 @@ def test_the_python_api_leaves_the_callers_process_as_it_found_it(tmp_path):
 
     from reportgen.pipeline import build
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the caller's choice (numba's UMAP layer once reset it to every core)
+    assert torch.get_num_threads() == 1  # the caller's choice (numba's UMAP layer once reset it to every core)
     big = np.ones(200 << 17)  # 200 MB touched, then freed: the peak-RSS mark stays above what follows
     del big
     hwm = _hwm_mb()
@@ -84,7 +94,6 @@ def test_the_python_api_leaves_the_callers_process_as_it_found_it(tmp_path):
     ) == before["loggers"]
     assert os.getcwd() == before["cwd"] and sys.path == before["path"]
     assert _hwm_mb() >= hwm - 1  # the kernel's peak-RSS mark was not reset (/proc/self/clear_refs)
-    torch.set_num_threads(threads)
 
 
 FRESH = r"""
