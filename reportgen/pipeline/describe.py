@@ -230,7 +230,9 @@ def _findings(candidates: list[tuple[PlacedSet, _Test, Name]], labels: np.ndarra
         got = sorted(got, key=lambda g: g[1].describer != "metadata")  # the column a reviewer can act on first
         rows = np.asarray(p.set.rows, np.int64)
         of = f" of {p.where}" if p.where else ""
-        said_how = " and ".join(f"{n.phrase()}, within each class too (AUROC {max(w, 1 - w):.2f})" for _, n, w in got)
+        aurocs = ", ".join(f"{max(w, 1 - w):.2f}" for _, _, w in got)
+        both = "both " if len(got) > 1 else ""
+        said_how = f"{' and '.join(n.phrase() for _, n, _ in got)}, {both}within each class too (AUROC {aurocs})"
         columns = " and the ".join(dict.fromkeys(n.column for _, n, _ in got))
         out.append(
             Headline(
