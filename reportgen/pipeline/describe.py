@@ -199,9 +199,11 @@ def describe_sets(
         if p.set.finding and not p.set.dataset:
             # the strongest name of each describer: a metadata column that follows the set (camera = B) is
             # the cause a reviewer can act on, even where the look it gave the images (blurrier) ranks first
-            strong_names = [(t, n) for t, n in chosen if n.column and n.strength >= FINDING_STRENGTH]
-            firsts = {n.describer: (t, n) for t, n in reversed(strong_names)}
-            candidates += [(p, t, n) for t, n in strong_names if firsts[n.describer][1] is n]
+            firsts: dict[str, tuple[_Test, Name]] = {}
+            for t, n in chosen:
+                if n.column and n.strength >= FINDING_STRENGTH:
+                    firsts.setdefault(n.describer, (t, n))
+            candidates += [(p, t, n) for t, n in firsts.values()]
     return out, _findings(candidates, labels, opts.alpha)
 
 
@@ -209,7 +211,7 @@ def _findings(candidates: list[tuple[PlacedSet, _Test, Name]], labels: np.ndarra
     """The strong names that hold within classes too (Bonferroni over the candidates) as findings:
     the strongest per layer and column, one finding a set (its metadata column and its look together,
     "camera = B ... and blurrier ..."; medium when a metadata column is among them, else low)."""
-    held: dict[str, list[tuple[PlacedSet, Name, float]]] = {}
+    held: dict[str, tuple[PlacedSet, list[tuple[Name, float]]]] = {}
     said: set[tuple[str, str]] = set()
     for p, t, n in sorted(candidates, key=lambda c: -c[2].strength):
         if (p.where, n.column) in said:
@@ -223,25 +225,24 @@ def _findings(candidates: list[tuple[PlacedSet, _Test, Name]], labels: np.ndarra
         if not same_side or abs(within - 0.5) * 2 < WITHIN_CLASS_STRENGTH or pv > alpha / len(candidates):
             continue
         said.add((p.where, n.column))
-        held.setdefault(p.set.key, []).append((p, n, within))
+        held.setdefault(p.set.key, (p, []))[1].append((n, within))
     out = []
-    for key, got in held.items():
-        p = got[0][0]
-        got = sorted(got, key=lambda g: g[1].describer != "metadata")  # the column a reviewer can act on first
+    for key, (p, got) in held.items():
+        got.sort(key=lambda g: g[0].describer != "metadata")  # the column a reviewer can act on first
         rows = np.asarray(p.set.rows, np.int64)
         of = f" of {p.where}" if p.where else ""
-        aurocs = ", ".join(f"{max(w, 1 - w):.2f}" for _, _, w in got)
+        aurocs = ", ".join(f"{max(w, 1 - w):.2f}" for _, w in got)
         both = "both " if len(got) > 1 else ""
-        said_how = f"{' and '.join(n.phrase() for _, n, _ in got)}, {both}within each class too (AUROC {aurocs})"
-        columns = " and the ".join(dict.fromkeys(n.column for _, n, _ in got))
+        said_how = f"{' and '.join(n.phrase() for n, _ in got)}, {both}within each class too (AUROC {aurocs})"
+        columns = " and the ".join(dict.fromkeys(n.column for n, _ in got))
         out.append(
             Headline(
                 f"describe/{key}",
-                "medium" if any(n.describer == "metadata" for _, n, _ in got) else "low",
+                "medium" if any(n.describer == "metadata" for n, _ in got) else "low",
                 f"{p.set.title}{of}: {said_how} - the layer may track the {columns}, not the content "
                 "(a shortcut or a batch effect).",
                 p.set.anchor,
-                max(n.strength for _, n, _ in got),
+                max(n.strength for n, _ in got),
                 rows=tuple(int(r) for r in rows[:SHOWN]),
             )
         )
