@@ -319,7 +319,14 @@ CATALOGUE = [
 ]
 
 
-@pytest.mark.parametrize("case,code,fragment", CATALOGUE, ids=[c[0] for c in CATALOGUE])
+#: Cases that take 10 s or more (a UMAP fit, compiled on first use): in the slow suite.
+SLOW = {"n_neighbors_too_large"}
+
+
+@pytest.mark.parametrize(
+    "case,code,fragment",
+    [pytest.param(*c, id=c[0], marks=[pytest.mark.slow] if c[0] in SLOW else []) for c in CATALOGUE],
+)
 def test_bad_input(tmp_path, case, code, fragment):
     made = build_case(tmp_path, case)
     extra = []

@@ -8,6 +8,7 @@ import csv
 import dataclasses
 import gzip
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -328,10 +329,11 @@ def test_a_random_model_has_no_head_names(tmp_path):
     assert not any(n.describer == "head" for dsc in res.report.descriptions.values() for n in dsc.names)
 
 
-def test_describing_can_be_turned_off(tmp_path):
+def test_describing_can_be_turned_off(built, tmp_path):
     from reportgen.pipeline import build
     from tests.conftest import spec_dict
 
+    shutil.copytree(built[1] / "cache", tmp_path / "cache")  # the shared build's embeddings: no forward pass
     d = spec_dict(tmp_path, reducers=["pca"])
     d["report"] = {**d["report"], "describe": {"describers": []}}
     res = build(make_spec(d), progress=False, write=False)

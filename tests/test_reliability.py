@@ -50,7 +50,12 @@ def _wait_for(pred, timeout=120.0):
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+@pytest.mark.parametrize(
+    "sig",
+    # SIGKILL: ~14 s, in the slow suite (the fast one keeps Ctrl-C, whose clean-up is our code)
+    [signal.SIGINT, pytest.param(signal.SIGKILL, marks=pytest.mark.slow)],
+    ids=["SIGINT", "SIGKILL"],
+)
 @pytest.mark.parametrize(
     "when",
     ["extraction", pytest.param("render", marks=pytest.mark.slow)],  # render: ~17 s each, in the slow suite
