@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from reportgen.compute.properties import _one
-from reportgen.compute.quality import KINDS, quality_flags
+from reportgen.compute.quality import KINDS, quality_flags, robust_z
 from tests.conftest import EFFNET, run, write
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -119,7 +119,7 @@ def _soft_pictures(n: int, rng: np.random.Generator) -> np.ndarray:
 def test_one_tone_images_among_faint_and_strong_pictures_are_found():
     """Where the set's ranges of brightness vary widely, a one-tone image can be within 4 robust
     deviations of the median range and still far below every other picture: it is flagged (GAP)."""
-    from reportgen.compute.quality import GAP, Z, robust_z
+    from reportgen.compute.quality import GAP, Z
 
     rng = np.random.default_rng(0)
     clean = _soft_pictures(3000, rng)
@@ -131,6 +131,37 @@ def test_one_tone_images_among_faint_and_strong_pictures_are_found():
     # the case the rule is for: the robust deviation alone leaves some of them
     spread = props[:, 9] - props[:, 10]  # bright_p99 - bright_p5
     assert (robust_z(np.log(spread))[3000:] > -Z).any() and GAP < 1
+
+
+def test_blurred_pictures_are_judged_among_pictures_of_like_contrast():
+    """Where contrast runs from faint to strong over one sensor-noise floor, the sharpness of sharp
+    pictures (Laplacian over contrast) spreads with their contrast, and a blurred strong picture sits
+    inside that spread: the rule compares it with pictures of like contrast (CONTRAST_BINS)."""
+    from scipy.ndimage import gaussian_filter
+
+    from reportgen.compute.quality import Z, _among_like
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:16, 0:16] / 15
+
+    def pictures(strength: np.ndarray) -> np.ndarray:  # one soft blob, lighter or darker than the grey
+        c = rng.uniform(0.3, 0.7, (len(strength), 2))
+        blob = np.exp(-((xx - c[:, 0, None, None]) ** 2 + (yy - c[:, 1, None, None]) ** 2) / (2 * 0.15**2))
+        tint = 128 + rng.choice([-1, 1], (len(strength), 1)) * strength[:, None] * rng.uniform(
+            0.7, 1, (len(strength), 3)
+        )
+        return 128 + blob[..., None] * (tint[:, None, None, :] - 128)
+
+    clean = pictures(np.exp(rng.uniform(np.log(10), np.log(120), 3000))) + rng.normal(0, 1.5, (3000, 16, 16, 3))
+    blurred = gaussian_filter(pictures(rng.uniform(60, 120, 40)), (0, 1.2, 1.2, 0))
+    imgs = np.clip(np.rint(np.concatenate([clean, blurred])), 0, 255).astype(np.uint8)
+    props = np.stack([_one(x) for x in imgs])
+    q = quality_flags(props)
+    k = KINDS.index("blurry")
+    assert q.flags[3000:, k].mean() >= 0.8 and q.flags[:3000, k].mean() <= 0.01
+    # the case the rule is for: against the whole set's spread most of them pass
+    sharp = np.log10(props[:, 4] / props[:, 1] ** 2)  # sharpness over contrast squared
+    assert (robust_z(sharp)[3000:] < -Z).mean() < 0.5 and (_among_like(sharp, props[:, 1])[3000:] < -Z).mean() >= 0.8
 
 
 def test_a_set_of_dark_images_is_not_flagged_image_by_image():

@@ -6,7 +6,8 @@ it has them) and the image is an outlier of its own data set (robust z-score bey
 median and the median absolute deviation of the set). So a set of night photos does not flag
 every image as dark; when a kind would flag more than ``SET_SHARE`` of the images, it flags none
 and says that the whole set is so. Blurriness is the variance of the Laplacian over the luminance
-variance (an under-exposed image is not a blurry one); low information is a narrow range of
+variance (an under-exposed image is not a blurry one), an outlier among the images of like
+contrast (``CONTRAST_BINS``); low information is a narrow range of
 brightness (the 99th minus the 5th percentile), an outlier also when under half the 1st
 percentile of the set's other images (``GAP``); odd size compares the square root of the area to
 the set's quartiles (3 IQR, as CleanVision).
@@ -25,7 +26,7 @@ KINDS = ("dark", "light", "blurry", "low_information", "grayscale", "odd_aspect_
 RULES = {
     "dark": "the brightest 1 % of its pixels under 0.32 (perceived brightness, 0-1)",
     "light": "its darkest 5 % of pixels above 0.95",
-    "blurry": "Laplacian variance over luminance variance far below the set's",
+    "blurry": "Laplacian variance over luminance variance far below that of the set's images of like contrast",
     "low_information": "the 99th minus the 5th brightness percentile under 0.05 (almost one tone), far below the set's",
     "grayscale": "no colour (mean saturation under 0.01) in a set of colour images",
     "odd_aspect_ratio": "the shorter side under 0.35 of the longer",
@@ -43,6 +44,15 @@ SET_SHARE = 0.2
 #: -4.9 deviations, 0.014-0.027 of range; the clean pictures' 0.1st percentile of range 0.054,
 #: none beyond -2.4 deviations).
 GAP = 0.5
+#: Blurriness is judged among images of like contrast: the Laplacian's variance has a floor (sensor
+#: noise, grain, compression) that weighs more on a faint picture than on a strong one, so where a
+#: set's contrast varies widely the sharp images' scores spread and a blurred one hides in the
+#: spread. The textured images are split into up to CONTRAST_BINS bins of equal count by contrast
+#: (at least BIN_IMAGES each: a small set is one bin, the rule before) and the robust z-score is
+#: taken within each. Measured on 200,000 of the soft 16 px pictures of benchmarks/million.py and
+#: its 200 blurred ones: recall 0 -> 0.62, 11 clean images flagged (0.006 %; 0 before).
+CONTRAST_BINS = 20
+BIN_IMAGES = 500
 
 _P = {name: i for i, name in enumerate(PROPERTIES)}
 
@@ -81,6 +91,22 @@ def robust_z(v: np.ndarray) -> np.ndarray:
     return np.where(ok, z, 0.0)
 
 
+def _among_like(v: np.ndarray, contrast: np.ndarray) -> np.ndarray:
+    """``robust_z`` of v among the images of like contrast (CONTRAST_BINS bins of equal count of
+    the finite values, at least BIN_IMAGES each); 0 where v is not finite."""
+    ok = np.isfinite(v) & np.isfinite(contrast)
+    bins = int(np.clip(ok.sum() // BIN_IMAGES, 1, CONTRAST_BINS))
+    if bins == 1:
+        return robust_z(np.where(ok, v, np.nan))
+    c = np.log(np.maximum(contrast, 1e-12))
+    which = np.searchsorted(np.quantile(c[ok], np.linspace(0, 1, bins + 1)[1:-1]), c)
+    z = np.zeros(len(v))
+    for k in range(bins):
+        m = ok & (which == k)
+        z[m] = robust_z(v[m])
+    return z
+
+
 def quality_flags(props: np.ndarray) -> QualityFlags:
     """Flags and scores of every kind for (N, len(PROPERTIES)) image properties."""
     p = np.asarray(props, np.float64)
@@ -104,7 +130,7 @@ def quality_flags(props: np.ndarray) -> QualityFlags:
     flags[:, 1] = (p5 > 0.95) & (robust_z(p5) > Z)
     scores[:, 1] = p5
     textured = spread >= 0.05
-    flags[:, 2] = textured & (robust_z(np.where(textured, sharp, np.nan)) < -Z)
+    flags[:, 2] = textured & (_among_like(np.where(textured, sharp, np.nan), contrast) < -Z)
     scores[:, 2] = -sharp
     flat = spread < 0.05
     varied = spread[np.isfinite(spread) & ~flat]  # the 1st percentile of the others: the flat ones cannot lower it
