@@ -138,6 +138,24 @@ def test_the_prefilter_keeps_cropped_copies_through_a_magnified_descriptor():
     assert 0 < before <= after <= 1.1 * before + 5, (before, after)
 
 
+def test_a_small_signature_is_compared_over_most_of_its_picture():
+    """A 16-px signature (thumbnails under 32 px) is compared inside a border and a grid in
+    proportion to its side (``twins._frame``): a mark 1-4 px from a corner is a difference, a 10 %
+    brighter copy is not. With the 32-px frame (a 4-px border, 6-px blocks) one 6 x 6 block in the
+    middle was all that was compared, and the mark read 0.03."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:16, 0:16]
+    a = 100 + 60 * np.exp(-((xx - 8) ** 2 + (yy - 7) ** 2) / 18.0) + 20 * xx / 15 + rng.normal(0, 1.5, (16, 16))
+    marked = a.copy()
+    marked[1:5, 11:15] += 40
+
+    def sig(x: np.ndarray) -> np.ndarray:
+        return np.clip(np.rint(x), 0, 255).astype(np.uint8)[None]
+
+    assert twins._frame(16) == (2, 3) and twins._frame(twins.SIG_PX) == (twins.MAX_SHIFT, twins.BLOCK)
+    assert twins.differences(sig(a), sig(marked))[0] > 0.3 > 100 * twins.differences(sig(a), sig(1.1 * a))[0]
+
+
 def test_only_pairs_compared_in_full_are_twins(monkeypatch):
     """A pair the budget left out of the full comparison is counted as skipped, never reported on
     the quick comparison's more forgiving difference."""
