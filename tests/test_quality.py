@@ -145,11 +145,10 @@ def test_blurred_pictures_are_judged_among_pictures_of_like_contrast():
     yy, xx = np.mgrid[0:16, 0:16] / 15
 
     def pictures(strength: np.ndarray) -> np.ndarray:  # one soft blob, lighter or darker than the grey
-        c = rng.uniform(0.3, 0.7, (len(strength), 2))
+        n = len(strength)
+        c = rng.uniform(0.3, 0.7, (n, 2))
         blob = np.exp(-((xx - c[:, 0, None, None]) ** 2 + (yy - c[:, 1, None, None]) ** 2) / (2 * 0.15**2))
-        tint = 128 + rng.choice([-1, 1], (len(strength), 1)) * strength[:, None] * rng.uniform(
-            0.7, 1, (len(strength), 3)
-        )
+        tint = 128 + rng.choice([-1, 1], (n, 1)) * strength[:, None] * rng.uniform(0.7, 1, (n, 3))
         return 128 + blob[..., None] * (tint[:, None, None, :] - 128)
 
     clean = pictures(np.exp(rng.uniform(np.log(10), np.log(120), 3000))) + rng.normal(0, 1.5, (3000, 16, 16, 3))
