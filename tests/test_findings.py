@@ -303,6 +303,24 @@ def _row(ident: str) -> int:
     return int(ident.rsplit("-", 1)[1])
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.integers(2, 40), st.integers(2, 6), st.integers(1, 8), st.integers(0, 2**32 - 1))
+def test_label_quality_is_the_mean_of_the_two_opinions(n, c, k, seed):
+    """The audit's label support, against a plain loop: the probe's probability of the given label
+    and the share of the neighbours that carry it, averaged; the suggestion maximises their sum."""
+    from reportgen.analyses.audit import label_quality
+
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet(np.ones(c), n)
+    labels = rng.integers(0, c, n)
+    neighbours = rng.integers(0, n, (n, k))
+    quality, suggested = label_quality(probs, neighbours, labels)
+    for i in range(n):
+        share = [np.mean(labels[neighbours[i]] == j) for j in range(c)]
+        assert quality[i] == pytest.approx((probs[i, labels[i]] + share[labels[i]]) / 2)
+        assert suggested[i] == int(np.argmax(probs[i] + np.asarray(share)))
+
+
 @needs_fashion
 def test_audit_finds_the_planted_label_errors_and_duplicates(planted):
     code, err, tmp, truth = planted

@@ -144,6 +144,18 @@ def probe_probabilities(
     return probs
 
 
+def label_quality(probs: np.ndarray, neighbours: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each sample's support for its given label - the mean of the probe's out-of-sample
+    probability (``probs``, N x C) and the share of its ``neighbours`` (N x k rows) that carry it -
+    and the class both opinions together favour. A label is doubted below LABEL_THRESHOLD."""
+    n, c = probs.shape
+    k = neighbours.shape[1]
+    share = np.zeros((n, c))
+    np.add.at(share, (np.repeat(np.arange(n), k), labels[neighbours].ravel()), 1.0 / k)
+    rows = np.arange(n)
+    return (probs[rows, labels] + share[rows, labels]) / 2, np.argmax(probs + share, axis=1)
+
+
 def duplicate_groups(hashes: np.ndarray | None) -> tuple[np.ndarray, ...]:
     """Rows sharing a content hash, one sorted array per group, in order of first row."""
     if hashes is None or not len(hashes):
@@ -192,11 +204,7 @@ class Audit(LayerAnalysis):
         )
         g = layer.graph
         k = min(audit_k(n), g.k)
-        nb = y[g.indices[:, :k]]
-        share = np.zeros((n, c))
-        np.add.at(share, (np.repeat(np.arange(n), k), nb.ravel()), 1.0 / k)
-        quality = (probs[np.arange(n), y] + share[np.arange(n), y]) / 2
-        suggested = np.argmax(probs + share, axis=1)
+        quality, suggested = label_quality(probs, g.indices[:, :k], y)
         issues = np.flatnonzero(quality < LABEL_THRESHOLD)
         issues = issues[np.lexsort((issues, quality[issues]))]
         groups = duplicate_groups(layer.samples.hashes)
