@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from run import FASHION, ROOT, machine
@@ -58,24 +59,12 @@ def pr(found: set, truth: set) -> dict:
     }
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=10_000)
-    ap.add_argument(
-        "--px",
-        type=int,
-        default=224,
-        help="input size (224: EfficientNet-Lite0's own; 96 is faster and its features weaker)",
-    )
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "findings.json")
-    args = ap.parse_args()
-    if not (FASHION / "t10k-images-idx3-ubyte.gz").exists():
-        print(f"skip: Fashion-MNIST not found in {FASHION}")
-        return 0
+def plant(n: int) -> SimpleNamespace:
+    """The planted data set (seeded, the same every run): n Fashion-MNIST training images with
+    their problems planted, the copies appended, and a second split of n/5; with what was planted
+    where (the truth each detector is scored against)."""
     from reportgen.datasets import load_dataset
     from reportgen.datasets.idx import IdxDataset
-    from reportgen.pipeline import build
-    from reportgen.spec import loads_spec
 
     ds = load_dataset(
         IdxDataset(
@@ -83,7 +72,6 @@ def main() -> int:
         )
     )
     rng = np.random.default_rng(0)
-    n = args.n
     base = np.sort(rng.choice(len(ds), n + n // 5, replace=False))
     images = np.stack([ds.read(int(i))[:, :, 0] for i in base])
     labels = ds.labels[base].copy()
@@ -150,6 +138,47 @@ def main() -> int:
     for k, (r, s) in enumerate(zip(leak_rows, leak_src)):
         t_img[r] = a_img[s] if k % 2 == 0 else edit(a_img[s], rng)
         t_lab[r] = a_lab[s]
+    return SimpleNamespace(
+        n=n,
+        true_labels=np.concatenate([labels[:n], labels[:n][src_exact], labels[:n][src_near]]),
+        all_img=all_img,
+        all_lab=all_lab,
+        t_img=t_img,
+        t_lab=t_lab,
+        flips=flips,
+        noisy=noisy,
+        quality_rows=quality_rows,
+        clean_rows=clean_rows,
+        exact_pairs=exact_pairs,
+        natural_exact=natural_exact,
+        near_pairs=near_pairs,
+        near_family=near_family,
+        leak_rows=leak_rows,
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=10_000)
+    ap.add_argument(
+        "--px",
+        type=int,
+        default=224,
+        help="input size (224: EfficientNet-Lite0's own; 96 is faster and its features weaker)",
+    )
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "findings.json")
+    args = ap.parse_args()
+    if not (FASHION / "t10k-images-idx3-ubyte.gz").exists():
+        print(f"skip: Fashion-MNIST not found in {FASHION}")
+        return 0
+    from reportgen.pipeline import build
+    from reportgen.spec import loads_spec
+
+    n = args.n
+    p = plant(n)
+    all_img, all_lab, t_img, t_lab, flips, noisy = p.all_img, p.all_lab, p.t_img, p.t_lab, p.flips, p.noisy
+    quality_rows, clean_rows, exact_pairs, natural_exact = p.quality_rows, p.clean_rows, p.exact_pairs, p.natural_exact
+    near_pairs, near_family, leak_rows = p.near_pairs, p.near_family, p.leak_rows
     results: dict = {"n": n, "px": args.px, "machine": machine()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
