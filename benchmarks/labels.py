@@ -24,24 +24,19 @@ import time
 from pathlib import Path
 
 import numpy as np
-from findings import CLASSES, plant
+from findings import CLASSES, plant, pr
 from run import FASHION, ROOT, machine
 
 
 def score(quality: np.ndarray, flips: np.ndarray, threshold: float) -> dict:
-    """Precision and recall of ``quality < threshold`` against the flipped rows, and the best
-    recall of any threshold at precision >= 0.8."""
+    """Precision and recall of ``quality < threshold`` against the flipped rows (findings.pr; a
+    precision of None: nothing flagged), and the best recall of any threshold at precision >= 0.8."""
     truth = np.zeros(len(quality), bool)
     truth[flips] = True
-    flagged = quality < threshold
-    tp = int((flagged & truth).sum())
     hits = np.cumsum(truth[np.argsort(quality, kind="stable")])
-    precision = hits / np.arange(1, len(quality) + 1)
-    ok = precision >= 0.8
+    ok = hits / np.arange(1, len(quality) + 1) >= 0.8
     return {
-        "found": int(flagged.sum()),
-        "precision": tp / max(int(flagged.sum()), 1),
-        "recall": tp / len(flips),
+        **pr(set(np.flatnonzero(quality < threshold).tolist()), set(flips.tolist())),
         "best_recall_at_precision_0.8": float(hits[ok].max() / len(flips)) if ok.any() else 0.0,
     }
 
@@ -110,12 +105,12 @@ def main() -> int:
             r = {"seed": seed, **score(q, flips, LABEL_THRESHOLD)}
             runs["+".join(rule)].append(r)
             print(
-                f"{'+'.join(rule):<24} seed {seed}: precision {r['precision']:.3f} recall {r['recall']:.3f} "
+                f"{'+'.join(rule):<24} seed {seed}: precision {r['precision'] or 0:.3f} recall {r['recall']:.3f} "
                 f"(best recall at precision 0.8: {r['best_recall_at_precision_0.8']:.3f})",
                 flush=True,
             )
     need = 0.85 if args.px >= 224 else 0.8
-    summary = {rule: sum(r["precision"] >= 0.8 and r["recall"] >= need for r in rs) for rule, rs in runs.items()}
+    summary = {rule: sum((r["precision"] or 0) >= 0.8 and r["recall"] >= need for r in rs) for rule, rs in runs.items()}
     for rule, met in summary.items():
         print(f"{rule}: precision >= 0.8 and recall >= {need} on {met} of {args.seeds} seeds")
     out = args.out or ROOT / "benchmarks" / "results" / f"labels-{args.px}.json"
