@@ -345,6 +345,42 @@ def bench_neighbours(n: int, d: int, repeat: int) -> None:
     )
 
 
+def bench_cross_nearest(n: int, m: int, d: int, repeat: int) -> None:
+    """Each compared sample's exact nearest reference row (the leak search's layer candidate) vs the
+    bare cost of its products: the same q @ a.T GEMMs in blocks, with no selection at all. At 20,000
+    queries against a million 384-d rows the search with float64 distances of every pair cost 2.4x
+    its products (307 s of the dataset comparison, benchmarks/million.py)."""
+    from reportgen.compute.neighbours import cross_nearest
+
+    rng = np.random.default_rng(0)
+    a = (rng.normal(size=(n, 32)) @ rng.normal(size=(32, d)) + 0.3 * rng.normal(size=(n, d))).astype(np.float32)
+    q = a[rng.choice(n, m, replace=False)] + 0.1 * rng.normal(size=(m, d)).astype(np.float32)
+
+    def bare():
+        for s in range(0, n, 8192):
+            q @ a[s : s + 8192].T
+
+    bare()  # warm-up: BLAS threads, pages
+    tb, _ = timed(bare, repeat)
+    to, (arg, _) = timed(lambda: cross_nearest(a, q, metric="cosine"), repeat)
+    check = rng.choice(m, 50, replace=False)  # an independent exact answer for some of the queries
+    un = a / np.linalg.norm(a, axis=1, keepdims=True)
+    truth = np.argmax(
+        (q[check] / np.linalg.norm(q[check], axis=1, keepdims=True)).astype(np.float64) @ un.T.astype(np.float64), 1
+    )
+    agree = float((arg[check] == truth).mean())
+    row(
+        "analyse: nearest reference row vs its products",
+        n,
+        to,
+        tb,
+        "<= 1.30",
+        within(to / tb, 1.3) and agree == 1.0,
+        f"{m} queries x {n} rows x {d}, cosine; float64 brute force agrees on {agree:.0%} of 50",
+        repeat,
+    )
+
+
 def bench_tsne(n: int) -> None:
     from sklearn.manifold import TSNE
 
@@ -738,6 +774,7 @@ def main() -> int:
         lambda: bench_hook_overhead(512 if smoke else 2048, args.repeat),
         lambda: bench_pca(70_000, 1280, args.repeat),
         lambda: bench_neighbours(12_000 if smoke else 20_000, 1280, args.repeat if smoke else 1),
+        lambda: bench_cross_nearest(100_000, 4_000, 384, args.repeat),
         lambda: bench_rebuild(1500),
     ]
     if not smoke:

@@ -263,10 +263,14 @@ def _score(
     most alike first."""
     budget = budget if budget is not None else Budget()
     budget.candidates += len(a)
-    zoom_a = zoomed_spectra(sig_a)
-    zoom_b = zoom_a if sig_b is sig_a else zoomed_spectra(sig_b)
-    corr, scale = prefilter(low_a, low_b, zoom_a, zoom_b, a, b)
-    del zoom_a, zoom_b
+    if sig_b is sig_a:  # one data set: its pairs use nearly every row
+        zoom_a = zoom_b = zoomed_spectra(sig_a)
+        corr, scale = prefilter(low_a, low_b, zoom_a, zoom_b, a, b)
+    else:  # another data set against the reference: only the rows in pairs
+        la, za, pa = _in_use(sig_a, low_a, a)
+        lb, zb, pb = _in_use(sig_b, low_b, b)
+        corr, scale = prefilter(la, lb, za, zb, pa, pb)
+        del la, za, pa, lb, zb, pb
     keep = corr >= PREFILTER
     a, b, corr, scale = a[keep], b[keep], corr[keep], scale[keep]
     budget.prefiltered += len(a)
@@ -299,6 +303,16 @@ def _score(
     a, b, d = a[hit], b[hit], d[hit]
     order = np.lexsort((b, a, d))
     return np.stack([a[order], b[order]], 1).astype(np.int64), d[order]
+
+
+def _in_use(sig: np.ndarray, low: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(descriptors, zoomed descriptors, positions of ``rows`` in them) of only the signatures that
+    ``rows`` name: 20,000 compared images' candidates name about a fifth of a million reference
+    rows, and magnifying every reference signature cost more than the comparisons themselves."""
+    from ..streaming import gather_rows
+
+    used, pos = np.unique(rows, return_inverse=True)
+    return low[used], zoomed_spectra(gather_rows(sig, used)), pos.astype(np.int64)
 
 
 def _distinct(a: np.ndarray, b: np.ndarray, d: np.ndarray, symmetric: bool) -> np.ndarray:
