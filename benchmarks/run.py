@@ -352,7 +352,7 @@ def bench_cross_nearest(n: int, m: int, d: int, repeat: int) -> None:
     384-d rows took 42.7 s; picking winners on float32 scores, 18.1 s (benchmarks/million.py's data).
     This row read 0.93-1.30 over a few runs here (the shared machine's noise); the target leaves
     room for that, not for the old 2.4x."""
-    from reportgen.compute.neighbours import cross_nearest
+    from reportgen.compute.reference_search import cross_nearest
 
     rng = np.random.default_rng(0)
     a = (rng.normal(size=(n, 32)) @ rng.normal(size=(32, d)) + 0.3 * rng.normal(size=(n, d))).astype(np.float32)

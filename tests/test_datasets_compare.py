@@ -112,7 +112,7 @@ def test_cross_nearest_is_exact_in_small_blocks(metric):
     """Blocks bounded on both sides (queries and reference rows) give brute force's answer."""
     from scipy.spatial.distance import cdist
 
-    from reportgen.compute.neighbours import cross_nearest
+    from reportgen.compute.reference_search import cross_nearest
 
     rng = np.random.default_rng(1)
     a, b = rng.normal(size=(3000, 12)).astype(np.float32), rng.normal(size=(700, 12)).astype(np.float32)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..compute.kernels import domain_auc, mmd_permutation_test
-from ..compute.neighbours import cross_nearest
+from ..compute.reference_search import cross_nearest
 from ..results import Finding, Headline, SampleFlag, Samples, SampleSet, count, slug
 from ..streaming import cleaned
 from .base import HEADLINE_SAMPLES, BuildAnalysis, BuildInput, Where
