@@ -307,8 +307,8 @@ def _score(
 
 def _in_use(sig: np.ndarray, low: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(descriptors, zoomed descriptors, positions of ``rows`` in them) of only the signatures that
-    ``rows`` name: 20,000 compared images' candidates name about a fifth of a million reference
-    rows, and magnifying every reference signature cost more than the comparisons themselves."""
+    ``rows`` name: a compared set's candidates name part of the reference (20,000 compared images:
+    105,127 of 200,000 reference rows on benchmarks/million.py's data; at most 220,000 of a million)."""
     from ..streaming import gather_rows
 
     used, pos = np.unique(rows, return_inverse=True)
