@@ -120,6 +120,8 @@ def test_cross_nearest_is_exact_in_small_blocks(metric):
     for block in (64 << 20, 100_000):  # one block; many blocks each way
         arg, dist = cross_nearest(a, b, metric=metric, block_bytes=block)
         assert np.array_equal(arg, d.argmin(1)) and np.allclose(dist, d.min(1), atol=1e-5)
+    arg, dist = cross_nearest(a, b[:0], metric=metric)  # no compared rows: nothing to find, no error
+    assert arg.shape == dist.shape == (0,)
 
 
 def test_a_million_of_flags_do_not_flood_the_maps(tmp_path):
