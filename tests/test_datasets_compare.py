@@ -1,5 +1,6 @@
 """Comparing datasets through one model (here: raw pixels, `models: none`)."""
 
+import html
 import json
 
 import numpy as np
@@ -71,6 +72,10 @@ def test_precomputed_embeddings_are_compared_and_leaks_found(tmp_path):
     src = rng.choice(train, 10, replace=False)
     t_img, t_vec, t_lab = imgs[test].copy(), vec[test].copy(), d.target[test].copy()
     t_img[copied], t_vec[copied], t_lab[copied] = imgs[src], vec[src], d.target[src]
+    # the compared set has a class of its own, which sorts before the digits: its labels index its own
+    # class names, not the reference's, and a leak's card must say its own label (escaped)
+    t_lab = t_lab.astype(object)
+    t_lab[copied[0]] = "<odd & class>"
     for name, (v, im, lab) in {"a": (vec[train], imgs[train], d.target[train]), "b": (t_vec, t_img, t_lab)}.items():
         np.save(tmp_path / f"{name}_v.npy", v)
         np.save(tmp_path / f"{name}_i.npy", im)
@@ -92,6 +97,11 @@ def test_precomputed_embeddings_are_compared_and_leaks_found(tmp_path):
     leak = s["leakage"][0]
     found = {int(p["id"].rsplit("-", 1)[1]) for p in leak["pairs"] if p["identical"]}
     assert set(copied.tolist()) <= found
+    html_text = (tmp_path / "out" / "report.html").read_text()
+    for p in leak["pairs"]:
+        r = int(p["id"].rsplit("-", 1)[1])
+        assert f'title="{html.escape(str(t_lab[r]))} · {p["id"]}"' in html_text, (p["id"], t_lab[r])
+    assert "<odd & class>" not in html_text
 
     # vectors of another width: one clear line naming the compared dataset, no report
     np.save(tmp_path / "b_v.npy", t_vec[:, :32])

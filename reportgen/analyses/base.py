@@ -99,6 +99,8 @@ class BuildInput:
     seed: int
     graphs: Mapping[tuple[str, str], NeighbourGraph] = field(default_factory=dict)
     twins: Callable[[], TwinData | None] = lambda: None  # the reference dataset's (made on first call)
+    #: each compared dataset's own class names, in the order of ``extra`` (its labels index these, not the reference's)
+    extra_class_names: tuple[tuple[str, ...], ...] = ()
 
 
 #: Samples a headline names (its ``rows``): the report shows them beside the sentence, linked to their cards.

@@ -48,7 +48,7 @@ class Leak:
     threshold: float | None  # the twin threshold (None: the images could not be compared, identical ones only)
     ids: tuple[str, ...]  # ids of ``rows`` in the compared dataset
     thumbnails: np.ndarray  # thumbnails of ``rows`` (shown beside their twins)
-    labels: np.ndarray  # their labels
+    labels: tuple[str, ...]  # their labels, by the compared dataset's own class names
 
 
 @dataclass(frozen=True, eq=False)
@@ -120,9 +120,10 @@ class CompareDatasets(BuildAnalysis):
             lookup = {k.tobytes(): i for i, k in enumerate(keys)}
         twin = b.twins()
         out = []
-        for name, xruns in b.extra:
+        for k, (name, xruns) in enumerate(b.extra):
             xr = xruns[0]
             n_other = len(xr.embeddings.ids)
+            names = b.extra_class_names[k] if k < len(b.extra_class_names) else ()
             rows_to = np.full(n_other, -1, np.int64)
             diff = np.full(n_other, np.inf, np.float32)
             exact = np.zeros(n_other, bool)
@@ -172,7 +173,7 @@ class CompareDatasets(BuildAnalysis):
                     twin.calibration.threshold if twin else None,
                     tuple(xr.embeddings.ids[r] for r in rows),
                     thumbs,
-                    xr.embeddings.labels[rows],
+                    tuple(names[y] if 0 <= y < len(names) else str(y) for y in xr.embeddings.labels[rows].tolist()),
                 )
             )
         return out

@@ -303,6 +303,7 @@ def _analyse_build(
         fitted={k: w.fitted for k, w in work.items()},
         pca={k: w.pca for k, w in work.items()},
         extra=data.compared,
+        extra_class_names=tuple(d.class_names for d in data.compared_data),
         samples=samples,
         dataset_name=data.ds.name,
         reference=spec.reference,

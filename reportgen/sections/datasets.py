@@ -72,7 +72,7 @@ class CompareDatasetsSection(Section):
                     "text": f"leaked images of {l.dataset} ({l.model} · {l.layer})",
                     "href": f"#compare_datasets-{anchor}",
                 }
-                a = view.image(th, view.class_names[int(y)], i, dataset=l.dataset, lines=(line, where))
+                a = view.image(th, y, i, dataset=l.dataset, lines=(line, where))
                 pairs.append({"a": a, "b": twin, "d": float(d), "exact": bool(e)})
             leaks.append(
                 {
