@@ -11,7 +11,6 @@ and images recompressed step by step until it fits, and the report says what was
 from __future__ import annotations
 
 import functools
-
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
