@@ -63,10 +63,10 @@ def test_a_changed_stage_is_recomputed_and_the_others_reused(tmp_path):
     spec = write(tmp_path, d)
     first = _child_build(src, spec)
     assert first["forward"] > 0 and first["fits"] == 2 and first["computed"]["maps"] == 2 and not first["reused"]
-    same = _child_build(src, spec)
-    assert same["forward"] == 0 and same["fits"] == 0 and not same["computed"] and same["reused"]["maps"] == 2
-    assert not same["figures"]["drawn"] and same["figures"]["reused"]
-    figures = set(same["figures"]["reused"])
+    assert first["figures"]["drawn"] and not first["figures"]["reused"]
+    figures = set(first["figures"]["drawn"])
+    # (no rebuild of the unchanged copy here: each edit below asserts what it reuses, which needs the
+    # fingerprints to be the same in a fresh process; test_report's rebuilds check a full reuse)
 
     # the t-SNE schedule changes: both layers' t-SNE maps are refitted, and exactly the figures that
     # draw them (its scatter, grid and mosaic, and the slices drawn on the audit layer's t-SNE map)
@@ -121,6 +121,7 @@ def test_a_map_fitted_on_the_layers_graph_carries_the_graphs_key(tmp_path):
     assert "approximate" in other.models[0].layers[0].maps["umap"].params["neighbours"]
     again = build(make_spec(d), progress=False)
     assert again.reducer_fits == 0 and again.stats.reused["graphs"] == 1
+    assert again.html is not None and not again.html.figures_drawn and again.html.figures_reused  # nothing redrawn
 
 
 def test_a_code_fingerprint_reads_the_code_not_its_comments(tmp_path):

@@ -58,25 +58,27 @@ def _images(tmp: Path, n: int) -> dict:
 
 
 def _spec(tmp: Path, n: int, **execution) -> dict:
+    """n images in shards of 125 (one batch of 64 and one of 61): shards enough for the workers to share
+    and to kill or interrupt between, few images (each test's Ray overhead is per shard, not per image)."""
     return {
         "title": "ray",
         "dataset": _images(tmp, n),
-        "models": [{**EFFNET, "input_size": 32, "batch_size": 125, "layers": ["blocks.2", "global_pool"]}],
+        "models": [{**EFFNET, "input_size": 32, "batch_size": 64, "layers": ["blocks.2", "global_pool"]}],
         "reducers": ["pca"],
         "output": {"dir": str(tmp / "out")},
         "cache_dir": str(tmp / "cache"),
-        "execution": {"engine": "ray", "shard_size": 250, **execution},
+        "execution": {"engine": "ray", "shard_size": 125, **execution},
     }
 
 
 def test_ray_gives_the_local_paths_embeddings_and_thumbnails(cluster, tmp_path):
-    d = _spec(tmp_path, 2000)
+    d = _spec(tmp_path, 1000)
     ds, sel, (on_ray,) = extract_embeddings(make_spec(d), progress=False)
     local = {**d, "execution": {"engine": "local"}, "cache_dir": str(tmp_path / "local-cache")}
     _, _, (here,) = extract_embeddings(make_spec(local), progress=False)
     assert on_ray.embeddings.key == here.embeddings.key  # one content key for both engines
     assert on_ray.embeddings.manifest["engine"]["name"] == "ray" and on_ray.embeddings.manifest["engine"]["shards"] == 8
-    assert on_ray.embeddings.ids == here.embeddings.ids and len(set(on_ray.embeddings.ids)) == 2000
+    assert on_ray.embeddings.ids == here.embeddings.ids and len(set(on_ray.embeddings.ids)) == 1000
     np.testing.assert_array_equal(on_ray.embeddings.thumbnails, here.embeddings.thumbnails)
     for layer in ("blocks.2", "global_pool"):
         assert_same_embeddings(on_ray.embeddings.layers[layer], here.embeddings.layers[layer])
@@ -129,10 +131,10 @@ def test_a_killed_worker_does_not_lose_or_repeat_a_sample(cluster, tmp_path):
             killed.append(record["pid"])
             os.kill(int(record["pid"]), signal.SIGKILL)  # the worker's process dies mid-job
 
-    _, sel, (r,) = extract_embeddings(make_spec(_spec(tmp_path, 1500)), progress=False, on_shard=kill_once)
+    _, sel, (r,) = extract_embeddings(make_spec(_spec(tmp_path, 750)), progress=False, on_shard=kill_once)
     assert killed
     e = r.embeddings
-    assert len(e.ids) == 1500 and len(set(e.ids)) == 1500  # every sample exactly once
+    assert len(e.ids) == 750 and len(set(e.ids)) == 750  # every sample exactly once
     np.testing.assert_array_equal(np.sort(e.indices), np.sort(sel.indices))
     assert e.manifest["engine"]["shards"] == 6
 
@@ -154,7 +156,7 @@ except KeyboardInterrupt:
 
 
 def test_an_interrupted_driver_reruns_only_the_missing_shards(tmp_path):
-    d = _spec(tmp_path, 2000, num_cpus=2)
+    d = _spec(tmp_path, 1000, num_cpus=2)
     spec_path = write(tmp_path, d)
     p = subprocess.run(
         [sys.executable, "-c", INTERRUPTED, str(spec_path)], capture_output=True, text=True, cwd=ROOT, timeout=600
@@ -170,9 +172,9 @@ def test_an_interrupted_driver_reruns_only_the_missing_shards(tmp_path):
     code, out, err = run("extract", str(spec_path), "-q")
     assert code == 0, err
     calls = int(out.split("computed (")[1].split(" forward")[0])
-    assert calls == (8 - durable) * 2  # 250-image shards, batches of 125: only the missing shards ran
+    assert calls == (8 - durable) * 2  # 125-image shards, batches of 64: only the missing shards ran
     e = EmbeddingStore(tmp_path / "cache").load(json.loads((key_dir / "done.json").read_text())["key"])
-    assert len(e.ids) == 2000 and len(set(e.ids)) == 2000
+    assert len(e.ids) == 1000 and len(set(e.ids)) == 1000
     assert e.manifest["engine"]["computed"] == 8 - durable and e.manifest["engine"]["reused"] == durable
 
 

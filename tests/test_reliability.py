@@ -71,7 +71,7 @@ def test_killed_build_leaves_previous_report_intact(tmp_path, sig, when):
     else:
         d["dataset"]["limit"] = 1200
         d["reducers"] = ["pca"]
-        d["report"] = {"mosaic_cap": 1200, "grid_cap": 1000}
+        d["report"] = {"mosaic_cap": 1200, "grid_cap": 1000, "audit": False}  # no calibration: render sooner
     proc = _start(write(tmp_path, d, "second.yaml"), tmp_path, "--no-cache")
     lines = []
     try:
