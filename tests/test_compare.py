@@ -26,7 +26,7 @@ def compared(tmp_path_factory):
                 {**random_init, "layers": ["blocks.2", "global_pool"]},
             ],
             "reducers": ["pca", {"tsne": {"perplexity": 20, "n_iter": 250}}],
-            "report": {"gallery_components": 2},
+            "report": {"gallery_components": 2, "audit": False},  # models compared, not data audited
             "checks": [{"metric": "neighbour_overlap", "min": 0.5}],
             "output": {"dir": str(tmp / "out")},
             "cache_dir": str(tmp / "cache"),
