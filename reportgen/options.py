@@ -147,6 +147,12 @@ class ReportOptions(Params):
     mosaic_cap: int = Field(2000, gt=0, description="At most this many thumbnails in an image mosaic.")
     grid_cap: int = Field(400, gt=3, description="At most this many cells in a grid mosaic.")
     neighbours: int = Field(8, gt=0, le=50, description="Neighbours shown per query sample.")
+    neighbour_classes: int = Field(
+        50,
+        gt=0,
+        description="At most this many classes get a typical sample in the nearest-neighbours table; with more "
+        "classes, the ones whose typical sample's neighbours agree least with its label.",
+    )
     knn_k: int = Field(10, gt=0, le=100, description="k for kNN accuracy and hard-sample detection.")
     metric: Literal["cosine", "euclidean"] = "cosine"
     hard_samples: int = Field(12, ge=0, le=200)

@@ -170,3 +170,32 @@ def test_trust_and_continuity_equal_sklearn(metric):
         assert t == pytest.approx(sk_trust(xs, y[rows], n_neighbors=10, metric=metric), abs=1e-9)
         assert c == pytest.approx(sk_trust(y[rows], unit if metric == "cosine" else xs, n_neighbors=10), abs=1e-9)
     assert got["pca"][0] > got["noise"][0] + 0.1 and got["pca"][1] > got["noise"][1] + 0.1
+
+
+def test_neighbour_queries_keep_the_classes_whose_neighbours_disagree_most():
+    """Over ``max_classes`` classes, the typical samples (nearest their centroid) kept are those whose
+    neighbours share their label least, in class order; checked against scikit-learn's neighbours."""
+    from sklearn.neighbors import NearestNeighbors
+
+    from reportgen.compute.kernels import neighbour_queries
+    from reportgen.compute.neighbours import build_graph
+
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(8, 16)) * 6
+    centres[5] = centres[2] + 0.3  # classes 2 and 5 overlap, and 6 and 7
+    centres[6] = centres[7] + 0.5
+    labels = np.repeat(np.arange(8), 40)
+    x = (centres[labels] + rng.normal(size=(len(labels), 16))).astype(np.float32)
+    graph, _ = build_graph(x, 10, metric="euclidean", method="exact", seed=0)
+    rows, classes = neighbour_queries(graph, labels, x, [], n_classes=8)
+    assert classes == 8 and [labels[r] for r in rows] == list(range(8))
+    typical = [int(np.flatnonzero(labels == c)[np.argmin(((x[labels == c] - x[labels == c].mean(0)) ** 2).sum(1))])
+               for c in range(8)]  # fmt: skip
+    assert rows == typical
+    nn = NearestNeighbors(n_neighbors=11).fit(x).kneighbors(x[typical], return_distance=False)[:, 1:]
+    agree = (labels[nn] == np.arange(8)[:, None]).mean(1)
+    kept, classes = neighbour_queries(graph, labels, x, [], n_classes=8, max_classes=3)
+    assert classes == 8 and len(kept) == 3
+    assert kept == [typical[c] for c in sorted(np.argsort(agree, kind="stable")[:3])]
+    assert agree[[0, 1, 3, 4]].min() > agree[[2, 5, 6, 7]].max()  # the set-up: four classes in two overlapping pairs
+    assert {int(labels[r]) for r in kept} <= {2, 5, 6, 7}  # kept among them, not the clear ones

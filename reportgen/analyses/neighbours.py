@@ -20,6 +20,8 @@ class NeighboursFinding(Finding):
     neighbours: np.ndarray  # (Q, m) rows, nearest first
     distances: np.ndarray  # (Q, m)
     metric: str
+    classes: int = 0  # classes with a typical sample in the data
+    classes_shown: int = 0  # of them, those with a row (report.neighbour_classes)
 
 
 class Neighbours(LayerAnalysis):
@@ -32,14 +34,14 @@ class Neighbours(LayerAnalysis):
 
     def run(self, layer: LayerInput, found: Mapping[str, Finding]) -> NeighboursFinding:
         g = layer.graph
-        q = np.asarray(
-            neighbour_queries(
-                g, layer.labels, layer.x, list(finding_of(found, "hard", HardFinding).hard), n_classes=layer.n_classes
-            ),
-            np.int64,
+        hard = list(finding_of(found, "hard", HardFinding).hard)
+        rows, classes = neighbour_queries(
+            g, layer.labels, layer.x, hard, n_classes=layer.n_classes, max_classes=layer.options.neighbour_classes
         )
+        q = np.asarray(rows, np.int64)
         m = min(layer.options.neighbours, g.k)
-        return NeighboursFinding(q, g.indices[q, :m], g.distances[q, :m], g.metric)
+        shown = min(classes, layer.options.neighbour_classes)
+        return NeighboursFinding(q, g.indices[q, :m], g.distances[q, :m], g.metric, classes, shown)
 
     def summary(self, f: NeighboursFinding, samples: Samples) -> dict:
         ids = samples.ids
@@ -47,5 +49,7 @@ class Neighbours(LayerAnalysis):
             "neighbours": [
                 {"query": ids[q], "neighbours": [ids[j] for j in nb], "distances": [float(d) for d in dist]}
                 for q, nb, dist in zip(f.queries, f.neighbours, f.distances)
-            ]
+            ],
+            "classes": f.classes,
+            "classes_shown": f.classes_shown,
         }

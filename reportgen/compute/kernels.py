@@ -184,10 +184,21 @@ def class_centroids(x: np.ndarray, labels: np.ndarray, n_classes: int) -> np.nda
 
 
 def neighbour_queries(
-    graph: NeighbourGraph, labels: np.ndarray, x: np.ndarray, hard: list[HardSample], *, n_classes: int, extra: int = 3
-) -> list[int]:
+    graph: NeighbourGraph,
+    labels: np.ndarray,
+    x: np.ndarray,
+    hard: list[HardSample],
+    *,
+    n_classes: int,
+    extra: int = 3,
+    max_classes: int | None = None,
+) -> tuple[list[int], int]:
     """One typical sample per class (nearest its class centroid; the lowest row on ties), then the
-    hardest samples. Streamed: the layer is read twice in chunks, never copied whole."""
+    hardest samples; and how many classes had a typical sample. With more than ``max_classes``
+    classes, only the typical samples whose graph neighbours agree least with their label (the
+    share of the same class; ties to the lower class), in class order: a table of a thousand
+    classes' rows is neither read nor small. Streamed: the layer is read twice in chunks, never
+    copied whole."""
     cent = class_centroids(x, labels, n_classes)
     dist = np.empty(len(x))
     for s, c in row_chunks(x):
@@ -195,11 +206,15 @@ def neighbour_queries(
         dist[s : s + len(c)] = ((np.asarray(c, np.float64) - cent[lab]) ** 2).sum(1)
     order = np.lexsort((np.arange(len(x)), dist, labels))
     first = np.flatnonzero(np.r_[True, labels[order][1:] != labels[order][:-1]])
-    rows = [int(order[i]) for i in first]
+    typical = order[first]
+    if max_classes is not None and len(typical) > max_classes:
+        agree = (labels[graph.indices[typical]] == labels[typical][:, None]).mean(1)
+        typical = typical[np.sort(np.argsort(agree, kind="stable")[:max_classes])]  # in class order
+    rows = [int(r) for r in typical]
     for h in hard[:extra]:
         if h.row not in rows:
             rows.append(h.row)
-    return rows
+    return rows, len(first)
 
 
 def centroid_axis(

@@ -24,4 +24,10 @@ class NeighboursSection(Section):
             }
             for q, nb, dist in zip(f.queries, f.neighbours, f.distances)
         ]
-        return {"rows": rows, "metric": f.metric, "m": f.neighbours.shape[1]}
+        return {
+            "rows": rows,
+            "metric": f.metric,
+            "m": f.neighbours.shape[1],
+            "classes": f.classes,
+            "shown": f.classes_shown,
+        }
