@@ -123,7 +123,7 @@ class CompareDatasets(BuildAnalysis):
         for k, (name, xruns) in enumerate(b.extra):
             xr = xruns[0]
             n_other = len(xr.embeddings.ids)
-            names = b.extra_class_names[k] if k < len(b.extra_class_names) else ()
+            names = b.extra_class_names[k]
             rows_to = np.full(n_other, -1, np.int64)
             diff = np.full(n_other, np.inf, np.float32)
             exact = np.zeros(n_other, bool)
@@ -173,7 +173,7 @@ class CompareDatasets(BuildAnalysis):
                     twin.calibration.threshold if twin else None,
                     tuple(xr.embeddings.ids[r] for r in rows),
                     thumbs,
-                    tuple(names[y] if 0 <= y < len(names) else str(y) for y in xr.embeddings.labels[rows].tolist()),
+                    tuple(names[y] for y in xr.embeddings.labels[rows].tolist()),
                 )
             )
         return out
