@@ -6,6 +6,7 @@ import pytest
 from sklearn.datasets import load_digits
 from sklearn.neighbors import NearestNeighbors
 
+from reportgen.compute.brute_force import exact_search, top_m
 from reportgen.compute.neighbours import exact_graph as neighbour_graph
 from reportgen.compute.pca import _spectrum_and_top, fit_pca
 
@@ -200,3 +201,72 @@ def test_neighbour_queries_keep_the_classes_whose_neighbours_disagree_most():
     assert kept == [typical[c] for c in sorted(np.argsort(agree, kind="stable")[:3])]
     assert agree[[0, 1, 3, 4]].min() > agree[[2, 5, 6, 7]].max()  # the set-up: four classes in two overlapping pairs
     assert {int(labels[r]) for r in kept} <= {2, 5, 6, 7}  # kept among them, not the clear ones
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_exact_search_of_new_queries_equals_sklearn_on_any_number_of_threads(metric):
+    x, _ = _digits()
+    rng = np.random.default_rng(3)
+    queries = (x[rng.choice(len(x), 300, replace=False)] + rng.normal(scale=2.0, size=(300, x.shape[1]))).astype(
+        np.float32
+    )
+    queries[:5] = x[:5]  # a query equal to a row finds it at distance 0: only ``queries is x`` leaves it out
+    small = 4 * len(x) * 40  # blocks of 40 queries: several per thread and a ragged last one
+    one = exact_search(queries, x, 10, metric=metric, block_bytes=small, threads=1)
+    two = exact_search(queries, x, 10, metric=metric, block_bytes=small, threads=2)
+    assert np.array_equal(one[0], two[0]) and np.array_equal(one[1], two[1])
+    idx, dist = one
+    d, _ = (
+        NearestNeighbors(n_neighbors=10, metric=metric, algorithm="brute")
+        .fit(x.astype(np.float64))
+        .kneighbors(queries.astype(np.float64))
+    )
+    np.testing.assert_allclose(dist, d, atol=1e-4 if metric == "euclidean" else 1e-6)
+    assert np.array_equal(idx[:5, 0], np.arange(5)) and np.all(dist[:5, 0] <= 1e-6)
+    # the indices carry those distances (ties among the digits' integer pixels may swap rows)
+    xd, qd = x.astype(np.float64), queries.astype(np.float64)
+    if metric == "cosine":
+        u, q = xd / np.linalg.norm(xd, axis=1, keepdims=True), qd / np.linalg.norm(qd, axis=1, keepdims=True)
+        own = 1 - np.einsum("ik,ijk->ij", q, u[idx])
+    else:
+        own = np.linalg.norm(xd[idx] - qd[:, None, :], axis=-1)
+    np.testing.assert_allclose(own, dist, atol=1e-4 if metric == "euclidean" else 1e-6)
+
+
+def test_top_m_keeps_every_tie_whole():
+    """Against a direct reading of each row: every value above the m-th, and every column equal to
+    it whenever they are more than m together."""
+    rng = np.random.default_rng(4)
+    for trial in range(60):
+        b, n = int(rng.integers(1, 20)), int(rng.integers(1, 2500))
+        m = int(rng.integers(1, n + 1 if trial % 2 else max(2, n // 20)))  # half of them search chunks
+        scores = rng.integers(0, int(rng.integers(1, 40)), (b, n)).astype(np.float32)  # many ties
+        if trial % 3 == 0:
+            scores = rng.standard_normal((b, n)).astype(np.float32)
+        if trial % 4 == 0:
+            scores[:, rng.integers(0, n, n // 3)] = -np.inf
+        out = top_m(scores, m)
+        for row, got in zip(scores, out, strict=True):
+            kept = set(got[got >= 0].tolist())
+            th = np.sort(row)[::-1][m - 1]
+            above, tied = set(np.flatnonzero(row > th).tolist()), set(np.flatnonzero(row == th).tolist())
+            assert above <= kept <= above | tied and len(kept) >= m
+            if len(above) + len(tied) > m:
+                assert kept == above | tied
+
+
+def test_tsne_exact_index_gives_opentsne_exact_affinities():
+    """t-SNE's neighbours searched by our blocked GEMMs: the same affinities as openTSNE's own exact
+    (scikit-learn) index, for the fit and for new samples placed by ``transform``."""
+    from openTSNE import affinity
+
+    from reportgen.reducers.tsne import exact_index
+
+    x, _ = _digits()
+    z = np.ascontiguousarray(fit_pca(x, 30).scores[:, :30], np.float64)  # continuous: no ties among neighbours
+    new = z[:100] + np.random.default_rng(5).normal(scale=0.5, size=(100, 30))
+    fitted, rest = z[100:], new
+    ours = affinity.PerplexityBasedNN(perplexity=20, knn_index=exact_index(fitted, 60, "euclidean"))
+    theirs = affinity.PerplexityBasedNN(fitted, perplexity=20, method="exact", random_state=0)
+    np.testing.assert_allclose(ours.P.toarray(), theirs.P.toarray(), atol=1e-7)
+    np.testing.assert_allclose(ours.to_new(rest).toarray(), theirs.to_new(rest).toarray(), atol=1e-7)

@@ -1,12 +1,14 @@
 """t-SNE map (openTSNE): PCA initialisation, early exaggeration, then a KL stopping rule.
 
 The settings were chosen by measurement (docs/benchmarks.md): Barnes-Hut on one thread below
-5,000 samples (fast there, and bit-reproducible), FFT on every core above.
+5,000 samples (fast there, and bit-reproducible), FFT on every core above; the 3 x perplexity
+neighbours searched exactly up to 200,000 samples (blocked GEMMs, 4x faster than annoy at 100,000),
+by openTSNE's annoy index above.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -43,6 +45,13 @@ class TsneParams(ReducerParams):
     )
 
 
+#: Up to this many samples t-SNE's 3 x perplexity neighbours are searched exactly (blocked GEMMs,
+#: ``compute.neighbours.exact_search``), above by openTSNE's annoy index. Measured on PCA-50 scores
+#: of alike vectors, 90 neighbours, 2 cores: 100,000 samples 19 s exact against 104 s for annoy
+#: (the whole affinity 24 s against 104); 200,000 ~4x that against 186 s (docs/benchmarks.md).
+EXACT_NEIGHBOURS_UP_TO = 200_000
+
+
 def tsne_settings(n: int, params: TsneParams) -> tuple[str, int, str]:
     """Gradient method, threads and neighbour search chosen by N (measured, see docs/benchmarks.md)."""
     method = params.negative_gradient_method
@@ -51,8 +60,28 @@ def tsne_settings(n: int, params: TsneParams) -> tuple[str, int, str]:
     jobs = params.n_jobs
     if jobs == "auto":
         jobs = 1 if method == "bh" else cores()
-    neighbors = "exact" if n <= 5_000 else "annoy"
+    neighbors = "exact" if n <= EXACT_NEIGHBOURS_UP_TO else "annoy"
     return method, int(jobs), neighbors
+
+
+def exact_index(data: np.ndarray, k: int, metric: str) -> Any:
+    """An openTSNE neighbour index that searches exactly, by blocked GEMMs (``compute.brute_force``):
+    the same neighbours as openTSNE's exact (scikit-learn) index, and for the fit and ``transform``
+    of new samples alike."""
+    from openTSNE.nearest_neighbors import KNNIndex
+
+    from ..compute.brute_force import exact_search
+
+    class Exact(KNNIndex):
+        VALID_METRICS = ["euclidean", "cosine"]
+
+        def build(self) -> tuple[np.ndarray, np.ndarray]:
+            return exact_search(self.data, self.data, self.k, metric=self.metric)  # each row not its own
+
+        def query(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+            return exact_search(np.asarray(query), self.data, k, metric=self.metric)
+
+    return Exact(data, k, metric=metric)
 
 
 class TsneReducer(Reducer[TsneParams]):
@@ -97,15 +126,21 @@ class TsneReducer(Reducer[TsneParams]):
                 "Barnes-Hut t-SNE on several threads is not bit-reproducible: maps may differ slightly between runs"
             )
         data = np.ascontiguousarray(inp, dtype=np.float64)
-        aff = affinity.PerplexityBasedNN(
-            data,
-            perplexity=perplexity,
-            metric=params.metric,
-            method=neighbors,
-            n_jobs=jobs,
-            random_state=seed,
-            verbose=False,
-        )
+        if neighbors == "exact":
+            k_nn = min(n - 1, int(3 * perplexity))  # openTSNE's own choice for a perplexity
+            aff = affinity.PerplexityBasedNN(
+                perplexity=perplexity, knn_index=exact_index(data, k_nn, params.metric), n_jobs=jobs, verbose=False
+            )
+        else:
+            aff = affinity.PerplexityBasedNN(
+                data,
+                perplexity=perplexity,
+                metric=params.metric,
+                method=neighbors,
+                n_jobs=jobs,
+                random_state=seed,
+                verbose=False,
+            )
         init = initialization.pca(data, random_state=seed, verbose=False)
         lr = max(200.0, n / 12.0) if params.learning_rate == "auto" else float(params.learning_rate)
         emb = TSNEEmbedding(init, aff, negative_gradient_method=method, n_jobs=jobs, random_state=seed, verbose=False)
