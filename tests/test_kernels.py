@@ -117,6 +117,17 @@ def test_umap_reuses_the_layer_graph(monkeypatch):
     # the map separates the classes: 10-NN accuracy in 2-D
     g2 = neighbour_graph(proj.coords, 10, metric="euclidean")
     assert (np.array([np.bincount(y[r]).argmax() for r in g2.indices]) == y).mean() > 0.85
+    assert proj.params["init"] == "spectral"
+    # above SPECTRAL_UP_TO, auto starts from PCA: as good a map
+    import reportgen.reducers.umap as umap_reducer
+
+    monkeypatch.setattr(umap_reducer, "SPECTRAL_UP_TO", 5_000)
+    pca_init = run_umap(x, UmapParams(metric="euclidean"), seed=0, graph=g)
+    assert pca_init.params["init"] == "pca"
+    assert trustworthiness(x[sub], pca_init.coords[sub], n_neighbors=10) > 0.9
+    g3 = neighbour_graph(pca_init.coords, 10, metric="euclidean")
+    assert (np.array([np.bincount(y[r]).argmax() for r in g3.indices]) == y).mean() > 0.85
+    assert not np.allclose(pca_init.coords, proj.coords)
     # below 4,096 samples too (umap-learn would otherwise compute all pairwise distances)
     small = run_umap(
         x[:1000], UmapParams(metric="euclidean"), seed=0, graph=neighbour_graph(x[:1000], 14, metric="euclidean")
