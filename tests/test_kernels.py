@@ -223,9 +223,13 @@ def test_exact_search_of_new_queries_equals_sklearn_on_any_number_of_threads(met
     )
     queries[:5] = x[:5]  # a query equal to a row finds it at distance 0: only ``queries is x`` leaves it out
     small = 4 * len(x) * 40  # blocks of 40 queries: several per thread and a ragged last one
+    from threadpoolctl import threadpool_info
+
+    pools = [(p["internal_api"], p["num_threads"]) for p in threadpool_info()]
     one = exact_search(queries, x, 10, metric=metric, block_bytes=small, threads=1)
     two = exact_search(queries, x, 10, metric=metric, block_bytes=small, threads=2)
     assert np.array_equal(one[0], two[0]) and np.array_equal(one[1], two[1])
+    assert [(p["internal_api"], p["num_threads"]) for p in threadpool_info()] == pools  # BLAS's threads given back
     idx, dist = one
     d, _ = (
         NearestNeighbors(n_neighbors=10, metric=metric, algorithm="brute")

@@ -86,9 +86,10 @@ def exact_search(
     Cosine distance is 1 - cos of unit-normalised rows, straight from the GEMM. For euclidean the
     GEMM ranks by q.b - |b|^2/2 and the best k+8 candidates are re-ranked by their distances
     computed from differences (no cancellation), so rounding can only matter when more than 8
-    candidates tie at the k-th place. Peak memory: one (block, N) float32 score block
-    (``block_bytes``), never the queries x N matrix. Ties in distance go to the lower row of x, so
-    the result is the same on every run.
+    candidates tie at the k-th place. Blocks run on ``threads`` threads (default: the cores, at
+    most 8), each a one-thread GEMM; BLAS's own thread count is restored after. Peak memory:
+    ``block_bytes`` of float32 score blocks in all, never the queries x N matrix. Ties in distance
+    go to the lower row of x, so the result is the same on every run and any number of threads.
     """
     same = queries is x
     n = len(x)
@@ -105,7 +106,7 @@ def exact_search(
         m = min(n - 1 if same else n, k + 8)
     nq = len(q_all)
     workers = max(1, min(threads if threads is not None else _workers(), -(-nq // 256)))
-    block = int(max(16, min(4096, block_bytes // (4 * n * workers))))
+    block = int(max(16, min(4096, block_bytes // (4 * n * workers), -(-nq // workers))))  # work for each
     indices = np.empty((nq, k), np.int64)
     distances = np.empty((nq, k))
     buffers: Queue[np.ndarray] = Queue()
