@@ -215,8 +215,10 @@ def test_neighbour_queries_keep_the_classes_whose_neighbours_disagree_most():
 
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
-def test_exact_search_of_new_queries_equals_sklearn_on_any_number_of_threads(metric):
+@pytest.mark.parametrize("dims", [64, 128])  # 64: euclidean's bias inside the GEMM (FOLD_DIMS); 128: added after
+def test_exact_search_of_new_queries_equals_sklearn_on_any_number_of_threads(metric, dims):
     x, _ = _digits()
+    x = x if dims == 64 else np.ascontiguousarray(np.hstack([x, x[:, ::-1] * 0.5]))
     rng = np.random.default_rng(3)
     queries = (x[rng.choice(len(x), 300, replace=False)] + rng.normal(scale=2.0, size=(300, x.shape[1]))).astype(
         np.float32

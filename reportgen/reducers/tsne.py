@@ -46,7 +46,7 @@ class TsneParams(ReducerParams):
 
 
 #: Up to this many samples t-SNE's 3 x perplexity neighbours are searched exactly (blocked GEMMs,
-#: ``compute.neighbours.exact_search``), above by openTSNE's annoy index. Measured on PCA-50 scores
+#: ``compute.brute_force.exact_search``), above by openTSNE's annoy index. Measured on PCA-50 scores
 #: of alike vectors, 90 neighbours, 2 cores: 100,000 samples 19 s exact against 104 s for annoy
 #: (the whole affinity 24 s against 104); 200,000 ~4x that against 186 s (docs/benchmarks.md).
 EXACT_NEIGHBOURS_UP_TO = 200_000
