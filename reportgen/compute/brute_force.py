@@ -114,7 +114,7 @@ def exact_search(
             left = np.hstack([q_all, np.ones((len(q_all), 1), np.float32)])
             bias = None
     nq = len(q_all)
-    workers = max(1, min(threads if threads is not None else _workers(), -(-nq // 256)))
+    workers = max(1, min(threads if threads is not None else worker_threads(), -(-nq // 256)))
     block = int(max(16, min(4096, block_bytes // (4 * n * workers), -(-nq // workers))))  # work for each
     indices = np.empty((nq, k), np.int64)
     distances = np.empty((nq, k))
@@ -177,8 +177,9 @@ def _unit_rows(a: np.ndarray) -> np.ndarray:
     return a / np.where(norms > 0, norms, 1)
 
 
-def _workers() -> int:
-    """Threads for the blocks: the cores this process may use, at most 8."""
+def worker_threads() -> int:
+    """Threads for blocks of rows (NumPy's gathers, selections and products release the GIL): the
+    cores this process may use, at most 8. The exact search's and the graph's re-ranking's."""
     from ..machine import cores
 
     return max(1, min(8, cores()))

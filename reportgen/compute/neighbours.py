@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .brute_force import exact_search
+from .brute_force import exact_search, worker_threads
 
 
 @dataclass(frozen=True, eq=False)
@@ -33,7 +33,6 @@ class NeighbourGraph:
 
 def exact_graph(x: np.ndarray, k: int, *, metric: str = "cosine", block_bytes: int = 256 << 20) -> NeighbourGraph:
     """Exact k nearest neighbours of every row of x among the others (``exact_search`` of x in itself)."""
-    k = int(min(k, len(x) - 1))
     indices, distances = exact_search(x, x, k, metric=metric, block_bytes=block_bytes)
     return NeighbourGraph(indices=indices, distances=distances, metric=metric)
 
@@ -232,7 +231,7 @@ def rerank(
     indices = np.empty((n, k), np.int64)
     distances = np.empty((n, k))
     block = 512
-    workers = rerank_workers() if workers is None else workers
+    workers = worker_threads() if workers is None else workers
     with ThreadPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
         for start in range(0, n, RELEASE_EVERY):
             stop = min(start + RELEASE_EVERY, n)
@@ -250,14 +249,6 @@ def rerank(
                 list(pool.map(one, blocks))
             release(x, 0, n)  # the candidate rows read all over the file: RSS bounded, not the whole file
     return NeighbourGraph(indices=indices, distances=distances, metric=metric, method="re-ranked candidates")
-
-
-def rerank_workers() -> int:
-    """Threads for the exact re-ranking (numpy's gathers and products release the GIL): the cores
-    this process may use, at most 8."""
-    from ..machine import cores
-
-    return max(1, min(8, cores()))
 
 
 def _rerank(
