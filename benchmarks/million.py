@@ -58,7 +58,7 @@ datasets:
   - {{kind: embeddings, vectors: {d}/test_vectors.npy, images: {d}/test_images.npy, metadata: {d}/test_meta.tsv,
       name: test}}
 reducers: [{{pca: {{n_components: 10}}}}, {{tsne: {{perplexity: 30}}}}, {{umap: {{n_neighbors: 15}}}}]
-report: {{mosaic_cap: 1500}}
+report: {{mosaic_cap: 1500, thumbnail_px: {px}}}
 output: {{dir: {out}, max_html_mb: 10}}
 cache_dir: {cache}
 """
@@ -327,6 +327,7 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "reportgen-alike")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--keep", type=Path, help="build into this new folder and keep it (report, cache)")
+    ap.add_argument("--thumbnail-px", type=int, default=32, help="the report's thumbnail side (default: the report's own)")
     args = ap.parse_args()
     data = args.data / str(args.n)
     t0 = time.perf_counter()
@@ -339,7 +340,7 @@ def main() -> int:
             raise SystemExit(f"--keep {args.keep}: not empty (its cache would make this a rebuild, not a first build)")
         tmp.mkdir(parents=True, exist_ok=True)
         spec = tmp / "spec.yaml"
-        spec.write_text(SPEC.format(n=args.n, d=data, out=tmp / "out", cache=tmp / "cache"))
+        spec.write_text(SPEC.format(n=args.n, d=data, out=tmp / "out", cache=tmp / "cache", px=args.thumbnail_px))
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         log = data / "build.log"  # the stages as they end (peak memory each): read it while it runs
         with open(log, "w") as err:
@@ -356,7 +357,7 @@ def main() -> int:
             raise SystemExit(f"build failed (exit {p.returncode}; a negative one: killed by that signal):\n{tail}")
         info = json.loads(next(line for line in p.stdout.splitlines() if line.startswith("RESULT "))[7:])
         found = dict(np.load(tmp / "found.npz"))
-    results = {"n": args.n, "test": args.test, "machine": machine(), **info, **score(truth, found, args.n)}
+    results = {"n": args.n, "test": args.test, "thumbnail_px": args.thumbnail_px, "machine": machine(), **info, **score(truth, found, args.n)}
     out = args.out or ROOT / "benchmarks" / "results" / f"million-{args.n}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1, default=str) + "\n")
