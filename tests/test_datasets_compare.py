@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from reportgen.compute import twins
 from reportgen.compute.kernels import domain_auc, mmd_permutation_test
 from tests.conftest import run, write
 
@@ -97,6 +98,8 @@ def test_precomputed_embeddings_are_compared_and_leaks_found(tmp_path):
     leak = s["leakage"][0]
     found = {int(p["id"].rsplit("-", 1)[1]) for p in leak["pairs"] if p["identical"]}
     assert set(copied.tolist()) <= found
+    # 8-px digits in 32-px thumbnails: both sets' signatures at the smallest side, not the thumbnails'
+    assert s["models"][0]["layers"][0]["audit"]["calibration"].startswith(f"on {twins.MIN_SIG_PX}-px grey signatures")
     html_text = (tmp_path / "out" / "report.html").read_text()
     for p in leak["pairs"]:
         r = int(p["id"].rsplit("-", 1)[1])

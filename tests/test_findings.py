@@ -156,6 +156,29 @@ def test_a_small_signature_is_compared_over_most_of_its_picture():
     assert twins.differences(sig(a), sig(marked))[0] > 0.3 > 100 * twins.differences(sig(a), sig(1.1 * a))[0]
 
 
+def test_signatures_are_no_larger_than_the_images():
+    """A thumbnail enlarges a small image (16 px to 32: each pixel repeated 2 x 2); its signature
+    is made at the image's own size (``signature_side`` of the median centre square, what a
+    thumbnail is cut from), where it holds the image's own grey levels, at a quarter of the pixels
+    a comparison reads. Larger images, smoothly enlarged ones, or none measured keep SIG_PX."""
+    from reportgen.compute.properties import image_properties, square_side
+    from reportgen.images import make_thumbnail
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 16, 20, 3), dtype=np.uint8)  # 16 x 20: centre squares of 16
+    side = square_side(image_properties(lambda i: images[i], np.arange(12)))
+    assert side == pytest.approx(16) and twins.signature_side(side, 32) == 16
+    # unknown, larger, or smoothly enlarged (28 px by bicubic to 32): SIG_PX; tiny: MIN_SIG_PX
+    assert twins.signature_side(None, 32) == twins.signature_side(500.0, 32) == twins.SIG_PX
+    assert twins.signature_side(28.0, 32) == twins.SIG_PX and twins.signature_side(20.0, 64) == 20
+    assert twins.signature_side(8.0, 32) == twins.MIN_SIG_PX <= 16
+    thumbs = np.stack([make_thumbnail(x, 32) for x in images])
+    own = images[:, :, 2:18].astype(np.float32) @ np.float32([0.299, 0.587, 0.114])
+    sig = twins.signatures(thumbs, 16)
+    assert sig.shape == (12, 16, 16) and np.abs(sig.astype(int) - np.rint(own)).max() <= 1
+    assert twins.signatures(thumbs).shape == (12, twins.SIG_PX, twins.SIG_PX)
+
+
 def test_only_pairs_compared_in_full_are_twins(monkeypatch):
     """A pair the budget left out of the full comparison is counted as skipped, never reported on
     the quick comparison's more forgiving difference."""

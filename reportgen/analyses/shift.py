@@ -132,7 +132,7 @@ class CompareDatasets(BuildAnalysis):
                 nearest, _ = cross_nearest(b.x(m, layer), other, metric=b.options.metric)
                 r, t, d = cross_twins(
                     twin.signatures,
-                    signatures(xr.embeddings.thumbnails),
+                    signatures(xr.embeddings.thumbnails, twin.signatures.shape[1]),
                     nearest[:, None],
                     twin.calibration.threshold,
                     seed=b.seed,

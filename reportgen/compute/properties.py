@@ -206,3 +206,15 @@ def image_properties(
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(one, range(len(indices)), chunksize=64))
     return out
+
+
+def square_side(properties: np.ndarray | None) -> float | None:
+    """The median side of the images' centre squares (what a thumbnail is made of: the shorter
+    side), from ``image_properties``' rows; None for none."""
+    if properties is None or not len(properties):
+        return None
+    size, aspect = properties[:, PROPERTIES.index("size")], properties[:, PROPERTIES.index("aspect")]
+    ok = (size > 0) & (aspect > 0)
+    if not ok.any():
+        return None
+    return float(np.median(np.sqrt(size[ok] * np.minimum(aspect[ok], 1 / aspect[ok]))))

@@ -122,10 +122,12 @@ def calibrate(
     *,
     seed: int,
     signatures_of_rows: np.ndarray | None = None,
+    side: int | None = None,
 ) -> Calibration | None:
     """The twin threshold of a data set: ``read(row)`` gives an RGB uint8 image; a seeded sample of
     ``rows`` is copied in every family of FAMILIES and compared with its originals, and with its
-    nearest other images (``signatures_of_rows``: every row's signature, for the look-alikes)."""
+    nearest other images (``signatures_of_rows``: every row's signature, for the look-alikes).
+    ``side``: the signatures' (``signatures``; by default that of ``signatures_of_rows``)."""
     from ..images import make_thumbnail, to_rgb_uint8
 
     rng = np.random.default_rng(seed)
@@ -144,7 +146,9 @@ def calibrate(
             family.append(name)
     if not copies:
         return None
-    sig_o, sig_c = signatures(np.stack(orig)), signatures(np.stack(copies))
+    if side is None and signatures_of_rows is not None:
+        side = signatures_of_rows.shape[1]
+    sig_o, sig_c = signatures(np.stack(orig), side), signatures(np.stack(copies), side)
     d = differences(sig_o, sig_c)
     # a copy is found only if the search's spectral prefilter keeps it too (crops are what it drops)
     every = np.arange(len(d))
@@ -182,7 +186,8 @@ def calibrate(
     recall = {name: float(((d <= threshold) & kept)[fam == name].mean()) for name in FAMILIES}
     weak = [f"{name} {100 * r:.0f} %" for name, r in recall.items() if r < 0.9]
     how = (
-        f"difference <= {threshold:.3g}: the {100 * COPY_QUANTILE:.0f}th percentile of {len(d):,} copies of this data "
+        f"on {sig_o.shape[1]}-px grey signatures, difference <= {threshold:.3g}: "
+        f"the {100 * COPY_QUANTILE:.0f}th percentile of {len(d):,} copies of this data "
         "set's own images made the ways copies get made (resampled, JPEG 50-95, cropped up to 10 %, 10 % brighter, "
         "darker, more or less contrast, grey)"
         + (f", capped from {q:.3g}" if q > MAX_THRESHOLD and not look else "")

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.fft as _fft
 
+from .twin_signatures import MIN_SIG_PX as MIN_SIG_PX
 from .twin_signatures import PREFILTER as PREFILTER
 from .twin_signatures import SCALES as SCALES
 from .twin_signatures import SIG_PX as SIG_PX
@@ -40,6 +41,7 @@ from .twin_signatures import ZOOMS as ZOOMS
 from .twin_signatures import _magnify, _sampling, _sandwich
 from .twin_signatures import prefilter as prefilter
 from .twin_signatures import signature_neighbours as signature_neighbours
+from .twin_signatures import signature_side as signature_side
 from .twin_signatures import signatures as signatures
 from .twin_signatures import spectra as spectra
 from .twin_signatures import zoomed_spectra as zoomed_spectra

@@ -118,7 +118,7 @@ def build(
     cache = Cache(cache_root, enabled=use_cache)
     samples = _samples(data, stages, cache, spec)
     plan = Plan.of(spec)
-    twins = _twin_data(spec, data, cache)
+    twins = _twin_data(spec, data, cache, samples.properties)
     work = _analyse_layers(spec, data, samples, plan, cache, counts, twins)
     built = _analyse_build(spec, data, samples, work, plan, stages, twins)
     build_findings, build_metrics, build_summary, build_headlines, build_flags, build_sets = built
@@ -352,32 +352,37 @@ def _audit_layer(spec: ReportSpec, run: ModelRun) -> str | None:
     return max(layers, key=lambda l: (index.get(l, -1), layers.index(l)))
 
 
-def _twin_data(spec: ReportSpec, data: Embedded, cache: Cache) -> Callable[[], TwinData | None]:
+def _twin_data(
+    spec: ReportSpec, data: Embedded, cache: Cache, properties: np.ndarray | None
+) -> Callable[[], TwinData | None]:
     """The reference dataset's image signatures and near-duplicate calibration, made on first use
     (once for every model and for the build analyses) and only for a dataset with images. The
     calibration (copies of 300 images in 13 edit families, compared) is kept in the cache: a
-    rebuild that changes a title does not redo it."""
+    rebuild that changes a title does not redo it. The signatures are no larger than the images
+    (``properties``: theirs, for their size)."""
     memo: list[TwinData | None] = []
 
     def get() -> TwinData | None:
         if not memo:
-            memo.append(_twins_of(spec, data, cache))
+            memo.append(_twins_of(spec, data, cache, properties))
         return memo[0]
 
     return get
 
 
-def _twins_of(spec: ReportSpec, data: Embedded, cache: Cache) -> TwinData | None:
+def _twins_of(spec: ReportSpec, data: Embedded, cache: Cache, properties: np.ndarray | None) -> TwinData | None:
+    from ..compute.properties import square_side
     from ..compute.twin_calibration import calibrate
-    from ..compute.twins import Calibration, signatures
+    from ..compute.twins import Calibration, signature_side, signatures
     from ..fingerprint import code_fingerprint
 
     emb, ds = data.runs[0].embeddings, data.ds
     if not (ds.has_images and emb.thumbnails is not None and len(emb.indices) > 1):
         return None
-    sig = signatures(emb.thumbnails)
+    sig = signatures(emb.thumbnails, signature_side(square_side(properties), spec.report.thumbnail_px))
     rows = np.asarray(emb.indices)
     parts = {"dataset": ds.fingerprint, "rows": rows, "thumbnail_px": spec.report.thumbnail_px, "seed": spec.seed}
+    parts["signature_px"] = sig.shape[1]
     key = cache.key("twin-calibration", parts, code_fingerprint("reportgen.compute.twin_calibration"), [])
 
     def made() -> dict[str, Any] | None:
