@@ -89,6 +89,10 @@ def _frame(side: int) -> tuple[int, int]:
 
 #: Gaussian blurs (sigma in pixels at SIG_PX) applied to (a, b) before comparing: a light one
 #: against aliasing, and a stronger one on either side for a copy that went through a resampling.
+#: A smaller signature is blurred in proportion (0.3 and 0.55 px at 16 px), as its frame is: at
+#: the full sigmas, 16-px signatures of the alike million smoothed away the sensor noise that
+#: keeps look-alikes apart, and 0.20 % of its images had a look-alike that stood out within half
+#: the threshold (0.03 % at 32 px, or at 16 px blurred in proportion; docs/benchmarks.md).
 BLURS = ((0.6, 0.6), (0.6, 1.1), (1.1, 0.6))
 #: The quick comparison's one blur, on both sides: stronger than any of BLURS, so that a resampled
 #: or slightly cropped copy (which only the full comparison's scales and blurs align) still comes
@@ -135,12 +139,13 @@ def _aligned(a: np.ndarray, b: np.ndarray, blurs: tuple, scales: tuple[float, ..
     upscaled digits at 32 px: 3.8 -> 2.4 s; the alike benchmark's images 1.22 -> 0.98 ms a pair."""
     side = a.shape[1]
     m, block = _frame(side)
+    k = min(1.0, side / SIG_PX)  # blurs in proportion to the picture, as the frame (``BLURS``)
     w = ((side - 2 * m) // block) * block
     nb = w // block
     inner = np.arange(m, m + w, dtype=np.float64)
     made_a: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for sa in dict.fromkeys(sa for sa, _ in blurs):
-        big_a = _sandwich(_blur_zoom(side, sa)[1.0], a)
+        big_a = _sandwich(_blur_zoom(side, k * sa)[1.0], a)
         fa = _fft.rfft2(big_a - big_a.mean((1, 2), keepdims=True))
         a_in = big_a[:, m : m + w, m : m + w]
         a_c = a_in - a_in.mean((1, 2), keepdims=True)
@@ -149,7 +154,7 @@ def _aligned(a: np.ndarray, b: np.ndarray, blurs: tuple, scales: tuple[float, ..
     best = np.full(len(a), np.inf, np.float32)
     for sb in dict.fromkeys(sb for _, sb in blurs):
         for scale in scales:
-            big_b = _sandwich(_blur_zoom(side, sb)[scale], b)
+            big_b = _sandwich(_blur_zoom(side, k * sb)[scale], b)
             conj_fb = np.conj(_fft.rfft2(big_b - big_b.mean((1, 2), keepdims=True)))
             for sa in [sa for sa, s in blurs if s == sb]:
                 fa, a_c, var_a = made_a[sa]
