@@ -71,6 +71,24 @@ def test_batched_thumbnails_equal_pillows():
                 assert got.shape == ref.shape and np.array_equal(got, ref), (shape, size)
 
 
+def test_nearest_enlargement_is_pillows_at_every_side_and_size():
+    """An enlargement of 2x or more is an index (``images.nearest_rows``), equal to Pillow's nearest
+    filter byte for byte at every image side and thumbnail size a spec allows (8-128 px), including
+    those where a source boundary falls exactly on an output pixel's centre (8 px to 20)."""
+    from PIL import Image
+
+    from reportgen.images import make_thumbnails, thumbnail_filter
+
+    rng = np.random.default_rng(2)
+    for size in range(8, 129):
+        for side in range(1, size // 2 + 1):
+            assert thumbnail_filter(side, size) == "nearest"
+            imgs = rng.integers(0, 256, (2, side, side + 3, 3), dtype=np.uint8)
+            ref = np.stack([np.asarray(Image.fromarray(im[:, 1 : 1 + side]).resize((size, size), 0)) for im in imgs])
+            assert np.array_equal(make_thumbnails(imgs, size), ref), (side, size)
+            assert np.array_equal(make_thumbnails(imgs[..., 0], size), ref[..., 0]), (side, size)
+
+
 def test_device_thumbnails_equal_pillows():
     """Thumbnails made on the device (where the GPU's array batches already are) equal
     ``make_thumbnails`` and so Pillow's, byte for byte: down (Lanczos), up (bicubic), the same size,

@@ -216,12 +216,22 @@ def _pil_pass(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return acc.astype(np.uint8).reshape(*shape[:-1], weights.shape[0])
 
 
+def nearest_rows(side: int, size: int) -> np.ndarray:
+    """The source row (and column) of each of ``size`` output rows when Pillow enlarges ``side``
+    by its nearest-neighbour filter: its affine scaling's arithmetic (Geometry.c: start at half a
+    step, add the step, truncate), so the accumulated rounding lands where Pillow's does."""
+    step = side / size
+    src = np.floor(np.cumsum(np.r_[0.5 * step, np.full(size - 1, step)])).astype(np.int64)
+    return np.clip(src, 0, side - 1)
+
+
 def make_thumbnails(images: np.ndarray, size: int) -> np.ndarray:
     """``make_thumbnail`` of a batch of same-shape images (B, H, W) or (B, H, W, 3) at once,
     equal to it byte for byte: Pillow's resampling (its weights, its fixed-point rounding, the
     horizontal pass first) as two matrix products, which leave Python's lock free while they run.
     A grey batch gives grey thumbnails (B, size, size); nearest-neighbour upscaling (2x or more)
-    goes through Pillow image by image."""
+    is an index (``nearest_rows``: a million 16-px images to 32 px took 60 s through Pillow image
+    by image)."""
     h, w = images.shape[1:3]
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
@@ -230,11 +240,8 @@ def make_thumbnails(images: np.ndarray, size: int) -> np.ndarray:
     if how is None:
         return np.ascontiguousarray(sq)
     if how == "nearest":
-        return (
-            np.stack([make_thumbnail(im, size) for im in sq])
-            if len(sq)
-            else np.zeros((0, size, size, *images.shape[3:]), np.uint8)
-        )
+        src = nearest_rows(side, size)
+        return np.ascontiguousarray(sq[:, src][:, :, src])
     weights = pil_coefficients(side, size, how)
     if sq.ndim == 3:  # (B, y, x): x last, then y last
         return np.ascontiguousarray(_pil_pass(_pil_pass(sq, weights).transpose(0, 2, 1), weights).transpose(0, 2, 1))
