@@ -88,10 +88,12 @@ def exact_search(
     queries, then top-k. Returns (indices int64, distances float64), each (len(queries), k), ascending.
 
     When ``queries is x`` each row is left out of its own neighbours (duplicates still count).
-    Cosine distance is 1 - cos of unit-normalised rows, straight from the GEMM. For euclidean the
-    GEMM ranks by q.b - |b|^2/2 and the best k+8 candidates are re-ranked by their distances
-    computed from differences (no cancellation), so rounding can only matter when more than 8
-    candidates tie at the k-th place. Blocks run on ``threads`` threads (default: the cores, at
+    The GEMM ranks (cosine: q.b of unit-normalised rows; euclidean: q.b - |b|^2/2) and the best
+    k+8 candidates are re-ranked by their distances computed again from the rows, each on its own
+    (1 - cos; euclidean from differences summed in float64, no cancellation), so rounding can only
+    matter when more than 8 candidates tie at the k-th place, and no distance depends on how the
+    GEMM was cut into blocks (OpenBLAS's float32 products differ in the last bit with the block's
+    rows on some CPUs: an AMD EPYC with the Haswell kernels, 3e-7). Blocks run on ``threads`` threads (default: the cores, at
     most 8), each a one-thread GEMM; BLAS's own thread count is restored after. Peak memory:
     ``block_bytes`` of float32 score blocks in all, never the queries x N matrix. Ties in distance
     go to the lower row of x, so the result is the same on every run and any number of threads.
@@ -105,10 +107,9 @@ def exact_search(
     if metric == "cosine":
         data = _unit_rows(data)
         q_all = data if same else _unit_rows(q_all)
-        right, left, m = data, q_all, k
-    else:
+    right, left, m = data, q_all, min(n - 1 if same else n, k + 8)
+    if metric != "cosine":
         bias = -0.5 * np.einsum("ij,ij->i", data, data)
-        right, left, m = data, q_all, min(n - 1 if same else n, k + 8)
         if data.shape[1] <= FOLD_DIMS:  # the bias rides in the GEMM as one more column: [q, 1] . [b, bias]
             right = np.hstack([data, bias[:, None]])
             left = np.hstack([q_all, np.ones((len(q_all), 1), np.float32)])
@@ -135,15 +136,15 @@ def exact_search(
             cand = top_m(scores, m)
             valid = cand >= 0
             safe = np.where(valid, cand, 0)
-            if metric == "cosine":
-                d = 1.0 - np.take_along_axis(scores, safe, 1).astype(np.float64)
-            else:
-                d = np.empty(cand.shape)
-                for r in range(s, e, 256):  # bounded temporaries: (256, k+8, dim)
-                    q = q_all[r : min(r + 256, e), None, :]
-                    d[r - s : r - s + len(q)] = np.sqrt(
-                        ((data[safe[r - s : r - s + len(q)]] - q) ** 2).sum(-1, dtype=np.float64)
-                    )
+            d = np.empty(cand.shape)
+            for r in range(s, e, 256):  # bounded temporaries: (256, k+8, dim)
+                q = q_all[r : min(r + 256, e), None, :]
+                rows = data[safe[r - s : r - s + len(q)]]
+                d[r - s : r - s + len(q)] = (
+                    1.0 - np.einsum("ijk,ik->ij", rows, q[:, 0, :])  # NumPy's own loop: row by row
+                    if metric == "cosine"
+                    else np.sqrt(((rows - q) ** 2).sum(-1, dtype=np.float64))
+                )
         finally:
             buffers.put(buf)
         d = np.where(valid, d, np.inf)
