@@ -327,7 +327,9 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "reportgen-alike")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--keep", type=Path, help="build into this new folder and keep it (report, cache)")
-    ap.add_argument("--thumbnail-px", type=int, default=32, help="the report's thumbnail side (default: the report's own)")
+    ap.add_argument(
+        "--thumbnail-px", type=int, default=32, help="the report's thumbnail side (default: the report's own)"
+    )
     args = ap.parse_args()
     data = args.data / str(args.n)
     t0 = time.perf_counter()
@@ -357,7 +359,14 @@ def main() -> int:
             raise SystemExit(f"build failed (exit {p.returncode}; a negative one: killed by that signal):\n{tail}")
         info = json.loads(next(line for line in p.stdout.splitlines() if line.startswith("RESULT "))[7:])
         found = dict(np.load(tmp / "found.npz"))
-    results = {"n": args.n, "test": args.test, "thumbnail_px": args.thumbnail_px, "machine": machine(), **info, **score(truth, found, args.n)}
+    results = {
+        "n": args.n,
+        "test": args.test,
+        "thumbnail_px": args.thumbnail_px,
+        "machine": machine(),
+        **info,
+        **score(truth, found, args.n),
+    }
     out = args.out or ROOT / "benchmarks" / "results" / f"million-{args.n}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1, default=str) + "\n")
