@@ -93,10 +93,11 @@ def exact_search(
     (1 - cos; euclidean from differences summed in float64, no cancellation), so rounding can only
     matter when more than 8 candidates tie at the k-th place, and no distance depends on how the
     GEMM was cut into blocks (OpenBLAS's float32 products differ in the last bit with the block's
-    rows on some CPUs: an AMD EPYC with the Haswell kernels, 3e-7). Blocks run on ``threads`` threads (default: the cores, at
-    most 8), each a one-thread GEMM; BLAS's own thread count is restored after. Peak memory:
-    ``block_bytes`` of float32 score blocks in all, never the queries x N matrix. Ties in distance
-    go to the lower row of x, so the result is the same on every run and any number of threads.
+    rows on some CPUs: an AMD EPYC with the Haswell kernels, 3e-7). Blocks run on ``threads``
+    threads (default: the cores, at most 8), each a one-thread GEMM; BLAS's own thread count is
+    restored after. Peak memory: ``block_bytes`` of float32 score blocks in all, never the queries
+    x N matrix. Ties in distance go to the lower row of x, so the result is the same on every run
+    and any number of threads.
     """
     same = queries is x
     n = len(x)
