@@ -122,12 +122,11 @@ def calibrate(
     *,
     seed: int,
     signatures_of_rows: np.ndarray | None = None,
-    side: int | None = None,
 ) -> Calibration | None:
     """The twin threshold of a data set: ``read(row)`` gives an RGB uint8 image; a seeded sample of
     ``rows`` is copied in every family of FAMILIES and compared with its originals, and with its
-    nearest other images (``signatures_of_rows``: every row's signature, for the look-alikes).
-    ``side``: the signatures' (``signatures``; by default that of ``signatures_of_rows``)."""
+    nearest other images (``signatures_of_rows``: every row's signature, for the look-alikes;
+    the copies' signatures are made at their side, SIG_PX without them)."""
     from ..images import make_thumbnail, to_rgb_uint8
 
     rng = np.random.default_rng(seed)
@@ -146,8 +145,7 @@ def calibrate(
             family.append(name)
     if not copies:
         return None
-    if side is None and signatures_of_rows is not None:
-        side = signatures_of_rows.shape[1]
+    side = None if signatures_of_rows is None else signatures_of_rows.shape[1]
     sig_o, sig_c = signatures(np.stack(orig), side), signatures(np.stack(copies), side)
     d = differences(sig_o, sig_c)
     # a copy is found only if the search's spectral prefilter keeps it too (crops are what it drops)

@@ -358,8 +358,8 @@ def _twin_data(
     """The reference dataset's image signatures and near-duplicate calibration, made on first use
     (once for every model and for the build analyses) and only for a dataset with images. The
     calibration (copies of 300 images in 13 edit families, compared) is kept in the cache: a
-    rebuild that changes a title does not redo it. The signatures are no larger than the images
-    (``properties``: theirs, for their size)."""
+    rebuild that changes a title does not redo it. The signatures are made at the images' own
+    size where their thumbnails only enlarge them (``properties``: theirs, for their size)."""
     memo: list[TwinData | None] = []
 
     def get() -> TwinData | None:
