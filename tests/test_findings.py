@@ -177,6 +177,15 @@ def test_signatures_are_no_larger_than_the_images():
     sig = twins.signatures(thumbs, 16)
     assert sig.shape == (12, 16, 16) and np.abs(sig.astype(int) - np.rint(own)).max() <= 1
     assert twins.signatures(thumbs).shape == (12, twins.SIG_PX, twins.SIG_PX)
+    # thumbnails made on demand (a large precomputed input) are made at the signature's side when
+    # averaging the enlarged ones back would give exactly them: the same signatures, 10x less work
+    from reportgen.images import LazyThumbnails
+
+    for px, square in ((16, images[:, :, 2:18]), (8, images[:, 4:12, 4:12]), (12, images[:, :12, :12])):
+        square = np.ascontiguousarray(square)
+        lazy = LazyThumbnails(lambda i, im=square: im[i], np.arange(12), 32, square)
+        assert (lazy.at(16) is not None) == (px in (8, 16))  # 12 px: not a nearest enlargement to 16
+        assert np.array_equal(twins.signatures(lazy, 16), twins.signatures(np.asarray(lazy[:]), 16)), px
 
 
 def test_only_pairs_compared_in_full_are_twins(monkeypatch):

@@ -94,6 +94,9 @@ def signatures(thumbnails: ArrayLike, side: int | None = None, chunk: int = 8_19
     first = np.asarray(thumbnails[:1])
     t = first.shape[1] if n else SIG_PX
     side = min(t, SIG_PX, side or SIG_PX)
+    smaller = thumbnails.at(side) if side < t and hasattr(thumbnails, "at") else None
+    if smaller is not None:  # made on demand: made at the signature's side, not enlarged to be averaged back
+        thumbnails = smaller
     out = np.empty((n, side, side), np.uint8)
     w = np.asarray([0.299, 0.587, 0.114], np.float32)
     for s in range(0, n, chunk):
