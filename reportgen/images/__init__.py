@@ -241,7 +241,7 @@ def make_thumbnails(images: np.ndarray, size: int) -> np.ndarray:
         return np.ascontiguousarray(sq)
     if how == "nearest":
         src = nearest_rows(side, size)
-        return np.ascontiguousarray(sq[:, src][:, :, src])
+        return np.ascontiguousarray(sq[:, src[:, None], src])  # one gather, rows and columns together
     weights = pil_coefficients(side, size, how)
     if sq.ndim == 3:  # (B, y, x): x last, then y last
         return np.ascontiguousarray(_pil_pass(_pil_pass(sq, weights).transpose(0, 2, 1), weights).transpose(0, 2, 1))
@@ -398,14 +398,14 @@ class LazyThumbnails:
         """The same images' thumbnails made at ``size`` instead, where a box average of these down
         to ``size`` would give exactly them: both nearest enlargements (or the images themselves),
         these repeating those's rows evenly. None otherwise. What the near-duplicate signatures of
-        a million 16-px images read (not 32-px thumbnails made to be averaged back: 36 -> 5 s)."""
+        a million 16-px images read (not 32-px thumbnails made to be averaged back: 33 -> 3.4 s)."""
         a = self.array
         if not self._batched() or a is None or size > self.size or self.size % size:
             return None
         side = min(a.shape[1:3])
         if thumbnail_filter(side, self.size) != "nearest" or thumbnail_filter(side, size) not in (None, "nearest"):
             return None
-        small = np.arange(side) if side == size else nearest_rows(side, size)
+        small = nearest_rows(side, size)  # the rows themselves where side == size
         if not np.array_equal(nearest_rows(side, self.size), np.repeat(small, self.size // size)):
             return None
         return LazyThumbnails(self.read, self.rows, size, a)

@@ -381,8 +381,13 @@ def _twins_of(spec: ReportSpec, data: Embedded, cache: Cache, properties: np.nda
         return None
     sig = signatures(emb.thumbnails, signature_side(square_side(properties), spec.report.thumbnail_px))
     rows = np.asarray(emb.indices)
-    parts = {"dataset": ds.fingerprint, "rows": rows, "thumbnail_px": spec.report.thumbnail_px, "seed": spec.seed}
-    parts["signature_px"] = sig.shape[1]
+    parts = {
+        "dataset": ds.fingerprint,
+        "rows": rows,
+        "thumbnail_px": spec.report.thumbnail_px,
+        "signature_px": sig.shape[1],
+        "seed": spec.seed,
+    }
     key = cache.key("twin-calibration", parts, code_fingerprint("reportgen.compute.twin_calibration"), [])
 
     def made() -> dict[str, Any] | None:
