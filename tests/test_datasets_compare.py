@@ -106,6 +106,15 @@ def test_precomputed_embeddings_are_compared_and_leaks_found(tmp_path):
         assert f'title="{html.escape(str(t_lab[r]))} · {p["id"]}"' in html_text, (p["id"], t_lab[r])
     assert "<odd & class>" not in html_text
 
+    # beside an approximate graph, the compared rows' nearest reference rows come from its index: the same leaks
+    spec["report"], spec["output"] = {"neighbour_index": "approximate"}, {"dir": "out-approx"}
+    code, out, err = run("build", str(write(tmp_path, spec)), "-q")
+    assert code == 0, err
+    again = json.loads((tmp_path / "out-approx" / "summary.json").read_text())
+    assert again["models"][0]["layers"][0]["metrics"]["neighbour_index"].startswith("approximate")
+    assert again["leakage"][0]["pairs"] == leak["pairs"]
+    del spec["report"]
+
     # vectors of another width: one clear line naming the compared dataset, no report
     np.save(tmp_path / "b_v.npy", t_vec[:, :32])
     spec["output"] = {"dir": "out2"}

@@ -131,7 +131,7 @@ def test_the_prefilter_keeps_cropped_copies_through_a_magnified_descriptor():
     images, _ = _fashion(2000, seed=5)
     sig = _sig(images)
     low_a, zoom_a = twins.spectra(sig), twins.zoomed_spectra(sig)
-    key = twins._candidates(twins.signature_neighbours(low_a, 10, seed=0), 10)
+    key = twins._candidates(twins.SignatureSearch(sig, seed=0).own(10), 10)
     i, j = key // len(sig), key % len(sig)
     before = int((np.einsum("ij,ij->i", low_a[i], low_a[j]) >= twins.PREFILTER).sum())
     after = int((twins.prefilter(low_a, low_a, zoom_a, zoom_a, i, j)[0] >= twins.PREFILTER).sum())
@@ -236,6 +236,33 @@ def test_find_twins_recovers_planted_copies_and_nothing_else():
     # across data sets: rows of "other" that repeat a reference image
     other_rows, ref_rows, _ = twins.cross_twins(_sig(images), _sig(allimg[1500:]), None, cal.threshold, seed=0)
     assert len(set(zip(other_rows.tolist(), ref_rows.tolist())) & {(j, int(i)) for j, i in enumerate(src)}) >= 27
+
+
+@needs_fashion
+def test_a_large_sets_signature_search_lists_what_exact_search_does(monkeypatch):
+    """Above APPROXIMATE_ABOVE images (lowered here to 500) a set's nearest signatures come from one
+    index, made once and asked both for the set's own images (``find_twins``) and for another set's
+    (``cross_twins``): nearly every image's exact 10 nearest are listed, and every edited copy in
+    another set that exact search lists its original for, the index lists it for too."""
+    from reportgen.compute import neighbours
+
+    images, _ = _fashion(1500, seed=1)
+    sig = _sig(images)
+    src = np.random.default_rng(0).choice(1500, 30, replace=False)
+    copies = twins.spectra(_sig(np.stack([_edited(images[i], k) for k, i in enumerate(src)])))
+    exact = twins.SignatureSearch(sig, seed=0)
+    exact_own, exact_of = exact.own(10), exact.of(copies, 10)
+    monkeypatch.setattr(neighbours, "APPROXIMATE_ABOVE", 500)
+    search = twins.SignatureSearch(sig, seed=0)
+    own = search.own(10)
+    assert search._index is not None and exact._index is None
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(own, exact_own)])
+    assert recall >= 0.9, recall  # 0.94 here: the approximate graph's, as any layer's above the line
+    of = search.of(copies, 10)
+    assert search.of(copies, 10) is not of and np.array_equal(search.of(copies, 10), of)  # the same index, asked again
+    listed = np.array([i in row for i, row in zip(src, of)])
+    listed_exactly = np.array([i in row for i, row in zip(src, exact_of)])
+    assert listed_exactly.sum() >= 27 and np.all(listed >= listed_exactly), (listed.sum(), listed_exactly.sum())
 
 
 # ----------------------------------------------------------------------------- the audit in a build

@@ -93,6 +93,39 @@ def test_the_approximate_graph_is_the_same_whatever_the_threads(monkeypatch):
     assert not (one.indices == np.arange(3000)[:, None]).any()
 
 
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_another_sets_nearest_rows_are_searched_the_way_the_graph_was(metric):
+    """A compared set's nearest reference rows (the leak search's candidates from the layer) come
+    from the approximate graph's own index: the same answer from the index the graph kept and from
+    one built again (a graph read from the cache keeps none), every noisy copy of a reference row
+    found, the nearest row of nearly every other query as exact search finds it, with its exact
+    distance; beside an exact graph, exact search itself."""
+    import dataclasses
+
+    from reportgen.compute.reference_search import cross_nearest, reference_nearest
+
+    x, _, _ = _features(6400)
+    x, fresh = x[:6000], x[6000:]  # other pictures of the same digits, in the same "layer"
+    rng = np.random.default_rng(1)
+    copied = rng.choice(6000, 100, replace=False)
+    q = np.concatenate([x[copied] + rng.normal(scale=0.01, size=(100, x.shape[1])).astype(np.float32), fresh])
+    g, _ = build_graph(x, 15, metric=metric, method="approximate", seed=0)
+    assert g.index is not None
+    kept = reference_nearest(x, q, g, metric=metric, seed=0)
+    again = reference_nearest(x, q, dataclasses.replace(g, index=None), metric=metric, seed=0)
+    assert np.array_equal(kept[0], again[0]) and np.array_equal(kept[1], again[1])
+    exact = cross_nearest(x, q, metric=metric)
+    assert np.array_equal(kept[0][:100], copied)
+    same = kept[0] == exact[0]
+    assert same.mean() >= 0.95, same.mean()
+    np.testing.assert_allclose(kept[1][same], exact[1][same], rtol=1e-5, atol=1e-6)
+    assert np.all(kept[1][~same] >= exact[1][~same] - 1e-6)  # a miss is a farther row, never a nearer one
+    e = exact_graph(x, 15, metric=metric)
+    assert e.index is None
+    beside_exact = reference_nearest(x, q, e, metric=metric, seed=0)
+    assert np.array_equal(beside_exact[0], exact[0]) and np.array_equal(beside_exact[1], exact[1])
+
+
 def _precomputed(tmp: Path, n: int, *, nan_rows: int = 0) -> dict:
     x, labels, imgs = _features(n)
     if nan_rows:

@@ -227,6 +227,7 @@ class Audit(LayerAnalysis):
                 seed=layer.seed,
                 exclude_identical=layer.samples.hashes,
                 budget=budget,
+                search=layer.twins.search,
             )
             spent = asdict(budget)
             if len(pairs):  # the model's second opinion: a copy sits on its original in the layer too

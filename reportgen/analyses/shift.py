@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..compute.kernels import domain_auc, mmd_permutation_test
-from ..compute.reference_search import cross_nearest
+from ..compute.reference_search import reference_nearest
 from ..results import Finding, Headline, SampleFlag, Samples, SampleSet, count, slug
 from ..streaming import cleaned
 from .base import HEADLINE_SAMPLES, BuildAnalysis, BuildInput, Where
@@ -129,15 +129,16 @@ class CompareDatasets(BuildAnalysis):
             exact = np.zeros(n_other, bool)
             if twin is not None and xr.embeddings.thumbnails is not None and n_other:
                 other = cleaned(xr.embeddings.layers[layer])[0]
-                nearest, _ = cross_nearest(b.x(m, layer), other, metric=b.options.metric)
+                graph = b.graphs.get((m, layer))
+                nearest, _ = reference_nearest(b.x(m, layer), other, graph, metric=b.options.metric, seed=b.seed)
                 r, t, d = cross_twins(
                     twin.signatures,
                     signatures(xr.embeddings.thumbnails, twin.signatures.shape[1]),
                     nearest[:, None],
                     twin.calibration.threshold,
                     seed=b.seed,
+                    search=twin.search,
                 )
-                graph = b.graphs.get((m, layer))
                 if graph is not None and len(r) and twin.calibration.look_alike:
                     # where images alone cannot tell a copy from a look-alike: the model's second opinion
                     from ..compute.twin_embedding import EMBED_RATIO, SURE, cross_embedding_ratio

@@ -157,7 +157,7 @@ def calibrate(
     threshold, look, impostor = min(q, MAX_THRESHOLD), False, float("nan")
     if signatures_of_rows is not None and len(signatures_of_rows) > LOOK_ALIKES + 1:
         low = spectra(signatures_of_rows)
-        near = signature_neighbours(low[picked], LOOK_ALIKES + 1, seed=seed, other=low)
+        near = signature_neighbours(low[picked], LOOK_ALIKES + 1, other=low)
         a = np.repeat(np.arange(len(picked)), near.shape[1])
         b = near.ravel()
         ref = np.asarray(picked)[a]

@@ -38,6 +38,7 @@ from .twin_signatures import PREFILTER as PREFILTER
 from .twin_signatures import SCALES as SCALES
 from .twin_signatures import SIG_PX as SIG_PX
 from .twin_signatures import ZOOMS as ZOOMS
+from .twin_signatures import SignatureSearch as SignatureSearch
 from .twin_signatures import _magnify, _sampling, _sandwich
 from .twin_signatures import prefilter as prefilter
 from .twin_signatures import signature_neighbours as signature_neighbours
@@ -203,10 +204,16 @@ class Calibration:
 
 @dataclass(frozen=True, eq=False)
 class TwinData:
-    """What twin search needs of one data set: its signatures and its calibrated threshold."""
+    """What twin search needs of one data set: its signatures, its calibrated threshold, and (made
+    on first use, then shared by the audit and the dataset comparison) their nearest-signature search."""
 
     signatures: np.ndarray  # (N, s, s) uint8
     calibration: Calibration
+    seed: int = 0
+
+    @functools.cached_property
+    def search(self) -> SignatureSearch:
+        return SignatureSearch(self.signatures, seed=self.seed)
 
 
 @dataclass
@@ -227,7 +234,15 @@ def _candidates(indices: np.ndarray, k: int) -> np.ndarray:
     b = indices[:, :k].ravel()
     keep = (b >= 0) & (a != b)
     lo, hi = np.minimum(a[keep], b[keep]), np.maximum(a[keep], b[keep])
-    return np.unique(lo * n + hi)
+    return _unique(lo * n + hi)
+
+
+def _unique(keys: np.ndarray) -> np.ndarray:
+    """``np.unique`` of integer keys, by a sort: NumPy 2.4's ``np.unique`` hashes, and took 8 s for
+    10 M distinct int64 keys on 2 cores where sorting and dropping repeats takes 0.3 s (a million
+    images' candidate pairs: tens of millions of keys, 25 s of the audit's 300)."""
+    s = np.sort(keys)
+    return s[np.r_[True, s[1:] != s[:-1]]] if len(s) else s
 
 
 def find_twins(
@@ -239,19 +254,21 @@ def find_twins(
     seed: int,
     exclude_identical: np.ndarray | None = None,
     budget: Budget | None = None,
+    search: SignatureSearch | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (i < j) of one data set whose difference is at most ``threshold``, with their
     differences, most alike first. Candidates: the first ``k`` neighbours of the layer graph and
-    SIG_NEIGHBOURS nearest signatures. ``exclude_identical``: (N, 16) content hashes; pairs with
-    equal hashes (exact duplicates) are left out."""
+    SIG_NEIGHBOURS nearest signatures (``search``: the set's own, where it is kept; else made here).
+    ``exclude_identical``: (N, 16) content hashes; pairs with equal hashes (exact duplicates) are left out."""
     n = len(sig)
     if n < 2:
         return np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
-    low = spectra(sig)
-    keys = [_candidates(signature_neighbours(low, min(SIG_NEIGHBOURS, n - 1), seed=seed), SIG_NEIGHBOURS)]
+    search = search if search is not None else SignatureSearch(sig, seed=seed)
+    low = search.low
+    keys = [_candidates(search.own(min(SIG_NEIGHBOURS, n - 1)), SIG_NEIGHBOURS)]
     if graph_indices is not None:
         keys.append(_candidates(graph_indices, k))
-    key = np.unique(np.concatenate(keys))
+    key = _unique(np.concatenate(keys))
     del keys  # tens of millions of pairs at a million images: hold each list of them once
     a, b = key // n, key % n
     del key
@@ -292,7 +309,8 @@ def _score(
     order = np.lexsort((b, -corr, a))  # per image of a, its best candidates first
     a, b, scale = a[order], b[order], scale[order]
     rank = np.arange(len(a)) - np.searchsorted(a, a, side="left")
-    per = int(np.clip(MAX_QUICK // max(len(np.unique(a)), 1), 1, VERIFY_PER_IMAGE))
+    images = int((rank == 0).sum())  # a is sorted: each image's first candidate has rank 0
+    per = int(np.clip(MAX_QUICK // max(images, 1), 1, VERIFY_PER_IMAGE))
     within = rank < per
     budget.skipped += int((~within).sum())
     a, b, scale = a[within], b[within], scale[within]
@@ -326,8 +344,8 @@ def _in_use(sig: np.ndarray, low: np.ndarray, rows: np.ndarray) -> tuple[np.ndar
     105,127 of 200,000 reference rows on benchmarks/million.py's data; at most 220,000 of a million)."""
     from ..streaming import gather_rows
 
-    used, pos = np.unique(rows, return_inverse=True)
-    return low[used], zoomed_spectra(gather_rows(sig, used)), pos.astype(np.int64)
+    used = _unique(rows)
+    return low[used], zoomed_spectra(gather_rows(sig, used)), np.searchsorted(used, rows).astype(np.int64)
 
 
 def _distinct(a: np.ndarray, b: np.ndarray, d: np.ndarray, symmetric: bool) -> np.ndarray:
@@ -344,12 +362,11 @@ def _distinct(a: np.ndarray, b: np.ndarray, d: np.ndarray, symmetric: bool) -> n
     starts = np.searchsorted(ids_s, ids_s, side="left")
     nxt = np.minimum(starts + 1, len(ids_s) - 1)
     second = np.where((starts + 1 < len(ids_s)) & (ids_s[nxt] == ids_s), dd_s[nxt], np.inf)
-    uniq, at = np.unique(ids_s, return_index=True)
-    runner = dict(zip(uniq.tolist(), second[at].tolist()))
+    at = np.flatnonzero(np.r_[True, ids_s[1:] != ids_s[:-1]])  # each image's nearest (ids_s is sorted)
+    uniq, runner = ids_s[at], second[at]
 
     def ok(x: np.ndarray) -> np.ndarray:
-        r = np.asarray([runner[int(v)] for v in x])
-        return d <= RATIO * r
+        return d <= RATIO * runner[np.searchsorted(uniq, x)]
 
     return ok(a) & ok(b) if symmetric else ok(a)
 
@@ -362,16 +379,19 @@ def cross_twins(
     *,
     seed: int,
     budget: Budget | None = None,
+    search: SignatureSearch | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each row of another data set, its closest twin in the reference, if any: (rows of other,
     reference rows, differences). Candidates: ``graph_twins`` ((M, k) reference rows nearest in
-    the layer) and SIG_NEIGHBOURS nearest reference signatures."""
-    low_ref, low_other = spectra(sig_ref), spectra(sig_other)
-    cand = [signature_neighbours(low_other, min(SIG_NEIGHBOURS, len(sig_ref)), seed=seed, other=low_ref)]
+    the layer) and SIG_NEIGHBOURS nearest reference signatures (``search``: the reference's, where
+    it is kept; else made here)."""
+    search = search if search is not None else SignatureSearch(sig_ref, seed=seed)
+    low_ref, low_other = search.low, spectra(sig_other)
+    cand = [search.of(low_other, min(SIG_NEIGHBOURS, len(sig_ref)))]
     if graph_twins is not None:
         cand.append(np.asarray(graph_twins).reshape(len(sig_other), -1))
     c = np.concatenate(cand, 1)
-    key = np.unique(np.repeat(np.arange(len(sig_other)), c.shape[1]) * len(sig_ref) + c.ravel())
+    key = _unique(np.repeat(np.arange(len(sig_other)), c.shape[1]) * len(sig_ref) + c.ravel())
     rows, refs = key // len(sig_ref), key % len(sig_ref)
     pairs, d = _score(sig_other, sig_ref, rows, refs, low_other, low_ref, threshold, budget)
     # the closest twin per row (pairs come most alike first)

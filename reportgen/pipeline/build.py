@@ -395,7 +395,7 @@ def _twins_of(spec: ReportSpec, data: Embedded, cache: Cache, properties: np.nda
         return None if cal is None else asdict(cal)
 
     kept = cache.json("twin-calibration", key, made)
-    return None if kept is None else TwinData(sig, Calibration(**kept))
+    return None if kept is None else TwinData(sig, Calibration(**kept), spec.seed)
 
 
 def _ranked(headlines: list[Headline], checks: tuple[Any, ...]) -> tuple[Headline, ...]:

@@ -100,7 +100,9 @@ def analyse_layer(
     )
     with stages.stage("neighbours"):
         gkey = graph_key(cache, opts, n, int(min(k, n - 1)), spec.seed, emb.key, layer)
-        graph, graph_quality = neighbour_graph(cache, gkey, x, k, opts, spec.seed)
+        # its index is kept only where the leak search asks it again: the audit layer, beside compared sets
+        keep = audit and bool(spec.extra_datasets)
+        graph, graph_quality = neighbour_graph(cache, gkey, x, k, opts, spec.seed, keep_index=keep)
     layer_maps = LayerMaps(
         opts, spec.seed, layer, x, emb.key, pca, graph, gkey, samples.labels, len(samples.class_names), cache, stages
     )

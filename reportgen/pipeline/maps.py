@@ -51,9 +51,10 @@ def _method(opts: ReportOptions, n: int) -> str:
 
 
 def neighbour_graph(
-    cache: Cache, key: str, x: np.ndarray, k: int, opts: ReportOptions, seed: int
+    cache: Cache, key: str, x: np.ndarray, k: int, opts: ReportOptions, seed: int, *, keep_index: bool = False
 ) -> tuple[NeighbourGraph, GraphQuality]:
-    """The graph ``key`` names: read back, or built and stored."""
+    """The graph ``key`` names: read back, or built and stored (``keep_index``: with the index it
+    was built with, if approximate, for the nearest rows of another set; else the index is let go)."""
     hit = cache.get_arrays("graphs", key)
     if hit is not None:
         arrays, meta = hit
@@ -62,7 +63,7 @@ def neighbour_graph(
     g, quality = build_graph(x, k, metric=opts.metric, method=_method(opts, len(x)), seed=seed)
     meta = {"metric": g.metric, "method": g.method, "quality": dataclasses.asdict(quality)}
     cache.put_arrays("graphs", key, {"indices": g.indices, "distances": g.distances}, meta)
-    return g, quality
+    return (g if keep_index else dataclasses.replace(g, index=None)), quality
 
 
 @dataclass(eq=False)
