@@ -213,18 +213,20 @@ class RowIndex:
         self._z = faiss.rev_swig_ptr(storage.get_xb(), self.index.ntotal * self.index.d).reshape(-1, self.index.d)
         self.method = f"approximate (faiss HNSW on a PCA-{self.index.d} projection, exact re-ranking)"
 
-    def _candidates(self, z: np.ndarray, m: int, ef: int = 64) -> np.ndarray:
-        self.index.hnsw.efSearch = max(ef, m + 16)
-        return self.index.search(np.ascontiguousarray(z, np.float32), m)[1]
+    def _candidates(self, z: np.ndarray, count: int, ef: int) -> np.ndarray:
+        self.index.hnsw.efSearch = ef
+        return self.index.search(np.ascontiguousarray(z, np.float32), count)[1]
 
-    def graph(self, k: int, *, factor: int = CANDIDATE_FACTOR, workers: int | None = None) -> NeighbourGraph:
+    def graph(
+        self, k: int, *, factor: int = CANDIDATE_FACTOR, workers: int | None = None, ef: int = 64
+    ) -> NeighbourGraph:
         """k nearest neighbours of every row of ``x`` among the others."""
         n = len(self.x)
         k = int(min(k, n - 1))
         m = int(min(n - 1, factor * k))
         g = rerank(
             self.x,
-            lambda s, e: self._candidates(self._z[s:e], m + 1),
+            lambda s, e: self._candidates(self._z[s:e], m + 1, max(ef, m + 16)),
             k,
             metric=self.metric,
             sqnorm=self.sqnorm,
@@ -244,7 +246,7 @@ class RowIndex:
         distances = np.empty((len(q), k))
         for s in range(0, len(q), 512):
             qs = np.asarray(q[s : s + 512], np.float32)
-            c = self._candidates(self.projection(qs), m, ef)
+            c = self._candidates(self.projection(qs), m, max(ef, m + 16))
             indices[s : s + len(qs)], distances[s : s + len(qs)] = _rank_other(qs, self.x, c, k, self.metric)
         return indices, distances
 
