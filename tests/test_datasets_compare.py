@@ -174,3 +174,23 @@ def test_a_million_of_flags_do_not_flood_the_maps(tmp_path):
     island = json.loads(html.split('<script type="application/json" id="rg-data">', 1)[1].split("</script>", 1)[0])
     assert len(island["ids"]) <= max(150, len(s["cards"])) < 1200
     assert "worst in turn are among the dots" in html
+
+
+def test_a_leak_gallery_shows_near_twins_beside_identical_ones():
+    """Leaks sort most alike first, identical ones (difference 0) ahead: a gallery of the first 16
+    of 108 identical and 27 edited leaks showed no edited one. Now up to half of it each kind, the
+    rest to the kind with more, each kind's first, in order; all of them where they fit."""
+    from reportgen.sections.datasets import shown_leaks
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n, cap = int(rng.integers(0, 60)), int(rng.integers(1, 30))
+        exact = np.sort(rng.random(n) < rng.random())[::-1]  # identical ones first, as leaks sort
+        s = shown_leaks(exact, cap)
+        near, same = np.flatnonzero(~exact), np.flatnonzero(exact)
+        assert len(s) == min(cap, n) and np.all(np.diff(s) > 0)
+        k_near = int((~exact[s]).sum())
+        assert k_near == min(len(near), max(cap // 2, cap - len(same)))
+        assert set(s.tolist()) == set(near[:k_near].tolist()) | set(same[: len(s) - k_near].tolist())
+    s = shown_leaks(np.r_[np.ones(108, bool), np.zeros(27, bool)], 16)
+    assert len(s) == 16 and int(s.__lt__(108).sum()) == 8

@@ -5,6 +5,8 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+import numpy as np
+
 from ..analyses.shift import ShiftFinding, leak_anchor
 from ..figures import overlay_scatter
 from ..reducers.base import REDUCERS
@@ -62,9 +64,9 @@ class CompareDatasetsSection(Section):
         for l in f.leaks:
             anchor = leak_anchor(l)
             pairs = []
-            for th, y, i, t, d, e in zip(
-                l.thumbnails[: view.gallery_size * 2], l.labels, l.ids, l.twins, l.distances, l.exact
-            ):
+            shown = shown_leaks(l.exact, view.gallery_size * 2)
+            for k in shown.tolist():
+                th, y, i, t, d, e = l.thumbnails[k], l.labels[k], l.ids[k], l.twins[k], l.distances[k], l.exact[k]
                 twin = view.sample(t)
                 said = "identical to" if e else f"a near-twin (difference {float(d):.4f}) of"
                 line = {"text": f"{said} {twin['id']} in {view.dataset_name}", "href": twin["card"]}
@@ -79,6 +81,8 @@ class CompareDatasetsSection(Section):
                     "dataset": l.dataset,
                     "layer": l.layer,
                     "count": len(l.rows),
+                    "identical": int(l.exact.sum()),
+                    "shown_identical": int(l.exact[shown].sum()),
                     "threshold": l.threshold,
                     "pairs": pairs,
                     "anchor": anchor,
@@ -90,3 +94,13 @@ class CompareDatasetsSection(Section):
             if names is not None:
                 apart.append({"dataset": d, "names": names})
         return {"rows": rows, "figs": figs, "reference": view.dataset_name, "leaks": leaks, "apart": apart}
+
+
+def shown_leaks(exact: np.ndarray, cap: int) -> np.ndarray:
+    """Which of a compared set's leaks (most alike first; ``exact``: identical content) its gallery
+    shows, at most ``cap``: up to half of them near-twins and half identical pairs, the rest of the
+    cap to whichever kind has more, in their order. Identical pairs sort first (difference 0), and
+    a gallery of the first ``cap`` showed none of the near-twins, the pairs a reviewer has to look at."""
+    near, same = np.flatnonzero(~exact), np.flatnonzero(exact)
+    n_near = min(len(near), max(cap // 2, cap - len(same)))
+    return np.sort(np.concatenate([same[: cap - n_near], near[:n_near]]))
