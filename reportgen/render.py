@@ -28,7 +28,7 @@ from .fingerprint import code_fingerprint
 from .interactive import island, island_json, linked_rows, point_rows, script, script_hash
 from .report import ReportData
 from .resources import templates_dir
-from .results import HtmlStats, LayerResult, card_anchor, percent
+from .results import HtmlStats, LayerResult, card_anchor, difference, percent
 from .sections import SECTIONS, Budget, FigureCache, Figures, Thumbs, View
 from .sections.cards import CardIndex, card_contexts
 from .sections.view import digest
@@ -134,6 +134,7 @@ def environment(overrides: Path | None = None) -> Environment:
     env.filters["pct"] = _pct
     env.filters["num"] = _num
     env.filters["thousands"] = _thousands
+    env.filters["difference"] = difference
     env.filters["iso"] = _isolated
     return env
 

@@ -45,6 +45,16 @@ def percent(share: float, digits: int = 1) -> str:
     return f"{100 * share:.1g} %"
 
 
+def difference(d: float) -> str:
+    """An image difference as the galleries write it: 4 decimals, or one significant digit where
+    those would round a difference that is not zero to zero ("0.0000" reads as identical pictures;
+    a grey copy of a soft blob differs by 0.00003)."""
+    d = float(d)
+    if d == 0 or abs(d) >= 5e-5:
+        return f"{d:.4f}"
+    return f"{d:.{-int(np.floor(np.log10(abs(d))))}f}"
+
+
 def count(n: int, noun: str, plural: str | None = None) -> str:
     """``n`` and its noun as a headline writes them: thousands separated, singular for one
     (``count(1, "pair")`` -> "1 pair", ``count(12000, "image")`` -> "12,000 images")."""

@@ -262,6 +262,18 @@ def test_a_small_share_is_not_written_as_none():
     assert t.render(a=0.000489, b=0.004, c=None) == "0.05 % | 0.4 % | n/a"  # the templates' filter too
 
 
+def test_a_small_image_difference_is_not_written_as_identical():
+    """A grey copy of a soft 16-px blob differed from its original by 0.00003 and the leak gallery
+    wrote "0.0000" under it, as if the pictures were identical: one significant digit there too."""
+    from reportgen.render import environment
+    from reportgen.results import difference
+
+    assert difference(0) == "0.0000" and difference(0.0023) == "0.0023" and difference(0.00005) == "0.0001"
+    assert all(difference(d) not in ("0.0000", "-0.0000") for d in (3e-5, 1e-7, 4.9e-5))
+    assert difference(3e-5) == "0.00003" and difference(1.4e-7) == "0.0000001"
+    assert environment().from_string("{{ d|difference }}").render(d=0.00003) == "0.00003"
+
+
 def test_a_count_of_one_is_singular_in_the_headlines():
     """ "1 pairs of near-duplicate images" read in a report: counts go through ``results.count``."""
     from reportgen.analyses.audit import Audit, AuditFinding

@@ -10,7 +10,7 @@ import numpy as np
 from ..analyses.shift import ShiftFinding, leak_anchor
 from ..figures import overlay_scatter
 from ..reducers.base import REDUCERS
-from ..results import slug
+from ..results import difference, slug
 from .base import Section
 from .view import View
 
@@ -68,7 +68,7 @@ class CompareDatasetsSection(Section):
             for k in shown.tolist():
                 th, y, i, t, d, e = l.thumbnails[k], l.labels[k], l.ids[k], l.twins[k], l.distances[k], l.exact[k]
                 twin = view.sample(t)
-                said = "identical to" if e else f"a near-twin (difference {float(d):.4f}) of"
+                said = "identical to" if e else f"a near-twin (difference {difference(d)}) of"
                 line = {"text": f"{said} {twin['id']} in {view.dataset_name}", "href": twin["card"]}
                 where = {
                     "text": f"leaked images of {l.dataset} ({l.model} · {l.layer})",
