@@ -248,7 +248,7 @@ class RowIndex:
         for s in range(0, len(q), 512):
             qs = np.asarray(q[s : s + 512], np.float32)
             c = self._candidates(self.projection(qs), m, max(ef, m + 16))
-            indices[s : s + len(qs)], distances[s : s + len(qs)] = _rank_other(qs, self.x, c, k, self.metric)
+            indices[s : s + len(qs)], distances[s : s + len(qs)] = nearest_among(qs, self.x, c, k, self.metric)
         return indices, distances
 
 
@@ -361,13 +361,15 @@ def _nearest_candidates(c: np.ndarray, dist: np.ndarray, k: int) -> tuple[np.nda
     return np.take_along_axis(c, rank, 1), np.clip(np.take_along_axis(dist, rank, 1), 0, None)
 
 
-def _rank_other(q: np.ndarray, x: np.ndarray, c: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+def nearest_among(q: np.ndarray, x: np.ndarray, c: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
     """The k nearest rows of x to each row of ``q`` (not rows of x) among its candidates ``c`` (-1:
     none), by float64 distances from the rows themselves: a copy's distance to its original is far
     below what squared norms in float32 can resolve."""
+    from ..streaming import gather_rows
+
     missing = c < 0
     c = np.where(missing, 0, c)
-    w = np.asarray(x[c.ravel()], np.float64).reshape(*c.shape, x.shape[1])
+    w = np.asarray(gather_rows(x, c.ravel()), np.float64).reshape(*c.shape, x.shape[1])
     v = np.asarray(q, np.float64)
     if metric == "cosine":
         dist = 1.0 - np.einsum("qd,qkd->qk", _unit(v), _unit(w.reshape(-1, w.shape[2])).reshape(w.shape))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .neighbours import NeighbourGraph, RowIndex, _unit
+from .neighbours import NeighbourGraph, RowIndex, _unit, nearest_among
 
 #: How widely the index is searched for a compared row's nearest reference row (candidates per
 #: row and the HNSW's search breadth): on benchmarks/million.py's 200,000 alike rows and their 20,000
@@ -77,12 +77,5 @@ def cross_nearest(
     out = np.full(len(q), np.inf)
     found = np.flatnonzero(arg >= 0)
     if len(found):  # the winners' distances, in float64 from the rows themselves
-        from ..streaming import gather_rows
-
-        w = np.asarray(gather_rows(a, arg[found]), np.float64)
-        v = np.asarray(b, np.float64)[found]
-        if metric == "cosine":
-            out[found] = 1.0 - np.einsum("ij,ij->i", _unit(v), _unit(w))
-        else:
-            out[found] = np.sqrt(np.einsum("ij,ij->i", v - w, v - w))
+        out[found] = nearest_among(np.asarray(b)[found], a, arg[found, None], 1, metric)[1][:, 0]
     return arg, np.clip(out, 0, None)
