@@ -50,6 +50,8 @@ APPROXIMATE_ABOVE = 20_000
 INDEX_DIMS = 128
 #: Candidates per sample, as a multiple of k, re-ranked by exact distances in the full space.
 CANDIDATE_FACTOR = 3
+#: The HNSW index's search breadth (faiss's efSearch), at least the candidates asked for + 16.
+SEARCH_BREADTH = 64
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ def nearest_fitted(z: np.ndarray, fitted: np.ndarray, rest: np.ndarray, k: int =
     # a breadth of 64: at 16 the alike million's 900,000 others took 6.8 s instead of 17.4 (recall@5
     # 0.961 instead of 0.977), but the slices (clusters of the map, placed samples included) found its
     # planted batch at Jaccard 0.25 instead of 0.29
-    index.hnsw.efSearch = 64
+    index.hnsw.efSearch = SEARCH_BREADTH
     pos = np.empty((len(rest), k), np.int64)
     w = np.empty((len(rest), k))
     for s in range(0, len(rest), 65536):
@@ -219,7 +221,7 @@ class RowIndex:
         return self.index.search(np.ascontiguousarray(z, np.float32), count)[1]
 
     def graph(
-        self, k: int, *, factor: int = CANDIDATE_FACTOR, workers: int | None = None, ef: int = 64
+        self, k: int, *, factor: int = CANDIDATE_FACTOR, workers: int | None = None, ef: int = SEARCH_BREADTH
     ) -> NeighbourGraph:
         """k nearest neighbours of every row of ``x`` among the others."""
         n = len(self.x)
@@ -236,7 +238,7 @@ class RowIndex:
         return NeighbourGraph(g.indices, g.distances, self.metric, self.method, index=self)
 
     def search(
-        self, q: np.ndarray, k: int, *, factor: int = CANDIDATE_FACTOR, ef: int = 64
+        self, q: np.ndarray, k: int, *, factor: int = CANDIDATE_FACTOR, ef: int = SEARCH_BREADTH
     ) -> tuple[np.ndarray, np.ndarray]:
         """(indices, distances): for each row of ``q`` (another data set's, in the same space) its
         k nearest rows of ``x``, nearest first, with float64 distances from the rows themselves."""

@@ -230,15 +230,15 @@ class SignatureSearch:
             self._index = RowIndex(self.low, metric="cosine", seed=self.seed)
         return self._index
 
-    def own(self, k: int, *, breadth: int = 64) -> np.ndarray:
+    def own(self, k: int, *, breadth: int | None = None) -> np.ndarray:
         """(N, k) each image's k nearest other images (the graph ``build_graph`` would make, without
-        measuring its recall: nothing reports it; ``breadth``: the index's search breadth)."""
+        measuring its recall: nothing reports it; ``breadth``: the index's search breadth, if not its own)."""
         from .neighbours import exact_graph
 
         index = self._approximate()
         if index is None:
             return exact_graph(self.low, k, metric="cosine").indices
-        return index.graph(k, ef=breadth).indices
+        return index.graph(k).indices if breadth is None else index.graph(k, ef=breadth).indices
 
     def of(self, low_other: np.ndarray, k: int) -> np.ndarray:
         """(M, k) the k nearest images of this set to each row of another set's ``spectra``."""

@@ -67,8 +67,8 @@ TWIN_GRAPH_NEIGHBOURS = 10
 #: Nearest neighbours by signature added to the layer graph's candidates.
 SIG_NEIGHBOURS = 10
 #: Above SIG_NEIGHBOURS_ABOVE images, SIG_NEIGHBOURS_LARGE of them, found at an HNSW search breadth
-#: of SIG_BREADTH_LARGE (64 below): there the verification budget (MAX_QUICK) lets 2-4 candidates an
-#: image through anyway. Measured on benchmarks/million.py's 200,000 alike images with the layer
+#: of SIG_BREADTH_LARGE (the index's own, 64, below): there the verification budget (MAX_QUICK) lets
+#: 2-4 candidates an image through anyway. Measured on benchmarks/million.py's 200,000 alike images with the layer
 #: graph's candidates: 59 of the 184 planted near copies found with 10 at 64 and with 5 at 32, the
 #: signature graph 11.3 -> 6.5 s and the rest of the search 16.8 -> 14.8 s.
 SIG_NEIGHBOURS_ABOVE = 200_000
@@ -275,7 +275,7 @@ def find_twins(
     low = search.low
     large = n > SIG_NEIGHBOURS_ABOVE
     k_sig = SIG_NEIGHBOURS_LARGE if large else SIG_NEIGHBOURS
-    own = search.own(min(k_sig, n - 1), breadth=SIG_BREADTH_LARGE if large else 64)
+    own = search.own(min(k_sig, n - 1), breadth=SIG_BREADTH_LARGE if large else None)
     keys = [_candidates(own, k_sig)]
     if graph_indices is not None:
         keys.append(_candidates(graph_indices, k))
