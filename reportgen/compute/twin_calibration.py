@@ -9,7 +9,9 @@ differences. The threshold is the copies' 95th percentile, lowered when more tha
 images have another image of the set that close (then precision is kept and the report says that
 not every copy can be told from a look-alike at this resolution). Each edit family's recall
 is stated: the share of its copies within the threshold that the search's spectral prefilter
-keeps too (``twins.prefilter``; it is what drops 10 % crops). Horizontal flips are not twins.
+keeps too (``twins.prefilter``; it is what drops 10 % crops). Horizontal flips are twins only
+where the spec asks (``report.mirrored_copies``): then the copies include mirrored ones, each pair
+is compared both ways, and the look-alikes include each image's mirror's.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from .twins import (
     RATIO,
     Calibration,
     differences,
+    mirror_order,
+    mirrored,
     prefilter,
     signature_neighbours,
     signatures,
@@ -102,6 +106,15 @@ FAMILIES: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
 }
 
 
+#: The edit family of horizontally flipped copies, calibrated where the spec counts them as copies.
+MIRRORED = "mirrored (horizontal flip)"
+
+
+def families(mirrors: bool) -> dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]]:
+    """The edit families copies are made in: FAMILIES, and MIRRORED where ``mirrors``."""
+    return {**FAMILIES, MIRRORED: lambda im, r: np.ascontiguousarray(im[:, ::-1])} if mirrors else FAMILIES
+
+
 #: Images are copied at most this many pixels on their longer side (a copy is compared as a 32-px
 #: signature; a 100-megapixel photo resampled to 2x and back would cost minutes and change nothing).
 WORKING_SIDE = 512
@@ -122,13 +135,16 @@ def calibrate(
     *,
     seed: int,
     signatures_of_rows: np.ndarray | None = None,
+    mirrors: bool = False,
 ) -> Calibration | None:
     """The twin threshold of a data set: ``read(row)`` gives an RGB uint8 image; a seeded sample of
     ``rows`` is copied in every family of FAMILIES and compared with its originals, and with its
     nearest other images (``signatures_of_rows``: every row's signature, for the look-alikes;
-    the copies' signatures are made at their side, SIG_PX without them)."""
+    the copies' signatures are made at their side, SIG_PX without them). ``mirrors``: mirrored
+    pictures count as copies (``families``), and every pair is compared both ways, as the search does."""
     from ..images import make_thumbnail, to_rgb_uint8
 
+    fams = families(mirrors)
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(len(rows), min(CALIBRATION_IMAGES, len(rows)), replace=False))
     orig, copies, family, picked = [], [], [], []
@@ -139,7 +155,7 @@ def calibrate(
             continue
         t0 = make_thumbnail(img, thumbnail_px)
         picked.append(int(j))
-        for name, edit in FAMILIES.items():
+        for name, edit in fams.items():
             orig.append(t0)
             copies.append(make_thumbnail(edit(img, rng), thumbnail_px))
             family.append(name)
@@ -147,24 +163,21 @@ def calibrate(
         return None
     side = None if signatures_of_rows is None else signatures_of_rows.shape[1]
     sig_o, sig_c = signatures(np.stack(orig), side), signatures(np.stack(copies), side)
-    d = differences(sig_o, sig_c)
     # a copy is found only if the search's spectral prefilter keeps it too (crops are what it drops)
-    every = np.arange(len(d))
-    kept = prefilter(spectra(sig_o), spectra(sig_c), zoomed_spectra(sig_o), zoomed_spectra(sig_c), every, every)[0]
-    kept = kept >= PREFILTER
+    every = np.arange(len(sig_o))
+    low_o, low_c, zoom_o, zoom_c = spectra(sig_o), spectra(sig_c), zoomed_spectra(sig_o), zoomed_spectra(sig_c)
+    ways = [(differences(sig_o, sig_c), prefilter(low_o, low_c, zoom_o, zoom_c, every, every)[0] >= PREFILTER)]
+    if mirrors:  # the search compares a pair both ways: a copy is found either way
+        flip = np.ones(len(every), bool)
+        kept_m = prefilter(low_o, low_c, zoom_o, zoom_c, every, every, flip)[0] >= PREFILTER
+        ways.append((differences(sig_o, mirrored(sig_c)), kept_m))
+    d = np.min([w[0] for w in ways], axis=0)
     fam = np.asarray(family)
     q = float(np.quantile(d, COPY_QUANTILE))
     threshold, look, impostor = min(q, MAX_THRESHOLD), False, float("nan")
     if signatures_of_rows is not None and len(signatures_of_rows) > LOOK_ALIKES + 1:
-        low = spectra(signatures_of_rows)
-        near = signature_neighbours(low[picked], LOOK_ALIKES + 1, other=low)
-        a = np.repeat(np.arange(len(picked)), near.shape[1])
-        b = near.ravel()
-        ref = np.asarray(picked)[a]
-        same = (ref == b) | (signatures_of_rows[ref] == signatures_of_rows[b]).all(axis=(1, 2))
-        if (~same).any():
-            diff = np.full(len(a), np.inf, np.float32)
-            diff[~same] = differences(signatures_of_rows[ref[~same]], signatures_of_rows[b[~same]])
+        a, diff = _look_alikes(signatures_of_rows, np.asarray(picked), mirrors)
+        if np.isfinite(diff).any():
             # each image's nearest and second-nearest other image: where the nearest stands out
             # (the ratio test), it is a copy the set holds, not a look-alike; the crowds are the
             # look-alikes a copy must be told from
@@ -181,13 +194,15 @@ def calibrate(
             impostor = float(np.quantile(closest, ALIKE_SHARE)) if len(closest) >= 20 else float("inf")
             if impostor < threshold:  # more than ALIKE_SHARE of the images have an ordinary twin that close
                 threshold, look = impostor, True
-    recall = {name: float(((d <= threshold) & kept)[fam == name].mean()) for name in FAMILIES}
+    found = np.any([(dw <= threshold) & kw for dw, kw in ways], axis=0)
+    recall = {name: float(found[fam == name].mean()) for name in fams}
     weak = [f"{name} {100 * r:.0f} %" for name, r in recall.items() if r < 0.9]
     how = (
         f"on {sig_o.shape[1]}-px grey signatures, difference <= {threshold:.3g}: "
         f"the {100 * COPY_QUANTILE:.0f}th percentile of {len(d):,} copies of this data "
         "set's own images made the ways copies get made (resampled, JPEG 50-95, cropped up to 10 %, 10 % brighter, "
-        "darker, more or less contrast, grey)"
+        "darker, more or less contrast, grey"
+        + (", mirrored; each pair compared both ways)" if mirrors else "; mirrored pictures are not counted as copies)")
         + (f", capped from {q:.3g}" if q > MAX_THRESHOLD and not look else "")
         + (
             f", lowered to {threshold:.3g} where ordinary look-alikes of this set come as close: at this resolution "
@@ -197,4 +212,30 @@ def calibrate(
         )
         + (f"; copies found at this threshold: {', '.join(weak)} (every other edit 90 % or more)" if weak else "")
     )
-    return Calibration(threshold, len(d), q, how, recall, look, impostor)
+    return Calibration(threshold, len(d), q, how, recall, look, impostor, mirrors)
+
+
+def _look_alikes(sig: np.ndarray, picked: np.ndarray, mirrors: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(calibration image, difference) of each picked image's LOOK_ALIKES nearest other images by
+    descriptor (``mirrors``: and those nearest to its mirror, compared mirrored; each image once, the
+    closer way), inf where the two are the same image or identical pictures."""
+    low = spectra(sig)
+    ways = [(low[picked], False)] + ([(low[picked][:, mirror_order(sig.shape[1])], True)] if mirrors else [])
+    a_all, b_all, d_all = [], [], []
+    for query, turned in ways:
+        near = signature_neighbours(query, LOOK_ALIKES + 1, other=low)
+        a = np.repeat(np.arange(len(picked)), near.shape[1])
+        b = near.ravel()
+        ref = picked[a]
+        other = mirrored(sig[b]) if turned else sig[b]
+        same = (ref == b) | (sig[ref] == other).all(axis=(1, 2))
+        diff = np.full(len(a), np.inf, np.float32)
+        if (~same).any():
+            diff[~same] = differences(sig[ref[~same]], other[~same])
+        a_all.append(a)
+        b_all.append(b)
+        d_all.append(diff)
+    a, b, diff = np.concatenate(a_all), np.concatenate(b_all), np.concatenate(d_all)
+    order = np.lexsort((diff, b, a))  # each (image, other) once, the closer way
+    first = order[np.r_[True, (a[order][1:] != a[order][:-1]) | (b[order][1:] != b[order][:-1])]]
+    return a[first], diff[first]

@@ -6,6 +6,7 @@ each signature's nearest others by descriptor (the search's own candidates).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -56,30 +57,59 @@ def zoomed_spectra(sig: np.ndarray, zooms: tuple[float, ...] = ZOOMS, chunk: int
 
 
 def prefilter(
-    low_a: np.ndarray, low_b: np.ndarray, zoom_a: np.ndarray, zoom_b: np.ndarray, a: np.ndarray, b: np.ndarray
+    low_a: np.ndarray,
+    low_b: np.ndarray,
+    zoom_a: np.ndarray,
+    zoom_b: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    flip: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The prefilter's correlation of pairs (a[i] of one set, b[i] of the other): the best of the
     plain descriptors' and of either side magnified (``zoomed_spectra``) against the other plain,
     less ZOOM_MARGIN; with the scale that brings b onto a where that best was found (an index into
-    SCALES, one byte a pair: there are tens of millions at a million images)."""
+    SCALES, one byte a pair: there are tens of millions at a million images). ``flip``: pairs whose
+    b is taken mirrored (``mirror_order``)."""
     corr = np.empty(len(a), np.float32)
     scale = np.full(len(a), SCALES.index(1.0), np.int8)
+    order = _order_of_width(low_a.shape[1]) if flip is not None and flip.any() else None
     step = 1 << 17  # pairs a chunk: its gathered descriptors take ~250 MB, whatever the number of pairs
     for s in range(0, len(a), step):
         ia, ib = a[s : s + step], b[s : s + step]
-        pa, pb = low_a[ia], low_b[ib]
+        fl = None if order is None else np.flatnonzero(flip[s : s + step])  # type: ignore[index]
+        pa, pb = low_a[ia], _turned(low_b[ib], fl, order)
         c = np.einsum("ij,ij->i", pa, pb)
         sc = scale[s : s + len(ia)]
         for k, z in enumerate(ZOOMS[: len(zoom_a)]):
+            zb = _turned(zoom_b[k][ib].astype(np.float32), fl, order)
             for cz, how in (
                 (np.einsum("ij,ij->i", zoom_a[k][ia].astype(np.float32), pb), SCALES.index(1 / z)),  # b: a magnified
-                (np.einsum("ij,ij->i", pa, zoom_b[k][ib].astype(np.float32)), SCALES.index(z)),  # a: b magnified
+                (np.einsum("ij,ij->i", pa, zb), SCALES.index(z)),  # a: b magnified
             ):
                 cz -= ZOOM_MARGIN
                 better = cz > c
                 c[better], sc[better] = cz[better], how
         corr[s : s + len(ia)] = c
     return corr, scale
+
+
+def _turned(desc: np.ndarray, rows: np.ndarray | None, order: np.ndarray | None) -> np.ndarray:
+    """``desc`` (gathered descriptors, a copy) with ``rows`` mirrored by ``order``."""
+    if rows is not None and order is not None and len(rows):
+        desc[rows] = desc[rows][:, order]
+    return desc
+
+
+@functools.cache
+def _order_of_width(width: int) -> np.ndarray:
+    """``mirror_order`` of the signature side whose descriptors are ``width`` wide."""
+    side = next(s for s in range(2, 4 * SPECTRUM + 2) if _width(s) == width)
+    return mirror_order(side)
+
+
+def _width(side: int, keep: int = SPECTRUM) -> int:
+    kr, kc = min(keep, side // 2), min(keep, side // 2 + 1)
+    return (2 * kr - 1) * kc
 
 
 assert all(z in SCALES and 1 / z in SCALES for z in ZOOMS)  # the quick comparison aligns by them
@@ -161,6 +191,32 @@ def spectra(sig: np.ndarray, keep: int = SPECTRUM, chunk: int = 16_384) -> np.nd
         f -= f.mean(1, keepdims=True)
         norm = np.linalg.norm(f, axis=1, keepdims=True)
         out[s : s + len(g)] = f / np.where(norm > 0, norm, 1)
+    return out
+
+
+@functools.cache
+def mirror_order(side: int, keep: int = SPECTRUM) -> np.ndarray:
+    """The order of a ``spectra`` descriptor's entries (signatures of ``side`` pixels) that gives the
+    descriptor of the signature mirrored left to right: a horizontal flip takes each frequency
+    (u, v) to (u, -v), and a real picture's magnitude there equals that at (-u, v), so the rows of
+    the vertical frequency swap signs. Exact up to rounding (tests); a mirrored copy's prefilter and
+    nearest signatures need no second set of descriptors."""
+    kr, kc = min(keep, side // 2), min(keep, side // 2 + 1)
+    u = list(range(kr)) + list(range(-(kr - 1), 0))
+    rows = np.asarray([u.index(-x) for x in u])
+    return (rows[:, None] * kc + np.arange(kc)[None, :]).ravel()
+
+
+def mirrored(sig: np.ndarray) -> np.ndarray:
+    """Signatures mirrored left to right (a horizontally flipped copy's)."""
+    return np.ascontiguousarray(np.asarray(sig)[..., ::-1])
+
+
+def oriented(sig: np.ndarray, rows: np.ndarray, flip: np.ndarray) -> np.ndarray:
+    """The signatures of ``rows``, mirrored where ``flip``."""
+    out = np.asarray(sig[rows])  # a copy (rows: an index array)
+    if flip.any():
+        out[flip] = out[flip][..., ::-1]
     return out
 
 

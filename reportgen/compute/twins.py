@@ -39,7 +39,9 @@ from .twin_signatures import SCALES as SCALES
 from .twin_signatures import SIG_PX as SIG_PX
 from .twin_signatures import ZOOMS as ZOOMS
 from .twin_signatures import SignatureSearch as SignatureSearch
-from .twin_signatures import _magnify, _sampling, _sandwich
+from .twin_signatures import _magnify, _sampling, _sandwich, oriented
+from .twin_signatures import mirror_order as mirror_order
+from .twin_signatures import mirrored as mirrored
 from .twin_signatures import prefilter as prefilter
 from .twin_signatures import signature_neighbours as signature_neighbours
 from .twin_signatures import signature_side as signature_side
@@ -208,6 +210,7 @@ class Calibration:
     recall: dict[str, float] = field(default_factory=dict)  # edit family -> share of its copies within the threshold
     look_alike: bool = False  # ordinary look-alikes fall within the copies' range: copies cannot all be told apart
     impostor_quantile: float = float("nan")  # the look-alikes' quantile that capped the threshold
+    mirrors: bool = False  # mirrored pictures count as copies (each pair compared both ways)
 
 
 @dataclass(frozen=True, eq=False)
@@ -263,30 +266,44 @@ def find_twins(
     exclude_identical: np.ndarray | None = None,
     budget: Budget | None = None,
     search: SignatureSearch | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+    mirrors: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs (i < j) of one data set whose difference is at most ``threshold``, with their
-    differences, most alike first. Candidates: the first ``k`` neighbours of the layer graph and
-    SIG_NEIGHBOURS nearest signatures (``search``: the set's own, where it is kept; else made here).
-    ``exclude_identical``: (N, 16) content hashes; pairs with equal hashes (exact duplicates) are left out."""
+    differences and whether j is i mirrored, most alike first. Candidates: the first ``k``
+    neighbours of the layer graph and SIG_NEIGHBOURS nearest signatures (``search``: the set's own,
+    where it is kept; else made here). ``exclude_identical``: (N, 16) content hashes; pairs with
+    equal hashes (exact duplicates) are left out. ``mirrors``: a horizontally flipped picture is a
+    copy too - each of the layer graph's pairs is also compared with one side mirrored, and each
+    image's nearest signatures to its mirror are candidates (an image is never its own mirror's copy)."""
     n = len(sig)
     if n < 2:
-        return np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
+        return np.zeros((0, 2), np.int64), np.zeros(0, np.float32), np.zeros(0, bool)
     search = search if search is not None else SignatureSearch(sig, seed=seed)
     low = search.low
     large = n > SIG_NEIGHBOURS_ABOVE
     k_sig = SIG_NEIGHBOURS_LARGE if large else SIG_NEIGHBOURS
-    own = search.own(min(k_sig, n - 1), breadth=SIG_BREADTH_LARGE if large else None)
-    keys = [_candidates(own, k_sig)]
-    if graph_indices is not None:
-        keys.append(_candidates(graph_indices, k))
-    key = _unique(np.concatenate(keys))
-    del keys  # tens of millions of pairs at a million images: hold each list of them once
+    k_sig = min(k_sig, n - 1)
+    graph = None if graph_indices is None else _candidates(graph_indices, k)
+    own = search.own(k_sig, breadth=SIG_BREADTH_LARGE if large else None)
+    a, b = _pairs([_candidates(own, k_sig)] + ([] if graph is None else [graph]), n, exclude_identical)
+    flip = np.zeros(len(a), bool)
+    if mirrors:
+        turned = search.of(low[:, mirror_order(sig.shape[1])], k_sig + 1)
+        af, bf = _pairs([_candidates(turned, k_sig + 1)] + ([] if graph is None else [graph]), n, exclude_identical)
+        a, b, flip = np.concatenate([a, af]), np.concatenate([b, bf]), np.r_[flip, np.ones(len(af), bool)]
+    return _score(sig, sig, a, b, low, low, threshold, budget, symmetric=True, flip=flip)
+
+
+def _pairs(lists: list[np.ndarray], n: int, exclude_identical: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) of the unique pair keys (``a * n + b``) of ``lists``, identical images left out."""
+    key = _unique(np.concatenate(lists))
+    del lists[:]  # tens of millions of pairs at a million images: hold each list of them once
     a, b = key // n, key % n
     del key
     if exclude_identical is not None:
         same = (exclude_identical[a] == exclude_identical[b]).all(1)
         a, b = a[~same], b[~same]
-    return _score(sig, sig, a, b, low, low, threshold, budget, symmetric=True)
+    return a, b
 
 
 def _score(
@@ -299,38 +316,41 @@ def _score(
     threshold: float,
     budget: Budget | None = None,
     symmetric: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Verify candidate pairs (a[i] of sig_a, b[i] of sig_b): the spectral prefilter, then at most
-    VERIFY_PER_IMAGE per image of ``a`` (the best by the prefilter), a quick comparison (one strong blur,
-    no scaling), and the full one where a twin is still plausible. Pairs within ``threshold``,
-    most alike first."""
+    flip: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Verify candidate pairs (a[i] of sig_a, b[i] of sig_b, mirrored where ``flip``): the spectral
+    prefilter, then at most VERIFY_PER_IMAGE per image of ``a`` (the best by the prefilter), a quick
+    comparison (one strong blur, no scaling), and the full one where a twin is still plausible.
+    Pairs within ``threshold``, most alike first, with their differences and ``flip``; a pair
+    compared both ways counts once, the closer way."""
     budget = budget if budget is not None else Budget()
     budget.candidates += len(a)
+    flip = np.zeros(len(a), bool) if flip is None else flip
     if sig_b is sig_a:  # one data set: its pairs use nearly every row
         zoom_a = zoom_b = zoomed_spectra(sig_a)
-        corr, scale = prefilter(low_a, low_b, zoom_a, zoom_b, a, b)
+        corr, scale = prefilter(low_a, low_b, zoom_a, zoom_b, a, b, flip)
     else:  # another data set against the reference: only the rows in pairs
         la, za, pa = _in_use(sig_a, low_a, a)
         lb, zb, pb = _in_use(sig_b, low_b, b)
-        corr, scale = prefilter(la, lb, za, zb, pa, pb)
+        corr, scale = prefilter(la, lb, za, zb, pa, pb, flip)
         del la, za, pa, lb, zb, pb
     keep = corr >= PREFILTER
-    a, b, corr, scale = a[keep], b[keep], corr[keep], scale[keep]
+    a, b, corr, scale, flip = a[keep], b[keep], corr[keep], scale[keep], flip[keep]
     budget.prefiltered += len(a)
     order = np.lexsort((b, -corr, a))  # per image of a, its best candidates first
-    a, b, scale = a[order], b[order], scale[order]
+    a, b, scale, flip = a[order], b[order], scale[order], flip[order]
     rank = np.arange(len(a)) - np.searchsorted(a, a, side="left")
     images = int((rank == 0).sum())  # a is sorted: each image's first candidate has rank 0
     per = int(np.clip(MAX_QUICK // max(images, 1), 1, VERIFY_PER_IMAGE))
     within = rank < per
     budget.skipped += int((~within).sum())
-    a, b, scale = a[within], b[within], scale[within]
+    a, b, scale, flip = a[within], b[within], scale[within], flip[within]
     d = np.empty(len(a), np.float32)
     for z in np.unique(scale):  # the quick comparison at the scale the prefilter found
         at = np.flatnonzero(scale == z)
         for s in range(0, len(at), 1 << 14):
             p = at[s : s + (1 << 14)]
-            d[p] = differences(sig_a[a[p]], sig_b[b[p]], blurs=QUICK_BLUR, scales=(SCALES[int(z)],))
+            d[p] = differences(sig_a[a[p]], oriented(sig_b, b[p], flip[p]), blurs=QUICK_BLUR, scales=(SCALES[int(z)],))
     plausible = np.flatnonzero(d <= REFINE * threshold)
     if len(plausible) > MAX_FULL:
         budget.skipped += len(plausible) - MAX_FULL
@@ -340,13 +360,18 @@ def _score(
     full[plausible] = True
     for s in range(0, len(plausible), 1 << 14):
         p = plausible[s : s + (1 << 14)]
-        d[p] = differences(sig_a[a[p]], sig_b[b[p]])  # the calibrated difference (the quick one blurs more)
+        d[p] = differences(sig_a[a[p]], oriented(sig_b, b[p], flip[p]))  # the calibrated difference
+    if flip.any():  # a pair compared both ways: the closer way of those compared in full
+        order = np.lexsort((d, ~full, b, a))
+        first = np.r_[True, (a[order][1:] != a[order][:-1]) | (b[order][1:] != b[order][:-1])]
+        one = order[first]
+        a, b, d, full, flip = a[one], b[one], d[one], full[one], flip[one]
     # every compared pair takes part in the ratio test: the look-alikes a twin must stand out from;
     # only a pair compared in full can be a twin (the budget's skipped ones are counted, not guessed)
     hit = full & (d <= threshold) & _distinct(a, b, d, symmetric)
-    a, b, d = a[hit], b[hit], d[hit]
+    a, b, d, flip = a[hit], b[hit], d[hit], flip[hit]
     order = np.lexsort((b, a, d))
-    return np.stack([a[order], b[order]], 1).astype(np.int64), d[order]
+    return np.stack([a[order], b[order]], 1).astype(np.int64), d[order], flip[order]
 
 
 def _in_use(sig: np.ndarray, low: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -391,20 +416,30 @@ def cross_twins(
     seed: int,
     budget: Budget | None = None,
     search: SignatureSearch | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    mirrors: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """For each row of another data set, its closest twin in the reference, if any: (rows of other,
-    reference rows, differences). Candidates: ``graph_twins`` ((M, k) reference rows nearest in
-    the layer) and SIG_NEIGHBOURS nearest reference signatures (``search``: the reference's, where
-    it is kept; else made here)."""
+    reference rows, differences, whether the twin is mirrored). Candidates: ``graph_twins`` ((M, k)
+    reference rows nearest in the layer) and SIG_NEIGHBOURS nearest reference signatures
+    (``search``: the reference's, where it is kept; else made here); ``mirrors``: as in ``find_twins``."""
     search = search if search is not None else SignatureSearch(sig_ref, seed=seed)
     low_ref, low_other = search.low, spectra(sig_other)
-    cand = [search.of(low_other, min(SIG_NEIGHBOURS, len(sig_ref)))]
-    if graph_twins is not None:
-        cand.append(np.asarray(graph_twins).reshape(len(sig_other), -1))
-    c = np.concatenate(cand, 1)
-    key = _unique(np.repeat(np.arange(len(sig_other)), c.shape[1]) * len(sig_ref) + c.ravel())
-    rows, refs = key // len(sig_ref), key % len(sig_ref)
-    pairs, d = _score(sig_other, sig_ref, rows, refs, low_other, low_ref, threshold, budget)
+    k = min(SIG_NEIGHBOURS, len(sig_ref))
+    graph = None if graph_twins is None else np.asarray(graph_twins).reshape(len(sig_other), -1)
+    rows, refs = _cross_pairs([search.of(low_other, k)] + ([] if graph is None else [graph]), len(sig_ref))
+    flip = np.zeros(len(rows), bool)
+    if mirrors:
+        turned = search.of(low_other[:, mirror_order(sig_other.shape[1])], k)
+        rf, tf = _cross_pairs([turned] + ([] if graph is None else [graph]), len(sig_ref))
+        rows, refs, flip = np.concatenate([rows, rf]), np.concatenate([refs, tf]), np.r_[flip, np.ones(len(rf), bool)]
+    pairs, d, flip = _score(sig_other, sig_ref, rows, refs, low_other, low_ref, threshold, budget, flip=flip)
     # the closest twin per row (pairs come most alike first)
     first = np.unique(pairs[:, 0], return_index=True)[1] if len(pairs) else np.zeros(0, np.int64)
-    return pairs[first, 0], pairs[first, 1], d[first]
+    return pairs[first, 0], pairs[first, 1], d[first], flip[first]
+
+
+def _cross_pairs(cand: list[np.ndarray], n_ref: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, reference rows) of the unique candidates of (M, k) arrays of reference rows."""
+    c = np.concatenate(cand, 1)
+    key = _unique(np.repeat(np.arange(len(c)), c.shape[1]) * n_ref + c.ravel())
+    return key // n_ref, key % n_ref
