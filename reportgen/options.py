@@ -197,6 +197,14 @@ class ReportOptions(Params):
             "across datasets)."
         ),
     )
+    mirrored_copies: bool = Field(
+        False,
+        description=(
+            "Near duplicates and leakage: count a horizontally flipped picture as a copy (each pair compared both "
+            "ways). Among left-right symmetric images the calibrated threshold may come down with the mirrored "
+            "look-alikes; the report states each edit's recall either way."
+        ),
+    )
     audit_layer: str | None = Field(
         None, description="The layer the audit and the slices run on (default: the deepest)."
     )

@@ -45,11 +45,16 @@ def percent(share: float, digits: int = 1) -> str:
     return f"{100 * share:.1g} %"
 
 
+#: Image differences under this are float32 rounding, none: a mirrored copy aligned to its original
+#: reads 1e-14-3e-13 (a squared residual of ~1e-7 per pixel); a real one, a rounded grey level, 1e-7 or more.
+NO_DIFFERENCE = 1e-9
+
+
 def difference(d: float) -> str:
     """An image difference as the galleries write it: 4 decimals, or one significant digit where
     those would round a difference that is not zero to zero ("0.0000" reads as identical pictures;
-    a grey copy of a soft blob differs by 0.00003)."""
-    d = float(d)
+    a grey copy of a soft blob differs by 0.00003); under NO_DIFFERENCE, none."""
+    d = 0.0 if abs(float(d)) < NO_DIFFERENCE else float(d)
     if d == 0 or abs(d) >= 5e-5:
         return f"{d:.4f}"
     return f"{d:.{-int(np.floor(np.log10(abs(d))))}f}"

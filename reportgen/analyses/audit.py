@@ -78,6 +78,15 @@ class AuditFinding(Finding):
     twin_recall: Mapping[str, float] = field(default_factory=dict)  # edit family -> share of its copies found
     #: each near pair's embedding distance over the nearer of its images' next neighbour (NaN: not judged)
     near_ratio: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    #: each near pair: is its second image the first mirrored (``report.mirrored_copies``)
+    near_mirrored: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    mirrors: bool = False  # mirrored pictures were looked for (``report.mirrored_copies``)
+
+    @property
+    def mirrored(self) -> np.ndarray:
+        """Each near pair: is its second image the first mirrored (all False where none was looked for)."""
+        m = self.near_mirrored
+        return m if len(m) == len(self.near_pairs) else np.zeros(len(self.near_pairs), bool)
 
     @property
     def duplicates(self) -> int:
@@ -209,7 +218,7 @@ class Audit(LayerAnalysis):
         issues = issues[np.lexsort((issues, quality[issues]))]
         groups = duplicate_groups(layer.samples.hashes)
         pairs, dists, thr = np.zeros((0, 2), np.int64), np.zeros(0, np.float32), None
-        near_ratio = np.zeros(0)
+        near_ratio, mirrored = np.zeros(0), np.zeros(0, bool)
         how = "not looked for: the dataset has no images"
         spent: dict[str, int] = {}
         recall: dict[str, float] = {}
@@ -219,7 +228,7 @@ class Audit(LayerAnalysis):
             cal = layer.twins.calibration
             thr, how, recall = cal.threshold, cal.how, dict(cal.recall)
             budget = Budget()
-            pairs, dists = find_twins(
+            pairs, dists, mirrored = find_twins(
                 layer.twins.signatures,
                 g.indices,
                 TWIN_GRAPH_NEIGHBOURS,
@@ -228,6 +237,7 @@ class Audit(LayerAnalysis):
                 exclude_identical=layer.samples.hashes,
                 budget=budget,
                 search=layer.twins.search,
+                mirrors=cal.mirrors,
             )
             spent = asdict(budget)
             if len(pairs):  # the model's second opinion: a copy sits on its original in the layer too
@@ -238,7 +248,7 @@ class Audit(LayerAnalysis):
                     # (NaN, no other neighbour known: not judged, kept), unless the pictures are conclusive
                     keep = ~(near_ratio > EMBED_RATIO) | (dists <= SURE * cal.threshold)
                     spent["rejected_by_embedding"] = int((~keep).sum())
-                    pairs, dists, near_ratio = pairs[keep], dists[keep], near_ratio[keep]
+                    pairs, dists, near_ratio, mirrored = pairs[keep], dists[keep], near_ratio[keep], mirrored[keep]
         outl, cut = isolated(g, finding_of(found, "metrics", MetricsFinding).knn_k)
         return AuditFinding(
             quality,
@@ -258,6 +268,8 @@ class Audit(LayerAnalysis):
             spent,
             recall,
             near_ratio,
+            mirrored,
+            layer.twins is not None and layer.twins.calibration.mirrors,
         )
 
     def metric_values(self, f: AuditFinding) -> dict:
@@ -294,11 +306,13 @@ class Audit(LayerAnalysis):
                         "b": ids[b],
                         "difference": round(float(d), 5),
                         "embedding_ratio": None if not np.isfinite(r) else round(float(r), 4),
+                        "mirrored": bool(m),
                     }
-                    for (a, b), d, r in zip(
+                    for (a, b), d, r, m in zip(
                         f.near_pairs[:500],
                         f.near_distances[:500],
                         f.near_ratio[:500] if len(f.near_ratio) == len(f.near_pairs) else np.full(500, np.nan),
+                        f.mirrored,
                     )
                 ],
                 "near_threshold": f.near_threshold,
@@ -368,7 +382,11 @@ class Audit(LayerAnalysis):
                     "low" if len(f.near_pairs) < 0.005 * f.n else "medium",
                     (
                         f"{count(len(f.near_pairs), 'pair')} of near-duplicate images (the same picture resampled, "
-                        "re-encoded, cropped or re-lit)."
+                        + (
+                            f"re-encoded, cropped, re-lit or mirrored: {int(f.mirrored.sum()):,} mirrored)."
+                            if f.mirrors
+                            else "re-encoded, cropped or re-lit)."
+                        )
                     ),
                     f"#{where.anchor}-near",
                     len(f.near_pairs) / f.n,

@@ -4,7 +4,7 @@ a domain-classifier AUC) and placed in the reference's fitted frames (overlaid m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -49,6 +49,13 @@ class Leak:
     ids: tuple[str, ...]  # ids of ``rows`` in the compared dataset
     thumbnails: np.ndarray  # thumbnails of ``rows`` (shown beside their twins)
     labels: tuple[str, ...]  # their labels, by the compared dataset's own class names
+    mirrored: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # bool: the twin is the image mirrored
+    mirrors: bool = False  # mirrored pictures were looked for (``report.mirrored_copies``)
+
+    @property
+    def is_mirrored(self) -> np.ndarray:
+        """``mirrored`` for every row (all False where none was looked for)."""
+        return self.mirrored if len(self.mirrored) == len(self.rows) else np.zeros(len(self.rows), bool)
 
 
 @dataclass(frozen=True, eq=False)
@@ -127,17 +134,19 @@ class CompareDatasets(BuildAnalysis):
             rows_to = np.full(n_other, -1, np.int64)
             diff = np.full(n_other, np.inf, np.float32)
             exact = np.zeros(n_other, bool)
+            flipped = np.zeros(n_other, bool)
             if twin is not None and xr.embeddings.thumbnails is not None and n_other:
                 other = cleaned(xr.embeddings.layers[layer])[0]
                 graph = b.graphs.get((m, layer))
                 nearest, _ = reference_nearest(b.x(m, layer), other, graph, metric=b.options.metric, seed=b.seed)
-                r, t, d = cross_twins(
+                r, t, d, fl = cross_twins(
                     twin.signatures,
                     signatures(xr.embeddings.thumbnails, twin.signatures.shape[1]),
                     nearest[:, None],
                     twin.calibration.threshold,
                     seed=b.seed,
                     search=twin.search,
+                    mirrors=twin.calibration.mirrors,
                 )
                 if graph is not None and len(r) and twin.calibration.look_alike:
                     # where images alone cannot tell a copy from a look-alike: the model's second opinion
@@ -148,13 +157,13 @@ class CompareDatasets(BuildAnalysis):
                     )
                     # only where the pictures are not conclusive: a leak clearly within the threshold stands
                     keep = ~(ratio > EMBED_RATIO) | (d <= SURE * twin.calibration.threshold)
-                    r, t, d = r[keep], t[keep], d[keep]
-                rows_to[r], diff[r] = t, d
+                    r, t, d, fl = r[keep], t[keep], d[keep], fl[keep]
+                rows_to[r], diff[r], flipped[r] = t, d, fl
             if xr.embeddings.hashes is not None and lookup:
                 for i, h in enumerate(np.ascontiguousarray(xr.embeddings.hashes).view(np.dtype((np.void, 16))).ravel()):
                     j = lookup.get(h.tobytes())
                     if j is not None:
-                        exact[i], rows_to[i], diff[i] = True, j, 0.0
+                        exact[i], rows_to[i], diff[i], flipped[i] = True, j, 0.0, False
             rows = np.flatnonzero(rows_to >= 0)
             rows = rows[np.lexsort((rows, diff[rows]))]
             thumbs = (
@@ -175,6 +184,8 @@ class CompareDatasets(BuildAnalysis):
                     tuple(xr.embeddings.ids[r] for r in rows),
                     thumbs,
                     tuple(names[y] for y in xr.embeddings.labels[rows].tolist()),
+                    flipped[rows],
+                    bool(twin is not None and twin.calibration.mirrors),
                 )
             )
         return out
@@ -217,7 +228,8 @@ class CompareDatasets(BuildAnalysis):
         out = []
         for leak in f.leaks:
             if len(leak.rows):
-                n_exact = int(leak.exact.sum())
+                n_exact, n_mirrored = int(leak.exact.sum()), int(leak.is_mirrored.sum())
+                said = [f"{n:,} {what}" for n, what in ((n_exact, "identical"), (n_mirrored, "mirrored")) if n]
                 out.append(
                     Headline(
                         where.id("leakage", f"{leak.dataset}/{leak.layer}"),
@@ -225,7 +237,7 @@ class CompareDatasets(BuildAnalysis):
                         f"{count(len(leak.rows), 'image')} of {leak.dataset} "
                         + ("has" if len(leak.rows) == 1 else "have")
                         + f" a near-twin in {f.reference}"
-                        + (f" ({n_exact:,} identical)" if n_exact else "")
+                        + (f" ({', '.join(said)})" if said else "")
                         + ": leakage across splits.",
                         f"#{where.anchor}-{leak_anchor(leak)}",
                         float(len(leak.rows)),
@@ -244,8 +256,14 @@ class CompareDatasets(BuildAnalysis):
                     "threshold": l.threshold,
                     "count": int(len(l.rows)),
                     "pairs": [
-                        {"id": i, "twin": samples.ids[t], "difference": round(float(d), 5), "identical": bool(e)}
-                        for i, t, d, e in zip(l.ids[:500], l.twins, l.distances, l.exact)
+                        {
+                            "id": i,
+                            "twin": samples.ids[t],
+                            "difference": round(float(d), 5),
+                            "identical": bool(e),
+                            "mirrored": bool(m),
+                        }
+                        for i, t, d, e, m in zip(l.ids[:500], l.twins, l.distances, l.exact, l.is_mirrored)
                     ],
                 }
                 for l in f.leaks

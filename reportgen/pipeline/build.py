@@ -387,11 +387,19 @@ def _twins_of(spec: ReportSpec, data: Embedded, cache: Cache, properties: np.nda
         "thumbnail_px": spec.report.thumbnail_px,
         "signature_px": sig.shape[1],
         "seed": spec.seed,
+        "mirrors": spec.report.mirrored_copies,
     }
     key = cache.key("twin-calibration", parts, code_fingerprint("reportgen.compute.twin_calibration"), [])
 
     def made() -> dict[str, Any] | None:
-        cal = calibrate(ds.read, rows, spec.report.thumbnail_px, seed=spec.seed, signatures_of_rows=sig)
+        cal = calibrate(
+            ds.read,
+            rows,
+            spec.report.thumbnail_px,
+            seed=spec.seed,
+            signatures_of_rows=sig,
+            mirrors=spec.report.mirrored_copies,
+        )
         return None if cal is None else asdict(cal)
 
     kept = cache.json("twin-calibration", key, made)

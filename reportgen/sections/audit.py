@@ -21,8 +21,8 @@ class AuditSection(Section):
         ]
         dups = [[view.sample(r) for r in grp[:4]] for grp in f.duplicate_groups[: view.gallery_size]]
         near = [
-            {"a": view.sample(a), "b": view.sample(b), "d": float(d)}
-            for (a, b), d in zip(f.near_pairs[: view.gallery_size * 2], f.near_distances)
+            {"a": view.sample(a), "b": view.sample(b), "d": float(d), "mirrored": bool(m)}
+            for (a, b), d, m in zip(f.near_pairs[: view.gallery_size * 2], f.near_distances, f.mirrored)
         ]
         outl = [view.sample(r) for r in f.outliers[:g]]
         return {
@@ -36,6 +36,7 @@ class AuditSection(Section):
             "n_dups": f.duplicates,
             "has_hashes": f.has_hashes,
             "near": near,
+            "mirrors": f.mirrors,
             "n_near": len(f.near_pairs),
             "near_threshold": f.near_threshold,
             "calibration": f.calibration,

@@ -10,7 +10,7 @@ import numpy as np
 from ..analyses.shift import ShiftFinding, leak_anchor
 from ..figures import overlay_scatter
 from ..reducers.base import REDUCERS
-from ..results import difference, slug
+from ..results import NO_DIFFERENCE, difference, slug
 from .base import Section
 from .view import View
 
@@ -67,15 +67,16 @@ class CompareDatasetsSection(Section):
             shown = shown_leaks(l.exact, view.gallery_size * 2)
             for k in shown.tolist():
                 th, y, i, t, d, e = l.thumbnails[k], l.labels[k], l.ids[k], l.twins[k], l.distances[k], l.exact[k]
+                m = bool(l.is_mirrored[k])
                 twin = view.sample(t)
-                said = "identical to" if e else f"a near-twin (difference {difference(d)}) of"
+                said = _leak_words(bool(e), float(d), m)
                 line = {"text": f"{said} {twin['id']} in {view.dataset_name}", "href": twin["card"]}
                 where = {
                     "text": f"leaked images of {l.dataset} ({l.model} · {l.layer})",
                     "href": f"#compare_datasets-{anchor}",
                 }
                 a = view.image(th, y, i, dataset=l.dataset, lines=(line, where))
-                pairs.append({"a": a, "b": twin, "d": float(d), "exact": bool(e)})
+                pairs.append({"a": a, "b": twin, "d": float(d), "exact": bool(e), "mirrored": m})
             leaks.append(
                 {
                     "dataset": l.dataset,
@@ -84,6 +85,7 @@ class CompareDatasetsSection(Section):
                     "identical": int(l.exact.sum()),
                     "shown_identical": int(l.exact[shown].sum()),
                     "threshold": l.threshold,
+                    "mirrors": l.mirrors,
                     "pairs": pairs,
                     "anchor": anchor,
                 }
@@ -94,6 +96,16 @@ class CompareDatasetsSection(Section):
             if names is not None:
                 apart.append({"dataset": d, "names": names})
         return {"rows": rows, "figs": figs, "reference": view.dataset_name, "leaks": leaks, "apart": apart}
+
+
+def _leak_words(identical: bool, d: float, mirrored: bool) -> str:
+    """How a leaked image's card names its twin: identical files, the same picture mirrored or at
+    the signatures' size (difference 0: not identical files), or a near-twin and its difference."""
+    if identical:
+        return "identical to"
+    if d < NO_DIFFERENCE:
+        return "the mirror image of" if mirrored else "a near-twin (the same picture at signature size) of"
+    return f"a {'mirrored ' if mirrored else ''}near-twin (difference {difference(d)}) of"
 
 
 def shown_leaks(exact: np.ndarray, cap: int) -> np.ndarray:
