@@ -3,6 +3,7 @@ EfficientNet-Lite0, and what the audit, slices and diff cost.
 
     python benchmarks/findings.py            # about 25 minutes on 2 cores (the cost builds run twice)
     python benchmarks/findings.py --n 2000   # a quicker, smaller run
+    python benchmarks/findings.py --px 96 --mirrors --findings-only   # mirrored copies too; one build
 
 Plants, in one data set of n test images (at the model's own 224 px by default; ``--px``; layer global_pool):
 - 4 % of labels flipped to a random other class  -> "likely label errors";
@@ -12,6 +13,9 @@ Plants, in one data set of n test images (at the model's own 224 px by default; 
   edited)                                           -> leakage;
 - 4 % of images (any class) corrupted by noise      -> a slice (a corrupted batch);
 - a checkpoint whose blocks.5 weights are scrambled -> the diff (neighbourhoods of layers after it).
+With ``--mirrors`` the build counts mirrored pictures as copies (``report.mirrored_copies``), the
+near copies include horizontally flipped ones (a family of their own) and every other edited leak
+is flipped too.
 Writes benchmarks/results/findings.json; the table goes into docs/benchmarks.md.
 """
 
@@ -59,10 +63,11 @@ def pr(found: set, truth: set) -> dict:
     }
 
 
-def plant(n: int) -> SimpleNamespace:
+def plant(n: int, mirrors: bool = False) -> SimpleNamespace:
     """The planted data set (seeded, the same every run): n Fashion-MNIST training images with
     their problems planted, the copies appended, and a second split of n/5; with what was planted
-    where (the truth each detector is scored against)."""
+    where (the truth each detector is scored against). ``mirrors``: mirrored near copies and leaks
+    too (the same set otherwise, but for which family each near copy is made in)."""
     from reportgen.datasets import load_dataset
     from reportgen.datasets.idx import IdxDataset
 
@@ -109,17 +114,18 @@ def plant(n: int) -> SimpleNamespace:
     clean_rows = set(free.tolist())
     # exact and near copies appended as new rows; the near ones made the ways copies get made
     # (every edit family of the calibration, in turn), with the legacy mix (JPEG 80, re-lit, shifted)
-    from reportgen.compute.twin_calibration import FAMILIES
+    from reportgen.compute.twin_calibration import families
 
+    edits = families(mirrors)
     src_exact = rng.choice(free, n // 100, replace=False)
     src_near = rng.choice(np.setdiff1d(free, src_exact), n // 100, replace=False)
-    names = ["JPEG 80, re-lit, shifted", *FAMILIES]
+    names = ["JPEG 80, re-lit, shifted", *edits]
     near_family = [names[j % len(names)] for j in range(len(src_near))]
 
     def copy_of(img: np.ndarray, family: str) -> np.ndarray:
-        if family not in FAMILIES:
+        if family not in edits:
             return edit(img, rng)
-        return FAMILIES[family](np.repeat(img[:, :, None], 3, 2), rng)[:, :, 0]
+        return edits[family](np.repeat(img[:, :, None], 3, 2), rng)[:, :, 0]
 
     near_imgs = np.stack([copy_of(a_img[i], f) for i, f in zip(src_near, near_family)])
     all_img = np.concatenate([a_img, a_img[src_exact], near_imgs])
@@ -137,6 +143,8 @@ def plant(n: int) -> SimpleNamespace:
     leak_src = rng.choice(n, len(leak_rows), replace=False)
     for k, (r, s) in enumerate(zip(leak_rows, leak_src)):
         t_img[r] = a_img[s] if k % 2 == 0 else edit(a_img[s], rng)
+        if mirrors and k % 4 == 1:  # every other edited leak is flipped too
+            t_img[r] = np.ascontiguousarray(t_img[r][:, ::-1])
         t_lab[r] = a_lab[s]
     return SimpleNamespace(
         n=n,
@@ -166,6 +174,11 @@ def main() -> int:
         default=224,
         help="input size (224: EfficientNet-Lite0's own; 96 is faster and its features weaker)",
     )
+    ap.add_argument("--mirrors", action="store_true", help="plant mirrored copies and count them (mirrored_copies)")
+    ap.add_argument(
+        "--ignore-mirrors", action="store_true", help="with --mirrors: plant them, build without mirrored_copies"
+    )
+    ap.add_argument("--findings-only", action="store_true", help="one build: no cost builds, no checkpoint diff")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "findings.json")
     args = ap.parse_args()
     if not (FASHION / "t10k-images-idx3-ubyte.gz").exists():
@@ -175,11 +188,12 @@ def main() -> int:
     from reportgen.spec import loads_spec
 
     n = args.n
-    p = plant(n)
+    p = plant(n, args.mirrors)
     all_img, all_lab, t_img, t_lab, flips, noisy = p.all_img, p.all_lab, p.t_img, p.t_lab, p.flips, p.noisy
     quality_rows, clean_rows, exact_pairs, natural_exact = p.quality_rows, p.clean_rows, p.exact_pairs, p.natural_exact
     near_pairs, near_family, leak_rows = p.near_pairs, p.near_family, p.leak_rows
-    results: dict = {"n": n, "px": args.px, "machine": machine()}
+    counted = args.mirrors and not args.ignore_mirrors
+    results: dict = {"n": n, "px": args.px, "mirrors": args.mirrors, "counted": counted, "machine": machine()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         np.savez(tmp / "train.npz", images=all_img, labels=all_lab)
@@ -200,6 +214,8 @@ reducers: [pca, {{tsne: {{perplexity: 30}}}}]
 output: {{dir: {tmp}/out}}
 cache_dir: {tmp}/cache
 """
+        if counted:
+            spec += "report: {mirrored_copies: true}\n"
         t0 = time.perf_counter()
         res = build(loads_spec(spec), progress=False)
         wall = time.perf_counter() - t0
@@ -237,6 +253,14 @@ cache_dir: {tmp}/cache
         leak = s["leakage"][0]
         test_row = {f"test-{i}": i for i in range(len(t_img))}
         results["leakage"] = pr({test_row[p["id"]] for p in leak["pairs"]}, set(int(r) for r in leak_rows))
+        if args.mirrors:
+            flipped = {int(r) for k, r in enumerate(leak_rows) if k % 4 == 1}
+            said = {test_row[p["id"]] for p in leak["pairs"] if p.get("mirrored")}
+            results["leakage"]["mirrored"] = {
+                **pr({r for r in said}, flipped),
+                "found_of_planted": len(flipped & {test_row[p["id"]] for p in leak["pairs"]}),
+            }
+            results["near_duplicates"]["said_mirrored"] = sum(bool(p.get("mirrored")) for p in audit["near_duplicates"])
         lr = next(l for l in res.report.models[0].layers if l.layer == "global_pool")
         sl = lr.findings.get("slices")
         if sl is not None:
@@ -256,91 +280,93 @@ cache_dir: {tmp}/cache
                 "worst": {"size": int(len(sl.slices[0].rows)), "knn_accuracy": sl.slices[0].knn_accuracy},
             }
         timings = res.stats.timings
-        cost = sum(
-            v
-            for k, v in timings.items()
-            if k
-            in (
-                "audit: image signatures",
-                "analyse: audit",
-                "analyse: slices",
-                "image quality",
-                "analyse: image properties",
+        results["timings"] = {k: round(v, 2) for k, v in timings.items()}
+        if not args.findings_only:  # the cost builds and the checkpoint diff
+            cost = sum(
+                v
+                for k, v in timings.items()
+                if k
+                in (
+                    "audit: image signatures",
+                    "analyse: audit",
+                    "analyse: slices",
+                    "image quality",
+                    "analyse: image properties",
+                )
             )
-        )
-        # the same build without the audit and the slices (and so without leakage), from a fresh cache
-        off = spec.replace(f"cache_dir: {tmp}/cache", f"cache_dir: {tmp}/cache-off").replace(
-            f"output: {{dir: {tmp}/out}}", f"output: {{dir: {tmp}/out-off}}"
-        )
-        off += "report: {audit: false, slices: false, describe: {describers: []}}\n"
+            # the same build without the audit and the slices (and so without leakage), from a fresh cache
+            off = spec.replace(f"cache_dir: {tmp}/cache", f"cache_dir: {tmp}/cache-off").replace(
+                f"output: {{dir: {tmp}/out}}", f"output: {{dir: {tmp}/out-off}}"
+            )
+            off += "report: {audit: false, slices: false, describe: {describers: []}}\n"
 
-        # each build twice more from fresh caches, in turn, and the faster of each kept: on this
-        # shared 2-core machine one build's wall time moves by 10-20 % from run to run
-        def timed(text: str) -> float:
+            # each build twice more from fresh caches, in turn, and the faster of each kept: on this
+            # shared 2-core machine one build's wall time moves by 10-20 % from run to run
+            def timed(text: str) -> float:
+                t0 = time.perf_counter()
+                build(loads_spec(text), progress=False)
+                return time.perf_counter() - t0
+
+            again = spec.replace(f"cache_dir: {tmp}/cache", f"cache_dir: {tmp}/cache-again").replace(
+                f"output: {{dir: {tmp}/out}}", f"output: {{dir: {tmp}/out-again}}"
+            )
+            walls_off = [timed(off.replace("cache-off", "cache-off0").replace("out-off", "out-off0"))]
+            walls = [wall, timed(again)]
+            walls_off.append(timed(off.replace("cache-off", "cache-off1").replace("out-off", "out-off1")))
+            wall, wall_off = min(walls), min(walls_off)
+            results["cost"] = {
+                "build_s": wall,
+                "build_without_s": wall_off,
+                "build_s_each": walls,
+                "build_without_s_each": walls_off,
+                "added": wall / wall_off - 1,
+                "audit_and_slices_stages_s": cost,
+                "describe_s": timings.get("describe", 0.0) + timings.get("analyse: image properties", 0.0),
+                "timings": {k: round(v, 2) for k, v in timings.items()},
+            }
+            # the checkpoint with a damaged layer: blocks.5 scrambled
+            import torch
+
+            from reportgen.models import load_model
+            from reportgen.spec import ModelSpec
+
+            m = load_model(
+                ModelSpec(
+                    name="x",
+                    timm="tf_efficientnet_lite0",
+                    weights="efficientnet_lite0",
+                    input_size=args.px,
+                    layers=["global_pool"],
+                )
+            )
+            state = m.module.state_dict()
+            g = torch.Generator().manual_seed(0)
+            for k, v in state.items():
+                if k.startswith("blocks.5.") and v.is_floating_point() and v.ndim == 4:
+                    state[k] = v[torch.randperm(v.shape[0], generator=g)]
+            torch.save(state, tmp / "damaged.pt")
+            damaged = model.replace("name: effnet", "name: damaged").replace(
+                "weights: efficientnet_lite0", f"checkpoint: {tmp}/damaged.pt"
+            )
+            spec2 = f"""
+    title: damaged checkpoint
+    dataset: {{kind: npz, path: {tmp}/test.npz, name: test, class_names: {json.dumps(CLASSES)}}}
+    models: [{model}, {damaged}]
+    reducers: [pca]
+    output: {{dir: {tmp}/out2}}
+    cache_dir: {tmp}/cache
+    """
             t0 = time.perf_counter()
-            build(loads_spec(text), progress=False)
-            return time.perf_counter() - t0
-
-        again = spec.replace(f"cache_dir: {tmp}/cache", f"cache_dir: {tmp}/cache-again").replace(
-            f"output: {{dir: {tmp}/out}}", f"output: {{dir: {tmp}/out-again}}"
-        )
-        walls_off = [timed(off.replace("cache-off", "cache-off0").replace("out-off", "out-off0"))]
-        walls = [wall, timed(again)]
-        walls_off.append(timed(off.replace("cache-off", "cache-off1").replace("out-off", "out-off1")))
-        wall, wall_off = min(walls), min(walls_off)
-        results["cost"] = {
-            "build_s": wall,
-            "build_without_s": wall_off,
-            "build_s_each": walls,
-            "build_without_s_each": walls_off,
-            "added": wall / wall_off - 1,
-            "audit_and_slices_stages_s": cost,
-            "describe_s": timings.get("describe", 0.0) + timings.get("analyse: image properties", 0.0),
-            "timings": {k: round(v, 2) for k, v in timings.items()},
-        }
-        # the checkpoint with a damaged layer: blocks.5 scrambled
-        import torch
-
-        from reportgen.models import load_model
-        from reportgen.spec import ModelSpec
-
-        m = load_model(
-            ModelSpec(
-                name="x",
-                timm="tf_efficientnet_lite0",
-                weights="efficientnet_lite0",
-                input_size=args.px,
-                layers=["global_pool"],
-            )
-        )
-        state = m.module.state_dict()
-        g = torch.Generator().manual_seed(0)
-        for k, v in state.items():
-            if k.startswith("blocks.5.") and v.is_floating_point() and v.ndim == 4:
-                state[k] = v[torch.randperm(v.shape[0], generator=g)]
-        torch.save(state, tmp / "damaged.pt")
-        damaged = model.replace("name: effnet", "name: damaged").replace(
-            "weights: efficientnet_lite0", f"checkpoint: {tmp}/damaged.pt"
-        )
-        spec2 = f"""
-title: damaged checkpoint
-dataset: {{kind: npz, path: {tmp}/test.npz, name: test, class_names: {json.dumps(CLASSES)}}}
-models: [{model}, {damaged}]
-reducers: [pca]
-output: {{dir: {tmp}/out2}}
-cache_dir: {tmp}/cache
-"""
-        t0 = time.perf_counter()
-        res2 = build(loads_spec(spec2), progress=False)
-        results["diff"] = {
-            "build_s": time.perf_counter() - t0,
-            "overlap": {
-                l.layer: res2.report.build_metrics["damaged"][l.layer]["neighbour_overlap"]
-                for l in res2.models[1].layers
-            },
-            "findings": [h.text for h in res2.report.headlines if h.id.startswith("diff/")],
-            "diff_s": res2.stats.timings.get("model comparison", 0),
-        }
+            res2 = build(loads_spec(spec2), progress=False)
+            results["diff"] = {
+                "build_s": time.perf_counter() - t0,
+                "overlap": {
+                    l.layer: res2.report.build_metrics["damaged"][l.layer]["neighbour_overlap"]
+                    for l in res2.models[1].layers
+                },
+                "findings": [h.text for h in res2.report.headlines if h.id.startswith("diff/")],
+                "diff_s": res2.stats.timings.get("model comparison", 0),
+            }
         results["findings_top"] = [f["text"] for f in s["findings"][:8]]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1, default=str) + "\n")
@@ -354,6 +380,11 @@ cache_dir: {tmp}/cache
             f"recall {r['recall'] if r['recall'] is None else round(r['recall'], 3)}"
         )
     print(f"slice: {results.get('slice')}")
+    if args.mirrors:
+        print(f"mirrored leaks: {results['leakage']['mirrored']}")
+    if args.findings_only:
+        print(json.dumps(results["findings_top"], indent=1))
+        return 0
     print(f"diff overlap per layer: {results['diff']['overlap']}")
     c = results["cost"]
     print(

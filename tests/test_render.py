@@ -271,6 +271,8 @@ def test_a_small_image_difference_is_not_written_as_identical():
     assert difference(0) == "0.0000" and difference(0.0023) == "0.0023" and difference(0.00005) == "0.0001"
     assert all(difference(d) not in ("0.0000", "-0.0000") for d in (3e-5, 1e-7, 4.9e-5))
     assert difference(3e-5) == "0.00003" and difference(1.4e-7) == "0.0000001"
+    # float32 rounding of pictures that are the same (a mirrored copy aligned: 6e-14) is none
+    assert difference(6e-14) == difference(-2e-13) == "0.0000"
     assert environment().from_string("{{ d|difference }}").render(d=0.00003) == "0.00003"
 
 

@@ -72,6 +72,63 @@ def test_resampled_copies_across_splits_are_found(tmp_path):
     assert recall >= 0.8 and precision >= 0.9, (recall, precision)
 
 
+def test_mirrored_copies_are_found_when_the_spec_counts_them(tmp_path):
+    """``report.mirrored_copies``: 20 test images that are training images flipped left to right,
+    and 10 flipped copies inside the training set, are found, each marked mirrored in summary.json
+    and in the report; the calibration says mirrored copies were counted."""
+    from PIL import Image
+
+    from reportgen.compute.twin_calibration import MIRRORED
+
+    rng = np.random.default_rng(12)
+    xtr, ytr = _read("train-images-idx3-ubyte.gz"), _read("train-labels-idx1-ubyte.gz")
+    xte, yte = _read("t10k-images-idx3-ubyte.gz"), _read("t10k-labels-idx1-ubyte.gz")
+    tr = rng.choice(len(ytr), 1000, replace=False)
+    te = rng.choice(len(yte), 240, replace=False)
+    leaked, copied = rng.choice(1000, 30, replace=False)[:20], rng.choice(1000, 30, replace=False)[20:]
+    for split, rows, x, y, stem in (("train", tr, xtr, ytr, "tr"), ("test", te, xte, yte, "te")):
+        for k, i in enumerate(rows):
+            d = tmp_path / split / CLASSES[y[i]]
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(x[i]).save(d / f"{stem}{k:04d}.png")
+    for split, rows, stem in (("test", leaked, "leak"), ("train", copied, "mir")):
+        for j in rows:
+            Image.fromarray(np.ascontiguousarray(xtr[tr[j]][:, ::-1])).save(
+                tmp_path / split / CLASSES[ytr[tr[j]]] / f"{stem}{j:04d}.png"
+            )
+    spec = {
+        "title": "mirrored copies",
+        "datasets": [
+            {"kind": "image_folder", "path": str(tmp_path / "train"), "name": "train"},
+            {"kind": "image_folder", "path": str(tmp_path / "test"), "name": "test"},
+        ],
+        "models": [{**EFFNET, "input_size": 32, "layers": [{"name": "global_pool", "reshape": "mean"}]}],
+        "reducers": ["pca"],
+        "report": {"slices": False, "describe": {"describers": []}, "mirrored_copies": True},
+        "output": {"dir": str(tmp_path / "out")},
+        "cache_dir": str(tmp_path / "cache"),
+    }
+    code, _, err = run("build", str(write(tmp_path, spec)), "-q")
+    assert code == 0, err
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    original = {j: f"{CLASSES[ytr[tr[j]]]}/tr{j:04d}.png" for j in np.r_[leaked, copied]}
+    pairs = s["leakage"][0]["pairs"]
+    truth = {f"{CLASSES[ytr[tr[j]]]}/leak{j:04d}.png": original[j] for j in leaked}
+    right = [p for p in pairs if truth.get(p["id"]) == p["twin"]]
+    # beyond the planted leaks, at most 2 % of the test images: Fashion-MNIST's own look-alikes
+    # across its splits (3 here: at 0.42, 0.87 and 0.98 of the threshold, the second mirrored)
+    assert len(right) >= 18 and len(pairs) - len(right) <= 0.02 * 260, (len(right), len(pairs))
+    assert all(p["mirrored"] for p in right)
+    audit = s["models"][0]["layers"][0]["audit"]
+    assert MIRRORED in audit["near_recall_by_edit"] and "each pair compared both ways" in audit["calibration"]
+    planted = {frozenset((original[j], f"{CLASSES[ytr[tr[j]]]}/mir{j:04d}.png")) for j in copied}
+    near = {frozenset((p["a"], p["b"])): p["mirrored"] for p in audit["near_duplicates"]}
+    assert len(planted & set(near)) >= 9 and all(near[p] for p in planted & set(near))
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "the mirror image of" in html and ", mirrored</span>" in html and "or mirrored (image difference" in html
+    assert "of 0 identical" not in html and "0.0000000" not in html  # no empty count, no float noise
+
+
 def test_the_embedding_ratio_tells_a_copy_from_a_look_alike():
     """A copy sits on its original in the layer, far closer than any other image; a look-alike is one
     neighbour among several. Exact copies of either image do not count as its other neighbours."""
