@@ -296,9 +296,14 @@ class SignatureSearch:
             return exact_graph(self.low, k, metric="cosine").indices
         return index.graph(k).indices if breadth is None else index.graph(k, ef=breadth).indices
 
-    def of(self, low_other: np.ndarray, k: int) -> np.ndarray:
-        """(M, k) the k nearest images of this set to each row of another set's ``spectra``."""
+    def of(self, low_other: np.ndarray, k: int, *, own: bool = False, breadth: int | None = None) -> np.ndarray:
+        """(M, k) the k nearest images of this set to each row of another set's ``spectra``
+        (``own``: rows of this set's own, its mirrors: as few candidates as ``own`` takes, at
+        ``breadth`` if given, not OTHER_FACTOR's)."""
+        from .neighbours import CANDIDATE_FACTOR, SEARCH_BREADTH
+
         index = self._approximate()
         if index is None:
             return signature_neighbours(low_other, k, other=self.low)
-        return index.search(low_other, k, factor=OTHER_FACTOR)[0]
+        factor = CANDIDATE_FACTOR if own else OTHER_FACTOR
+        return index.search(low_other, k, factor=factor, ef=breadth or SEARCH_BREADTH)[0]

@@ -284,11 +284,12 @@ def find_twins(
     k_sig = SIG_NEIGHBOURS_LARGE if large else SIG_NEIGHBOURS
     k_sig = min(k_sig, n - 1)
     graph = None if graph_indices is None else _candidates(graph_indices, k)
-    own = search.own(k_sig, breadth=SIG_BREADTH_LARGE if large else None)
+    own_breadth = SIG_BREADTH_LARGE if large else None
+    own = search.own(k_sig, breadth=own_breadth)
     a, b = _pairs([_candidates(own, k_sig)] + ([] if graph is None else [graph]), n, exclude_identical)
     flip = np.zeros(len(a), bool)
     if mirrors:
-        turned = search.of(low[:, mirror_order(sig.shape[1])], k_sig + 1)
+        turned = search.of(low[:, mirror_order(sig.shape[1])], k_sig + 1, own=True, breadth=own_breadth)
         af, bf = _pairs([_candidates(turned, k_sig + 1)] + ([] if graph is None else [graph]), n, exclude_identical)
         a, b, flip = np.concatenate([a, af]), np.concatenate([b, bf]), np.r_[flip, np.ones(len(af), bool)]
     return _score(sig, sig, a, b, low, low, threshold, budget, symmetric=True, flip=flip)
