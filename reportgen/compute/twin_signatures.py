@@ -76,7 +76,7 @@ def prefilter(
     step = 1 << 17  # pairs a chunk: its gathered descriptors take ~250 MB, whatever the number of pairs
     for s in range(0, len(a), step):
         ia, ib = a[s : s + step], b[s : s + step]
-        fl = None if order is None else np.flatnonzero(flip[s : s + step])  # type: ignore[index]
+        fl = None if order is None or flip is None else np.flatnonzero(flip[s : s + step])
         pa, pb = low_a[ia], _turned(low_b[ib], fl, order)
         c = np.einsum("ij,ij->i", pa, pb)
         sc = scale[s : s + len(ia)]
@@ -107,9 +107,15 @@ def _order_of_width(width: int) -> np.ndarray:
     return mirror_order(side)
 
 
-def _width(side: int, keep: int = SPECTRUM) -> int:
-    kr, kc = min(keep, side // 2), min(keep, side // 2 + 1)
+def _width(side: int) -> int:
+    kr, kc = _bands(side)
     return (2 * kr - 1) * kc
+
+
+def _bands(side: int, keep: int = SPECTRUM) -> tuple[int, int]:
+    """(vertical, horizontal) frequencies a descriptor keeps of a ``side``-pixel signature: ``keep``
+    each, fewer on small thumbnails (both signs of the vertical one are kept: 2 x vertical - 1 rows)."""
+    return min(keep, side // 2), min(keep, side // 2 + 1)
 
 
 assert all(z in SCALES and 1 / z in SCALES for z in ZOOMS)  # the quick comparison aligns by them
@@ -182,7 +188,7 @@ def spectra(sig: np.ndarray, keep: int = SPECTRUM, chunk: int = 16_384) -> np.nd
     copy was among its original's 10 nearest by this descriptor, 88 % by the pixels themselves."""
     n = len(sig)
     side = sig.shape[1] if sig.ndim == 3 else SIG_PX
-    kr, kc = min(keep, side // 2), min(keep, side // 2 + 1)  # small thumbnails have fewer frequencies
+    kr, kc = _bands(side, keep)
     out = np.empty((n, (2 * kr - 1) * kc), np.float32)
     for s in range(0, n, chunk):
         g = np.asarray(sig[s : s + chunk], np.float32)
@@ -201,7 +207,7 @@ def mirror_order(side: int, keep: int = SPECTRUM) -> np.ndarray:
     (u, v) to (u, -v), and a real picture's magnitude there equals that at (-u, v), so the rows of
     the vertical frequency swap signs. Exact up to rounding (tests); a mirrored copy's prefilter and
     nearest signatures need no second set of descriptors."""
-    kr, kc = min(keep, side // 2), min(keep, side // 2 + 1)
+    kr, kc = _bands(side, keep)
     u = list(range(kr)) + list(range(-(kr - 1), 0))
     rows = np.asarray([u.index(-x) for x in u])
     return (rows[:, None] * kc + np.arange(kc)[None, :]).ravel()

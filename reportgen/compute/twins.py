@@ -287,6 +287,8 @@ def find_twins(
     own_breadth = SIG_BREADTH_LARGE if large else None
     own = search.own(k_sig, breadth=own_breadth)
     a, b = _pairs([_candidates(own, k_sig)] + ([] if graph is None else [graph]), n, exclude_identical)
+    del own
+    graph = graph if mirrors else None  # asked again only for the mirrored candidates
     flip = np.zeros(len(a), bool)
     if mirrors:
         turned = search.of(low[:, mirror_order(sig.shape[1])], k_sig + 1, own=True, breadth=own_breadth)
