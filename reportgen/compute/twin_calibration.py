@@ -203,9 +203,9 @@ def calibrate(
         "set's own images made the ways copies get made (resampled, JPEG 50-95, cropped up to 10 %, 10 % brighter, "
         "darker, more or less contrast, grey"
         + (", mirrored; each pair compared both ways)" if mirrors else "; mirrored pictures are not counted as copies)")
-        + (f", capped from {q:.3g}" if q > MAX_THRESHOLD and not look else "")
+        + (f", {q:.3g}, capped" if q > MAX_THRESHOLD and not look else "")
         + (
-            f", lowered to {threshold:.3g} where ordinary look-alikes of this set come as close: at this resolution "
+            f", {q:.3g}, lowered to where ordinary look-alikes of this set come as close: at this resolution "
             "not every copy can be told from a look-alike"
             if look
             else ""
