@@ -4,6 +4,7 @@ budgeted stage skipped.
 
     python benchmarks/million.py                  # 1,000,000 + a compared set of 20,000 (about 20 minutes)
     python benchmarks/million.py --n 50000        # the same shape, smaller
+    python benchmarks/million.py --mirrors        # with report.mirrored_copies (mirrored pairs searched too)
 
 The data set (made once, seeded, in ``--data``): 100 classes of Zipf-like sizes; each sample a
 point of a 6-d latent space (its class's centre + spread), its vector ``sin(z W + b)`` in 384
@@ -58,7 +59,7 @@ datasets:
   - {{kind: embeddings, vectors: {d}/test_vectors.npy, images: {d}/test_images.npy, metadata: {d}/test_meta.tsv,
       name: test}}
 reducers: [{{pca: {{n_components: 10}}}}, {{tsne: {{perplexity: 30}}}}, {{umap: {{n_neighbors: 15}}}}]
-report: {{mosaic_cap: 1500, thumbnail_px: {px}}}
+report: {{mosaic_cap: 1500, thumbnail_px: {px}, mirrored_copies: {mirrors}}}
 output: {{dir: {out}, max_html_mb: 10}}
 cache_dir: {cache}
 """
@@ -330,6 +331,7 @@ def main() -> int:
     ap.add_argument(
         "--thumbnail-px", type=int, default=32, help="the report's thumbnail side (default: the report's own)"
     )
+    ap.add_argument("--mirrors", action="store_true", help="count mirrored copies (report.mirrored_copies)")
     args = ap.parse_args()
     data = args.data / str(args.n)
     t0 = time.perf_counter()
@@ -342,7 +344,16 @@ def main() -> int:
             raise SystemExit(f"--keep {args.keep}: not empty (its cache would make this a rebuild, not a first build)")
         tmp.mkdir(parents=True, exist_ok=True)
         spec = tmp / "spec.yaml"
-        spec.write_text(SPEC.format(n=args.n, d=data, out=tmp / "out", cache=tmp / "cache", px=args.thumbnail_px))
+        spec.write_text(
+            SPEC.format(
+                n=args.n,
+                d=data,
+                out=tmp / "out",
+                cache=tmp / "cache",
+                px=args.thumbnail_px,
+                mirrors=str(args.mirrors).lower(),
+            )
+        )
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         log = data / "build.log"  # the stages as they end (peak memory each): read it while it runs
         with open(log, "w") as err:
@@ -363,6 +374,7 @@ def main() -> int:
         "n": args.n,
         "test": args.test,
         "thumbnail_px": args.thumbnail_px,
+        "mirrored_copies": args.mirrors,
         "machine": machine(),
         **info,
         **score(truth, found, args.n),
