@@ -143,7 +143,7 @@ def signatures(thumbnails: ArrayLike, side: int | None = None, chunk: int = 8_19
 
 
 #: The smallest signature side ``signature_side`` chooses (smaller images are enlarged to it: the
-#: comparison's frame and blocks, ``twins._frame``, were measured down to 16 px).
+#: comparison's frame and blocks, ``twin_compare._frame``, were measured down to 16 px).
 MIN_SIG_PX = 16
 
 
@@ -153,7 +153,7 @@ def signature_side(native: float | None, thumbnail_px: int) -> int:
     thumbnail only repeats its pixels (enlarged 2x or more, ``images.thumbnail_filter``: 16 px to
     32, each pixel 2 x 2), since such a signature holds nothing more at four times the cost of a
     comparison; SIG_PX otherwise. Measured (docs/benchmarks.md): on the alike million's 16-px
-    images (compared with blurs in proportion, ``twins.BLURS``) near duplicates at precision 0.987 /
+    images (compared with blurs in proportion, ``twin_compare.BLURS``) near duplicates at precision 0.987 /
     recall 0.328 against 0.922 / 0.385 at 32 px, leaks 1.000 / 0.675 against 0.978 / 0.680, the
     audit 652 -> 305 s and the dataset comparison 234 -> 167 s; on 28-px Fashion-MNIST (a bicubic
     enlargement to 32) signatures at 28 px found 17 of 25 resampled leaks where 32-px ones find 23,
