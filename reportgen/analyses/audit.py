@@ -238,6 +238,7 @@ class Audit(LayerAnalysis):
                 budget=budget,
                 search=layer.twins.search,
                 mirrors=cal.mirrors,
+                compare=cal.compare,
             )
             spent = asdict(budget)
             if len(pairs):  # the model's second opinion: a copy sits on its original in the layer too

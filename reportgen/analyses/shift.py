@@ -147,6 +147,7 @@ class CompareDatasets(BuildAnalysis):
                     seed=b.seed,
                     search=twin.search,
                     mirrors=twin.calibration.mirrors,
+                    compare=twin.calibration.compare,
                 )
                 if graph is not None and len(r) and twin.calibration.look_alike:
                     # where images alone cannot tell a copy from a look-alike: the model's second opinion

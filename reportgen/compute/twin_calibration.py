@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .twin_compare import COMPARISONS, FINE, Comparison
 from .twins import (
     PREFILTER,
     RATIO,
@@ -45,6 +46,18 @@ COPY_QUANTILE = 0.95
 ALIKE_SHARE = 0.0075
 #: Look-alikes measured per calibration image (its nearest others by signature).
 LOOK_ALIKES = 8
+#: Each comparison (``twin_compare.COMPARISONS``) is calibrated, and the one that finds the larger
+#: share of the copies is this set's - unless its look-alikes lowered its threshold more than this
+#: many times (the copies' 95th percentile over the threshold): there most copies cannot be told
+#: from look-alikes at all, the shares found are small and close, and the fine detail, down to the
+#: sensor noise, is all that tells a copy from a near-identical scene - FINE is kept. The coarse
+#: comparison finds more copies in either case, but where pictures carry little detail it also
+#: pairs scenes that differ by noise alone, too rare for the calibration's 300 images to see. Measured
+#: (docs/benchmarks.md): 10,000 Fashion-MNIST images, lowered 2.0x (FINE) and 1.2x (COARSE), shares
+#: 0.868 and 0.921 - COARSE: recall 0.733 -> 0.919, precision 0.926 -> 0.929; the alike million's
+#: first 200,000 images, 33x and 56x, shares 0.421 and 0.456 - COARSE would have paired 12 noise
+#: twins (precision 0.967 -> 0.857 at recall 0.321 -> 0.391): FINE.
+CROWDED = 8.0
 #: The threshold never exceeds this (noisy images whose copies differ a lot stay out of twins).
 MAX_THRESHOLD = 0.15
 
@@ -166,35 +179,33 @@ def calibrate(
     # a copy is found only if the search's spectral prefilter keeps it too (crops are what it drops)
     every = np.arange(len(sig_o))
     low_o, low_c, zoom_o, zoom_c = spectra(sig_o), spectra(sig_c), zoomed_spectra(sig_o), zoomed_spectra(sig_c)
-    ways = [(differences(sig_o, sig_c), prefilter(low_o, low_c, zoom_o, zoom_c, every, every)[0] >= PREFILTER)]
+    kept = [prefilter(low_o, low_c, zoom_o, zoom_c, every, every)[0] >= PREFILTER]
     if mirrors:  # the search compares a pair both ways: a copy is found either way
         flip = np.ones(len(every), bool)
-        kept_m = prefilter(low_o, low_c, zoom_o, zoom_c, every, every, flip)[0] >= PREFILTER
-        ways.append((differences(sig_o, mirrored(sig_c)), kept_m))
-    d = np.min([w[0] for w in ways], axis=0)
-    fam = np.asarray(family)
-    q = float(np.quantile(d, COPY_QUANTILE))
-    threshold, look, impostor = min(q, MAX_THRESHOLD), False, float("nan")
+        kept.append(prefilter(low_o, low_c, zoom_o, zoom_c, every, every, flip)[0] >= PREFILTER)
+    others = [sig_c, mirrored(sig_c)] if mirrors else [sig_c]
+    alike = None
     if signatures_of_rows is not None and len(signatures_of_rows) > LOOK_ALIKES + 1:
-        a, diff = _look_alikes(signatures_of_rows, np.asarray(picked), mirrors)
-        if np.isfinite(diff).any():
-            # each image's nearest and second-nearest other image: where the nearest stands out
-            # (the ratio test), it is a copy the set holds, not a look-alike; the crowds are the
-            # look-alikes a copy must be told from
-            order = np.lexsort((diff, a))
-            ia, dd = a[order], diff[order]
-            first = np.searchsorted(ia, np.arange(len(picked)))
-            has2 = (first + 1 < len(ia)) & (ia[np.minimum(first + 1, len(ia) - 1)] == np.arange(len(picked)))
-            has1 = (first < len(ia)) & (ia[np.minimum(first, len(ia) - 1)] == np.arange(len(picked)))
-            m1 = np.where(has1, dd[np.minimum(first, len(ia) - 1)], np.inf)
-            m2 = np.where(has2, dd[np.minimum(first + 1, len(ia) - 1)], np.inf)
-            crowd = np.isfinite(m1) & (m1 > RATIO * m2)
-            closest = np.where(crowd, m1, np.inf)  # a distinct nearest counts as no look-alike at all
-            closest = closest[np.isfinite(m1)]
-            impostor = float(np.quantile(closest, ALIKE_SHARE)) if len(closest) >= 20 else float("inf")
+        alike = _look_alikes(signatures_of_rows, np.asarray(picked), mirrors)
+    fam = np.asarray(family)
+    # each comparison calibrated: the share of the copies found at the threshold its own look-alikes
+    # leave decides between them, where they leave the copies a threshold (CROWDED)
+    made = []
+    for cmp in COMPARISONS.values():
+        ways = [differences(sig_o, other, blurs=cmp.blurs, steps=cmp.steps) for other in others]
+        d = np.min(ways, axis=0)
+        q = float(np.quantile(d, COPY_QUANTILE))
+        threshold, look, impostor = min(q, MAX_THRESHOLD), False, float("nan")
+        if alike is not None:
+            impostor = _impostor(alike, len(picked), cmp)
             if impostor < threshold:  # more than ALIKE_SHARE of the images have an ordinary twin that close
                 threshold, look = impostor, True
-    found = np.any([(dw <= threshold) & kw for dw, kw in ways], axis=0)
+        found = np.any([(dw <= threshold) & kw for dw, kw in zip(ways, kept)], axis=0)
+        made.append((float(found.mean()), cmp, d, q, threshold, look, impostor, found))
+    clear = [m for m in made if m[3] <= CROWDED * m[4]]  # copies not crowded out by look-alikes
+    _, cmp, d, q, threshold, look, impostor, found = (
+        max(clear, key=lambda m: m[0]) if clear else made[0]  # COMPARISONS come finest first
+    )
     recall = {name: float(found[fam == name].mean()) for name in fams}
     weak = [f"{name} {100 * r:.0f} %" for name, r in recall.items() if r < 0.9]
     how = (
@@ -210,32 +221,63 @@ def calibrate(
             if look
             else ""
         )
+        + ("; compared in their fine detail" if cmp is FINE else "; compared by their shapes (fine detail blurred)")
         + (f"; copies found at this threshold: {', '.join(weak)} (every other edit 90 % or more)" if weak else "")
     )
-    return Calibration(threshold, len(d), q, how, recall, look, impostor, mirrors)
+    return Calibration(threshold, len(d), q, how, recall, look, impostor, mirrors, cmp.name)
 
 
-def _look_alikes(sig: np.ndarray, picked: np.ndarray, mirrors: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(calibration image, difference) of each picked image's LOOK_ALIKES nearest other images by
-    descriptor (``mirrors``: and those nearest to its mirror, compared mirrored; each image once, the
-    closer way), inf where the two are the same image or identical pictures."""
+def _impostor(alike: tuple[np.ndarray, ...], n_picked: int, cmp: Comparison) -> float:
+    """The look-alikes' difference that ALIKE_SHARE of the calibration images come as close as, at
+    ``cmp`` (``alike``: ``_look_alikes``), inf where too few were measured."""
+    a, diff = _closest(alike, cmp)
+    if not np.isfinite(diff).any():
+        return float("inf")
+    # each image's nearest and second-nearest other image: where the nearest stands out (the ratio
+    # test), it is a copy the set holds, not a look-alike; the crowds are the look-alikes a copy must
+    # be told from
+    order = np.lexsort((diff, a))
+    ia, dd = a[order], diff[order]
+    first = np.searchsorted(ia, np.arange(n_picked))
+    has2 = (first + 1 < len(ia)) & (ia[np.minimum(first + 1, len(ia) - 1)] == np.arange(n_picked))
+    has1 = (first < len(ia)) & (ia[np.minimum(first, len(ia) - 1)] == np.arange(n_picked))
+    m1 = np.where(has1, dd[np.minimum(first, len(ia) - 1)], np.inf)
+    m2 = np.where(has2, dd[np.minimum(first + 1, len(ia) - 1)], np.inf)
+    crowd = np.isfinite(m1) & (m1 > RATIO * m2)
+    closest = np.where(crowd, m1, np.inf)  # a distinct nearest counts as no look-alike at all
+    closest = closest[np.isfinite(m1)]
+    return float(np.quantile(closest, ALIKE_SHARE)) if len(closest) >= 20 else float("inf")
+
+
+def _look_alikes(sig: np.ndarray, picked: np.ndarray, mirrors: bool) -> tuple[np.ndarray, ...]:
+    """(calibration image, its signature, the other image's signature as compared, whether they are
+    the same picture) of each picked image's LOOK_ALIKES nearest other images by descriptor
+    (``mirrors``: and those nearest to its mirror, compared mirrored; each image once, the closer way
+    - ``_closest``)."""
     low = spectra(sig)
     ways = [(low[picked], False)] + ([(low[picked][:, mirror_order(sig.shape[1])], True)] if mirrors else [])
-    a_all, b_all, d_all = [], [], []
+    a_all, b_all, o_all, same_all = [], [], [], []
     for query, turned in ways:
         near = signature_neighbours(query, LOOK_ALIKES + 1, other=low)
         a = np.repeat(np.arange(len(picked)), near.shape[1])
         b = near.ravel()
         ref = picked[a]
         other = mirrored(sig[b]) if turned else sig[b]
-        same = (ref == b) | (sig[ref] == other).all(axis=(1, 2))
-        diff = np.full(len(a), np.inf, np.float32)
-        if (~same).any():
-            diff[~same] = differences(sig[ref[~same]], other[~same])
         a_all.append(a)
         b_all.append(b)
-        d_all.append(diff)
-    a, b, diff = np.concatenate(a_all), np.concatenate(b_all), np.concatenate(d_all)
-    order = np.lexsort((diff, b, a))  # each (image, other) once, the closer way
+        o_all.append(other)
+        same_all.append((ref == b) | (sig[ref] == other).all(axis=(1, 2)))
+    a, b = np.concatenate(a_all), np.concatenate(b_all)
+    return a, b, sig[picked[a]], np.concatenate(o_all), np.concatenate(same_all)
+
+
+def _closest(alike: tuple[np.ndarray, ...], cmp: Comparison) -> tuple[np.ndarray, np.ndarray]:
+    """(calibration image, difference by ``cmp``) of each look-alike of ``_look_alikes``, inf where
+    the two are the same image or identical pictures; each (image, other) once, the closer way."""
+    a, b, ref, other, same = alike
+    diff = np.full(len(a), np.inf, np.float32)
+    if (~same).any():
+        diff[~same] = differences(ref[~same], other[~same], blurs=cmp.blurs, steps=cmp.steps)
+    order = np.lexsort((diff, b, a))
     first = order[np.r_[True, (a[order][1:] != a[order][:-1]) | (b[order][1:] != b[order][:-1])]]
     return a[first], diff[first]

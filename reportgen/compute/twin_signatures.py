@@ -28,12 +28,11 @@ SCALES = (1 / 1.11, 1 / 1.05, 1.0, 1.05, 1.11)
 #: cropped by 5 % shows its content that much larger, and its spectrum shrinks by as much, so the
 #: plain descriptors of a crop and its original correlate too little. Measured on 300 Fashion-MNIST
 #: images copied in every edit family (docs/benchmarks.md): the prefilter kept 52 % of 5 % crops and
-#: 2 % of 10 % crops on the plain descriptors alone, 94 % and 8 % with this one and ZOOM_MARGIN
-#: (every other family 100 % either way). Magnifying by 1.11 too kept 60 % of 10 % crops, but let
-#: look-alike trousers of another length through as leaks (precision 0.92 -> 0.88 on the held-back
-#: case of tests/test_twins.py), and the threshold finds only ~30 % of 10 % crops of 28-pixel
-#: garments anyway.
-ZOOMS = (1.05,)
+#: 2 % of 10 % crops on the plain descriptors alone, 94 % and 8 % with 1.05 and ZOOM_MARGIN, about
+#: 60 % of 10 % crops with 1.11 too (every other family 100 % either way). 1.11 once let look-alike
+#: trousers of another length through as leaks (the held-back case of tests/test_twins.py); since
+#: the comparison aligns crops (``twin_compare._refine``) at a blur that keeps shape, it does not.
+ZOOMS = (1.05, 1.11)
 #: A pair kept only through a magnified descriptor must correlate this much more than PREFILTER: a
 #: look-alike of another size gains a little from magnifying, a crop a lot (median 0.971 -> 0.992
 #: for 5 % crops). At 0.01, 94 % of 5 % crops pass and 0.6 % more candidate pairs; at 0.005, 97 %

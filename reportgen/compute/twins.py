@@ -8,17 +8,18 @@ percentile 0.077): 43 % of natural nearest neighbours are closer than the 90th p
 copies, at every layer tried. A copy keeps the picture's detail; a look-alike does not.
 
 How: each image is reduced to a small grey signature (``SIG_PX`` square, from its thumbnail).
-Two signatures are compared after aligning the second to the first - scaled by up to 11 % (a crop
-of up to 10 %), shifted by the peak of their phase correlation (to a sub-pixel), blurred on either
-side as a resampled copy is, and fitted in brightness and contrast; their *difference* is the
-residual energy of the worst of a grid of blocks relative to the image's variance (a local change
-- another pattern, a missing strap - shows in one block even when the whole picture correlates
-well). Pairs to compare come from the layer's neighbour graph and from the signatures' own nearest
-neighbours; a correlation of shift-invariant spectra (each also read magnified by 5 %, as a crop
-shows it: ``ZOOMS``) discards the clearly different ones first, a budget bounds the comparisons
-per image (``VERIFY_PER_IMAGE``, ``MAX_QUICK``, ``MAX_FULL``: the cost grows with the number of
-images, not with how alike they look), a quick comparison (one strong blur, at the scale the
-prefilter found) leaves the full one to the plausible pairs.
+Two signatures are compared (``reportgen.compute.twin_compare``) after aligning the second to the
+first - both blurred to the detail that re-encoding and resampling leave alone, scaled by up to
+11 % (a crop of up to 10 %) and shifted by the peak of their phase correlation, that alignment
+then refined to any scale and sub-pixel shift, and fitted in brightness and contrast; their
+*difference* is the residual energy of the worst of a grid of blocks relative to the image's
+variance (a local change - another pattern, a missing strap - shows in one block even when the
+whole picture correlates well). Pairs to compare come from the layer's neighbour graph and from
+the signatures' own nearest neighbours; a correlation of shift-invariant spectra (each also read
+magnified by 5 and 11 %, as crops show it: ``ZOOMS``) discards the clearly different ones first,
+a budget bounds the comparisons per image (``VERIFY_PER_IMAGE``, ``MAX_QUICK``, ``MAX_FULL``: the
+cost grows with the number of images, not with how alike they look), a quick comparison (one
+strong blur, at the scale the prefilter found) leaves the full one to the plausible pairs.
 
 The threshold is calibrated on the data set itself (``reportgen.compute.twin_calibration``): copies
 of its own images made the ways copies get made, against its ordinary look-alikes; the recall of
@@ -34,6 +35,8 @@ import numpy as np
 
 from .twin_compare import BLOCK as BLOCK
 from .twin_compare import BLURS as BLURS
+from .twin_compare import COMPARISONS, Comparison
+from .twin_compare import DEFAULT as DEFAULT
 from .twin_compare import MAX_SHIFT as MAX_SHIFT
 from .twin_compare import QUICK_BLUR as QUICK_BLUR
 from .twin_compare import _frame as _frame
@@ -54,8 +57,6 @@ from .twin_signatures import signatures as signatures
 from .twin_signatures import spectra as spectra
 from .twin_signatures import zoomed_spectra as zoomed_spectra
 
-#: Pairs within this multiple of the threshold after the quick comparison get the full one.
-REFINE = 3.0
 #: A twin must be this much closer than the next image to either of its images (the ratio test).
 RATIO = 0.65
 #: Candidates of one image verified at most (its best by the prefilter): the search costs at most
@@ -94,6 +95,11 @@ class Calibration:
     look_alike: bool = False  # ordinary look-alikes fall within the copies' range: copies cannot all be told apart
     impostor_quantile: float = float("nan")  # the look-alikes' quantile that capped the threshold
     mirrors: bool = False  # mirrored pictures count as copies (each pair compared both ways)
+    comparison: str = DEFAULT.name  # the one of ``twin_compare.COMPARISONS`` this set's copies stand out at
+
+    @property
+    def compare(self) -> Comparison:
+        return COMPARISONS[self.comparison]
 
 
 @dataclass(frozen=True, eq=False)
@@ -150,6 +156,7 @@ def find_twins(
     budget: Budget | None = None,
     search: SignatureSearch | None = None,
     mirrors: bool = False,
+    compare: Comparison = DEFAULT,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs (i < j) of one data set whose difference is at most ``threshold``, with their
     differences and whether j is i mirrored, most alike first. Candidates: the first ``k``
@@ -157,7 +164,8 @@ def find_twins(
     where it is kept; else made here). ``exclude_identical``: (N, 16) content hashes; pairs with
     equal hashes (exact duplicates) are left out. ``mirrors``: a horizontally flipped picture is a
     copy too - each of the layer graph's pairs is also compared with one side mirrored, and each
-    image's nearest signatures to its mirror are candidates (an image is never its own mirror's copy)."""
+    image's nearest signatures to its mirror are candidates (an image is never its own mirror's copy).
+    ``compare``: how two pictures are compared (``Calibration.compare``)."""
     n = len(sig)
     if n < 2:
         return np.zeros((0, 2), np.int64), np.zeros(0, np.float32), np.zeros(0, bool)
@@ -177,7 +185,7 @@ def find_twins(
         turned = search.of(low[:, mirror_order(sig.shape[1])], k_sig + 1, own=True, breadth=own_breadth)
         af, bf = _pairs([_candidates(turned, k_sig + 1)] + ([] if graph is None else [graph]), n, exclude_identical)
         a, b, flip = np.concatenate([a, af]), np.concatenate([b, bf]), np.r_[flip, np.ones(len(af), bool)]
-    return _score(sig, sig, a, b, low, low, threshold, budget, symmetric=True, flip=flip)
+    return _score(sig, sig, a, b, low, low, threshold, budget, symmetric=True, flip=flip, compare=compare)
 
 
 def _pairs(lists: list[np.ndarray], n: int, exclude_identical: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -203,6 +211,7 @@ def _score(
     budget: Budget | None = None,
     symmetric: bool = False,
     flip: np.ndarray | None = None,
+    compare: Comparison = DEFAULT,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Verify candidate pairs (a[i] of sig_a, b[i] of sig_b, mirrored where ``flip``): the spectral
     prefilter, then at most VERIFY_PER_IMAGE per image of ``a`` (the best by the prefilter), a quick
@@ -236,8 +245,10 @@ def _score(
         at = np.flatnonzero(scale == z)
         for s in range(0, len(at), 1 << 14):
             p = at[s : s + (1 << 14)]
-            d[p] = differences(sig_a[a[p]], oriented(sig_b, b[p], flip[p]), blurs=QUICK_BLUR, scales=(SCALES[int(z)],))
-    plausible = np.flatnonzero(d <= REFINE * threshold)
+            d[p] = differences(
+                sig_a[a[p]], oriented(sig_b, b[p], flip[p]), blurs=compare.quick, scales=(SCALES[int(z)],), steps=0
+            )
+    plausible = np.flatnonzero(d <= compare.keep * threshold)
     if len(plausible) > MAX_FULL:
         budget.skipped += len(plausible) - MAX_FULL
         plausible = plausible[np.argsort(d[plausible], kind="stable")[:MAX_FULL]]
@@ -246,7 +257,9 @@ def _score(
     full[plausible] = True
     for s in range(0, len(plausible), 1 << 14):
         p = plausible[s : s + (1 << 14)]
-        d[p] = differences(sig_a[a[p]], oriented(sig_b, b[p], flip[p]))  # the calibrated difference
+        d[p] = differences(
+            sig_a[a[p]], oriented(sig_b, b[p], flip[p]), blurs=compare.blurs, steps=compare.steps
+        )  # the calibrated one
     if flip.any():  # a pair compared both ways: the closer way of those compared in full
         order = np.lexsort((d, ~full, b, a))
         first = np.r_[True, (a[order][1:] != a[order][:-1]) | (b[order][1:] != b[order][:-1])]
@@ -303,11 +316,12 @@ def cross_twins(
     budget: Budget | None = None,
     search: SignatureSearch | None = None,
     mirrors: bool = False,
+    compare: Comparison = DEFAULT,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """For each row of another data set, its closest twin in the reference, if any: (rows of other,
     reference rows, differences, whether the twin is mirrored). Candidates: ``graph_twins`` ((M, k)
     reference rows nearest in the layer) and SIG_NEIGHBOURS nearest reference signatures
-    (``search``: the reference's, where it is kept; else made here); ``mirrors``: as in ``find_twins``."""
+    (``search``: the reference's, where it is kept; else made here); ``mirrors``, ``compare``: as in ``find_twins``."""
     search = search if search is not None else SignatureSearch(sig_ref, seed=seed)
     low_ref, low_other = search.low, spectra(sig_other)
     k = min(SIG_NEIGHBOURS, len(sig_ref))
@@ -318,7 +332,9 @@ def cross_twins(
         turned = search.of(low_other[:, mirror_order(sig_other.shape[1])], k)
         rf, tf = _cross_pairs([turned] + ([] if graph is None else [graph]), len(sig_ref))
         rows, refs, flip = np.concatenate([rows, rf]), np.concatenate([refs, tf]), np.r_[flip, np.ones(len(rf), bool)]
-    pairs, d, flip = _score(sig_other, sig_ref, rows, refs, low_other, low_ref, threshold, budget, flip=flip)
+    pairs, d, flip = _score(
+        sig_other, sig_ref, rows, refs, low_other, low_ref, threshold, budget, flip=flip, compare=compare
+    )
     # the closest twin per row (pairs come most alike first)
     first = np.unique(pairs[:, 0], return_index=True)[1] if len(pairs) else np.zeros(0, np.int64)
     return pairs[first, 0], pairs[first, 1], d[first], flip[first]
