@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -201,11 +202,10 @@ def calibrate(
             if impostor < threshold:  # more than ALIKE_SHARE of the images have an ordinary twin that close
                 threshold, look = impostor, True
         found = np.any([(dw <= threshold) & kw for dw, kw in zip(ways, kept)], axis=0)
-        made.append((float(found.mean()), cmp, d, q, threshold, look, impostor, found))
-    clear = [m for m in made if m[3] <= CROWDED * m[4]]  # copies not crowded out by look-alikes
-    _, cmp, d, q, threshold, look, impostor, found = (
-        max(clear, key=lambda m: m[0]) if clear else made[0]  # COMPARISONS come finest first
-    )
+        made.append(_Calibrated(float(found.mean()), cmp, d, q, threshold, look, impostor, found))
+    clear = [m for m in made if m.quantile <= CROWDED * m.threshold]  # copies not crowded out by look-alikes
+    chosen = max(clear, key=lambda m: m.share) if clear else made[0]  # COMPARISONS come finest first
+    _, cmp, d, q, threshold, look, impostor, found = chosen
     recall = {name: float(found[fam == name].mean()) for name in fams}
     weak = [f"{name} {100 * r:.0f} %" for name, r in recall.items() if r < 0.9]
     how = (
@@ -225,6 +225,21 @@ def calibrate(
         + (f"; copies found at this threshold: {', '.join(weak)} (every other edit 90 % or more)" if weak else "")
     )
     return Calibration(threshold, len(d), q, how, recall, look, impostor, mirrors, cmp.name)
+
+
+class _Calibrated(NamedTuple):
+    """One comparison calibrated: the share of the copies found, the comparison, the copies'
+    differences and quantile, the threshold, whether look-alikes lowered it and to what, which
+    copies were found."""
+
+    share: float
+    cmp: Comparison
+    d: np.ndarray
+    quantile: float
+    threshold: float
+    look: bool
+    impostor: float
+    found: np.ndarray
 
 
 def _impostor(alike: tuple[np.ndarray, ...], n_picked: int, cmp: Comparison) -> float:
@@ -250,8 +265,8 @@ def _impostor(alike: tuple[np.ndarray, ...], n_picked: int, cmp: Comparison) -> 
 
 
 def _look_alikes(sig: np.ndarray, picked: np.ndarray, mirrors: bool) -> tuple[np.ndarray, ...]:
-    """(calibration image, its signature, the other image's signature as compared, whether they are
-    the same picture) of each picked image's LOOK_ALIKES nearest other images by descriptor
+    """(calibration image, other image, the first's signature, the other's as compared, whether they
+    are the same picture) of each picked image's LOOK_ALIKES nearest other images by descriptor
     (``mirrors``: and those nearest to its mirror, compared mirrored; each image once, the closer way
     - ``_closest``)."""
     low = spectra(sig)

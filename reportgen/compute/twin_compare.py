@@ -1,8 +1,10 @@
-"""How different two small grey signatures are (``differences``): the second one aligned to the
-first - scaled, shifted by the peak of their phase correlation, blurred as a resampled copy is,
-fitted in brightness and contrast - then the residual energy of the worst of a grid of blocks
-relative to the first's variance. The near-duplicate search (``reportgen.compute.twins``) and its
-calibration (``reportgen.compute.twin_calibration``) both decide on it."""
+"""How different two small grey signatures are (``differences``): both blurred (by a
+``Comparison``: FINE keeps fine detail, COARSE compares shapes), the second aligned to the first -
+scaled, shifted by the peak of their phase correlation, that alignment refined to any scale and
+sub-pixel shift (COARSE) - and fitted in brightness and contrast, then the residual energy of the
+worst of a grid of blocks relative to the first's variance. The near-duplicate search
+(``reportgen.compute.twins``) and its calibration (``reportgen.compute.twin_calibration``), which
+chooses the comparison per data set, both decide on it."""
 
 from __future__ import annotations
 

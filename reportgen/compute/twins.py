@@ -9,9 +9,11 @@ copies, at every layer tried. A copy keeps the picture's detail; a look-alike do
 
 How: each image is reduced to a small grey signature (``SIG_PX`` square, from its thumbnail).
 Two signatures are compared (``reportgen.compute.twin_compare``) after aligning the second to the
-first - both blurred to the detail that re-encoding and resampling leave alone, scaled by up to
-11 % (a crop of up to 10 %) and shifted by the peak of their phase correlation, that alignment
-then refined to any scale and sub-pixel shift, and fitted in brightness and contrast; their
+first - both blurred to their shapes (what re-encoding and resampling leave alone) or, in a set
+crowded with near-identical scenes, keeping their fine detail (``twin_compare.Comparison``, chosen
+by the calibration), scaled by up to 11 % (a crop of up to 10 %) and shifted by the peak of their
+phase correlation, that alignment refined to any scale and sub-pixel shift, and fitted in
+brightness and contrast; their
 *difference* is the residual energy of the worst of a grid of blocks relative to the image's
 variance (a local change - another pattern, a missing strap - shows in one block even when the
 whole picture correlates well). Pairs to compare come from the layer's neighbour graph and from
