@@ -191,11 +191,13 @@ def test_each_data_set_is_compared_where_its_copies_stand_out():
     """The calibration measures both comparisons on the set's own copies and look-alikes: garments
     are compared by their shapes (their copies lose fine detail to re-encoding and resampling, their
     look-alikes differ in shape); smooth pictures crowded with near-identical scenes keep their fine
-    detail, the sensor noise that alone tells a copy from another exposure of the scene."""
+    detail, the sensor noise that alone tells a copy from another exposure of the scene. (3,000
+    garments: shares found 0.891 fine, 0.928 coarse; at 1,500 the two are within CLEARLY and the
+    fine one is kept.)"""
     from reportgen.compute.twin_calibration import CROWDED, calibrate
     from reportgen.images import make_thumbnail
 
-    images, _ = _fashion(1500, seed=7)
+    images, _ = _fashion(3000, seed=7)
     rgb = np.repeat(images[..., None], 3, 3)
     cal = calibrate(lambda r: rgb[r], np.arange(len(rgb)), 32, seed=0, signatures_of_rows=_sig(images))
     assert cal is not None and cal.comparison == "coarse" and "by their shapes" in cal.how

@@ -48,7 +48,7 @@ ALIKE_SHARE = 0.0075
 #: Look-alikes measured per calibration image (its nearest others by signature).
 LOOK_ALIKES = 8
 #: Each comparison (``twin_compare.COMPARISONS``) is calibrated, and the one that finds the larger
-#: share of the copies is this set's - unless its look-alikes lowered its threshold more than this
+#: share of the copies (``CLEARLY``) is this set's - unless its look-alikes lowered its threshold more than this
 #: many times (the copies' 95th percentile over the threshold): there most copies cannot be told
 #: from look-alikes at all, the shares found are small and close, and the fine detail, down to the
 #: sensor noise, is all that tells a copy from a near-identical scene - FINE is kept. The coarse
@@ -59,6 +59,10 @@ LOOK_ALIKES = 8
 #: first 200,000 images, 33x and 56x, shares 0.421 and 0.456 - COARSE would have paired 12 noise
 #: twins (precision 0.967 -> 0.857 at recall 0.321 -> 0.391): FINE.
 CROWDED = 8.0
+#: A coarser comparison is chosen where it finds more than this share of the copies more than the
+#: finer one: a near tie (1,797 digits: 0.647 against 0.646, 2 pairs found either way) keeps the
+#: finer, so that a last copy's rounding on another machine does not switch the comparison.
+CLEARLY = 0.01
 #: The threshold never exceeds this (noisy images whose copies differ a lot stay out of twins).
 MAX_THRESHOLD = 0.15
 
@@ -204,7 +208,10 @@ def calibrate(
         found = np.any([(dw <= threshold) & kw for dw, kw in zip(ways, kept)], axis=0)
         made.append(_Calibrated(float(found.mean()), cmp, d, q, threshold, look, impostor, found))
     clear = [m for m in made if m.quantile <= CROWDED * m.threshold]  # copies not crowded out by look-alikes
-    chosen = max(clear, key=lambda m: m.share) if clear else made[0]  # COMPARISONS come finest first
+    chosen = clear[0] if clear else made[0]  # COMPARISONS come finest first
+    for m in clear[1:]:  # a coarser one where it finds clearly more of the copies
+        if m.share > chosen.share + CLEARLY:
+            chosen = m
     _, cmp, d, q, threshold, look, impostor, found = chosen
     recall = {name: float(found[fam == name].mean()) for name in fams}
     weak = [f"{name} {100 * r:.0f} %" for name, r in recall.items() if r < 0.9]
