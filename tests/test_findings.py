@@ -265,11 +265,11 @@ def test_only_pairs_compared_in_full_are_twins(monkeypatch):
     rng = np.random.default_rng(0)
     base = rng.uniform(0, 255, (40, 32, 32))
     sig = np.clip(np.concatenate([base, base[:10] * 1.02 + 1]), 0, 255).astype(np.uint8)
-    pairs, _, _ = twins.find_twins(sig, None, 0, 0.05, seed=0)
+    pairs, _, _ = twins.find_twins(sig, None, 0, 0.05, seed=0, compare=twins.DEFAULT)
     assert {(i, 40 + i) for i in range(10)} <= {tuple(p) for p in pairs.tolist()}
     monkeypatch.setattr(twins, "MAX_FULL", 0)
     budget = twins.Budget()
-    pairs, _, _ = twins.find_twins(sig, None, 0, 0.05, seed=0, budget=budget)
+    pairs, _, _ = twins.find_twins(sig, None, 0, 0.05, seed=0, budget=budget, compare=twins.DEFAULT)
     assert len(pairs) == 0 and budget.verified == 0 and budget.skipped >= 10
 
 
@@ -296,7 +296,7 @@ def test_find_twins_recovers_planted_copies_and_nothing_else():
     )
     assert cal is not None and 0 < cal.threshold <= tc.MAX_THRESHOLD
     assert cal.copies == len(tc.FAMILIES) * tc.CALIBRATION_IMAGES and set(cal.recall) == set(tc.FAMILIES)
-    pairs, d, _ = twins.find_twins(_sig(allimg), None, 0, cal.threshold, seed=0)
+    pairs, d, _ = twins.find_twins(_sig(allimg), None, 0, cal.threshold, seed=0, compare=cal.compare)
     truth = {(int(i), 1500 + j) for j, i in enumerate(src)}
     found = {tuple(p) for p in pairs.tolist()}
     assert len(found & truth) >= 27, (len(found & truth), cal)
@@ -305,7 +305,9 @@ def test_find_twins_recovers_planted_copies_and_nothing_else():
     assert len(found - truth) <= 0.005 * 1500
     assert np.all(np.diff(d) >= 0) and np.all(d <= cal.threshold)
     # across data sets: rows of "other" that repeat a reference image
-    other_rows, ref_rows, _, _ = twins.cross_twins(_sig(images), _sig(allimg[1500:]), None, cal.threshold, seed=0)
+    other_rows, ref_rows, _, _ = twins.cross_twins(
+        _sig(images), _sig(allimg[1500:]), None, cal.threshold, seed=0, compare=cal.compare
+    )
     assert len(set(zip(other_rows.tolist(), ref_rows.tolist())) & {(j, int(i)) for j, i in enumerate(src)}) >= 27
 
 
@@ -349,7 +351,7 @@ def test_mirrored_copies_are_twins_only_where_asked():
         )
         assert cal is not None and cal.mirrors == mirrors and (tc.MIRRORED in cal.recall) == mirrors
         assert cal.copies == len(tc.families(mirrors)) * tc.CALIBRATION_IMAGES
-        pairs, d, flip = twins.find_twins(sig, None, 0, cal.threshold, seed=0, mirrors=mirrors)
+        pairs, d, flip = twins.find_twins(sig, None, 0, cal.threshold, seed=0, mirrors=mirrors, compare=cal.compare)
         assert np.all(pairs[:, 0] < pairs[:, 1]) and len(flip) == len(pairs)
         found[mirrors] = got = {tuple(p) for p in pairs.tolist()}
         mirrored = {tuple(p) for p in pairs[flip].tolist()}
@@ -359,7 +361,9 @@ def test_mirrored_copies_are_twins_only_where_asked():
         assert cal.recall[tc.MIRRORED] >= 0.9, cal.recall
         assert len(got & truth) >= 27 and (got & truth) <= mirrored, (len(got & truth), cal)
         assert len(got - truth) <= 0.005 * 1500
-        rows, refs, _, turned = twins.cross_twins(sig[:1500], sig[1500:], None, cal.threshold, seed=0, mirrors=True)
+        rows, refs, _, turned = twins.cross_twins(
+            sig[:1500], sig[1500:], None, cal.threshold, seed=0, mirrors=True, compare=cal.compare
+        )
         hits = set(zip(rows.tolist(), refs.tolist())) & {(j, int(i)) for j, i in enumerate(src)}
         assert len(hits) >= 27 and turned[np.isin(rows, [j for j, _ in hits])].all()
     # without mirrors only pictures that are nearly symmetric are found at all

@@ -7,6 +7,7 @@ each signature's nearest others by descriptor (the search's own candidates).
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -55,40 +56,62 @@ def zoomed_spectra(sig: np.ndarray, zooms: tuple[float, ...] = ZOOMS, chunk: int
     return out
 
 
+class Zoomed:
+    """``zoomed_spectra`` of a set's signatures, one magnification at a time, made when asked for:
+    a million images' descriptors take 240 MB a magnification, and the prefilter needs one at a time
+    (``prefilter``). Indexes like the (len(ZOOMS), N, D) array it stands for."""
+
+    def __init__(self, sig: np.ndarray) -> None:
+        self.sig = sig
+
+    def __len__(self) -> int:
+        return len(ZOOMS)
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        return zoomed_spectra(self.sig, (ZOOMS[k],))[0]
+
+
 def prefilter(
     low_a: np.ndarray,
     low_b: np.ndarray,
-    zoom_a: np.ndarray,
-    zoom_b: np.ndarray,
+    zoom_a: np.ndarray | Zoomed,
+    zoom_b: np.ndarray | Zoomed,
     a: np.ndarray,
     b: np.ndarray,
     flip: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The prefilter's correlation of pairs (a[i] of one set, b[i] of the other): the best of the
-    plain descriptors' and of either side magnified (``zoomed_spectra``) against the other plain,
-    less ZOOM_MARGIN; with the scale that brings b onto a where that best was found (an index into
-    SCALES, one byte a pair: there are tens of millions at a million images). ``flip``: pairs whose
-    b is taken mirrored (``mirror_order``)."""
+    plain descriptors' and of either side magnified (``zoomed_spectra``, or ``Zoomed``: one
+    magnification is held at a time, and one set's is made once when ``zoom_a`` is ``zoom_b``)
+    against the other plain, less ZOOM_MARGIN; with the scale that brings b onto a where that best
+    was found (an index into SCALES, one byte a pair: there are tens of millions at a million
+    images). ``flip``: pairs whose b is taken mirrored (``mirror_order``)."""
     corr = np.empty(len(a), np.float32)
     scale = np.full(len(a), SCALES.index(1.0), np.int8)
     order = _order_of_width(low_a.shape[1]) if flip is not None and flip.any() else None
     step = 1 << 17  # pairs a chunk: its gathered descriptors take ~250 MB, whatever the number of pairs
-    for s in range(0, len(a), step):
-        ia, ib = a[s : s + step], b[s : s + step]
-        fl = None if order is None or flip is None else np.flatnonzero(flip[s : s + step])
-        pa, pb = low_a[ia], _turned(low_b[ib], fl, order)
-        c = np.einsum("ij,ij->i", pa, pb)
-        sc = scale[s : s + len(ia)]
-        for k, z in enumerate(ZOOMS[: len(zoom_a)]):
-            zb = _turned(zoom_b[k][ib].astype(np.float32), fl, order)
+
+    def chunks() -> Iterator[tuple[slice, np.ndarray, np.ndarray, np.ndarray | None]]:  # the mirrored rows last
+        for s in range(0, len(a), step):
+            fl = None if order is None or flip is None else np.flatnonzero(flip[s : s + step])
+            yield slice(s, s + step), a[s : s + step], b[s : s + step], fl
+
+    for sl, ia, ib, fl in chunks():
+        corr[sl] = np.einsum("ij,ij->i", low_a[ia], _turned(low_b[ib], fl, order))
+    for k, z in enumerate(ZOOMS[: len(zoom_a)]):  # one magnification at a time
+        zb = zoom_b[k]
+        za = zb if zoom_a is zoom_b else zoom_a[k]
+        for sl, ia, ib, fl in chunks():
+            c, sc = corr[sl], scale[sl]
+            pa, pb = low_a[ia], _turned(low_b[ib], fl, order)
             for cz, how in (
-                (np.einsum("ij,ij->i", zoom_a[k][ia].astype(np.float32), pb), SCALES.index(1 / z)),  # b: a magnified
-                (np.einsum("ij,ij->i", pa, zb), SCALES.index(z)),  # a: b magnified
+                (np.einsum("ij,ij->i", za[ia].astype(np.float32), pb), SCALES.index(1 / z)),  # b: a magnified
+                (np.einsum("ij,ij->i", pa, _turned(zb[ib].astype(np.float32), fl, order)), SCALES.index(z)),  # a: b
             ):
                 cz -= ZOOM_MARGIN
                 better = cz > c
                 c[better], sc[better] = cz[better], how
-        corr[s : s + len(ia)] = c
+        del za, zb
     return corr, scale
 
 

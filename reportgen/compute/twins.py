@@ -49,9 +49,9 @@ from .twin_signatures import SCALES as SCALES
 from .twin_signatures import SIG_PX as SIG_PX
 from .twin_signatures import ZOOMS as ZOOMS
 from .twin_signatures import SignatureSearch as SignatureSearch
+from .twin_signatures import Zoomed, oriented
 from .twin_signatures import mirror_order as mirror_order
 from .twin_signatures import mirrored as mirrored
-from .twin_signatures import oriented
 from .twin_signatures import prefilter as prefilter
 from .twin_signatures import signature_neighbours as signature_neighbours
 from .twin_signatures import signature_side as signature_side
@@ -158,7 +158,7 @@ def find_twins(
     budget: Budget | None = None,
     search: SignatureSearch | None = None,
     mirrors: bool = False,
-    compare: Comparison = DEFAULT,
+    compare: Comparison,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs (i < j) of one data set whose difference is at most ``threshold``, with their
     differences and whether j is i mirrored, most alike first. Candidates: the first ``k``
@@ -213,7 +213,8 @@ def _score(
     budget: Budget | None = None,
     symmetric: bool = False,
     flip: np.ndarray | None = None,
-    compare: Comparison = DEFAULT,
+    *,
+    compare: Comparison,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Verify candidate pairs (a[i] of sig_a, b[i] of sig_b, mirrored where ``flip``): the spectral
     prefilter, then at most VERIFY_PER_IMAGE per image of ``a`` (the best by the prefilter), a quick
@@ -224,7 +225,7 @@ def _score(
     budget.candidates += len(a)
     flip = np.zeros(len(a), bool) if flip is None else flip
     if sig_b is sig_a:  # one data set: its pairs use nearly every row
-        zoom_a = zoom_b = zoomed_spectra(sig_a)
+        zoom_a = zoom_b = Zoomed(sig_a)  # one magnification held at a time
         corr, scale = prefilter(low_a, low_b, zoom_a, zoom_b, a, b, flip)
     else:  # another data set against the reference: only the rows in pairs
         la, za, pa = _in_use(sig_a, low_a, a)
@@ -318,7 +319,7 @@ def cross_twins(
     budget: Budget | None = None,
     search: SignatureSearch | None = None,
     mirrors: bool = False,
-    compare: Comparison = DEFAULT,
+    compare: Comparison,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """For each row of another data set, its closest twin in the reference, if any: (rows of other,
     reference rows, differences, whether the twin is mirrored). Candidates: ``graph_twins`` ((M, k)
