@@ -311,6 +311,25 @@ def test_find_twins_recovers_planted_copies_and_nothing_else():
     assert len(set(zip(other_rows.tolist(), ref_rows.tolist())) & {(j, int(i)) for j, i in enumerate(src)}) >= 27
 
 
+def test_the_prefilter_reads_magnifications_made_on_demand_as_it_reads_them_made_at_once():
+    """``Zoomed`` (one magnification's descriptors held at a time: 240 MB each at a million images)
+    gives the prefilter the same correlations and scales as the whole (len(ZOOMS), N, D) array."""
+    from reportgen.compute.twin_signatures import Zoomed
+
+    rng = np.random.default_rng(3)
+    sig = rng.integers(0, 256, (60, 32, 32)).astype(np.uint8)
+    sig[30:] = np.clip(sig[:30].astype(int) + rng.integers(-3, 4, (30, 32, 32)), 0, 255)  # near copies
+    a, b = np.repeat(np.arange(60), 5), rng.integers(0, 60, 300)
+    low, zoom, lazy = twins.spectra(sig), twins.zoomed_spectra(sig), Zoomed(sig)
+    flip = rng.random(300) < 0.3
+    for f in (None, flip):
+        corr, scale = twins.prefilter(low, low, zoom, zoom, a, b, f)
+        corr_l, scale_l = twins.prefilter(low, low, lazy, lazy, a, b, f)
+        np.testing.assert_array_equal(corr, corr_l)
+        np.testing.assert_array_equal(scale, scale_l)
+    assert len(lazy) == len(twins.ZOOMS) and lazy[1].shape == zoom[1].shape
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.integers(0, 10_000), st.sampled_from([8, 12, 16, 28, 32]))
 def test_a_mirrored_signatures_descriptor_is_its_own_reordered(seed, side):
