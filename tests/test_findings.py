@@ -87,7 +87,7 @@ def test_image_difference_tells_copies_from_look_alikes():
 @needs_fashion
 def test_the_quick_comparison_keeps_resampled_and_cropped_copies_for_the_full_one():
     """The quick comparison (no scaling) only decides which pairs the full one sees: a copy the
-    full comparison would find must come within REFINE x the threshold there, cropped and
+    full comparison would find must come within the comparison's ``keep`` x the threshold there, cropped and
     resampled ones included (with a blur lighter than the full comparison's it dropped a quarter of them)."""
     from reportgen.compute.twin_calibration import FAMILIES
 
