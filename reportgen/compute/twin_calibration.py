@@ -28,6 +28,7 @@ from .twins import (
     RATIO,
     Calibration,
     differences,
+    first_per_pair,
     mirror_order,
     mirrored,
     prefilter,
@@ -300,6 +301,5 @@ def _closest(alike: tuple[np.ndarray, ...], cmp: Comparison) -> tuple[np.ndarray
     diff = np.full(len(a), np.inf, np.float32)
     if (~same).any():
         diff[~same] = differences(ref[~same], other[~same], blurs=cmp.blurs, steps=cmp.steps)
-    order = np.lexsort((diff, b, a))
-    first = order[np.r_[True, (a[order][1:] != a[order][:-1]) | (b[order][1:] != b[order][:-1])]]
+    first = first_per_pair(a, b, np.lexsort((diff, b, a)))
     return a[first], diff[first]

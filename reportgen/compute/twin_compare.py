@@ -176,9 +176,8 @@ def _refine(
     scale, dy, dx = (start[:, i].copy() for i in range(3))
     out = np.full(len(gb), np.inf, np.float32)
     for step in range(steps + 1):
-        uy = (inner[None, :] - dy[:, None] - c) / scale[
-            :, None
-        ]  # (n, w): where each frame row is read, from the centre
+        # (n, w): where each frame row and column is read, from the centre
+        uy = (inner[None, :] - dy[:, None] - c) / scale[:, None]
         ux = (inner[None, :] - dx[:, None] - c) / scale[:, None]
         ry, rxt = _sampling(c + uy, side), np.transpose(_sampling(c + ux, side), (0, 2, 1))
         moved = ry @ gb @ rxt
@@ -208,9 +207,10 @@ def differences(
     scales: tuple = SCALES,
     steps: int = DEFAULT.steps,
 ) -> np.ndarray:
-    """Difference of each pair of signatures (row i of ``sig_a`` with row i of ``sig_b``): b
-    aligned to a - scaled by up to 11 %, shifted by the phase correlation's peak (sub-pixel),
-    blurred on either side as a resampled copy is, and fitted in brightness and contrast (least
+    """Difference of each pair of signatures (row i of ``sig_a`` with row i of ``sig_b``): both
+    blurred (``blurs``, pairs of sigmas for a and b: a ``Comparison``'s), b aligned to a - scaled by
+    each of ``scales``, shifted by the phase correlation's peak (sub-pixel), the best alignment
+    refined by ``steps`` Gauss-Newton steps - and fitted in brightness and contrast (least
     squares) - then the largest residual energy of a grid of blocks relative to a's variance (a
     local change shows in one block even when the whole picture correlates well). 0: the same picture."""
     n = len(sig_a)

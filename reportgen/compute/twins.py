@@ -264,9 +264,7 @@ def _score(
             sig_a[a[p]], oriented(sig_b, b[p], flip[p]), blurs=compare.blurs, steps=compare.steps
         )  # the calibrated one
     if flip.any():  # a pair compared both ways: the closer way of those compared in full
-        order = np.lexsort((d, ~full, b, a))
-        first = np.r_[True, (a[order][1:] != a[order][:-1]) | (b[order][1:] != b[order][:-1])]
-        one = order[first]
+        one = first_per_pair(a, b, np.lexsort((d, ~full, b, a)))
         a, b, d, full, flip = a[one], b[one], d[one], full[one], flip[one]
     # every compared pair takes part in the ratio test: the look-alikes a twin must stand out from;
     # only a pair compared in full can be a twin (the budget's skipped ones are counted, not guessed)
@@ -274,6 +272,13 @@ def _score(
     a, b, d, flip = a[hit], b[hit], d[hit], flip[hit]
     order = np.lexsort((b, a, d))
     return np.stack([a[order], b[order]], 1).astype(np.int64), d[order], flip[order]
+
+
+def first_per_pair(a: np.ndarray, b: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """The first index of each (a, b) pair in ``order`` (a sort by a, then b, then what ranks a
+    pair's entries): each pair once, its best entry."""
+    sa, sb = a[order], b[order]
+    return order[np.r_[True, (sa[1:] != sa[:-1]) | (sb[1:] != sb[:-1])]]
 
 
 def _in_use(sig: np.ndarray, low: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
