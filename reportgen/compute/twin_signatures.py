@@ -37,7 +37,9 @@ ZOOMS = (1.05, 1.11)
 #: A pair kept only through a magnified descriptor must correlate this much more than PREFILTER: a
 #: look-alike of another size gains a little from magnifying, a crop a lot (median 0.971 -> 0.992
 #: for 5 % crops). At 0.01, 94 % of 5 % crops pass and 0.6 % more candidate pairs; at 0.005, 97 %
-#: and 5 % more, and a look-alike trouser 5 % shorter became a false leak in tests/test_twins.py.
+#: and 5 % more, and a look-alike trouser 5 % shorter became a false leak in tests/test_twins.py
+#: (before the comparison aligned crops). The default; each ``twin_compare.Comparison`` has its own:
+#: one that aligns crops is sent more of them.
 ZOOM_MARGIN = 0.01
 
 
@@ -79,13 +81,15 @@ def prefilter(
     a: np.ndarray,
     b: np.ndarray,
     flip: np.ndarray | None = None,
+    zoom_margin: float = ZOOM_MARGIN,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The prefilter's correlation of pairs (a[i] of one set, b[i] of the other): the best of the
     plain descriptors' and of either side magnified (``zoomed_spectra``, or ``Zoomed``: one
     magnification is held at a time, and one set's is made once when ``zoom_a`` is ``zoom_b``)
-    against the other plain, less ZOOM_MARGIN; with the scale that brings b onto a where that best
-    was found (an index into SCALES, one byte a pair: there are tens of millions at a million
-    images). ``flip``: pairs whose b is taken mirrored (``mirror_order``)."""
+    against the other plain, less ``zoom_margin`` (a ``Comparison``'s: how far it aligns crops);
+    with the scale that brings b onto a where that best was found (an index into SCALES, one byte
+    a pair: there are tens of millions at a million images). ``flip``: pairs whose b is taken
+    mirrored (``mirror_order``)."""
     corr = np.empty(len(a), np.float32)
     scale = np.full(len(a), SCALES.index(1.0), np.int8)
     order = _order_of_width(low_a.shape[1]) if flip is not None and flip.any() else None
@@ -108,7 +112,7 @@ def prefilter(
                 (np.einsum("ij,ij->i", za[ia].astype(np.float32), pb), SCALES.index(1 / z)),  # b: a magnified
                 (np.einsum("ij,ij->i", pa, _turned(zb[ib].astype(np.float32), fl, order)), SCALES.index(z)),  # a: b
             ):
-                cz -= ZOOM_MARGIN
+                cz -= zoom_margin
                 better = cz > c
                 c[better], sc[better] = cz[better], how
         del za, zb

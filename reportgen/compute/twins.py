@@ -226,11 +226,11 @@ def _score(
     flip = np.zeros(len(a), bool) if flip is None else flip
     if sig_b is sig_a:  # one data set: its pairs use nearly every row
         zoom_a = zoom_b = Zoomed(sig_a)  # one magnification held at a time
-        corr, scale = prefilter(low_a, low_b, zoom_a, zoom_b, a, b, flip)
+        corr, scale = prefilter(low_a, low_b, zoom_a, zoom_b, a, b, flip, compare.zoom_margin)
     else:  # another data set against the reference: only the rows in pairs
         la, za, pa = _in_use(sig_a, low_a, a)
         lb, zb, pb = _in_use(sig_b, low_b, b)
-        corr, scale = prefilter(la, lb, za, zb, pa, pb, flip)
+        corr, scale = prefilter(la, lb, za, zb, pa, pb, flip, compare.zoom_margin)
         del la, za, pa, lb, zb, pb
     keep = corr >= PREFILTER
     a, b, corr, scale, flip = a[keep], b[keep], corr[keep], scale[keep], flip[keep]
@@ -248,9 +248,7 @@ def _score(
         at = np.flatnonzero(scale == z)
         for s in range(0, len(at), 1 << 14):
             p = at[s : s + (1 << 14)]
-            d[p] = differences(
-                sig_a[a[p]], oriented(sig_b, b[p], flip[p]), blurs=compare.quick, scales=(SCALES[int(z)],), steps=0
-            )
+            d[p] = compare.glance(sig_a[a[p]], oriented(sig_b, b[p], flip[p]), SCALES[int(z)])
     plausible = np.flatnonzero(d <= compare.keep * threshold)
     if len(plausible) > MAX_FULL:
         budget.skipped += len(plausible) - MAX_FULL
@@ -260,9 +258,7 @@ def _score(
     full[plausible] = True
     for s in range(0, len(plausible), 1 << 14):
         p = plausible[s : s + (1 << 14)]
-        d[p] = differences(
-            sig_a[a[p]], oriented(sig_b, b[p], flip[p]), blurs=compare.blurs, steps=compare.steps
-        )  # the calibrated one
+        d[p] = compare.full(sig_a[a[p]], oriented(sig_b, b[p], flip[p]))  # the calibrated one
     if flip.any():  # a pair compared both ways: the closer way of those compared in full
         one = first_per_pair(a, b, np.lexsort((d, ~full, b, a)))
         a, b, d, full, flip = a[one], b[one], d[one], full[one], flip[one]
