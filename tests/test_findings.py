@@ -145,6 +145,48 @@ def test_the_comparison_leaves_out_what_a_crop_cannot_show():
     assert np.quantile(near, 0.05) >= 0.9 * np.quantile(near_whole, 0.05)
 
 
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 9), st.integers(0, 23))
+def test_the_blocks_of_what_b_shows_are_an_independent_weighted_residual(seed, cut, start):
+    """``_seen_blocks`` checked against a plain weighted least squares written out here: b fitted
+    to a (both centred on the rows and columns b shows), then each block's mean residual energy over
+    what it shows, blocks under a quarter shown left out, the worst over a's variance; and with
+    every row and column shown it is ``_blocks``."""
+    from reportgen.compute.twin_compare import _blocks, _seen_blocks
+
+    rng = np.random.default_rng(seed)
+    nb, block, n = 4, 6, 3
+    w = nb * block
+    a_c = rng.normal(size=(n, w, w)).astype(np.float32)
+    a_c -= a_c.mean((1, 2), keepdims=True)
+    moved = (0.7 * a_c + rng.normal(scale=0.3, size=a_c.shape)).astype(np.float32)
+    var_a = (a_c**2).mean((1, 2)) + 1.0
+    wy, wx = np.ones((n, w), bool), np.ones((n, w), bool)
+    wy[:, start : start + cut] = False
+    wx[1, : cut // 2] = False
+    got = _seen_blocks(a_c, moved, var_a, nb, block, wy, wx)
+    for i in range(n):
+        m = np.outer(wy[i], wx[i]).astype(np.float64)
+        a, b = a_c[i].astype(np.float64), moved[i].astype(np.float64)
+        a, b = a - (m * a).sum() / m.sum(), b - (m * b).sum() / m.sum()
+        alpha = (m * a * b).sum() / (m * b * b).sum()
+        res = m * (a - alpha * b) ** 2
+        worst = max(
+            res[y : y + block, x : x + block].sum() / m[y : y + block, x : x + block].sum()
+            for y in range(0, w, block)
+            for x in range(0, w, block)
+            if m[y : y + block, x : x + block].sum() >= block * block / 4
+        )
+        assert got[i] == pytest.approx(worst / var_a[i], rel=1e-4)
+    every = np.ones((n, w), bool)
+    np.testing.assert_allclose(
+        _blocks(a_c, moved, var_a, nb, block, (every, every)), _blocks(a_c, moved, var_a, nb, block), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        _seen_blocks(a_c, moved, var_a, nb, block, every, every), _blocks(a_c, moved, var_a, nb, block), rtol=1e-4
+    )
+
+
 @needs_fashion
 def test_the_prefilter_keeps_cropped_copies_through_a_magnified_descriptor():
     """A 5 % crop magnifies the picture, so its plain spectrum correlates too little with its
