@@ -472,10 +472,16 @@
     var id = decodeURIComponent(location.hash.slice(1)), target = id && document.getElementById(id);
     if (!target || target.classList.contains("card") || id === "card-closed") return;
     for (var k = 0; k < sections.length; k++) {
-      if (sections[k].contains(target) && sections[k].hidden) { activate(sections[k].id); target.scrollIntoView(); }
+      if (sections[k].contains(target) && sections[k].hidden) activate(sections[k].id);
     }
+    target.scrollIntoView();  // below the sticky bars (clearance): the page grew them after the browser scrolled
   }
   window.addEventListener("hashchange", follow);
+  // a linked heading lands below the sticky search bar and layer tabs, not under them
+  function clearance() {
+    document.documentElement.style.scrollPaddingTop = bar.offsetHeight + (nav ? nav.offsetHeight : 0) + 8 + "px";
+  }
+  window.addEventListener("resize", clearance);
 
   // ---------------------------------------------------------------- print: everything open
   var closed = [];
@@ -494,6 +500,7 @@
   var main = document.querySelector("main");
   var findings = document.getElementById("findings");
   if (main) main.insertBefore(bar, findings || main.firstChild);
+  clearance();
   Array.prototype.forEach.call(document.querySelectorAll("figure.imap[data-map]"), function (fig) {
     var m = new MapView(fig);
     if (m.canvas) maps.push(m);

@@ -259,6 +259,34 @@ def test_layers_switch_in_place(live):
     page.wait_for_function(f"!document.getElementById({json.dumps(first)}).hidden")
 
 
+def test_a_deep_link_lands_below_the_sticky_bars(browser, page_dir):
+    """A link into the page (mailed to a reviewer, or followed inside it) shows its heading below
+    the search bar and the layer tabs, which stick to the top of the window, not under them."""
+    url = (page_dir / "report.html").as_uri()
+    first = Watched(browser, url)
+    ids = first.page.evaluate("[...document.querySelectorAll('#layers > section')].map(s => s.id)")
+    first.close()
+    w = Watched(browser, f"{url}#{ids[1]}-maps")  # in the layer a fresh page hides
+
+    def clear_of_the_bars(target: str) -> tuple[float, float]:
+        w.page.wait_for_function(f"!document.getElementById({json.dumps(ids[1])}).hidden")
+        top = w.page.evaluate(f"document.getElementById({json.dumps(target)}).getBoundingClientRect().top")
+        bars = w.page.evaluate(
+            "Math.max(...[...document.querySelectorAll('.rg-bar, .rg-tabs')]"
+            ".map(e => e.getBoundingClientRect().bottom))"
+        )
+        return top, bars
+
+    top, bars = clear_of_the_bars(f"{ids[1]}-maps")
+    assert bars > 40 and bars <= top < 900, (top, bars)
+    w.page.evaluate(f"location.hash = {json.dumps(ids[1] + '-audit')}")
+    w.page.wait_for_timeout(200)
+    top, bars = clear_of_the_bars(f"{ids[1]}-audit")
+    assert bars <= top < 900, (top, bars)
+    assert not w.problems, w.problems
+    w.close()
+
+
 def test_colour_by_finding_and_metadata(live):
     page = live.page
     page.locator('.rg-tabs [role="tab"]').last.click()
