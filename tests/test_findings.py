@@ -412,6 +412,26 @@ def test_the_prefilter_reads_magnifications_made_on_demand_as_it_reads_them_made
     assert len(lazy) == len(twins.ZOOMS) and lazy[1].shape == zoom[1].shape
 
 
+def test_the_prefilter_of_a_set_whose_pairs_use_few_rows_reads_only_those():
+    """Where one data set's pairs use under half its rows (the tiled million: most images exact
+    copies, left out), only their magnified descriptors are made: the same correlations and scales
+    as from every row's, mirrored pairs included; where they use most, every row's."""
+    rng = np.random.default_rng(4)
+    sig = rng.integers(0, 256, (200, 32, 32)).astype(np.uint8)
+    sig[100:130] = np.clip(sig[:30].astype(int) + rng.integers(-3, 4, (30, 32, 32)), 0, 255)
+    low, zoom = twins.spectra(sig), twins.zoomed_spectra(sig)
+    for a, b in (
+        (np.repeat(np.arange(30), 2), rng.integers(100, 130, 60)),  # 60 rows of 200: gathered
+        (np.repeat(np.arange(150), 2), rng.integers(0, 200, 300)),  # most rows: all of them
+    ):
+        flip = rng.random(len(a)) < 0.3
+        for margin in (0.01, -0.03):
+            corr, scale = twins._correlate(sig, sig, low, low, a, b, flip, margin)
+            corr_all, scale_all = twins.prefilter(low, low, zoom, zoom, a, b, flip, margin)
+            np.testing.assert_array_equal(corr, corr_all)
+            np.testing.assert_array_equal(scale, scale_all)
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.integers(0, 10_000), st.sampled_from([8, 12, 16, 28, 32]))
 def test_a_mirrored_signatures_descriptor_is_its_own_reordered(seed, side):

@@ -224,14 +224,7 @@ def _score(
     budget = budget if budget is not None else Budget()
     budget.candidates += len(a)
     flip = np.zeros(len(a), bool) if flip is None else flip
-    if sig_b is sig_a:  # one data set: its pairs use nearly every row
-        zoom_a = zoom_b = Zoomed(sig_a)  # one magnification held at a time
-        corr, scale = prefilter(low_a, low_b, zoom_a, zoom_b, a, b, flip, compare.zoom_margin)
-    else:  # another data set against the reference: only the rows in pairs
-        la, za, pa = _in_use(sig_a, low_a, a)
-        lb, zb, pb = _in_use(sig_b, low_b, b)
-        corr, scale = prefilter(la, lb, za, zb, pa, pb, flip, compare.zoom_margin)
-        del la, za, pa, lb, zb, pb
+    corr, scale = _correlate(sig_a, sig_b, low_a, low_b, a, b, flip, compare.zoom_margin)
     keep = corr >= PREFILTER
     a, b, corr, scale, flip = a[keep], b[keep], corr[keep], scale[keep], flip[keep]
     budget.prefiltered += len(a)
@@ -270,6 +263,35 @@ def _score(
     return np.stack([a[order], b[order]], 1).astype(np.int64), d[order], flip[order]
 
 
+def _correlate(
+    sig_a: np.ndarray,
+    sig_b: np.ndarray,
+    low_a: np.ndarray,
+    low_b: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    flip: np.ndarray,
+    zoom_margin: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``prefilter`` of the pairs, each side's magnified descriptors made for the rows its pairs
+    use: every row where one data set's pairs use most of them (one magnification at a time),
+    else only theirs."""
+    if sig_b is not sig_a:  # another data set against the reference: only the rows in pairs
+        la, za, pa = _in_use(sig_a, low_a, a)
+        lb, zb, pb = _in_use(sig_b, low_b, b)
+        return prefilter(la, lb, za, zb, pa, pb, flip, zoom_margin)
+    seen = np.zeros(len(sig_a), bool)
+    seen[a], seen[b] = True, True
+    if 2 * int(seen.sum()) > len(sig_a):
+        zoom = Zoomed(sig_a)  # one magnification held at a time, made once for both sides
+        return prefilter(low_a, low_b, zoom, zoom, a, b, flip, zoom_margin)
+    # few rows in pairs: the tiled million's exact copies left 291,294 pairs, and every row's
+    # magnified descriptors took 2 x 14 s
+    used = np.flatnonzero(seen)
+    lu, zu, _ = _in_use(sig_a, low_a, used[:0], used)
+    return prefilter(lu, lu, zu, zu, np.searchsorted(used, a), np.searchsorted(used, b), flip, zoom_margin)
+
+
 def first_per_pair(a: np.ndarray, b: np.ndarray, order: np.ndarray) -> np.ndarray:
     """The first index of each (a, b) pair in ``order`` (a sort by a, then b, then what ranks a
     pair's entries): each pair once, its best entry."""
@@ -277,13 +299,16 @@ def first_per_pair(a: np.ndarray, b: np.ndarray, order: np.ndarray) -> np.ndarra
     return order[np.r_[True, (sa[1:] != sa[:-1]) | (sb[1:] != sb[:-1])]]
 
 
-def _in_use(sig: np.ndarray, low: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _in_use(
+    sig: np.ndarray, low: np.ndarray, rows: np.ndarray, used: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(descriptors, zoomed descriptors, positions of ``rows`` in them) of only the signatures that
-    ``rows`` name: a compared set's candidates name part of the reference (20,000 compared images:
-    105,127 of 200,000 reference rows on benchmarks/million.py's data; at most 220,000 of a million)."""
+    ``rows`` name (``used``: those rows, unique and sorted, where known): a compared set's candidates
+    name part of the reference (20,000 compared images: 105,127 of 200,000 reference rows on
+    benchmarks/million.py's data; at most 220,000 of a million)."""
     from ..streaming import gather_rows
 
-    used = _unique(rows)
+    used = _unique(rows) if used is None else used
     return low[used], zoomed_spectra(gather_rows(sig, used)), np.searchsorted(used, rows).astype(np.int64)
 
 
