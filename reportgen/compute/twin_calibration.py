@@ -54,7 +54,8 @@ ALIKE_SHARE = 0.0075
 LOOK_ALIKES = 8
 #: Each comparison (``twin_compare.COMPARISONS``) is calibrated, and the one that finds the larger
 #: share of the copies (``CLEARLY``) is this set's - unless its look-alikes lowered its threshold more than this
-#: many times (the copies' 95th percentile over the threshold): there most copies cannot be told
+#: many times (the copies' COPY_QUANTILE over the threshold; the figures below were read at the
+#: 95th, the quantile then): there most copies cannot be told
 #: from look-alikes at all, the shares found are small and close, and the fine detail, down to the
 #: sensor noise, is all that tells a copy from a near-identical scene - FINE is kept. The coarse
 #: comparison finds more copies in either case, but where pictures carry little detail it also

@@ -288,7 +288,7 @@ def _correlate(
     # few rows in pairs: the tiled million's exact copies left 291,294 pairs, and every row's
     # magnified descriptors took 2 x 14 s
     used = np.flatnonzero(seen)
-    lu, zu, _ = _in_use(sig_a, low_a, used[:0], used)
+    lu, zu = _gathered(sig_a, low_a, used)
     return prefilter(lu, lu, zu, zu, np.searchsorted(used, a), np.searchsorted(used, b), flip, zoom_margin)
 
 
@@ -299,17 +299,19 @@ def first_per_pair(a: np.ndarray, b: np.ndarray, order: np.ndarray) -> np.ndarra
     return order[np.r_[True, (sa[1:] != sa[:-1]) | (sb[1:] != sb[:-1])]]
 
 
-def _in_use(
-    sig: np.ndarray, low: np.ndarray, rows: np.ndarray, used: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _in_use(sig: np.ndarray, low: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(descriptors, zoomed descriptors, positions of ``rows`` in them) of only the signatures that
-    ``rows`` name (``used``: those rows, unique and sorted, where known): a compared set's candidates
-    name part of the reference (20,000 compared images: 105,127 of 200,000 reference rows on
-    benchmarks/million.py's data; at most 220,000 of a million)."""
+    ``rows`` name: a compared set's candidates name part of the reference (20,000 compared images:
+    105,127 of 200,000 reference rows on benchmarks/million.py's data; at most 220,000 of a million)."""
+    used = _unique(rows)
+    return *_gathered(sig, low, used), np.searchsorted(used, rows).astype(np.int64)
+
+
+def _gathered(sig: np.ndarray, low: np.ndarray, used: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(descriptors, zoomed descriptors) of the signatures ``used`` (sorted, unique rows)."""
     from ..streaming import gather_rows
 
-    used = _unique(rows) if used is None else used
-    return low[used], zoomed_spectra(gather_rows(sig, used)), np.searchsorted(used, rows).astype(np.int64)
+    return low[used], zoomed_spectra(gather_rows(sig, used))
 
 
 def _distinct(a: np.ndarray, b: np.ndarray, d: np.ndarray, symmetric: bool) -> np.ndarray:
