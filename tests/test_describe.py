@@ -112,6 +112,35 @@ def test_image_properties_of_an_array_are_the_per_image_ones(shape):
     assert np.allclose(one, batched, rtol=1e-6, atol=1e-9, equal_nan=True)
 
 
+def test_grey_images_measure_what_their_rgb_copies_do():
+    """Grey images take their own path (no three float channels): the same brightness, contrast,
+    sharpness and percentiles as the colour path reads on the grey image in RGB, no saturation,
+    colourfulness or hue, and the entropy of the image's own 256 levels (Pillow's)."""
+    from PIL import Image
+
+    from reportgen.compute.kernels import image_statistics
+    from reportgen.compute.properties import _batch
+    from reportgen.images import LazyThumbnails
+
+    rng = np.random.default_rng(1)
+    grey = rng.integers(0, 256, (60, 28, 28)).astype(np.uint8)
+    grey[:10] //= 12  # dark
+    grey[10:20] = 200  # one tone
+    grey[20:30] = np.linspace(0, 255, 28).astype(np.uint8)  # a ramp: every level once or more
+    rgb = np.repeat(grey[..., None], 3, axis=3)
+    g, c = _batch(grey), _batch(rgb)
+    kept = ("brightness", "contrast", "sharpness", "aspect", "size", "bright_p99", "bright_p5")
+    same = [PROPERTIES.index(p) for p in kept]
+    assert np.allclose(g[:, same], c[:, same], rtol=1e-5, atol=1e-6)
+    assert np.allclose(g[:, same], np.stack([_one(x) for x in grey])[:, same], rtol=1e-6, atol=1e-9)
+    colour = [PROPERTIES.index(p) for p in ("saturation", "colourfulness")]
+    assert (g[:, colour] == 0).all() and (g[:, PROPERTIES.index("hue")] == -1).all()
+    pil = np.array([Image.fromarray(x).entropy() for x in grey])
+    assert np.allclose(g[:, PROPERTIES.index("entropy")], pil, atol=1e-9)
+    both = [image_statistics(LazyThumbnails(a.__getitem__, np.arange(len(a)), 32, a)) for a in (grey, rgb)]
+    assert np.allclose(both[0], both[1], atol=1e-6)
+
+
 def test_image_properties_follow_what_was_done():
     from PIL import Image, ImageFilter
     from skimage import data

@@ -55,7 +55,10 @@ def _downscale(img: np.ndarray) -> np.ndarray:
 def _one(img: np.ndarray) -> np.ndarray:
     """The properties of one RGB uint8 image (H, W, 3), as floats (hue: an index into HUES, -1 grey)."""
     h, w = img.shape[:2]
-    x = _downscale(np.asarray(img)).astype(np.float32) / 255.0
+    small = _downscale(np.asarray(img))
+    if small.dtype == np.uint8 and (small.ndim == 2 or small.shape[2] == 1):
+        return _grey(small.reshape(1, *small.shape[:2]), w / max(h, 1), float(w * h))[0]
+    x = small.astype(np.float32) / 255.0
     if x.ndim == 2:
         x = x[..., None]
     if x.shape[2] == 1:
@@ -106,12 +109,9 @@ def _batch(images: np.ndarray) -> np.ndarray:
     """``_one`` for a stack of equal-size uint8 images (B, H, W[, C]) of at most SIDE pixels a side,
     in whole-array operations (a million 16-pixel images: a Python call each took 4 minutes)."""
     n, h, w = images.shape[:3]
-    x = images.astype(np.float32) / 255.0
-    if x.ndim == 3:
-        x = x[..., None]
-    if x.shape[3] == 1:
-        x = np.repeat(x, 3, axis=3)
-    x = x.reshape(n, h * w, 3)
+    if images.ndim == 3 or images.shape[3] == 1:
+        return _grey(images.reshape(n, h, w), w / max(h, 1), float(w * h))
+    x = images.reshape(n, h * w, 3).astype(np.float32) / 255.0
     r, g, b = x[..., 0], x[..., 1], x[..., 2]
     lum = 0.299 * r + 0.587 * g + 0.114 * b
     mx, mn = x.max(axis=2), x.min(axis=2)
@@ -156,6 +156,53 @@ def _batch(images: np.ndarray) -> np.ndarray:
             hue,
             p99,
             p5,
+        ],
+        axis=1,
+    ).astype(np.float64)
+
+
+def _grey(images: np.ndarray, aspect: float, size: float) -> np.ndarray:
+    """``_batch`` of grey uint8 images (B, H, W) with the original's ``aspect`` and ``size``: no
+    saturation, colourfulness or hue; brightness and perceived brightness are the pixel values
+    (the luma and perceived-brightness weights each sum to 1), the entropy and the percentiles read
+    from each image's histogram of its 256 levels (a third of the colour path's cost: a million
+    28-pixel images spent 54 s here)."""
+    n, h, w = images.shape
+    flat = images.reshape(n, h * w)
+    lum = flat.astype(np.float32) / 255.0
+    if h >= 3 and w >= 3:
+        l2 = lum.reshape(n, h, w)
+        lap = l2[:, 1:-1, :-2] + l2[:, 1:-1, 2:] + l2[:, :-2, 1:-1] + l2[:, 2:, 1:-1] - 4 * l2[:, 1:-1, 1:-1]
+        sharp = lap.reshape(n, -1).var(axis=1)
+    else:
+        sharp = np.zeros(n)
+    hist = np.bincount((flat + (256 * np.arange(n))[:, None]).ravel(), minlength=256 * n).reshape(n, 256)
+    p = hist / float(h * w)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = -np.where(p > 0, p * np.log2(np.where(p > 0, p, 1)), 0.0).sum(axis=1)
+    cum = hist.cumsum(axis=1)
+
+    def percentile(q: float) -> np.ndarray:  # np.percentile's linear interpolation, on the histogram
+        pos = q / 100 * (h * w - 1)
+        lo, frac = int(np.floor(pos)), pos - np.floor(pos)
+        at_lo = (cum <= lo).sum(axis=1)  # the level of the lo-th smallest pixel
+        at_hi = (cum <= min(lo + 1, h * w - 1)).sum(axis=1)
+        return (at_lo + frac * (at_hi - at_lo)) / 255.0
+
+    zero = np.zeros(n)
+    return np.stack(
+        [
+            lum.mean(axis=1),
+            lum.std(axis=1),
+            zero,
+            zero,
+            sharp,
+            entropy,
+            np.full(n, aspect),
+            np.full(n, size),
+            np.full(n, -1.0),
+            percentile(99),
+            percentile(5),
         ],
         axis=1,
     ).astype(np.float64)
