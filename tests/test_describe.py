@@ -139,6 +139,7 @@ def test_grey_images_measure_what_their_rgb_copies_do():
     assert np.allclose(g[:, PROPERTIES.index("entropy")], pil, atol=1e-9)
     both = [image_statistics(LazyThumbnails(a.__getitem__, np.arange(len(a)), 32, a)) for a in (grey, rgb)]
     assert np.allclose(both[0], both[1], atol=1e-6)
+    assert np.array_equal(both[1], image_statistics(rgb))  # the RGB array read as is: as the thumbnails
 
 
 def test_image_properties_follow_what_was_done():

@@ -145,12 +145,8 @@ def image_statistics(thumbnails: np.ndarray, *, chunk: int = 8192) -> np.ndarray
             if raw.dtype == np.uint8 and (raw.ndim == 3 or raw.shape[3] == 1):
                 out[s : s + chunk, :2] = _grey_statistics(raw.reshape(len(raw), -1))
                 continue  # grey: no saturation, no colour balance
-            t = (
-                np.stack([to_rgb_uint8(im) for im in raw])
-                if raw.ndim == 4 or raw.dtype != np.uint8
-                else np.repeat(raw[..., None], 3, axis=3)
-            )
-            t = np.asarray(t, np.float32) / 255.0
+            rgb = raw.dtype == np.uint8 and raw.ndim == 4 and raw.shape[3] == 3  # as is: no call per image
+            t = np.asarray(raw if rgb else np.stack([to_rgb_uint8(im) for im in raw]), np.float32) / 255.0
         else:
             t = np.asarray(thumbnails[s : s + chunk], np.float32) / 255.0
         grey = t @ np.asarray([0.299, 0.587, 0.114], np.float32)
