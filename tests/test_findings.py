@@ -339,6 +339,13 @@ def test_signatures_are_no_larger_than_the_images():
         lazy = LazyThumbnails(lambda i, im=square: im[i], np.arange(12), 32, square)
         assert (lazy.at(16) is not None) == (px in (8, 16))  # 12 px: not a nearest enlargement to 16
         assert np.array_equal(twins.signatures(lazy, 16), twins.signatures(np.asarray(lazy[:]), 16)), px
+    # grey images made on demand are read one channel, not three (``LazyThumbnails.grey``): the
+    # same signatures to the bit, enlarged smoothly or by repeats, at the thumbnails' side or below
+    grey = np.ascontiguousarray(rng.integers(0, 256, (12, 28, 28), dtype=np.uint8))
+    for px, side in ((32, 32), (56, 28), (64, 32), (32, 16)):
+        lazy = LazyThumbnails(grey.__getitem__, np.arange(12), px, grey)
+        assert lazy.grey(slice(None)) is not None and lazy.grey(slice(None)).shape == (12, px, px)
+        assert np.array_equal(twins.signatures(lazy, side), twins.signatures(np.asarray(lazy[:]), side)), px
 
 
 def test_only_pairs_compared_in_full_are_twins(monkeypatch):

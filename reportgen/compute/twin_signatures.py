@@ -161,8 +161,12 @@ def signatures(thumbnails: ArrayLike, side: int | None = None, chunk: int = 8_19
         thumbnails = smaller
     out = np.empty((n, side, side), np.uint8)
     w = np.asarray([0.299, 0.587, 0.114], np.float32)
+    # grey images made on demand at the signature's side: their one channel is the luma, the same
+    # to the bit once rounded (a box average would break the ties of half a level differently)
+    grey = getattr(thumbnails, "grey", None) if t == side or smaller is not None else None
     for s in range(0, n, chunk):
-        th = np.asarray(thumbnails[s : s + chunk])
+        one = grey(slice(s, s + chunk)) if grey is not None else None
+        th = np.asarray(thumbnails[s : s + chunk]) if one is None else one
         g = th.astype(np.float32) @ w if th.ndim == 4 else th.astype(np.float32)
         out[s : s + len(g)] = np.clip(np.rint(_box(g, side)), 0, 255)
     return out

@@ -381,17 +381,33 @@ class LazyThumbnails:
         if isinstance(key, (int, np.integer)):
             return self._one(int(key))
         picked = np.arange(len(self.rows))[key]
+        if self._batched():
+            return self._made(picked, 3)
         out = np.empty((len(picked), self.size, self.size, 3), np.uint8)
-        if self._batched() and self.array is not None:
-            rows = self.rows[picked]
-            order = np.argsort(rows, kind="stable")  # ascending rows: a memory-mapped array is read in order
-            for s in range(0, len(order), 4096):
-                part = order[s : s + 4096]
-                th = make_thumbnails(np.asarray(self.array[rows[part]]), self.size)
-                out[part] = th[..., None] if th.ndim == 3 else th
-            return out
         for j, i in enumerate(picked):
             out[j] = self._one(int(i))
+        return out
+
+    def grey(self, key: Any) -> np.ndarray | None:
+        """The (B, t, t) thumbnails of rows ``key`` (a slice or an array of rows) where the images
+        are one grey array: the one channel every channel of ``self[key]`` repeats (what a grey
+        signature reads, without three copies of each pixel). None otherwise."""
+        if not self._batched() or self.array is None or self.array.ndim != 3:
+            return None
+        return self._made(np.arange(len(self.rows))[key], 1)
+
+    def _made(self, picked: np.ndarray, channels: int) -> np.ndarray:
+        """Thumbnails of ``picked`` from the array a batch at a time, with ``channels`` (3 or, for
+        a grey array, 1: then (B, t, t))."""
+        assert self.array is not None
+        shape = (len(picked), self.size, self.size) + ((3,) if channels == 3 else ())
+        out = np.empty(shape, np.uint8)
+        rows = self.rows[picked]
+        order = np.argsort(rows, kind="stable")  # ascending rows: a memory-mapped array is read in order
+        for s in range(0, len(order), 4096):
+            part = order[s : s + 4096]
+            th = make_thumbnails(np.asarray(self.array[rows[part]]), self.size)
+            out[part] = th[..., None] if th.ndim == 3 and channels == 3 else th
         return out
 
     def at(self, size: int) -> LazyThumbnails | None:
