@@ -142,6 +142,27 @@ def test_grey_images_measure_what_their_rgb_copies_do():
     assert np.array_equal(both[1], image_statistics(rgb))  # the RGB array read as is: as the thumbnails
 
 
+def test_image_statistics_are_what_their_formulas_say():
+    """Brightness (mean luma), contrast (its std), saturation (HSV S's mean) and colour balance
+    (mean R - mean B) of RGB uint8 images, read on the 8-bit channel planes, equal the formulas
+    written out in float64 here: colourful, one-tone, black and white-clipped images."""
+    from reportgen.compute.kernels import image_statistics
+
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 256, (40, 12, 10, 3)).astype(np.uint8)
+    x[:5] = 0  # black: saturation 0, not NaN
+    x[5:10] = (200, 40, 90)  # one tone
+    x[10:15, :, :, 0] = 255  # red clipped
+    f = x.astype(np.float64) / 255
+    luma = f @ np.array([0.299, 0.587, 0.114])
+    mx, mn = f.max(-1), f.min(-1)
+    sat = np.where(mx > 0, (mx - mn) / np.where(mx > 0, mx, 1), 0)
+    want = np.stack(
+        [luma.mean((1, 2)), luma.std((1, 2)), sat.mean((1, 2)), f[..., 0].mean((1, 2)) - f[..., 2].mean((1, 2))], 1
+    )
+    assert np.allclose(image_statistics(x), want, atol=1e-6)
+
+
 def test_image_properties_follow_what_was_done():
     from PIL import Image, ImageFilter
     from skimage import data

@@ -146,17 +146,26 @@ def image_statistics(thumbnails: np.ndarray, *, chunk: int = 8192) -> np.ndarray
                 out[s : s + chunk, :2] = _grey_statistics(raw.reshape(len(raw), -1))
                 continue  # grey: no saturation, no colour balance
             rgb = raw.dtype == np.uint8 and raw.ndim == 4 and raw.shape[3] == 3  # as is: no call per image
-            t = np.asarray(raw if rgb else np.stack([to_rgb_uint8(im) for im in raw]), np.float32) / 255.0
+            t = raw if rgb else np.stack([to_rgb_uint8(im) for im in raw])
         else:
-            t = np.asarray(thumbnails[s : s + chunk], np.float32) / 255.0
-        grey = t @ np.asarray([0.299, 0.587, 0.114], np.float32)
-        mx, mn = t.max(-1), t.min(-1)
-        sat = np.where(mx > 0, (mx - mn) / np.where(mx > 0, mx, 1), 0)
-        out[s : s + chunk, 0] = grey.mean((1, 2))
-        out[s : s + chunk, 1] = grey.std((1, 2))
-        out[s : s + chunk, 2] = sat.mean((1, 2))
-        out[s : s + chunk, 3] = t[..., 0].mean((1, 2)) - t[..., 2].mean((1, 2))
+            t = np.asarray(thumbnails[s : s + chunk])
+        out[s : s + chunk] = _colour_statistics(t.reshape(len(t), -1, 3))
     return out
+
+
+def _colour_statistics(x: np.ndarray) -> np.ndarray:
+    """(B, 4) ``image_statistics`` of (B, P, 3) RGB uint8 pixels, on the uint8 channel planes: the
+    maximum, minimum and channel sums in 8 bits, floats only for the luma and the saturation (all
+    three channels as floats, reduced along an axis of 3, took 15x as long)."""
+    r, g, b = np.ascontiguousarray(x.transpose(2, 0, 1))
+    grey = r.astype(np.float32) * np.float32(0.299 / 255) + g.astype(np.float32) * np.float32(0.587 / 255)
+    grey += b.astype(np.float32) * np.float32(0.114 / 255)
+    mx = np.maximum(np.maximum(r, g), b)
+    spread = (mx - np.minimum(np.minimum(r, g), b)).astype(np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sat = np.where(mx > 0, spread / mx, np.float32(0))
+    balance = (r.sum(1, dtype=np.int64) - b.sum(1, dtype=np.int64)) / (255.0 * x.shape[1])
+    return np.stack([grey.mean(1), grey.std(1), sat.mean(1), balance], axis=1)
 
 
 def _grey_statistics(flat: np.ndarray) -> np.ndarray:
