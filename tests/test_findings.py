@@ -116,6 +116,40 @@ def test_the_quick_comparison_keeps_resampled_and_cropped_copies_for_the_full_on
 
 
 @needs_fashion
+def test_crops_are_sought_by_their_originals_magnified():
+    """A 10 % crop shows its original's content 1.11x larger, so by plain descriptor the original can
+    rank thousands deep among the crop's nearest; by the original's descriptor magnified as such a
+    crop shows it, it ranks first. With ``crops`` (the calibration finds the set's crops) those
+    nearest are candidates too: the originals of 40 crops among 1,500 images all come in (23-25 by
+    plain descriptor), and more crops are found (28-30 against 19-22 on three draws) with no other
+    pair added."""
+    from reportgen.compute.twin_calibration import FAMILIES
+    from reportgen.compute.twin_compare import COARSE
+
+    images, _ = _fashion(1500, seed=12)
+    rng = np.random.default_rng(0)
+    src = rng.choice(len(images), 40, replace=False)
+    crops = np.stack([FAMILIES["cropped 10 %"](np.repeat(images[i][:, :, None], 3, 2), rng)[:, :, 0] for i in src])
+    sig = _sig(np.concatenate([images, crops]))
+    truth = {(int(s), len(images) + j) for j, s in enumerate(src)}
+    search = twins.SignatureSearch(sig, seed=0)
+    grown = search.of(twins.zoomed_spectra(sig, (twins.ZOOMS[-1],))[0], 11, own=True)
+    plain = search.own(10)
+    assert sum(c in grown[a] for a, c in truth) >= 38
+    assert sum(c in plain[a] or a in plain[c] for a, c in truth) <= 32
+    found = []
+    for crops_sought in (False, True):
+        pairs = twins.find_twins(sig, None, 0, 0.0072, seed=0, crops=crops_sought, compare=COARSE, search=search)[0]
+        found.append({tuple(map(int, p)) for p in pairs})
+    assert len(found[1] & truth) >= len(found[0] & truth) + 4, [len(f & truth) for f in found]
+    assert len(found[1] - truth) <= len(found[0] - truth) + 1
+    # sought where the calibration finds the set's crops (the alike million's 16-px blobs: 1 %)
+    fashion = twins.Calibration(0.0072, 3900, 0.0074, "", recall={twins.CROP_FAMILY: 0.83})
+    alike = twins.Calibration(0.0022, 3900, 0.12, "", recall={twins.CROP_FAMILY: 0.01})
+    assert fashion.finds_crops and not alike.finds_crops
+
+
+@needs_fashion
 def test_the_comparison_leaves_out_what_a_crop_cannot_show():
     """A 10 % crop shows nothing past its own border, and near it its blur saw less of the picture
     than the original's did: the coarse comparison leaves that part of the frame out
@@ -660,6 +694,9 @@ def test_audit_finds_the_planted_label_errors_and_duplicates(planted):
         set(audit["near_recall_by_edit"]) >= {"JPEG 50", "cropped 10 %", "grey"}
         and audit["near_search"]["verified"] > 0
     )
+    # crops sought by magnified signatures exactly where the calibration finds the set's crops
+    sought = audit["near_recall_by_edit"]["cropped 10 %"] >= twins.CROP_RECALL
+    assert audit["near_search"]["magnified"] == (612 if sought else 0)
     assert layer["metrics"]["duplicate_rate"] == pytest.approx(6 / 612)
     assert layer["metrics"]["label_issue_rate"] == pytest.approx(len(flagged) / 612)
 

@@ -238,6 +238,7 @@ class Audit(LayerAnalysis):
                 budget=budget,
                 search=layer.twins.search,
                 mirrors=cal.mirrors,
+                crops=cal.finds_crops,
                 compare=cal.compare,
             )
             spent = asdict(budget)
