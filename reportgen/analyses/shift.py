@@ -147,6 +147,7 @@ class CompareDatasets(BuildAnalysis):
                     seed=b.seed,
                     search=twin.search,
                     mirrors=twin.calibration.mirrors,
+                    crops=twin.calibration.finds_crops,
                     compare=twin.calibration.compare,
                 )
                 if graph is not None and len(r) and twin.calibration.look_alike:

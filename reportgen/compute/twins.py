@@ -373,17 +373,25 @@ def cross_twins(
     budget: Budget | None = None,
     search: SignatureSearch | None = None,
     mirrors: bool = False,
+    crops: bool = False,
     compare: Comparison,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """For each row of another data set, its closest twin in the reference, if any: (rows of other,
     reference rows, differences, whether the twin is mirrored). Candidates: ``graph_twins`` ((M, k)
     reference rows nearest in the layer) and SIG_NEIGHBOURS nearest reference signatures
-    (``search``: the reference's, where it is kept; else made here); ``mirrors``, ``compare``: as in ``find_twins``."""
+    (``search``: the reference's, where it is kept; else made here), and with ``crops`` the nearest
+    to each row's descriptor magnified and shrunk as a 10 % crop shows it (a crop of a reference
+    image, or the original of a reference crop: one search of the other set's rows each, at any
+    size); ``mirrors``, ``compare``: as in ``find_twins``."""
     search = search if search is not None else SignatureSearch(sig_ref, seed=seed)
     low_ref, low_other = search.low, spectra(sig_other)
     k = min(SIG_NEIGHBOURS, len(sig_ref))
     graph = None if graph_twins is None else np.asarray(graph_twins).reshape(len(sig_other), -1)
-    rows, refs = _cross_pairs([search.of(low_other, k)] + ([] if graph is None else [graph]), len(sig_ref))
+    lists = [search.of(low_other, k)] + ([] if graph is None else [graph])
+    if crops:  # a crop of a reference image, or the original of a reference crop: magnified either way
+        for z in (1 / ZOOMS[-1], ZOOMS[-1]):
+            lists.append(search.of(zoomed_spectra(sig_other, (z,))[0], k))
+    rows, refs = _cross_pairs(lists, len(sig_ref))
     flip = np.zeros(len(rows), bool)
     if mirrors:
         turned = search.of(low_other[:, mirror_order(sig_other.shape[1])], k)
