@@ -115,6 +115,20 @@ def test_the_quick_comparison_keeps_resampled_and_cropped_copies_for_the_full_on
     assert found >= 200 and kept >= 0.95 * found, (kept, found)  # 441 of 458 here
 
 
+def test_the_budget_takes_plain_matches_before_look_alikes_let_in_by_the_zoom_margin():
+    """Each image's candidates are verified best first, and the budget takes the first few: a
+    magnified match that passed the prefilter only through a comparison's negative zoom margin is
+    ranked by its own correlation, never above a plain match that correlates more; a positive margin
+    (the fine comparison's) already ranks it lower, and is kept as it is."""
+    one, zoom = twins.SCALES.index(1.0), twins.SCALES.index(twins.ZOOMS[-1])
+    a = np.array([0, 0, 0, 1, 1])
+    b = np.array([5, 6, 7, 5, 6])
+    corr = np.array([1.0, 1.01, 0.99, 0.995, 1.02], np.float32)  # 1.01, 1.02: magnified 0.98, 0.99 + 0.03
+    scale = np.array([one, zoom, one, one, zoom], np.int8)
+    assert twins._budget_order(a, b, corr, scale, -0.03).tolist() == [0, 2, 1, 3, 4]
+    assert twins._budget_order(a, b, corr, scale, 0.01).tolist() == [1, 0, 2, 4, 3]
+
+
 @needs_fashion
 def test_crops_are_sought_by_their_originals_magnified():
     """A 10 % crop shows its original's content 1.11x larger, so by plain descriptor the original can

@@ -254,7 +254,7 @@ def _score(
     keep = corr >= PREFILTER
     a, b, corr, scale, flip = a[keep], b[keep], corr[keep], scale[keep], flip[keep]
     budget.prefiltered += len(a)
-    order = np.lexsort((b, -corr, a))  # per image of a, its best candidates first
+    order = _budget_order(a, b, corr, scale, compare.zoom_margin)
     a, b, scale, flip = a[order], b[order], scale[order], flip[order]
     rank = np.arange(len(a)) - np.searchsorted(a, a, side="left")
     images = int((rank == 0).sum())  # a is sorted: each image's first candidate has rank 0
@@ -287,6 +287,16 @@ def _score(
     a, b, d, flip = a[hit], b[hit], d[hit], flip[hit]
     order = np.lexsort((b, a, d))
     return np.stack([a[order], b[order]], 1).astype(np.int64), d[order], flip[order]
+
+
+def _budget_order(a: np.ndarray, b: np.ndarray, corr: np.ndarray, scale: np.ndarray, zoom_margin: float) -> np.ndarray:
+    """The order in which each image of ``a`` has its candidates verified (the budget takes the
+    first): a's rows together, each image's best candidates first by what the descriptors read - a
+    magnified match that a negative ``zoom_margin`` let through is not put above a plain match that
+    correlates more (at 10,000 images an exact leak at 1.0 lost its place to four look-alikes of
+    another size at 0.97-0.98 + 0.03)."""
+    ranked = np.where(scale != SCALES.index(1.0), corr + min(0.0, zoom_margin), corr)
+    return np.lexsort((b, -ranked, a))
 
 
 def _correlate(
