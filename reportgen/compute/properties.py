@@ -69,14 +69,9 @@ def _one(img: np.ndarray) -> np.ndarray:
     sat = np.where(mx > 0, (mx - mn) / np.maximum(mx, 1e-6), 0.0)
     rg, yb = r - g, 0.5 * (r + g) - b  # Hasler and Suesstrunk (2003)
     colourful = float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
-    if lum.shape[0] >= 3 and lum.shape[1] >= 3:
-        lap = lum[1:-1, :-2] + lum[1:-1, 2:] + lum[:-2, 1:-1] + lum[2:, 1:-1] - 4 * lum[1:-1, 1:-1]
-        sharp = float(lap.var())
-    else:
-        sharp = 0.0
+    sharp = float(_sharpness(lum[None])[0])
     hist = np.bincount(np.clip((lum * 255).astype(np.int64), 0, 255).ravel(), minlength=256).astype(np.float64)
-    p = hist[hist > 0] / hist.sum()
-    entropy = float(-(p * np.log2(p)).sum())
+    entropy = float(_entropy(hist[None])[0])
     hue = -1.0
     if float(sat.mean()) >= GREY:
         d = np.maximum(mx - mn, 1e-6)
@@ -120,17 +115,10 @@ def _batch(images: np.ndarray) -> np.ndarray:
     sat = np.where(mx > 0, (mx - mn) / np.maximum(mx, 1e-6), 0.0)
     rg, yb = r - g, 0.5 * (r + g) - b
     colourful = np.hypot(rg.std(axis=1), yb.std(axis=1)) + 0.3 * np.hypot(rg.mean(axis=1), yb.mean(axis=1))
-    if h >= 3 and w >= 3:
-        l2 = lum.reshape(n, h, w)
-        lap = l2[:, 1:-1, :-2] + l2[:, 1:-1, 2:] + l2[:, :-2, 1:-1] + l2[:, 2:, 1:-1] - 4 * l2[:, 1:-1, 1:-1]
-        sharp = lap.reshape(n, -1).var(axis=1)
-    else:
-        sharp = np.zeros(n)
+    sharp = _sharpness(lum.reshape(n, h, w))
     bins = np.clip((lum * 255).astype(np.int64), 0, 255) + 256 * np.arange(n)[:, None]
     hist = np.bincount(bins.ravel(), minlength=256 * n).reshape(n, 256).astype(np.float64)
-    p = hist / hist.sum(axis=1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        entropy = -np.where(p > 0, p * np.log2(np.where(p > 0, p, 1)), 0.0).sum(axis=1)
+    entropy = _entropy(hist)
     hue = np.full(n, -1.0)
     coloured = np.flatnonzero(sat.mean(axis=1) >= GREY)
     if len(coloured):
@@ -163,6 +151,22 @@ def _batch(images: np.ndarray) -> np.ndarray:
     ).astype(np.float64)
 
 
+def _sharpness(lum: np.ndarray) -> np.ndarray:
+    """(B,) the variance of the Laplacian of (B, H, W) luma images (0 under 3 pixels a side)."""
+    n, h, w = lum.shape
+    if h < 3 or w < 3:
+        return np.zeros(n)
+    lap = lum[:, 1:-1, :-2] + lum[:, 1:-1, 2:] + lum[:, :-2, 1:-1] + lum[:, 2:, 1:-1] - 4 * lum[:, 1:-1, 1:-1]
+    return lap.reshape(n, -1).var(axis=1)
+
+
+def _entropy(hist: np.ndarray) -> np.ndarray:
+    """(B,) the Shannon entropy in bits of (B, 256) histograms of grey levels."""
+    p = hist / hist.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.where(p > 0, p * np.log2(np.where(p > 0, p, 1)), 0.0).sum(axis=1)
+
+
 def _grey(images: np.ndarray, aspect: float, size: float) -> np.ndarray:
     """``_batch`` of grey uint8 images (B, H, W) with the original's ``aspect`` and ``size``: no
     saturation, colourfulness or hue; brightness and perceived brightness are the pixel values
@@ -172,16 +176,9 @@ def _grey(images: np.ndarray, aspect: float, size: float) -> np.ndarray:
     n, h, w = images.shape
     flat = images.reshape(n, h * w)
     lum = flat.astype(np.float32) / 255.0
-    if h >= 3 and w >= 3:
-        l2 = lum.reshape(n, h, w)
-        lap = l2[:, 1:-1, :-2] + l2[:, 1:-1, 2:] + l2[:, :-2, 1:-1] + l2[:, 2:, 1:-1] - 4 * l2[:, 1:-1, 1:-1]
-        sharp = lap.reshape(n, -1).var(axis=1)
-    else:
-        sharp = np.zeros(n)
+    sharp = _sharpness(lum.reshape(n, h, w))
     hist = np.bincount((flat + (256 * np.arange(n))[:, None]).ravel(), minlength=256 * n).reshape(n, 256)
-    p = hist / float(h * w)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        entropy = -np.where(p > 0, p * np.log2(np.where(p > 0, p, 1)), 0.0).sum(axis=1)
+    entropy = _entropy(hist)
     cum = hist.cumsum(axis=1)
 
     def percentile(q: float) -> np.ndarray:  # np.percentile's linear interpolation, on the histogram
