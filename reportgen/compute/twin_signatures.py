@@ -65,12 +65,20 @@ class Zoomed:
 
     def __init__(self, sig: np.ndarray) -> None:
         self.sig = sig
+        self.kept: dict[int, np.ndarray] = {}  # magnifications made once and asked for again
 
     def __len__(self) -> int:
         return len(ZOOMS)
 
     def __getitem__(self, k: int) -> np.ndarray:
-        return zoomed_spectra(self.sig, (ZOOMS[k],))[0]
+        return self.kept[k] if k in self.kept else zoomed_spectra(self.sig, (ZOOMS[k],))[0]
+
+    def keep(self, k: int) -> np.ndarray:
+        """Magnification ``k``, made now and held (the twin search's crop candidates read the last
+        before the prefilter does)."""
+        if k not in self.kept:
+            self.kept[k] = self[k]
+        return self.kept[k]
 
 
 def prefilter(

@@ -200,8 +200,9 @@ def find_twins(
     own = search.own(k_sig, breadth=own_breadth)
     lists = [_candidates(own, k_sig)] + ([] if graph is None else [graph])
     del own
+    zoom = Zoomed(sig)
     if crops and not large:  # each image's nearest to its own descriptor magnified as a 10 % crop shows it
-        grown = search.of(zoomed_spectra(sig, (ZOOMS[-1],))[0], k_sig + 1, own=True)
+        grown = search.of(zoom.keep(len(ZOOMS) - 1), k_sig + 1, own=True)  # held for the prefilter too
         lists.append(_candidates(grown, k_sig + 1))
         del grown
         if budget is not None:
@@ -213,7 +214,7 @@ def find_twins(
         turned = search.of(low[:, mirror_order(sig.shape[1])], k_sig + 1, own=True, breadth=own_breadth)
         af, bf = _pairs([_candidates(turned, k_sig + 1)] + ([] if graph is None else [graph]), n, exclude_identical)
         a, b, flip = np.concatenate([a, af]), np.concatenate([b, bf]), np.r_[flip, np.ones(len(af), bool)]
-    return _score(sig, sig, a, b, low, low, threshold, budget, symmetric=True, flip=flip, compare=compare)
+    return _score(sig, sig, a, b, low, low, threshold, budget, symmetric=True, flip=flip, compare=compare, zoom=zoom)
 
 
 def _pairs(lists: list[np.ndarray], n: int, exclude_identical: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -241,6 +242,7 @@ def _score(
     flip: np.ndarray | None = None,
     *,
     compare: Comparison,
+    zoom: Zoomed | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Verify candidate pairs (a[i] of sig_a, b[i] of sig_b, mirrored where ``flip``): the spectral
     prefilter, then at most VERIFY_PER_IMAGE per image of ``a`` (the best by the prefilter), a quick
@@ -250,7 +252,7 @@ def _score(
     budget = budget if budget is not None else Budget()
     budget.candidates += len(a)
     flip = np.zeros(len(a), bool) if flip is None else flip
-    corr, scale = _correlate(sig_a, sig_b, low_a, low_b, a, b, flip, compare.zoom_margin)
+    corr, scale = _correlate(sig_a, sig_b, low_a, low_b, a, b, flip, compare.zoom_margin, zoom)
     keep = corr >= PREFILTER
     a, b, corr, scale, flip = a[keep], b[keep], corr[keep], scale[keep], flip[keep]
     budget.prefiltered += len(a)
@@ -308,10 +310,11 @@ def _correlate(
     b: np.ndarray,
     flip: np.ndarray,
     zoom_margin: float,
+    zoom: Zoomed | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``prefilter`` of the pairs, each side's magnified descriptors made for the rows its pairs
-    use: every row where one data set's pairs use most of them (one magnification at a time),
-    else only theirs."""
+    use: every row where one data set's pairs use most of them (one magnification at a time, or
+    ``zoom``'s: one data set's, some already made), else only theirs."""
     if sig_b is not sig_a:  # another data set against the reference: only the rows in pairs
         la, za, pa = _in_use(sig_a, low_a, a)
         lb, zb, pb = _in_use(sig_b, low_b, b)
@@ -319,7 +322,7 @@ def _correlate(
     seen = np.zeros(len(sig_a), bool)
     seen[a], seen[b] = True, True
     if 2 * int(seen.sum()) > len(sig_a):
-        zoom = Zoomed(sig_a)  # one magnification held at a time, made once for both sides
+        zoom = zoom if zoom is not None else Zoomed(sig_a)  # made once for both sides
         return prefilter(low_a, low_b, zoom, zoom, a, b, flip, zoom_margin)
     # few rows in pairs: the tiled million's exact copies left 291,294 pairs, and every row's
     # magnified descriptors took 2 x 14 s
@@ -399,8 +402,7 @@ def cross_twins(
     graph = None if graph_twins is None else np.asarray(graph_twins).reshape(len(sig_other), -1)
     lists = [search.of(low_other, k)] + ([] if graph is None else [graph])
     if crops:  # a crop of a reference image, or the original of a reference crop: magnified either way
-        for z in (1 / ZOOMS[-1], ZOOMS[-1]):
-            lists.append(search.of(zoomed_spectra(sig_other, (z,))[0], k))
+        lists += [search.of(low, k) for low in zoomed_spectra(sig_other, (1 / ZOOMS[-1], ZOOMS[-1]))]
     rows, refs = _cross_pairs(lists, len(sig_ref))
     flip = np.zeros(len(rows), bool)
     if mirrors:
